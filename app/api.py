@@ -1,0 +1,22 @@
+"""Every router, mounted in one place. Routes are protected by their own `Require(...)`;
+the public ones (token, health, channel reads) say so in their module."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from app.audit.router import router as audit_router
+from app.identity.router import auth_router
+from app.identity.router import router as identity_router
+from app.ops.router import router as ops_router
+from app.workers.router import router as jobs_router
+
+API_PREFIX = "/api/v1"
+
+
+def mount_routers(app: FastAPI) -> None:
+    api = APIRouter(prefix=API_PREFIX)
+    for r in (auth_router, identity_router, audit_router, jobs_router):
+        api.include_router(r)
+    app.include_router(api)
+    app.include_router(ops_router)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.models import AuditEntry
+from app.core.context import request_id_var
+from app.identity.principal import Principal
+
+
+def record(
+    session: AsyncSession,
+    actor: Principal | None,
+    action: str,
+    target_type: str | None = None,
+    target_id: object = None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    outcome: str = "ok",
+    **info: Any,
+) -> AuditEntry:
+    """Add an audit entry to the caller's transaction: it commits with the change it records."""
+    summary: dict[str, Any] = dict(info)
+    if before is not None:
+        summary["before"] = before
+    if after is not None:
+        summary["after"] = after
+    entry = AuditEntry(
+        actor=actor.actor if actor else "anonymous",
+        actor_name=actor.name if actor else "",
+        action=action,
+        outcome=outcome,
+        target_type=target_type,
+        target_id=None if target_id is None else str(target_id),
+        request_id=request_id_var.get(),
+        summary=summary,
+    )
+    session.add(entry)
+    return entry
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields that differ, as {"before": {...}, "after": {...}} for an audit summary."""
+    keys = [k for k in after if before.get(k) != after.get(k)]
+    return {"before": {k: before.get(k) for k in keys}, "after": {k: after[k] for k in keys}}

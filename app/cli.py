@@ -1,0 +1,119 @@
+"""`python -m app <command>` (also the `kb` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from app.core.config import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = settings.database_url
+    command.upgrade(cfg, revision)
+
+
+async def _create_admin(username: str, password: str) -> None:
+    from app.core.db import make_engine, make_sessionmaker
+    from app.identity.service import ensure_admin
+
+    engine = make_engine(get_settings().database_url)
+    async with make_sessionmaker(engine)() as s:
+        _, created = await ensure_admin(s, username, password)
+    await engine.dispose()
+    print(f"administrator {username!r} {'created' if created else 'already exists (password unchanged)'}")
+
+
+async def _seed_demo() -> None:
+    from app.core.db import make_engine, make_sessionmaker
+    from app.seed import seed_demo
+
+    engine = make_engine(get_settings().database_url)
+    async with make_sessionmaker(engine)() as s:
+        lines = await seed_demo(s)
+    await engine.dispose()
+    print("\n".join(lines))
+
+
+async def _worker() -> None:
+    import signal
+
+    from app import jobs_registry  # noqa: F401
+    from app.core.db import make_engine, make_sessionmaker
+    from app.main import build_services
+    from app.workers.worker import Worker
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    services = await build_services(settings)
+    services["settings"] = settings
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Worker(make_sessionmaker(engine), settings, services=services).run_forever(stop)
+    for svc in services.values():
+        if hasattr(svc, "close"):
+            await svc.close()
+    await engine.dispose()
+
+
+def export_openapi(path: Path) -> None:
+    from app.main import create_app
+
+    spec = create_app().openapi()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kb", description="Call-center knowledge service")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("migrate", help="upgrade the database (default: to head)")
+    m.add_argument("revision", nargs="?", default="head")
+    a = sub.add_parser("create-admin", help="create an administrator if that user does not exist")
+    a.add_argument("--username", required=True)
+    a.add_argument("--password", required=True)
+    sub.add_parser("seed-demo", help="create the demo users, roles and content (idempotent)")
+    sub.add_parser("serve", help="serve the API (KB_HOST, KB_PORT)")
+    sub.add_parser("worker", help="run a standalone job worker")
+    o = sub.add_parser("export-openapi", help="write the OpenAPI document")
+    o.add_argument("--out", type=Path, default=ROOT / "openapi" / "openapi.json")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "migrate":
+        migrate(args.revision)
+    elif args.cmd == "create-admin":
+        if len(args.password) < 8:
+            sys.exit("the password needs at least 8 characters")
+        asyncio.run(_create_admin(args.username, args.password))
+    elif args.cmd == "seed-demo":
+        asyncio.run(_seed_demo())
+    elif args.cmd == "serve":
+        import uvicorn
+
+        s = get_settings()
+        uvicorn.run("app.main:app_factory", factory=True, host=s.host, port=s.port, log_config=None)
+    elif args.cmd == "worker":
+        from app.core.logging import configure_logging
+
+        configure_logging(get_settings().log_level)
+        asyncio.run(_worker())
+    elif args.cmd == "export-openapi":
+        export_openapi(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+
+
+class Settings(BaseSettings):
+    """Every setting is a `KB_*` environment variable (or a line in `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    data_dir: Path = Path("./var")
+    database_url: str = ""  # default: sqlite file under data_dir
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    search_backend: Literal["embedded", "elasticsearch"] = "embedded"
+    es_url: str | None = None
+    es_analyzer: Literal["ik", "smartcn"] = "ik"
+    es_index_prefix: str = "kb_items"
+    tika_url: str | None = None
+
+    jwt_secret: str = DEV_SECRET
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    access_token_minutes: int = Field(30, ge=1)
+    refresh_token_days: int = Field(14, ge=1)
+
+    max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_upload_file_bytes: int = Field(300 * 1024 * 1024, ge=1)
+    max_upload_request_bytes: int = Field(500 * 1024 * 1024, ge=1)
+    extraction_max_file_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    extraction_max_chars: int = Field(2_000_000, ge=1000)
+    extraction_timeout_seconds: float = Field(60, gt=0)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    bootstrap_admin_user: str | None = None
+    bootstrap_admin_password: str | None = None
+
+    worker_embedded: bool = True  # run the job worker inside the API process
+    worker_poll_seconds: float = Field(0.5, gt=0)
+    job_max_attempts: int = Field(5, ge=1)
+    job_backoff_seconds: float = Field(2.0, ge=0)
+    job_lease_seconds: float = Field(300, gt=0)
+
+    login_max_failures: int = Field(10, ge=1)  # per username+address in the window
+    login_window_seconds: int = Field(300, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'kb.sqlite3'}"
+        if self.env == "prod":
+            if self.jwt_algorithm == "HS256" and (self.jwt_secret == DEV_SECRET or len(self.jwt_secret) < 32):
+                raise ValueError("KB_JWT_SECRET must be set to a random string of 32+ characters in prod")
+        if self.jwt_algorithm == "RS256" and not (self.jwt_private_key_file and self.jwt_public_key_file):
+            raise ValueError("RS256 needs KB_JWT_PRIVATE_KEY_FILE and KB_JWT_PUBLIC_KEY_FILE")
+        if self.search_backend == "elasticsearch" and not self.es_url:
+            raise ValueError("KB_SEARCH_BACKEND=elasticsearch needs KB_ES_URL")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

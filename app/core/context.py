@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)

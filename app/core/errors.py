@@ -1,0 +1,167 @@
+"""One error base class; every failure leaves as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.context import request_id_var
+
+log = logging.getLogger("app.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(AppError):
+    pass
+
+
+class InvalidInput(AppError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"}, **extra)
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Permission denied"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(AppError):
+    status, code, title = 412, "precondition_failed", "The resource changed since you read it"
+
+
+class PreconditionRequired(AppError):
+    status, code, title = 428, "precondition_required", "If-Match header required"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail or title,
+    }
+    if instance:
+        body["instance"] = instance
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Permission denied"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"field": ".".join(loc), "message": e.get("msg", ""), "type": e.get("type", "")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem(
+            exc.status, exc.code, exc.title, exc.detail,
+            instance=request.url.path, headers=exc.headers, **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem(400, "malformed_json", "Malformed JSON", "The body is not valid JSON",
+                           instance=request.url.path, errors=_clean_errors(errors))
+        return problem(422, "validation_error", "The request is not valid",
+                       "; ".join(f"{e['field']}: {e['message']}" for e in _clean_errors(errors))[:2000],
+                       instance=request.url.path, errors=_clean_errors(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem(exc.status_code, code, title, detail, instance=request.url.path,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "internal_error", "Internal server error",
+                       "An unexpected error occurred; quote the request id when reporting it",
+                       instance=request.url.path)

@@ -1,0 +1,79 @@
+"""The named permissions, in the five levels of DESIGN.md.
+
+1. system access  `system:access`  — may use the API at all
+2. module         `module:<name>`  — may enter a module (knowledge, search, attachments, admin)
+3. operation      `knowledge:publish`, `taxonomy:manage`, ... — may do this action
+4. read           `knowledge:read` — may read content (then narrowed per item by the item ACL)
+5. download       `attachments:download` — may fetch attachment files
+
+A role holds a list of these; `*` is every permission. A user needs all three of system
+access, the module and the operation. A client's scopes are operations: system access and
+the modules of its scopes are implied, since a client is created for one purpose.
+"""
+
+from __future__ import annotations
+
+SYSTEM_ACCESS = "system:access"
+ALL = "*"
+
+MODULES = {
+    "module:knowledge": "Knowledge content: items, versions, taxonomies",
+    "module:search": "Search",
+    "module:attachments": "Attachments",
+    "module:admin": "Administration: users, roles, clients, jobs, audit",
+}
+
+# operation/read/download permission -> (module, description)
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "knowledge:read": ("module:knowledge", "Read knowledge items (narrowed by item ACLs)"),
+    "knowledge:create": ("module:knowledge", "Create items and drafts"),
+    "knowledge:edit": ("module:knowledge", "Edit drafts"),
+    "knowledge:submit": ("module:knowledge", "Submit a draft for review, withdraw it"),
+    "knowledge:review": ("module:knowledge", "Approve or reject versions in review"),
+    "knowledge:publish": ("module:knowledge", "Publish approved versions"),
+    "knowledge:archive": ("module:knowledge", "Archive items"),
+    "knowledge:import": ("module:knowledge", "Bulk import and sync"),
+    "knowledge:acl": ("module:knowledge", "Manage item and category ACLs"),
+    "taxonomy:manage": ("module:knowledge", "Manage taxonomies, tags, attributes, templates"),
+    "search:query": ("module:search", "Search published content"),
+    "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
+    "attachments:download": ("module:attachments", "Download and preview attachment files"),
+    "identity:manage": ("module:admin", "Manage users, roles, departments, clients"),
+    "jobs:manage": ("module:admin", "See and retry background jobs"),
+    "audit:read": ("module:admin", "Read the audit log"),
+}
+
+CATALOG: dict[str, str] = {
+    SYSTEM_ACCESS: "Use the API at all",
+    **MODULES,
+    **{k: v[1] for k, v in OPERATIONS.items()},
+    ALL: "Every permission (administrators)",
+}
+
+
+def module_of(permission: str) -> str | None:
+    op = OPERATIONS.get(permission)
+    return op[0] if op else None
+
+
+def unknown(permissions: list[str]) -> list[str]:
+    return [p for p in permissions if p not in CATALOG]
+
+
+_AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
+          "knowledge:read", "search:query", "attachments:download"]
+_AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
+_REVIEWER = [*_AUTHOR, "knowledge:review"]
+_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive"]
+
+# Roles created by the first migration's seed and by `kb init`; admins may change them.
+DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
+    "admin": ("系统管理员 / administrator", [ALL]),
+    "agent": ("坐席 / agent: reads and searches", _AGENT),
+    "author": ("知识编辑 / author: writes drafts", _AUTHOR),
+    "reviewer": ("审核员 / reviewer", _REVIEWER),
+    "publisher": ("发布员 / publisher", _PUBLISHER),
+    "kb_manager": ("知识管理员 / knowledge manager",
+                   [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage"]),
+    "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
+}

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import jobs_registry  # noqa: F401 - registers every job handler
+from app.api import mount_routers
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, make_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.core.ratelimit import FailureLimiter
+from app.core.security import TokenCodec
+from app.identity.service import ensure_admin
+from app.workers.worker import Worker
+
+log = logging.getLogger("app")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migration_head() -> str | None:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+async def build_services(settings: Settings) -> dict[str, Any]:
+    """Outside systems behind their interfaces, chosen by configuration."""
+    from app.services import build
+
+    return await build(settings)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.services = await build_services(settings)
+        app.state.services["settings"] = settings
+        if settings.bootstrap_admin_user and settings.bootstrap_admin_password:
+            async with app.state.sessionmaker() as s:
+                _, created = await ensure_admin(s, settings.bootstrap_admin_user, settings.bootstrap_admin_password)
+                if created:
+                    log.info("bootstrap administrator created", extra={"user": settings.bootstrap_admin_user})
+        stop = asyncio.Event()
+        task = None
+        if settings.worker_embedded:
+            worker = Worker(app.state.sessionmaker, settings, services=app.state.services)
+            task = asyncio.create_task(worker.run_forever(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
+            for svc in app.state.services.values():
+                close = getattr(svc, "close", None)
+                if close is not None:
+                    await close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Call-center knowledge service",
+        version="1.0.0",
+        description="Knowledge items, versions and publishing, Chinese search and attachments for "
+        "call-center agents, the website FAQ, WeChat and the mobile APP. Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.token_codec = TokenCodec(settings)
+    app.state.login_limiter = FailureLimiter(settings.login_max_failures, settings.login_window_seconds)
+    app.state.migration_head = migration_head()
+    app.state.services = {}
+    install_error_handlers(app)
+    mount_routers(app)
+    # Added last = outermost: request id first, then limits, then CORS.
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "X-Request-ID"])
+    app.add_middleware(BodySizeLimitMiddleware, json_limit=settings.max_json_body_bytes,
+                       upload_limit=settings.max_upload_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def app_factory() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+from app.core.db import utcnow
+from app.core.errors import problem
+from app.workers.models import Job, WorkerHeartbeat
+
+router = APIRouter(tags=["operations"])
+
+JOBS = Gauge("kb_jobs", "Jobs by status", ["status"])
+WORKER_STALE = timedelta(seconds=30)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready (problem details with each check)"}})
+async def readyz(request: Request) -> Any:
+    """Ready for traffic: database reachable, migrations at head, a worker alive."""
+    checks: dict[str, str] = {}
+    try:
+        async with request.app.state.sessionmaker() as s:
+            await s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            rev = await s.scalar(text("SELECT version_num FROM alembic_version"))
+            head = request.app.state.migration_head
+            checks["migrations"] = "ok" if rev == head else f"at {rev}, head is {head}"
+            seen = await s.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+            checks["worker"] = "ok" if seen and utcnow() - seen < WORKER_STALE else "no worker heartbeat in 30 s"
+    except Exception as e:  # the point of this endpoint is to report it
+        checks.setdefault("database", f"unreachable: {type(e).__name__}")
+    search = request.app.state.services.get("search")
+    if search is not None:
+        try:
+            checks["search"] = "ok" if await search.health() else "index missing"
+        except Exception as e:
+            checks["search"] = f"unreachable: {type(e).__name__}"
+    if all(v == "ok" for v in checks.values()):
+        return {"status": "ready", "checks": checks}
+    return problem(503, "not_ready", "Not ready", "Some checks failed", checks=checks)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    try:
+        async with request.app.state.sessionmaker() as s:
+            counts = dict((await s.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+        for st in ("pending", "running", "done", "failed"):
+            JOBS.labels(st).set(counts.get(st, 0))
+    except Exception:
+        pass  # metrics must answer even when the database does not
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,70 @@
+"""Writing jobs. A job row joins the caller's transaction, so the change and the work it
+needs commit together or not at all (DESIGN.md: the outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.db import utcnow
+from app.workers.models import Job
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed (bad payload, deleted target): park it without retrying."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    session: AsyncSession  # the handler's transaction; the worker commits it with the job's state
+    sessionmaker: async_sessionmaker[AsyncSession]
+    services: dict[str, Any]  # shared outside systems: "search", "extractor", "blobs", "settings"
+
+    async def report_progress(self, **progress: Any) -> None:
+        """Visible at once to GET /jobs/{id}, independent of the handler's transaction."""
+        async with self.sessionmaker() as s:
+            job = await s.get(Job, self.job_id)
+            if job is not None:
+                job.progress = {**job.progress, **progress}
+                await s.commit()
+
+
+Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    run_after: datetime | None = None,
+    max_attempts: int | None = None,
+    created_by: str | None = None,
+) -> Job:
+    job = Job(
+        kind=kind,
+        payload=payload or {},
+        run_after=run_after or utcnow(),
+        created_by=created_by,
+    )
+    if max_attempts is not None:
+        job.max_attempts = max_attempts
+    session.add(job)
+    return job
