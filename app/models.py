@@ -3,7 +3,11 @@
 from app.audit.models import AuditEntry
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
+from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
+from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
 
-__all__ = ["ApiClient", "AuditEntry", "Base", "Department", "Job", "RefreshToken", "Role", "User",
-           "WorkerHeartbeat", "user_roles"]
+__all__ = ["AclGrant", "ApiClient", "AttributeDefinition", "AuditEntry", "Base", "Department", "Item",
+           "ItemReader", "ItemType", "ItemVersion", "Job", "RefreshToken", "Role", "Tag", "Taxonomy",
+           "TaxonomyNode", "Template", "User", "WorkerHeartbeat", "user_roles", "version_categories",
+           "version_tags"]
