@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.config import Settings
-from app.core.db import make_engine, make_sessionmaker
+from app.core.db import make_engine
 from app.core.security import hash_secret
 from app.identity.models import Role, User
 from app.identity.permissions import DEFAULT_ROLES
@@ -80,6 +80,7 @@ class Database:
             if self.kind == "postgresql":
                 await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
             else:
+                await conn.execute(text("PRAGMA defer_foreign_keys=ON"))  # checked at commit, when all is empty
                 for t in tables:
                     await conn.execute(text(f"DELETE FROM {t}"))
 

@@ -68,9 +68,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'kb.sqlite3'}"
-        if self.env == "prod":
-            if self.jwt_algorithm == "HS256" and (self.jwt_secret == DEV_SECRET or len(self.jwt_secret) < 32):
-                raise ValueError("KB_JWT_SECRET must be set to a random string of 32+ characters in prod")
+        weak = self.jwt_secret == DEV_SECRET or len(self.jwt_secret) < 32
+        if self.env == "prod" and self.jwt_algorithm == "HS256" and weak:
+            raise ValueError("KB_JWT_SECRET must be set to a random string of 32+ characters in prod")
         if self.jwt_algorithm == "RS256" and not (self.jwt_private_key_file and self.jwt_public_key_file):
             raise ValueError("RS256 needs KB_JWT_PRIVATE_KEY_FILE and KB_JWT_PUBLIC_KEY_FILE")
         if self.search_backend == "elasticsearch" and not self.es_url:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,8 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.context import request_id_var
-
-log = logging.getLogger("app.errors")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -134,6 +131,12 @@ def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def internal_error_response(path: str) -> JSONResponse:
+    """Unexpected errors (logged by the request middleware with the request id) never leak."""
+    return problem(500, "internal_error", "Internal server error",
+                   "An unexpected error occurred; quote the request id when reporting it", instance=path)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -158,10 +161,3 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem(exc.status_code, code, title, detail, instance=request.url.path,
                        headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem(500, "internal_error", "Internal server error",
-                       "An unexpected error occurred; quote the request id when reporting it",
-                       instance=request.url.path)

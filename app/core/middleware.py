@@ -47,9 +47,12 @@ class RequestContextMiddleware:
         status = 500
         path = scope["path"]
 
+        started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = rid
@@ -61,15 +64,34 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error", extra={"path": path})
+            if started:
+                raise
+            from app.core.errors import internal_error_response
+
+            await internal_error_response(path)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = _route_template(scope, path)
             REQUESTS.labels(scope["method"], template, str(status)).inc()
             LATENCY.labels(scope["method"], template).observe(elapsed)
             log.info("request", extra={"method": scope["method"], "path": path, "status": status,
                                        "ms": round(elapsed * 1000, 2)})
             request_id_var.reset(token)
+
+
+def _route_template(scope: Scope, path: str) -> str:
+    """`/api/v1/users/{user_id}` rather than `/api/v1/users/42`: bounded metric labels."""
+    if scope.get("route") is None:
+        return "unmatched"
+    segments = path.split("/")
+    for name, value in (scope.get("path_params") or {}).items():
+        for i, seg in enumerate(segments):
+            if seg == str(value):
+                segments[i] = "{" + name + "}"
+                break
+    return "/".join(segments)
 
 
 class BodySizeLimitMiddleware:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import InvalidInput
 
-
 T = TypeVar("T")
 
 

@@ -76,6 +76,6 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-def Require(permission: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
+def Require(permission: str) -> type[Principal]:
     """`principal: Require("knowledge:publish")` — the caller, known to hold that permission."""
     return Annotated[Principal, Depends(require(permission))]  # type: ignore[return-value]

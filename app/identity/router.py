@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request, status
 
+from app.core.db import get_or_404
 from app.core.deps import DbSession
 from app.core.errors import InvalidInput, RateLimited
 from app.core.pagination import Page, Paging
@@ -29,7 +30,6 @@ from app.identity.schemas import (
     UserOut,
     UserUpdate,
 )
-from app.core.db import get_or_404
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
 router = APIRouter(tags=["identity"])

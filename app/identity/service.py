@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import changes, record
 from app.core.db import get_or_404, like_pattern, utcnow
-from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from app.core.errors import Conflict, InvalidInput, Unauthorized
 from app.core.pagination import PageParams, paginate_by_id
 from app.core.security import TokenCodec, hash_secret, new_secret, verify_secret
 from app.identity import permissions as perms
@@ -222,7 +222,7 @@ async def update_department(
     before = {"name": dept.name, "parent_id": dept.parent_id}
     if data.name is not None:
         dept.name = data.name
-    new_parent: int | None | object = ...
+    new_parent: int | object | None = ...
     if data.move_to_root:
         new_parent = None
     elif data.parent_id is not None:

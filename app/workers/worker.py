@@ -9,6 +9,7 @@ import os
 import random
 import socket
 import traceback
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -167,10 +168,8 @@ class Worker:
                 log.exception("worker loop error")
                 n = 0
             if not n:
-                try:
+                with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.worker_poll_seconds)
-                except TimeoutError:
-                    pass
         async with self.sessionmaker() as s:
             hb = await s.get(WorkerHeartbeat, self.worker_id)
             if hb is not None:

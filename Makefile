@@ -1,0 +1,55 @@
+# Two commands: `make run` serves the embedded default; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python -m app migrate
+
+seed: migrate
+	$(BIN)/python -m app seed-demo
+
+run: seed
+	@echo "Serving on http://$${KB_HOST:-127.0.0.1}:$${KB_PORT:-8000}  (API docs at /docs)"
+	$(BIN)/python -m app serve
+
+worker: migrate
+	$(BIN)/python -m app worker
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format app tests bench
+
+openapi: install
+	$(BIN)/python -m app export-openapi
+
+bench-search: install
+	$(BIN)/python bench/search_embedded.py
+
+bench-relevance: install
+	$(BIN)/python bench/relevance.py
+
+bench-attachments: install
+	$(BIN)/python bench/blob_upload.py
+	$(BIN)/python bench/extraction.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
