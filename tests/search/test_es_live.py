@@ -1,0 +1,250 @@
+"""Contract tests against a real Elasticsearch 9 with the IK (and pinyin) plugins.
+
+Run with e.g. `KB_ES_URL=http://localhost:9200 pytest tests/search/test_es_live.py`
+against the image in docker/elasticsearch/. `KB_ES_ANALYZER=smartcn` runs them on the
+fallback analyzer (pinyin checks are skipped there). Every run works under its own
+index prefix and removes its indices and synonyms set at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from elasticsearch import AsyncElasticsearch, NotFoundError
+
+from app.search.backends import es_bodies as b
+from app.search.backends.elasticsearch import ElasticsearchBackend
+from app.search.documents import (
+    AttachmentText,
+    LanguageResources,
+    SearchDocument,
+    SearchFilters,
+    SearchQuery,
+)
+
+ES_URL = os.environ.get("KB_ES_URL")
+ANALYZER: b.Analyzer = "smartcn" if os.environ.get("KB_ES_ANALYZER") == "smartcn" else "ik"
+
+pytestmark = pytest.mark.skipif(
+    not ES_URL, reason="needs KB_ES_URL (Elasticsearch with IK) — not available on the CI machine"
+)
+
+NOW = datetime.now(UTC)
+AGENT = ["public", "role:agent"]
+PUBLIC = ["public"]
+
+
+def doc(item_id: int, title: str, **overrides: Any) -> SearchDocument:
+    values: dict[str, Any] = {
+        "item_id": item_id,
+        "version_id": item_id * 10,
+        "version_no": 1,
+        "item_type": "faq",
+        "status": "published",
+        "title": title,
+        "question": "",
+        "similar_questions": [],
+        "body_text": "",
+        "channel_answers": {},
+        "attachments": [],
+        "category_ids": [1],
+        "category_paths": ["1"],
+        "tags": [],
+        "attributes": {},
+        "acl_principals": ["public"],
+        "channels": ["agent", "web", "wechat", "app"],
+        "valid_from": None,
+        "valid_to": None,
+        "updated_at": NOW - timedelta(days=item_id),
+    }
+    values.update(overrides)
+    return SearchDocument(**values)
+
+
+DOCS = [
+    doc(
+        1,
+        "宽带故障报修流程",
+        question="家里宽带断网了怎么办？",
+        similar_questions=["光猫红灯闪烁怎么处理"],
+        body_text="请先重启光猫，等待两分钟。若 LOS 灯仍为红色，请登记故障单。",
+        channel_answers={"agent": "核实地址后派单，承诺 24 小时内上门。", "wechat": "您好，请先重启光猫试试。"},
+        attachments=[AttachmentText(71, "光猫指示灯说明.pdf", "LOS 灯闪红表示光信号中断，需要上门检修。")],
+        category_ids=[1, 4],
+        category_paths=["1/4"],
+        tags=["宽带", "报修"],
+        attributes={"region": ["华东"]},
+    ),
+    doc(
+        2,
+        "携号转网办理条件",
+        question="怎么携号转网？",
+        body_text="在网满 120 天且无欠费，可申请携号转网。",
+        category_ids=[1, 5],
+        category_paths=["1/5"],
+        tags=["携号转网"],
+        item_type="policy",
+    ),
+    doc(
+        3,
+        "5G畅享套餐资费说明",
+        body_text="5G畅享套餐每月 129 元，含 30GB 流量。",
+        category_ids=[1, 6],
+        category_paths=["1/6"],
+        tags=["5G", "套餐"],
+    ),
+    doc(
+        4,
+        "信用卡挂失内部流程",
+        body_text="坐席核实身份后在核心系统登记挂失，并提示客户补卡。",
+        acl_principals=["role:agent"],
+        channels=["agent"],
+        category_ids=[2],
+        category_paths=["2"],
+        tags=["信用卡", "报修"],
+    ),
+    doc(
+        5,
+        "寬頻連不上網怎麼辦",  # traditional characters in the document
+        body_text="請檢查光貓的電源與光纖連接。",
+        category_ids=[1, 4],
+        category_paths=["1/4"],
+        tags=["宽带"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+async def admin() -> AsyncIterator[AsyncElasticsearch]:
+    client = AsyncElasticsearch(ES_URL or "", request_timeout=30)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def es(admin: AsyncElasticsearch) -> AsyncIterator[ElasticsearchBackend]:
+    prefix = f"kbtest_{uuid.uuid4().hex[:8]}"
+    backend = ElasticsearchBackend(ES_URL or "", analyzer=ANALYZER, index_prefix=prefix, refresh="wait_for")
+    try:
+        await backend.open()
+        await backend.set_language(
+            LanguageResources(words=["光猫", "携号转网"], synonym_groups=[["宽带", "宽频"], ["挂失", "丢卡"]])
+        )
+        results = await backend.upsert(DOCS)
+        assert results == {d.item_id: None for d in DOCS}
+        yield backend
+    finally:
+        await backend.close()
+        resolved = await admin.indices.resolve_index(name=f"{prefix}_*", expand_wildcards="all")
+        for entry in resolved.body.get("indices", []):
+            await admin.indices.delete(index=entry["name"])
+        with contextlib.suppress(NotFoundError):
+            await admin.synonyms.delete_synonym(id=backend.synonyms_set)
+
+
+async def ids(es: ElasticsearchBackend, text: str, principals: list[str] = AGENT, **kw: Any) -> list[int]:
+    result = await es.search(SearchQuery(text=text, principals=principals, **kw))
+    return [hit.item_id for hit in result.hits]
+
+
+async def test_health_and_open_is_idempotent(es: ElasticsearchBackend) -> None:
+    assert await es.health()
+    read, write = await es.aliases()
+    await es.open()
+    assert await es.aliases() == (read, write)
+    assert read == write and len(read) == 1 and read[0].startswith(f"{es.prefix}_{ANALYZER}_v")
+
+
+async def test_simplified_and_traditional_find_the_same_items(es: ElasticsearchBackend) -> None:
+    assert 1 in await ids(es, "宽带故障")
+    assert 1 in await ids(es, "寬帶故障")  # folded by the t2s char filter
+    assert 5 in await ids(es, "宽带连不上")  # traditional document, simplified query
+    assert 1 in await ids(es, "寬頻")  # 寬頻 -> 宽频, synonym of 宽带
+
+
+async def test_synonyms_apply_without_reindex(es: ElasticsearchBackend) -> None:
+    assert 1 not in await ids(es, "调制解调器")
+    await es.set_language(
+        LanguageResources(synonym_groups=[["宽带", "宽频"], ["挂失", "丢卡"], ["光猫", "调制解调器"]])
+    )
+    assert 1 in await ids(es, "调制解调器")
+    assert 4 in await ids(es, "丢卡")
+
+
+async def test_acl_channel_and_facets_never_leak(es: ElasticsearchBackend) -> None:
+    public = await es.search(SearchQuery(text="报修", principals=PUBLIC, channel="web"))
+    assert 4 not in [h.item_id for h in public.hits]
+    tags = {f.value: f.count for f in public.facets["tag"]}
+    assert tags.get("信用卡") is None and tags.get("报修") == 1
+    agent = await es.search(SearchQuery(text="挂失", principals=["role:agent"], channel="agent"))
+    assert [h.item_id for h in agent.hits] == [4]
+    assert await ids(es, "挂失", principals=["role:agent"], channel="wechat") == []
+    assert await ids(es, "挂失", principals=[]) == []
+
+
+async def test_filters(es: ElasticsearchBackend) -> None:
+    subtree = await ids(es, "", filters=SearchFilters(category_ids=[4]))
+    assert sorted(subtree) == [1, 5]
+    assert await ids(es, "", filters=SearchFilters(item_types=["policy"])) == [2]
+    assert await ids(es, "", filters=SearchFilters(tags=["宽带", "报修"])) == [1]
+    assert await ids(es, "", filters=SearchFilters(attributes={"region": ["华东"]})) == [1]
+    assert await ids(es, "", filters=SearchFilters(statuses=["draft"])) == []
+    recent = await ids(es, "", filters=SearchFilters(updated_since=NOW - timedelta(days=2, hours=12)))
+    assert sorted(recent) == [1, 2]
+
+
+async def test_highlights_land_on_original_text_and_name_the_attachment(es: ElasticsearchBackend) -> None:
+    result = await es.search(SearchQuery(text="光信号中断", principals=AGENT))
+    hit = next(h for h in result.hits if h.item_id == 1)
+    attachment = next(h for h in hit.highlights if h.field == "attachment")
+    assert (attachment.attachment_id, attachment.file_name) == (71, "光猫指示灯说明.pdf")
+    assert "<em>" in attachment.fragments[0]
+    traditional = await es.search(SearchQuery(text="宽带", principals=AGENT))
+    title = next(h for h in traditional.hits if h.item_id == 5).highlights[0]
+    assert title.field == "title" and "<em>寬頻</em>" in title.fragments[0]
+
+
+async def test_plain_text_with_syntax_characters_does_not_fail(es: ElasticsearchBackend) -> None:
+    for text in ['"宽带" AND (光猫*', "title:携号转网", "5G畅享套餐😀", "怎么办？", "：“”（）"]:
+        await es.search(SearchQuery(text=text, principals=AGENT))
+    assert 2 in await ids(es, "携号*转网")
+
+
+async def test_suggest_chinese_pinyin_initials_under_acl(es: ElasticsearchBackend) -> None:
+    found = await es.suggest("宽带", PUBLIC, "web")
+    assert "宽带故障报修流程" in [s.text for s in found]
+    assert await es.suggest("信用卡", PUBLIC, "web") == []
+    assert [s.text for s in await es.suggest("信用卡", ["role:agent"], "agent")] == ["信用卡挂失内部流程"]
+    if es.pinyin:
+        assert "宽带故障报修流程" in [s.text for s in await es.suggest("kuandai", PUBLIC, None)]
+        assert "宽带故障报修流程" in [s.text for s in await es.suggest("kdgz", PUBLIC, None)]
+
+
+async def test_late_write_of_an_older_version_loses(es: ElasticsearchBackend) -> None:
+    newer = doc(9, "光猫更换流程 v5", version_no=5)
+    older = doc(9, "光猫更换流程 v4", version_no=4)
+    assert await es.upsert([newer]) == {9: None}
+    assert await es.upsert([older]) == {9: None}  # superseded, not an error
+    assert (await es.indexed_versions())[9] == 5
+    same = doc(9, "光猫更换流程 v5", version_no=5, acl_principals=["role:agent"])
+    await es.upsert([same])  # same version again (ACL change) is applied
+    assert 9 not in await ids(es, "光猫更换", principals=PUBLIC)
+    await es.delete([9])
+    assert 9 not in await es.indexed_versions()
+
+
+async def test_rebuild_swaps_aliases(es: ElasticsearchBackend, admin: AsyncElasticsearch) -> None:
+    before, _ = await es.aliases()
+    await es.rebuild(DOCS)
+    after, write = await es.aliases()
+    assert after == write and after != before
+    assert b.index_version(after[0], es.prefix, ANALYZER) == (b.index_version(before[0], es.prefix, ANALYZER) or 0) + 1
+    assert not await admin.indices.exists(index=before[0])
+    assert sorted(await es.indexed_versions()) == [1, 2, 3, 4, 5]
+    assert 1 in await ids(es, "宽带故障")
