@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import opencc
 
-from app.search.analysis import STOPWORDS, dictionary_words, normalize, normalized_synonym_groups
+from app.search.analysis import EXTRA_FOLDS, STOPWORDS, dictionary_words, normalize, normalized_synonym_groups
 from app.search.documents import (
     CHANNELS,
     FacetValue,
@@ -162,11 +162,14 @@ def t2s_char_mappings() -> tuple[str, ...]:
     converted = opencc.OpenCC("t2s").convert("\n".join(chars)).split("\n")
     if len(converted) != len(chars):  # pragma: no cover - guards against an OpenCC change
         raise RuntimeError("OpenCC t2s did not convert character by character")
-    return tuple(
-        f"{src}=>{dst}"
-        for src, dst in zip(chars, converted, strict=True)
-        if src != dst and len(dst) == 1 and ord(dst) <= 0xFFFF
-    )
+    folds = {src: dst for src, dst in zip(chars, converted, strict=True)
+             if src != dst and len(dst) == 1 and ord(dst) <= 0xFFFF}
+    # The embedded analyzer's extra folds (帐 → 账: t2s gives 帐单, people type 账单), chained
+    # through t2s so 帳 lands on 账 too: both backends fold the same way.
+    for src, dst in EXTRA_FOLDS.items():
+        folds[src] = dst
+        folds.update({k: dst for k, v in folds.items() if v == src})
+    return tuple(f"{src}=>{dst}" for src, dst in folds.items())
 
 
 def _analysis_settings(analyzer: Analyzer, synonyms_set: str, pinyin: bool) -> dict[str, Any]:

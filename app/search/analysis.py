@@ -1,0 +1,316 @@
+"""Chinese text analysis shared by the search backends.
+
+`normalize` folds text the same way at index and query time: full-width → half-width,
+traditional → simplified (OpenCC `t2s`), lower case. The fold is kept aligned with the
+input, one output character per input character wherever possible, so token offsets can
+be mapped back onto the original text for highlighting.
+
+`Analyzer` segments normalized text with jieba (rjieba) plus the managed business
+dictionary and expands query words with the managed synonym groups. rjieba's module
+functions share one process-global dictionary; every `Analyzer` owns its own
+`rjieba.Jieba()` instead, so a new dictionary is built aside and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple, TypeVar
+
+import opencc
+import rjieba
+from pypinyin import lazy_pinyin
+
+from app.search.documents import LanguageResources
+
+# Tokens longer than this are dropped (Tantivy rejects terms above 64 KiB; nobody searches
+# for a 65-character "word").
+MAX_TOKEN_CHARS = 64
+# Only a run of Latin letters, digits and the symbols jieba keeps in words (normalized text is
+# lower case) can make a token that long: dictionary and HMM words are short.
+_LONG_RUN = re.compile(rf"[a-z0-9+#&._%\-]{{{MAX_TOKEN_CHARS + 1},}}")
+# A query is cut to this many distinct words: a pasted 10,000-character text must not turn
+# into a query with thousands of clauses.
+MAX_QUERY_WORDS = 32
+
+# Full-width letters, digits, the symbols jieba keeps inside words (５０％, Ｃ＋＋) and the
+# ideographic space. Full-width punctuation (，：) is left alone: it is dropped anyway, and
+# translating every Chinese text (nearly all contain "，") would be slow.
+_FULL_WIDTH_CHARS = (
+    "".join(chr(code) for block in ((0xFF10, 0xFF1A), (0xFF21, 0xFF3B), (0xFF41, 0xFF5B)) for code in range(*block))
+    + "＋＃＆．＿％－"
+)
+_FULL_TO_HALF = {0x3000: 0x20, **{ord(c): ord(c) - 0xFEE0 for c in _FULL_WIDTH_CHARS}}
+# Characters OpenCC's t2s leaves as one of two simplified variants while mainland users
+# type the other (帳單 → 帐单, but people search 账单). Folded after t2s, on both sides;
+# the Elasticsearch backend adds them to its t2s char filter.
+EXTRA_FOLDS: dict[str, str] = {"帐": "账"}
+_VARIANTS = str.maketrans(EXTRA_FOLDS)
+_VARIANT = re.compile(f"[{''.join(EXTRA_FOLDS)}]")
+_FULL_WIDTH = re.compile(f"[\u3000{re.escape(_FULL_WIDTH_CHARS)}]")
+
+# Particles dropped from queries (unless nothing else is left). Kept this short on
+# purpose: on the LCQMC-based FAQ benchmark (bench/faq_dev) dropping question words such
+# as 怎么/什么/为什么 cut MRR@10 from 0.876 to 0.852; BM25's idf already weighs them down.
+_STOPWORDS_TEXT = "的 了 吗 呢 吧 啊 呀 么 嘛 哦 a an the of"
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+@lru_cache(maxsize=65536)
+def _fold_char(char: str) -> str:
+    return _t2s().convert(char.translate(_FULL_TO_HALF)).lower().translate(_VARIANTS)
+
+
+class Normalized(NamedTuple):
+    text: str
+    # origin[i] is the index in the input of output character i; None when they are aligned
+    # one to one (the usual case).
+    origin: list[int] | None
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Map [start, end) of the normalized text back onto the input text."""
+        if self.origin is None:
+            return start, end
+        return self.origin[start], self.origin[end - 1] + 1
+
+
+def normalize_with_offsets(text: str) -> Normalized:
+    """Fold `text` (full-width, traditional, case) and keep a map back to input offsets."""
+    # translate() is slow on long text and most text has no full-width characters.
+    text_half = text.translate(_FULL_TO_HALF) if _FULL_WIDTH.search(text) else text
+    folded = _t2s().convert(text_half).lower()
+    if _VARIANT.search(folded):
+        folded = folded.translate(_VARIANTS)
+    if len(folded) == len(text):
+        # OpenCC's t2s tables map phrases to phrases of the same length, and lower() only
+        # changes the length of a handful of letters (İ): equal length means aligned.
+        return Normalized(folded, None)
+    parts: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        out = _fold_char(char)
+        parts.append(out)
+        origin.extend([index] * len(out))
+    return Normalized("".join(parts), origin)
+
+
+def normalize(text: str) -> str:
+    """Fold full-width to half-width, traditional to simplified Chinese, and case."""
+    return normalize_with_offsets(text).text
+
+
+def is_word(term: str) -> bool:
+    """True when a token holds a letter, digit or Chinese character (not punctuation/emoji)."""
+    return any(char.isalnum() for char in term)
+
+
+def compact(text: str) -> str:
+    """Normalized text with everything but letters, digits and Chinese characters removed."""
+    return "".join(char for char in normalize(text) if char.isalnum())
+
+
+@lru_cache(maxsize=200_000)
+def _word_pinyin(word: str) -> tuple[str, str]:
+    full: list[str] = []
+    initials: list[str] = []
+    # Non-Chinese runs come back marked so they stay whole in both keys ("5g", "iphone15").
+    for part in lazy_pinyin(word, errors=lambda run: ["\x00" + run]):
+        if part.startswith("\x00"):
+            kept = "".join(char for char in part[1:] if char.isalnum())
+            full.append(kept)
+            initials.append(kept)
+        else:
+            full.append(part)
+            initials.append(part[:1])
+    return "".join(full), "".join(initials)
+
+
+def pinyin_keys(text: str, cut: Callable[[str], list[str]] = rjieba.cut) -> tuple[str, str]:
+    """Full pinyin and pinyin initials of `text` ("宽带故障" → ("kuandaiguzhang", "kdgz")).
+
+    Converted word by word (pypinyin picks a polyphone's reading from its word; 银行 → hang)
+    with a cache per word, which makes it cheap enough to run for every indexed title.
+    """
+    pairs = [_word_pinyin(word) for word in cut(normalize(text))]
+    return "".join(full for full, _ in pairs), "".join(initials for _, initials in pairs)
+
+
+def normalized_synonym_groups(groups: Iterable[Sequence[str]]) -> list[list[str]]:
+    """Synonym groups folded like indexed text, duplicates and one-member groups removed."""
+    result: list[list[str]] = []
+    for group in groups:
+        members = list(dict.fromkeys(term for term in (normalize(t).strip() for t in group) if term))
+        if len(members) > 1:
+            result.append(members)
+    return result
+
+
+def dictionary_words(resources: LanguageResources) -> list[str]:
+    """Normalized business words plus every synonym term (so the segmenter keeps them whole)."""
+    words = [normalize(word).strip() for word in resources.words]
+    words += [term for group in normalized_synonym_groups(resources.synonym_groups) for term in group]
+    return [word for word in dict.fromkeys(words) if word and not any(c.isspace() for c in word)]
+
+
+def synonym_map(groups: Iterable[Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """Normalized term -> the other normalized terms of every group it belongs to."""
+    mapping: dict[str, dict[str, None]] = {}
+    for group in normalized_synonym_groups(groups):
+        for term in group:
+            others = mapping.setdefault(term, {})
+            others.update((other, None) for other in group if other != term)
+    return {term: tuple(others) for term, others in mapping.items()}
+
+
+def synonym_rules(resources: LanguageResources) -> list[str]:
+    """Synonym groups as Solr-format equivalence lines ("宽带, 宽频") for Elasticsearch."""
+    return [", ".join(group) for group in normalized_synonym_groups(resources.synonym_groups)]
+
+
+class Token(NamedTuple):
+    term: str  # normalized
+    position: int  # word position; a sub-word shares the position of the word it is part of
+    start: int  # character offsets in the ORIGINAL text
+    end: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryWord:
+    term: str
+    synonyms: tuple[str, ...] = ()  # equivalent terms (same weight class as `term`)
+    parts: tuple[str, ...] = ()  # dictionary sub-words of a long word, any of them (weaker evidence)
+    chars: tuple[str, ...] = ()  # characters of a word unknown to the dictionary, all of them (weaker)
+
+    def all_terms(self) -> tuple[str, ...]:
+        return (self.term, *self.synonyms, *self.parts, *self.chars)
+
+
+class Analyzer:
+    """Segmenter with one business dictionary and synonym list; build a new one to change them."""
+
+    def __init__(self, resources: LanguageResources | None = None, *, hmm: bool = True) -> None:
+        self.resources = resources or LanguageResources()
+        self.hmm = hmm
+        self.words = [word for word in dictionary_words(self.resources) if len(word) <= MAX_TOKEN_CHARS]
+        self.synonyms = synonym_map(self.resources.synonym_groups)
+        self._jieba = rjieba.Jieba()
+        for word in self.words:
+            self._jieba.add_word(word, None, None)
+        self._has_word = self._jieba.has_word
+
+    def pinyin_keys(self, text: str) -> tuple[str, str]:
+        """`pinyin_keys` segmented with this analyzer's dictionary."""
+        return pinyin_keys(text, self._jieba.cut)
+
+    def segment(self, text: str) -> list[str]:
+        """Words of normalized `text` (coarse mode, punctuation dropped)."""
+        return [w for w in self._jieba.cut(normalize(text), self.hmm) if is_word(w) and len(w) <= MAX_TOKEN_CHARS]
+
+    def _unknown(self, word: str) -> bool:
+        """A Chinese word jieba's HMM made up rather than found in the dictionary.
+
+        Such a word depends on its context ("派单" alone, but "后派|单给" in a sentence), so its
+        characters are indexed and searched too, as weak evidence.
+        """
+        return (
+            self.hmm
+            and 1 < len(word) <= MAX_TOKEN_CHARS
+            and not word.isascii()
+            and word.isalnum()
+            and not self._has_word(word)
+        )
+
+    def tokens(self, text: str, factory: Callable[[str, int, int, int], T] = Token) -> list[T]:  # type: ignore[assignment]
+        """Index tokens of `text` (words, their dictionary sub-words, characters of unknown
+        words), offsets in `text`.
+
+        Each token is built as `factory(term, position, start, end)`; Tantivy's `Token` has
+        that signature, so the backend skips an intermediate object per token.
+        """
+        normalized = normalize_with_offsets(text)
+        raw = self._jieba.tokenize(normalized.text, mode="search", hmm=self.hmm)
+        # Search mode emits a long word's sub-words right before the word itself. Walking
+        # backwards, a token inside the span of the word that follows it is a sub-word and
+        # shares that word's position. (This loop is the indexing hot path: keep it plain.)
+        backwards: list[tuple[str, int, int, int]] = []
+        word_start = word_end = -1
+        words = 0
+        has_word = self._has_word if self.hmm else None
+        for term, start, end in reversed(raw):
+            if not (word_start <= start and end <= word_end):
+                word_start, word_end = start, end
+                words += 1
+                if (  # self._unknown(term), inlined and ordered for speed
+                    has_word is not None
+                    and len(term) > 1
+                    and not has_word(term)
+                    and not term.isascii()
+                    and term.isalnum()
+                    and len(term) <= MAX_TOKEN_CHARS
+                ):
+                    backwards.append((term, words, start, end))
+                    for index in range(end - 1, start - 1, -1):
+                        backwards.append((term[index - start], words, index, index + 1))
+                    continue
+            if term.isalnum() or is_word(term):
+                backwards.append((term, words, start, end))
+        if _LONG_RUN.search(normalized.text):  # rare: only then can a token be too long
+            backwards = [t for t in backwards if len(t[0]) <= MAX_TOKEN_CHARS]
+        origin = normalized.origin
+        if origin is None:
+            return [factory(term, words - n, start, end) for term, n, start, end in reversed(backwards)]
+        return [
+            factory(term, words - n, origin[start], origin[end - 1] + 1) for term, n, start, end in reversed(backwards)
+        ]
+
+    def query_words(self, text: str) -> list[QueryWord]:
+        """Analyze user input into query words with synonyms and weaker parts; never raises."""
+        raw = self._jieba.tokenize(normalize(text), mode="search", hmm=self.hmm)
+        words: list[tuple[str, list[str]]] = []  # (word, sub-words) in order
+        parts: list[str] = []
+        word_span = (-1, -1)
+        for term, start, end in reversed(raw):
+            if word_span[0] <= start and end <= word_span[1] and (start, end) != word_span:
+                parts.append(term)
+            else:
+                word_span = (start, end)
+                parts = []
+                words.append((term, parts))
+        words.reverse()
+        kept = [(w, p) for w, p in words if is_word(w) and len(w) <= MAX_TOKEN_CHARS]
+        meaningful = [(w, p) for w, p in kept if w not in STOPWORDS]
+        result: dict[str, QueryWord] = {}
+        for term, subs in meaningful or kept:
+            if term in result:
+                continue
+            synonyms = self.synonyms.get(term, ())
+            clean_parts = tuple(dict.fromkeys(s for s in subs if is_word(s) and s not in synonyms))
+            chars = tuple(dict.fromkeys(term)) if self._unknown(term) else ()
+            result[term] = QueryWord(term, synonyms, clean_parts, chars)
+            if len(result) >= MAX_QUERY_WORDS:
+                break
+        return list(result.values())
+
+
+def highlight_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """A regex finding any of the normalized `terms` in normalized text (longest first).
+
+    Latin/digit terms only match whole (no "15" inside "2015").
+    """
+    alternatives = []
+    for term in sorted(set(terms), key=len, reverse=True):
+        escaped = re.escape(term)
+        if term.isascii():
+            escaped = rf"(?<![a-z0-9]){escaped}(?![a-z0-9])"
+        alternatives.append(escaped)
+    return re.compile("|".join(alternatives)) if alternatives else None

@@ -1,0 +1,148 @@
+"""From database rows to `SearchDocument`s: what the index holds is derived here only."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import nh3
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.attachments.models import Attachment, Blob, BlobText, version_attachments
+from app.knowledge import acl
+from app.knowledge.models import Item, ItemVersion
+from app.search.documents import CHANNELS, AttachmentText, LanguageResources, SearchDocument
+from app.search.models import DictionaryWord, SynonymGroup
+
+# Every document is readable by administrators (`*` permission), whatever its ACL.
+SUPERUSER_SUBJECT = "superuser"
+# Attachment text indexed per file; the full text stays in the database for /text.
+MAX_ATTACHMENT_CHARS = 200_000
+
+
+def plain_text(body: str, body_format: str) -> str:
+    if body_format == "html":
+        return html.unescape(nh3.clean(body, tags=set()))
+    return body
+
+
+def principals_for_search(principal: object) -> list[str]:
+    """The caller's subjects as the index stores them (the same rule as acl.subjects_of)."""
+    from app.identity.principal import Principal
+
+    assert isinstance(principal, Principal)
+    subjects = acl.subjects_of(principal)
+    return [*subjects, SUPERUSER_SUBJECT] if principal.is_superuser else subjects
+
+
+async def language_resources(session: AsyncSession) -> LanguageResources:
+    words = (await session.scalars(select(DictionaryWord.word).order_by(DictionaryWord.id))).all()
+    groups = (await session.scalars(select(SynonymGroup.terms).order_by(SynonymGroup.id))).all()
+    return LanguageResources(words=list(words), synonym_groups=[list(g) for g in groups])
+
+
+async def _attachment_texts(session: AsyncSession, version_id: int) -> list[AttachmentText]:
+    rows = (
+        await session.execute(
+            select(Attachment.id, Attachment.file_name, BlobText.text)
+            .join(version_attachments, version_attachments.c.attachment_id == Attachment.id)
+            .join(Blob, Blob.sha256 == Attachment.sha256)
+            .outerjoin(BlobText, BlobText.sha256 == Blob.sha256)
+            .where(version_attachments.c.version_id == version_id, Blob.extraction_status == "done")
+            .order_by(Attachment.id)
+        )
+    ).all()
+    return [AttachmentText(a_id, name, (text or "")[:MAX_ATTACHMENT_CHARS]) for a_id, name, text in rows if text]
+
+
+def _indexed_version(item: Item) -> int | None:
+    return item.published_version_id
+
+
+async def build_documents(session: AsyncSession, item_ids: Sequence[int]) -> tuple[list[SearchDocument], list[int]]:
+    """Documents for the items that belong in the index (published, or archived for editors),
+    and the ids that must leave it."""
+    if not item_ids:
+        return [], []
+    items = {i.id: i for i in (await session.scalars(select(Item).where(Item.id.in_(item_ids)))).all()}
+    docs: list[SearchDocument] = []
+    gone: list[int] = []
+    for item_id in item_ids:
+        item = items.get(item_id)
+        version = await _searchable_version(session, item) if item else None
+        if item is None or version is None:
+            gone.append(item_id)
+            continue
+        docs.append(await _document(session, item, version))
+    return docs, gone
+
+
+async def _searchable_version(session: AsyncSession, item: Item) -> ItemVersion | None:
+    if item.published_version_id is not None:
+        return await session.get(ItemVersion, item.published_version_id)
+    if item.status == "archived":  # editors may still find archived answers (status filter)
+        return await session.scalar(
+            select(ItemVersion)
+            .where(ItemVersion.item_id == item.id, ItemVersion.state == "archived")
+            .order_by(ItemVersion.number.desc())
+            .limit(1)
+        )
+    return None
+
+
+async def _document(session: AsyncSession, item: Item, version: ItemVersion) -> SearchDocument:
+    from app.knowledge.service import answer_for
+
+    paths = [n.path.strip("/") for n in version.categories]
+    category_ids = sorted({int(p) for path in paths for p in path.split("/") if p})
+    attributes: dict[str, list[str | int | float]] = {
+        code: (value if isinstance(value, list) else [value])
+        for code, value in (version.attributes or {}).items()
+        if value is not None
+    }
+    readers = await acl.readers_of(session, item.id)
+    return SearchDocument(
+        item_id=item.id,
+        version_id=version.id,
+        version_no=version.number,
+        item_type=item.item_type,
+        status="archived" if item.status == "archived" else "published",
+        title=version.title,
+        question=version.question or "",
+        similar_questions=list(version.similar_questions or []),
+        body_text=plain_text(version.body or "", version.body_format),
+        channel_answers={
+            c: plain_text(answer_for(version, c), version.body_format)
+            for c in CHANNELS
+            if (version.channel_answers or {}).get(c)
+        },
+        attachments=await _attachment_texts(session, version.id),
+        category_ids=category_ids,
+        category_paths=paths,
+        tags=sorted(t.name for t in version.tags),
+        attributes=attributes,
+        acl_principals=[*readers, SUPERUSER_SUBJECT],
+        channels=list(version.channels or []),
+        valid_from=item.valid_from,
+        valid_to=item.valid_to,
+        updated_at=version.published_at or item.updated_at,
+    )
+
+
+async def searchable_item_ids(session: AsyncSession) -> list[int]:
+    rows = await session.scalars(
+        select(Item.id).where((Item.published_version_id.is_not(None)) | (Item.status == "archived")).order_by(Item.id)
+    )
+    return list(rows.all())
+
+
+async def expected_versions(session: AsyncSession) -> dict[int, int]:
+    """item_id -> version number the index should hold (consistency check)."""
+    out: dict[int, int] = {}
+    for item_id in await searchable_item_ids(session):
+        item = await session.get(Item, item_id)
+        version = await _searchable_version(session, item) if item else None
+        if version is not None:
+            out[item_id] = version.number
+    return out

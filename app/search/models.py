@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, BigId, IdMixin, TimestampMixin, utcnow
+
+
+class DictionaryWord(IdMixin, Base):
+    """A business word the segmenter must keep whole: 5G畅享套餐, 光猫, 携号转网."""
+
+    __tablename__ = "search_dictionary"
+
+    word: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class SynonymGroup(IdMixin, TimestampMixin, Base):
+    """Words that mean the same to a caller: 上不了网 ⇔ 无法上网 ⇔ 断网."""
+
+    __tablename__ = "search_synonyms"
+
+    terms: Mapped[list[Any]] = mapped_column(default=list)
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class SearchLog(IdMixin, Base):
+    __tablename__ = "search_log"
+
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    query: Mapped[str] = mapped_column(String(500))
+    normalized: Mapped[str] = mapped_column(String(500))
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(default=0)
+    zero_result: Mapped[bool] = mapped_column(default=False, index=True)
+    took_ms: Mapped[float] = mapped_column(default=0.0)
+    clicked_item_id: Mapped[int | None] = mapped_column(BigId)
+    clicked_position: Mapped[int | None]
+    clicked_at: Mapped[datetime | None]

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.core.schemas import Out, Schema
+
+Term = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class HighlightOut(BaseModel):
+    field: str
+    fragments: list[str]
+    attachment_id: int | None = None
+    file_name: str | None = None
+
+
+class HitOut(BaseModel):
+    item_id: int
+    version: int
+    title: str
+    item_type: str
+    score: float
+    updated_at: datetime
+    highlights: list[HighlightOut] = []
+    explanation: str | None = None
+
+
+class FacetOut(BaseModel):
+    value: str
+    count: int
+    label: str | None = None
+
+
+class SearchOut(BaseModel):
+    search_id: int
+    query: str
+    normalized: str
+    total: int
+    items: list[HitOut]
+    facets: dict[str, list[FacetOut]]
+    page: int
+    limit: int
+    next_cursor: str | None
+    took_ms: float
+    warnings: list[str] = []
+
+
+class SuggestionOut(BaseModel):
+    item_id: int
+    text: str
+
+
+class ClickIn(Schema):
+    search_id: int
+    item_id: int
+    position: int = Field(ge=1, le=10_000)
+
+
+class WordsIn(Schema):
+    words: list[Term] = Field(min_length=1, max_length=1000)
+
+
+class WordOut(Out):
+    id: int
+    word: str
+    created_at: datetime
+    created_by: str | None
+
+
+class SynonymIn(Schema):
+    terms: list[Term] = Field(min_length=2, max_length=30)
+    note: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class SynonymPatch(Schema):
+    terms: list[Term] | None = Field(None, min_length=2, max_length=30)
+    note: Annotated[str | None, StringConstraints(max_length=200)] = None
+
+
+class SynonymOut(Out):
+    id: int
+    terms: list[str]
+    note: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchLogOut(Out):
+    id: int
+    at: datetime
+    actor: str
+    channel: str | None
+    query: str
+    normalized: str
+    filters: dict
+    total: int
+    zero_result: bool
+    took_ms: float
+    clicked_item_id: int | None
+    clicked_position: int | None
+
+
+class JobAccepted(BaseModel):
+    job_id: int
+    status: str
+    href: str
