@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from app.attachments.router import router as attachments_router
 from app.audit.router import router as audit_router
 from app.identity.router import auth_router
 from app.identity.router import router as identity_router
+from app.knowledge.router import router as knowledge_router
 from app.ops.router import router as ops_router
+from app.search.router import router as search_router
+from app.taxonomy.router import router as taxonomy_router
 from app.workers.router import router as jobs_router
 
 API_PREFIX = "/api/v1"
@@ -16,7 +20,8 @@ API_PREFIX = "/api/v1"
 
 def mount_routers(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX)
-    for r in (auth_router, identity_router, audit_router, jobs_router):
+    for r in (auth_router, identity_router, audit_router, jobs_router, taxonomy_router, search_router,
+              knowledge_router, attachments_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

@@ -52,20 +52,22 @@ async def _worker() -> None:
     from app import jobs_registry  # noqa: F401
     from app.core.db import make_engine, make_sessionmaker
     from app.main import build_services
+    from app.search.indexing import language_resources
+    from app.services import close as close_services
     from app.workers.worker import Worker
 
     settings = get_settings()
     engine = make_engine(settings.database_url)
     services = await build_services(settings)
-    services["settings"] = settings
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker() as s:
+        await services["search"].set_language(await language_resources(s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await Worker(make_sessionmaker(engine), settings, services=services).run_forever(stop)
-    for svc in services.values():
-        if hasattr(svc, "close"):
-            await svc.close()
+    await Worker(sessionmaker, settings, services=services).run_forever(stop)
+    await close_services(services)
     await engine.dispose()
 
 

@@ -1,3 +1,6 @@
 """Importing this module registers every job handler (each domain's `jobs.py`)."""
 
+from app.attachments import jobs as attachments_jobs  # noqa: F401
 from app.identity import jobs as identity_jobs  # noqa: F401
+from app.knowledge import jobs as knowledge_jobs  # noqa: F401
+from app.search import jobs as search_jobs  # noqa: F401

@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.api import mount_routers
@@ -21,7 +22,11 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.ratelimit import FailureLimiter
 from app.core.security import TokenCodec
-from app.identity.service import ensure_admin
+from app.identity.service import ensure_admin, ensure_default_roles
+from app.search.indexing import language_resources
+from app.services import build
+from app.services import close as close_services
+from app.taxonomy.service import ensure_default_item_types
 from app.workers.worker import Worker
 
 log = logging.getLogger("app")
@@ -35,10 +40,14 @@ def migration_head() -> str | None:
 
 
 async def build_services(settings: Settings) -> dict[str, Any]:
-    """Outside systems behind their interfaces, chosen by configuration."""
-    from app.services import build
-
     return await build(settings)
+
+
+async def ensure_defaults(session: AsyncSession) -> None:
+    """Default roles and item types exist on every database (idempotent; admins may change them)."""
+    await ensure_default_roles(session)
+    await ensure_default_item_types(session)
+    await session.commit()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.services = await build_services(settings)
-        app.state.services["settings"] = settings
+        try:  # defaults and the managed dictionary before the first request; a database that is
+            # down must not stop the process (readyz reports it, the next start retries)
+            async with app.state.sessionmaker() as s:
+                await ensure_defaults(s)
+                await app.state.services["search"].set_language(await language_resources(s))
+        except Exception:
+            log.exception("start-up data could not be loaded")
         if settings.bootstrap_admin_user and settings.bootstrap_admin_password:
             async with app.state.sessionmaker() as s:
                 _, created = await ensure_admin(s, settings.bootstrap_admin_user, settings.bootstrap_admin_password)
@@ -69,10 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if task is not None:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
-            for svc in app.state.services.values():
-                close = getattr(svc, "close", None)
-                if close is not None:
-                    await close()
+            await close_services(app.state.services)
             await engine.dispose()
 
     app = FastAPI(

@@ -1,13 +1,16 @@
 """Every ORM model, imported so Alembic and the metadata see the whole schema."""
 
+from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
+from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
 
-__all__ = ["AclGrant", "ApiClient", "AttributeDefinition", "AuditEntry", "Base", "Department", "Item",
+__all__ = ["Attachment", "Blob", "BlobText", "DictionaryWord", "SearchLog", "SynonymGroup", "version_attachments",
+           "AclGrant", "ApiClient", "AttributeDefinition", "AuditEntry", "Base", "Department", "Item",
            "ItemReader", "ItemType", "ItemVersion", "Job", "RefreshToken", "Role", "Tag", "Taxonomy",
            "TaxonomyNode", "Template", "User", "WorkerHeartbeat", "user_roles", "version_categories",
            "version_tags"]

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.security import hash_secret
 from app.identity.models import Department, User
 from app.identity.service import ensure_admin, ensure_default_roles
+from app.knowledge.demo import seed_knowledge_demo
 
 DEMO_PASSWORD = "Demo@2026kb"
 DEMO_USERS = [
@@ -42,6 +43,7 @@ async def seed_demo(session: AsyncSession) -> list[str]:
             session.add(User(username=username, display_name=display, password_hash=hash_secret(DEMO_PASSWORD),
                              roles=[roles[role]], department_id=depts[dept].id if dept else None))
     await session.commit()
+    content = await seed_knowledge_demo(session)
     lines = ["Demo users (password for all: " + DEMO_PASSWORD + "):"]
     lines += [f"  {u:<10} {role:<10} {d}" for u, d, role, _ in DEMO_USERS]
-    return lines
+    return [*lines, *content]

@@ -1,12 +1,49 @@
-"""Build the outside systems (search engine, extractor, blob store) chosen by configuration."""
+"""The outside systems behind their interfaces, chosen by configuration (DESIGN.md):
+search engine, text extractor and blob store. Built once per process."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from app.attachments.extraction import build_extractor
+from app.attachments.storage import LocalBlobStore
 from app.core.config import Settings
+from app.search.backends.base import SearchBackend
+
+
+def build_search(settings: Settings) -> SearchBackend:
+    if settings.search_backend == "elasticsearch":
+        from app.search.backends.elasticsearch import ElasticsearchBackend
+
+        assert settings.es_url
+        return ElasticsearchBackend(settings.es_url, analyzer=settings.es_analyzer,
+                                    index_prefix=settings.es_index_prefix)
+    from app.search.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(settings.data_dir / "search")
 
 
 async def build(settings: Settings) -> dict[str, Any]:
-    services: dict[str, Any] = {}
-    return services
+    search = build_search(settings)
+    try:
+        await search.open()
+    except Exception:  # the engine may be down: the API still starts, search answers 503, writes queue up
+        import logging
+
+        logging.getLogger("app").exception("search backend did not open")
+    return {
+        "search": search,
+        "extractor": build_extractor(settings.tika_url),
+        "blobs": LocalBlobStore(settings.data_dir / "blobs"),
+        "settings": settings,
+    }
+
+
+async def close(services: dict[str, Any]) -> None:
+    for svc in services.values():
+        closer = getattr(svc, "aclose", None) or getattr(svc, "close", None)
+        if closer is not None:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from app.audit.service import record
@@ -10,7 +10,7 @@ from app.core.db import get_or_404, utcnow
 from app.core.deps import DbSession
 from app.core.errors import Conflict
 from app.core.pagination import Page, Paging, paginate_by_id
-from app.identity.deps import Require
+from app.identity.deps import CurrentPrincipal, Require, deny
 from app.workers.models import Job
 from app.workers.schemas import JobOut
 
@@ -35,8 +35,14 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(session: DbSession, _: JobsAdmin, job_id: int) -> Job:
-    return await get_or_404(session, Job, job_id, "job")
+async def get_job(request: Request, session: DbSession, principal: CurrentPrincipal, job_id: int) -> Job:
+    """Job administrators see every job; anyone sees the jobs they started (reindex, import)."""
+    if principal.can("jobs:manage"):
+        return await get_or_404(session, Job, job_id, "job")
+    job = await session.get(Job, job_id)
+    if job is None or job.created_by != principal.actor:
+        raise await deny(request, principal, "jobs:manage", "job", job_id)
+    return job
 
 
 @router.post("/{job_id}/retry", response_model=JobOut)

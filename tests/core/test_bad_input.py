@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from app.core.config import Settings
 from app.identity.models import User
+from app.main import create_app
 from tests.conftest import Actor, assert_problem
 
 
@@ -94,12 +96,14 @@ async def test_bad_cursor_and_limits(client: httpx.AsyncClient, admin: Actor) ->
     assert_problem(await client.get("/api/v1/users/abc", headers=admin.headers), 422, "validation_error")
 
 
-async def test_internal_errors_do_not_leak(app: Any, admin: Actor) -> None:
-    @app.get("/api/v1/_boom_for_test")
+async def test_internal_errors_do_not_leak(settings: Settings) -> None:
+    application = create_app(settings)  # its own app: the test adds a failing route
+
+    @application.get("/api/v1/_boom_for_test")
     async def boom() -> None:
         raise RuntimeError("secret connection string postgres://user:pw@db")
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         r = await c.get("/api/v1/_boom_for_test", headers={"x-request-id": "req-123"})
     body = assert_problem(r, 500, "internal_error")

@@ -13,7 +13,11 @@ import httpx
 from tests.conftest import People, assert_problem
 
 # Routes anyone may call, and routes that need a signed-in caller but no permission.
-PUBLIC = {("POST", "/api/v1/auth/token")}
+PUBLIC = {
+    ("POST", "/api/v1/auth/token"),
+    # IK (Elasticsearch) polls the dictionary without credentials; words only, internal network.
+    ("GET", "/api/v1/search/ik-dictionary.txt"),
+}
 SIGNED_IN_ONLY = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/auth/revoke")}
 # Channel routes that answer anonymous callers with public content only.
 PUBLIC_PREFIXES: tuple[str, ...] = ()

@@ -209,7 +209,7 @@ async def test_archive_and_expiry_leave_the_results(client: httpx.AsyncClient, a
 
 async def test_deleted_index_gives_503_then_rebuilds(client: httpx.AsyncClient, admin: Actor,
                                                      corpus: dict[str, int], app: Any) -> None:
-    shutil.rmtree(app.state.settings.data_dir / "search")
+    shutil.rmtree(app.state.services["search"].index_dir)
     r = await client.get("/api/v1/search", params={"q": "光猫"}, headers=admin.headers)
     assert_problem(r, 503, "search_unavailable")
     await drain(app)  # the rebuild job queued by that failure
