@@ -9,6 +9,8 @@ from app.core.security import hash_secret
 from app.identity.models import Department, User
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.knowledge.demo import seed_knowledge_demo
+from app.search.models import SynonymGroup
+from app.search.schemas import SynonymIn
 
 DEMO_PASSWORD = "Demo@2026kb"
 DEMO_USERS = [
@@ -30,6 +32,26 @@ async def _department(session: AsyncSession, name: str, parent: Department | Non
     return dept
 
 
+DEMO_WORDS = ["5G畅享套餐", "光猫", "携号转网", "宽带报修", "网上国网"]
+DEMO_SYNONYMS = [["上不了网", "无法上网", "断网", "连不上网"], ["宽带", "宽频", "寬頻"], ["挂失", "丢卡", "卡丢了"],
+                 ["电费", "电价", "电钱"]]
+
+
+async def _seed_language(session: AsyncSession) -> list[str]:
+    from app.identity.service import principal_for_user
+    from app.search import service as search
+
+    admin = await session.scalar(select(User).where(User.username == "admin"))
+    assert admin is not None
+    actor = principal_for_user(admin)
+    added = await search.add_words(session, actor, DEMO_WORDS)
+    have = {tuple(g) for g in (await session.scalars(select(SynonymGroup.terms))).all()}
+    for terms in DEMO_SYNONYMS:
+        if tuple(terms) not in have:
+            await search.create_synonyms(session, actor, SynonymIn(terms=terms))
+    return [f"Search dictionary: {len(added)} words added; synonym groups: {len(DEMO_SYNONYMS)}"]
+
+
 async def seed_demo(session: AsyncSession) -> list[str]:
     await ensure_admin(session, "admin", DEMO_PASSWORD)
     roles = await ensure_default_roles(session)
@@ -44,6 +66,7 @@ async def seed_demo(session: AsyncSession) -> list[str]:
                              roles=[roles[role]], department_id=depts[dept].id if dept else None))
     await session.commit()
     content = await seed_knowledge_demo(session)
+    content += await _seed_language(session)
     lines = ["Demo users (password for all: " + DEMO_PASSWORD + "):"]
     lines += [f"  {u:<10} {role:<10} {d}" for u, d, role, _ in DEMO_USERS]
     return [*lines, *content]

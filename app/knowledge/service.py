@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+import app.attachments.models  # noqa: F401 - declares ItemVersion.attachments, copied with versions
 from app.audit.service import changes, record
 from app.core.db import like_pattern, utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, PreconditionFailed
