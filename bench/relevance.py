@@ -1,0 +1,514 @@
+"""Relevance of `GET /api/v1/search` on a Chinese FAQ-retrieval set, next to a jieba + BM25 baseline.
+
+    .venv/bin/python bench/relevance.py                      # ../shared/bench/faq_dev, every query
+    .venv/bin/python bench/relevance.py --limit-queries 500  # a quick run
+
+Every run starts from an EMPTY data folder (a temporary directory, or `--keep DIR`, which must
+be empty or absent and is left in place): SQLite file and embedded Tantivy index live there.
+The database is built by the real Alembic migrations and the app by `create_app(Settings(...))`
+under its lifespan. The corpus goes in through the knowledge service itself, in process (there
+is no bulk-import endpoint yet): one item type `faq_dev` with `review_required=False`
+(`taxonomy.create_item_type`), then per corpus row `knowledge.service.create_item` (title =
+standard question = the corpus question, the answer as body when there is one, source
+"faq_dev" + external_id = corpus id) and `knowledge.workflow.transition(..., "publish")`. Both
+service functions commit per call, so there is no batching: one transaction per create and one
+per publish. Each publish queues a `search.index_item` job (the outbox); the bench drains them
+with the real `Worker`, then runs every query through `GET /api/v1/search?q=...&limit=10` over
+`httpx.ASGITransport` as an administrator signed in at `POST /api/v1/auth/token`.
+
+The baseline is computed in the same run in a child process (it takes ~4 minutes of one core
+and overlaps the import): `rank_bm25.BM25Okapi(k1=1.5, b=0.75)` over `jieba.lcut` tokens,
+tokens that are whitespace or only punctuation dropped, ties broken by corpus order.
+
+Metrics: Recall@1, Recall@5 (share of queries whose one relevant item is in the top k) and
+MRR@10 (mean 1/rank, 0 beyond rank 10). The last line of output is one JSON object.
+The data set is internal evaluation data (see its README): nothing of it is written to the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import unicodedata
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python bench/relevance.py` from anywhere
+
+DEFAULT_DATA = ROOT.parent / "shared" / "bench" / "faq_dev"
+ITEM_TYPE = "faq_dev"
+SOURCE = "faq_dev"
+ADMIN_USER = "bench-admin"
+TOP_K = 10
+
+
+# ---------------------------------------------------------------- data and metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    id: str
+    question: str
+    answer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Q:
+    qid: str
+    query: str
+    relevant: str
+
+
+def load(data: Path, limit_queries: int | None) -> tuple[list[Doc], list[Q]]:
+    corpus = []
+    with (data / "corpus.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                corpus.append(Doc(str(row["id"]), row["question"], row.get("answer")))
+    queries = []
+    with (data / "queries.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                relevant = row["relevant"]
+                if len(relevant) != 1:
+                    raise SystemExit(f"{row['qid']}: expected exactly one relevant id, got {relevant}")
+                queries.append(Q(str(row["qid"]), row["query"], str(relevant[0])))
+    if limit_queries is not None:
+        queries = queries[:limit_queries]
+    return corpus, queries
+
+
+def rank_of(relevant: str, ranked: list[str]) -> int | None:
+    """1-based rank of the relevant id within the top TOP_K, None when absent."""
+    try:
+        rank = ranked.index(relevant) + 1
+    except ValueError:
+        return None
+    return rank if rank <= TOP_K else None
+
+
+def metrics(ranks: list[int | None]) -> dict[str, float]:
+    n = len(ranks) or 1
+    return {
+        "recall@1": round(sum(1 for r in ranks if r == 1) / n, 4),
+        "recall@5": round(sum(1 for r in ranks if r is not None and r <= 5) / n, 4),
+        "recall@10": round(sum(1 for r in ranks if r is not None) / n, 4),
+        "mrr@10": round(sum(1 / r for r in ranks if r is not None) / n, 4),
+    }
+
+
+# ---------------------------------------------------------------- baseline (child process)
+
+
+def _bm25_keep(token: str) -> bool:
+    """Drop whitespace tokens and tokens made only of punctuation."""
+    stripped = token.strip()
+    return bool(stripped) and not all(unicodedata.category(c).startswith("P") for c in stripped)
+
+
+def baseline(data: str, limit_queries: int | None) -> dict[str, Any]:
+    """BM25Okapi over jieba.lcut tokens, ranking the whole corpus for every query."""
+    import jieba
+    import numpy as np
+    from rank_bm25 import BM25Okapi
+
+    jieba.setLogLevel(logging.WARNING)
+    started = time.perf_counter()
+    corpus, queries = load(Path(data), limit_queries)
+
+    def tokens(text: str) -> list[str]:
+        return [t for t in jieba.lcut(text) if _bm25_keep(t)]
+
+    bm25 = BM25Okapi([tokens(d.question) for d in corpus], k1=1.5, b=0.75)
+    ids = [d.id for d in corpus]
+    ranked: dict[str, list[str]] = {}
+    for q in queries:
+        scores = bm25.get_scores(tokens(q.query))
+        top = np.argsort(-scores, kind="stable")[:TOP_K]  # ties: corpus order
+        ranked[q.qid] = [ids[i] for i in top]
+    return {"ranked": ranked, "seconds": time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------- the service
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = database_url
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+async def drain_all(app: Any) -> int:
+    """Run every queued job with the real worker (Worker.drain stops after 1,000 rounds)."""
+    from app.workers.worker import Worker
+
+    worker = Worker(app.state.sessionmaker, app.state.settings, services=app.state.services)
+    total = 0
+    while True:
+        done = await worker.drain(max_rounds=1000)
+        total += done
+        if not done:
+            return total
+
+
+async def job_summary(app: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from app.workers.models import Job
+
+    async with app.state.sessionmaker() as s:
+        rows = await s.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))
+        return {f"{kind}:{status}": n for kind, status, n in rows.all()}
+
+
+async def run_job_now(app: Any, worker: Any, job_id: int) -> str:
+    """Claim one given job the way `Worker.claim` does (it would take the oldest jobs first) and
+    run it with `Worker.run_job`: the real handler, the real bookkeeping."""
+    from sqlalchemy import update
+
+    from app.core.db import utcnow
+    from app.workers.models import Job
+
+    now = utcnow()
+    async with app.state.sessionmaker() as s:
+        await s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "pending")
+            .values(
+                status="running", locked_by=worker.worker_id, locked_at=now, attempts=Job.attempts + 1, updated_at=now
+            )
+        )
+        await s.commit()
+    return await worker.run_job(job_id)
+
+
+async def index_corpus(app: Any, client: Any, headers: dict[str, str], mode: str) -> dict[str, Any]:
+    """Build the index with the real jobs.
+
+    drain:   run every queued `search.index_item` job (one per publish) with the worker, as the
+             live service would; one Tantivy commit per item, so slow on a large import.
+    rebuild: `POST /api/v1/search/reindex` and run that `search.reindex_all` job. The per-item
+             jobs stay queued (each would only rewrite an item the rebuild already indexed, at
+             the same version); a sample of them runs after the queries (`drain_sample`).
+    """
+    from app.workers.worker import Worker
+
+    worker = Worker(app.state.sessionmaker, app.state.settings, services=app.state.services)
+    if mode == "drain":
+        t = time.perf_counter()
+        jobs = await drain_all(app)
+        return {"jobs_run": jobs, "index_item_per_s": round(jobs / (time.perf_counter() - t), 1)}
+    r = await client.post("/api/v1/search/reindex", headers=headers)
+    if r.status_code != 202:
+        raise SystemExit(f"reindex refused: {r.status_code} {r.text[:300]}")
+    job_id = r.json()["job_id"]
+    t = time.perf_counter()
+    outcome = await run_job_now(app, worker, job_id)
+    rebuild_s = time.perf_counter() - t
+    if outcome != "done":
+        raise SystemExit(f"search.reindex_all job {job_id}: {outcome}")
+    return {"reindex_all_s": round(rebuild_s, 1)}
+
+
+async def drain_sample(app: Any, sample: int) -> dict[str, Any]:
+    """Run `sample` of the queued per-item index jobs (after the queries: rewriting documents
+    leaves deleted ones in Tantivy's term statistics until a merge) to measure their rate."""
+    from app.workers.worker import Worker
+
+    worker = Worker(app.state.sessionmaker, app.state.settings, services=app.state.services)
+    t = time.perf_counter()
+    ran = await worker.run_once(limit=sample)  # the oldest due jobs: search.index_item
+    seconds = time.perf_counter() - t
+    return {"index_item_jobs_run": ran, "index_item_per_s": round(ran / seconds, 1) if ran else None}
+
+
+async def import_corpus(app: Any, token: str, corpus: list[Doc], batch: int) -> dict[int, str]:
+    """The corpus through the knowledge service functions; returns item id -> corpus id."""
+    from app.identity.service import load_principal
+    from app.knowledge import service as knowledge
+    from app.knowledge import workflow
+    from app.knowledge.schemas import ItemCreate, TransitionIn
+    from app.taxonomy import service as taxonomy
+    from app.taxonomy.schemas import ItemTypeCreate
+
+    claims = app.state.token_codec.decode(token, "access")
+    async with app.state.sessionmaker() as s:
+        actor = await load_principal(s, claims)
+        item_type = await taxonomy.create_item_type(
+            s, actor, ItemTypeCreate(code=ITEM_TYPE, name="FAQ (benchmark import)", review_required=False)
+        )
+        assert item_type.review_required is False
+    item_to_doc: dict[int, str] = {}
+    started = time.perf_counter()
+    publish = TransitionIn()
+    for first in range(0, len(corpus), batch):
+        async with app.state.sessionmaker() as s:  # a fresh session per batch keeps the identity map small
+            for doc in corpus[first : first + batch]:
+                fields: dict[str, Any] = {
+                    "item_type": ITEM_TYPE,
+                    "title": doc.question[:300],
+                    "question": doc.question[:500],
+                    "source": SOURCE,
+                    "external_id": doc.id,
+                }
+                if doc.answer:
+                    fields["body"] = doc.answer
+                    fields["body_format"] = "markdown"
+                item, version = await knowledge.create_item(s, actor, ItemCreate(**fields))
+                await workflow.transition(s, actor, item, version, "publish", publish)
+                item_to_doc[item.id] = doc.id
+        done = min(first + batch, len(corpus))
+        if done % (batch * 10) == 0 or done == len(corpus):
+            rate = done / (time.perf_counter() - started)
+            print(f"  imported {done:,}/{len(corpus):,} items ({rate:,.0f} items/s)", flush=True)
+    return item_to_doc
+
+
+async def run_queries(
+    client: Any, headers: dict[str, str], queries: list[Q], item_to_doc: dict[int, str], concurrency: int
+) -> tuple[dict[str, list[str]], list[float]]:
+    ranked: dict[str, list[str]] = {}
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    unknown: set[int] = set()
+
+    async def one(q: Q) -> None:
+        async with gate:
+            t = time.perf_counter()
+            r = await client.get("/api/v1/search", params={"q": q.query, "limit": TOP_K}, headers=headers)
+            latencies.append((time.perf_counter() - t) * 1000)
+        if r.status_code != 200:
+            raise SystemExit(f"search failed for {q.qid}: {r.status_code} {r.text[:300]}")
+        hits = r.json()["items"]
+        out = []
+        for hit in hits:
+            doc = item_to_doc.get(hit["item_id"])
+            if doc is None:
+                unknown.add(hit["item_id"])
+            else:
+                out.append(doc)
+        ranked[q.qid] = out
+
+    await asyncio.gather(*(one(q) for q in queries))
+    if unknown:
+        raise SystemExit(f"search returned items that were not imported: {sorted(unknown)[:10]}")
+    return ranked, latencies
+
+
+async def run_service(
+    data_dir: Path,
+    corpus: list[Doc],
+    queries: list[Q],
+    batch: int,
+    concurrency: int,
+    index_mode: str,
+    sample: int,
+) -> dict[str, Any]:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from app.core.config import Settings
+    from app.identity.service import ensure_admin
+    from app.main import create_app
+
+    settings = Settings(
+        _env_file=None,
+        env="dev",
+        data_dir=data_dir,
+        worker_embedded=False,
+        job_backoff_seconds=0,
+        jwt_secret=secrets.token_urlsafe(48),
+        log_level="WARNING",
+    )
+    timings: dict[str, float] = {}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    await asyncio.to_thread(migrate, settings.database_url)
+    timings["migrate_s"] = time.perf_counter() - t
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120):
+        password = secrets.token_urlsafe(18)
+        async with app.state.sessionmaker() as s:
+            await ensure_admin(s, ADMIN_USER, password)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
+            r = await client.post(
+                "/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN_USER, "password": password}
+            )
+            r.raise_for_status()
+            token = r.json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+
+            print(
+                f"importing {len(corpus):,} items through knowledge.service.create_item + workflow publish ...",
+                flush=True,
+            )
+            t = time.perf_counter()
+            item_to_doc = await import_corpus(app, token, corpus, batch)
+            timings["import_s"] = time.perf_counter() - t
+
+            print(f"indexing ({index_mode}) ...", flush=True)
+            t = time.perf_counter()
+            indexing = await index_corpus(app, client, headers, index_mode)
+            timings["index_s"] = time.perf_counter() - t
+            indexing["seconds"] = round(timings["index_s"], 1)
+            summary = await job_summary(app)
+            print(f"  done in {timings['index_s']:.1f} s: {indexing}; job table: {summary}")
+            failed = {k: v for k, v in summary.items() if k.endswith((":failed", ":running"))}
+            if failed:
+                raise SystemExit(f"jobs failed or stuck: {failed}")
+            indexed = len(await app.state.services["search"].indexed_versions())
+            if indexed != len(corpus):
+                raise SystemExit(f"the index holds {indexed} items, expected {len(corpus)}")
+
+            print(f"searching: {len(queries):,} queries through GET /api/v1/search (concurrency {concurrency}) ...")
+            t = time.perf_counter()
+            ranked, latencies = await run_queries(client, headers, queries, item_to_doc, concurrency)
+            timings["search_s"] = time.perf_counter() - t
+            if index_mode == "rebuild" and sample > 0:
+                indexing.update(await drain_sample(app, sample))
+                print(f"  per-item index jobs (measured after the queries): {indexing}")
+    return {"ranked": ranked, "timings": timings, "latencies": latencies, "indexing": indexing}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def report_misses(
+    queries: list[Q],
+    corpus: list[Doc],
+    service: dict[str, list[str]],
+    base: dict[str, list[str]],
+    shown: int,
+) -> None:
+    text = {d.id: d.question for d in corpus}
+    wins = losses = 0
+    for q in queries:
+        s, b = rank_of(q.relevant, service[q.qid]), rank_of(q.relevant, base[q.qid])
+        rs, rb = (1 / s if s else 0), (1 / b if b else 0)
+        wins += rs > rb
+        losses += rs < rb
+    equal = len(queries) - wins - losses
+    print(f"\nper query vs baseline: service better on {wins}, worse on {losses}, equal on {equal}")
+    misses = [q for q in queries if rank_of(q.relevant, service[q.qid]) != 1]
+    print(f"service misses at rank 1: {len(misses)} (first {min(shown, len(misses))} shown)")
+    for q in misses[:shown]:
+        s, b = rank_of(q.relevant, service[q.qid]), rank_of(q.relevant, base[q.qid])
+        top = service[q.qid][0] if service[q.qid] else None
+        print(f"  {q.qid} query   {q.query}")
+        print(f"         target  {text[q.relevant]}  (service rank {s or '>10'}, bm25 rank {b or '>10'})")
+        print(f"         top-1   {text[top] if top else '(no hit)'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with corpus.jsonl and queries.jsonl")
+    parser.add_argument("--limit-queries", type=int, default=None, help="only the first N queries (quick runs)")
+    parser.add_argument("--keep", type=Path, default=None, help="data folder to use and keep (must be empty)")
+    parser.add_argument("--batch", type=int, default=500, help="corpus rows per database session")
+    parser.add_argument("--concurrency", type=int, default=1, help="searches in flight at once")
+    parser.add_argument("--misses", type=int, default=8, help="misses to print")
+    parser.add_argument(
+        "--index",
+        choices=("rebuild", "drain"),
+        default="rebuild",
+        help="rebuild: one search.reindex_all job (default); drain: every per-item index job (slow)",
+    )
+    parser.add_argument(
+        "--drain-sample", type=int, default=300, help="with --index rebuild: per-item jobs run to measure their rate"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    wall = time.perf_counter()
+    data = args.data.resolve()
+    corpus, queries = load(data, args.limit_queries)
+    print(f"data {data}: {len(corpus):,} items, {len(queries):,} queries", flush=True)
+
+    if args.keep is not None:
+        if args.keep.exists() and any(args.keep.iterdir()):
+            raise SystemExit(f"--keep {args.keep} is not empty: every run starts from an empty data folder")
+        data_dir = args.keep.resolve()
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="kb-relevance-"))
+
+    # The baseline runs in a child process while the service imports and indexes.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        future: Future[dict[str, Any]] = pool.submit(baseline, str(data), args.limit_queries)
+        try:
+            service = asyncio.run(
+                run_service(data_dir, corpus, queries, args.batch, args.concurrency, args.index, args.drain_sample)
+            )
+        except BaseException:
+            for process in list(getattr(pool, "_processes", {}).values()):  # do not wait minutes for it
+                process.terminate()
+            raise
+        finally:
+            if args.keep is None:
+                shutil.rmtree(data_dir, ignore_errors=True)
+        t = time.perf_counter()
+        base = future.result()
+        waited = time.perf_counter() - t
+
+    ranks = [rank_of(q.relevant, service["ranked"][q.qid]) for q in queries]
+    base_ranks = [rank_of(q.relevant, base["ranked"][q.qid]) for q in queries]
+    ours, theirs = metrics(ranks), metrics(base_ranks)
+    timings = service["timings"]
+    lat = service["latencies"]
+
+    print(f"\n{'system':<34} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR@10':>7}")
+    for name, m in (("service GET /api/v1/search", ours), ("baseline jieba + BM25Okapi", theirs)):
+        print(f"{name:<34} {m['recall@1']:>7.4f} {m['recall@5']:>7.4f} {m['recall@10']:>7.4f} {m['mrr@10']:>7.4f}")
+    delta = ours["mrr@10"] - theirs["mrr@10"]
+    print(
+        f"{'difference (service - baseline)':<34} {ours['recall@1'] - theirs['recall@1']:>+7.4f} "
+        f"{ours['recall@5'] - theirs['recall@5']:>+7.4f} {ours['recall@10'] - theirs['recall@10']:>+7.4f} "
+        f"{delta:>+7.4f}"
+    )
+    report_misses(queries, corpus, service["ranked"], base["ranked"], args.misses)
+    print(
+        f"\ntimes: migrate {timings['migrate_s']:.1f} s, import {timings['import_s']:.1f} s "
+        f"({len(corpus) / timings['import_s']:,.0f} items/s), indexing {timings['index_s']:.1f} s "
+        f"{service['indexing']}, {len(queries):,} searches {timings['search_s']:.1f} s "
+        f"(p50 {_pct(lat, 50):.1f} ms, p99 {_pct(lat, 99):.1f} ms per request), baseline {base['seconds']:.1f} s "
+        f"in a child process (waited {waited:.1f} s for it), wall {time.perf_counter() - wall:.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "recall@1": ours["recall@1"],
+                "recall@5": ours["recall@5"],
+                "mrr@10": ours["mrr@10"],
+                "queries": len(queries),
+                "baseline": {k: theirs[k] for k in ("recall@1", "recall@5", "mrr@10")},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

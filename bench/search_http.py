@@ -1,0 +1,505 @@
+"""Search latency over HTTP (uvicorn, 16 concurrent clients) and through the service function.
+
+    .venv/bin/python bench/search_http.py --items 20000
+    .venv/bin/python bench/search_http.py                 # 100,000 items
+
+1. A fresh data folder (temporary): SQLite built by the Alembic migrations, the app built by
+   `create_app(Settings(...))` under its lifespan. The setup goes through the service functions:
+   an administrator, a department and an agent user in it, a taxonomy (3 domains x 10 x 10
+   nodes), attribute definitions, the business dictionary and synonym groups.
+2. Items: the synthetic call-center generator of bench/search_embedded.py (title, 2-5 similar
+   questions, ~600-character body, channel answers, attachment text on 30 %), with real
+   category ids and ACL subjects, indexed FOR SPEED through the backend directly
+   (`app.state.services["search"].upsert`, batches of 500: what the worker's index jobs call)
+   rather than through create_item + publish + the outbox, which runs at ~30 items/s
+   (see bench/relevance.py). The database therefore holds no items: searches read the index.
+3. In process: `app.search.service.search` (the function behind the endpoint: validation,
+   engine query with ACL filter, facets, highlights, the search-log row and its commit) as the
+   agent, sequentially, 1-, 2- and 4-word queries with and without filters.
+4. Over HTTP: the app served by uvicorn in a child process on 127.0.0.1 (a free port; the
+   server stops itself after --server-seconds at the latest, and is stopped when the bench
+   ends), driven by 16 concurrent `httpx.AsyncClient` workers as the agent (Bearer token from
+   POST /api/v1/auth/token): a closed loop per query kind (throughput at saturation) and a paced
+   run at --rate searches/s over all kinds (latency at the target rate).
+
+Targets (issue 5): in-process p99 <= 20 ms; HTTP p99 <= 60 ms at >= 200 searches/s.
+The last line of output is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from search_embedded import DOMAINS, SYNONYMS, _words, dir_size, make_item
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_USER = "bench-agent"
+ADMIN_USER = "bench-admin"
+PAGES = ("1", "2", "4")
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {}
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": at(50), "p95": at(95), "p99": at(99), "max": round(ordered[-1], 2)}
+
+
+def settings_for(data_dir: Path, jwt_secret: str) -> Any:
+    from app.core.config import Settings
+
+    return Settings(
+        _env_file=None,
+        env="dev",
+        data_dir=data_dir,
+        worker_embedded=False,
+        jwt_secret=jwt_secret,
+        log_level="WARNING",
+    )
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["url"] = database_url
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+# ---------------------------------------------------------------- queries
+
+
+def vocabulary() -> list[str]:
+    return _words() + [q for d in DOMAINS.values() for q in d["problems"]] + ["上不了网", "寬頻"]
+
+
+def make_params(rng: random.Random, words: int, filtered: bool, env: dict[str, Any]) -> dict[str, Any]:
+    """Query-string parameters of one search (the same for HTTP and the service function)."""
+    params: dict[str, Any] = {"q": " ".join(rng.sample(env["vocabulary"], words)), "limit": 10}
+    if filtered:
+        params["type"] = ["faq", "article"]
+        params["category"] = [rng.choice(env["top_nodes"])]
+        if rng.random() < 0.5:
+            params["tag"] = ["资费"]
+        if rng.random() < 0.3:
+            params["attr"] = [f"region:{rng.choice(['北京', '上海', '广东', '四川'])}"]
+    return params
+
+
+def cases() -> list[tuple[str, int, bool]]:
+    return [(f"{w}w_{'filtered' if f else 'plain'}", w, f) for w in (1, 2, 4) for f in (False, True)]
+
+
+# ---------------------------------------------------------------- phase 1-3: in process
+
+
+async def setup(app: Any) -> dict[str, Any]:
+    """Users, taxonomy, attributes, dictionary and synonyms through the service functions."""
+    from sqlalchemy import select
+
+    from app.identity import service as identity
+    from app.identity.models import Role, User
+    from app.identity.schemas import DepartmentCreate, UserCreate
+    from app.search import service as search_service
+    from app.search.indexing import language_resources
+    from app.search.schemas import SynonymIn
+    from app.taxonomy import service as taxonomy
+    from app.taxonomy.schemas import AttributeCreate, NodeCreate, TaxonomyCreate
+
+    codec = app.state.token_codec
+    password = secrets.token_urlsafe(18)
+    async with app.state.sessionmaker() as s:
+        admin_user, _ = await identity.ensure_admin(s, ADMIN_USER, secrets.token_urlsafe(18))
+        claims = codec.decode(
+            codec.encode(
+                {"sub": f"user:{admin_user.id}", "typ": "access", "ver": admin_user.token_version}, codec.access_ttl
+            )[0],
+            "access",
+        )
+        admin = await identity.load_principal(s, claims)
+        roles = {r.name: r.id for r in (await s.scalars(select(Role))).all()}
+        front = await identity.create_department(s, admin, DepartmentCreate(name="一线坐席"))
+        other = await identity.create_department(s, admin, DepartmentCreate(name="信用卡中心"))
+        agent = await identity.create_user(
+            s,
+            admin,
+            UserCreate(username=AGENT_USER, password=password, department_id=front.id, role_ids=[roles["agent"]]),
+        )
+        agent_user = await s.scalar(select(User).where(User.id == agent.id))
+        assert agent_user is not None
+        agent_principal = identity.principal_for_user(agent_user)
+        tax = await taxonomy.create_taxonomy(s, admin, TaxonomyCreate(code="kb", name="知识分类"))
+        node_ids: dict[int, int] = {}  # generator's category id -> real node id
+        for domain_no, domain in enumerate(DOMAINS):
+            top = await taxonomy.create_node(s, admin, tax.id, NodeCreate(name=domain))
+            node_ids[1 + domain_no] = top.id
+            for j in range(10):
+                sub_key = 10 + domain_no * 10 + j
+                sub = await taxonomy.create_node(s, admin, tax.id, NodeCreate(name=f"{domain}-{j}", parent_id=top.id))
+                node_ids[sub_key] = sub.id
+                for k in range(10):
+                    leaf = await taxonomy.create_node(
+                        s, admin, tax.id, NodeCreate(name=f"{domain}-{j}-{k}", parent_id=sub.id)
+                    )
+                    node_ids[100 + sub_key * 10 + k] = leaf.id
+        await taxonomy.create_attribute(
+            s, admin, AttributeCreate(code="region", name="地区", type="enum", options=["北京", "上海", "广东", "四川"])
+        )
+        await taxonomy.create_attribute(s, admin, AttributeCreate(code="level", name="级别", type="number"))
+        await search_service.add_words(s, admin, _words())
+        for group in SYNONYMS:
+            await search_service.create_synonyms(s, admin, SynonymIn(terms=group))
+        resources = await language_resources(s)
+    await app.state.services["search"].set_language(resources)  # what the `search.language` job does
+    principals = {  # the generator's ACL subjects -> real subjects
+        "public": "public",
+        "role:agent": f"role:{roles['agent']}",
+        "role:supervisor": f"role:{roles['reviewer']}",
+        "dept:12": f"dept:{front.id}",
+        "dept:15": f"dept:{other.id}",
+        "client:7": "client:7",
+    }
+    return {
+        "agent": agent_principal,
+        "agent_password": password,
+        "node_ids": node_ids,
+        "principals": principals,
+        "top_nodes": [node_ids[1], node_ids[2], node_ids[3]],
+        "vocabulary": vocabulary(),
+    }
+
+
+def realistic(doc: Any, env: dict[str, Any]) -> Any:
+    from app.search.indexing import SUPERUSER_SUBJECT
+
+    ids = [env["node_ids"][c] for c in doc.category_ids]
+    return replace(
+        doc,
+        category_ids=ids,
+        category_paths=["/".join(str(i) for i in ids)],
+        acl_principals=[*(env["principals"][p] for p in doc.acl_principals), SUPERUSER_SUBJECT],
+    )
+
+
+async def index_items(app: Any, env: dict[str, Any], items: int, batch: int) -> dict[str, Any]:
+    backend = app.state.services["search"]
+    rng = random.Random(20251124)
+    now = datetime.now(UTC)
+    generated = 0.0
+    started = time.perf_counter()
+    for first in range(1, items + 1, batch):
+        t = time.perf_counter()
+        docs = [realistic(make_item(i, rng, now), env) for i in range(first, min(first + batch, items + 1))]
+        generated += time.perf_counter() - t
+        failed = {k: v for k, v in (await backend.upsert(docs)).items() if v}
+        if failed:
+            raise SystemExit(f"indexing failed: {list(failed.items())[:3]}")
+        if (first - 1) % (batch * 20) == 0 and first > 1:
+            done = first - 1
+            print(
+                f"  indexed {done:,}/{items:,} ({done / (time.perf_counter() - started - generated):,.0f} items/s)",
+                flush=True,
+            )
+    seconds = time.perf_counter() - started - generated
+    size = dir_size(app.state.settings.data_dir / "search")
+    return {
+        "items": items,
+        "index_items_per_s": round(items / seconds, 1),
+        "index_seconds": round(seconds, 1),
+        "index_bytes": size,
+    }
+
+
+async def in_process(app: Any, env: dict[str, Any], per_case: int) -> dict[str, Any]:
+    """`app.search.service.search` as the agent, one call after another (warm-up first)."""
+    from app.search import service as search_service
+
+    backend = app.state.services["search"]
+    rng = random.Random(7)
+    out: dict[str, Any] = {}
+
+    async def one(params: dict[str, Any]) -> tuple[float, int]:
+        p = search_service.SearchParams(
+            q=params["q"],
+            types=params.get("type", []),
+            categories=params.get("category", []),
+            tags=params.get("tag", []),
+            attrs=params.get("attr", []),
+            limit=params["limit"],
+        )
+        async with app.state.sessionmaker() as s:  # one session per call, like a request
+            t = time.perf_counter()
+            result = await search_service.search(s, backend, env["agent"], p)
+            return (time.perf_counter() - t) * 1000, result.total
+
+    for _ in range(100):
+        await one(make_params(rng, 2, False, env))
+    for name, words, filtered in cases():
+        samples, totals = [], []
+        for _ in range(per_case):
+            ms, total = await one(make_params(rng, words, filtered, env))
+            samples.append(ms)
+            totals.append(total)
+        out[name] = {**percentiles(samples), "mean_hits": round(sum(totals) / len(totals), 1)}
+        print(f"  in process {name}: {out[name]}", flush=True)
+    return out
+
+
+async def prepare(data_dir: Path, jwt_secret: str, items: int, batch: int, per_case: int) -> dict[str, Any]:
+    from asgi_lifespan import LifespanManager
+
+    from app.main import create_app
+
+    settings = settings_for(data_dir, jwt_secret)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(migrate, settings.database_url)
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=300):
+        env = await setup(app)
+        print(f"indexing {items:,} generated items through the backend (upsert, batches of {batch}) ...", flush=True)
+        indexing = await index_items(app, env, items, batch)
+        print(f"  {indexing}", flush=True)
+        print(f"in process: app.search.service.search, {per_case} calls per case ...", flush=True)
+        inproc = await in_process(app, env, per_case)
+    return {"env": env, "indexing": indexing, "in_process": inproc}
+
+
+# ---------------------------------------------------------------- phase 4: HTTP
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(data_dir: Path, port: int, jwt_secret: str, max_seconds: float) -> None:
+    """Child process: the app under uvicorn on 127.0.0.1, stopping itself after max_seconds."""
+    import uvicorn
+
+    from app.main import create_app
+
+    app = create_app(settings_for(data_dir, jwt_secret))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    timer = threading.Timer(max_seconds, lambda: setattr(server, "should_exit", True))
+    timer.daemon = True
+    timer.start()
+    server.run()
+
+
+async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + limit_s
+    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise SystemExit(f"the server exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise SystemExit("the server did not become ready")
+
+
+async def closed_loop(base: str, headers: dict[str, str], plans: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """`clients` workers, each with its own AsyncClient, send the planned searches back to back."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(plans)
+
+    async def worker() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+            for params in queue:
+                t = time.perf_counter()
+                r = await client.get("/api/v1/search", params=params)
+                latencies.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    seconds = time.perf_counter() - t
+    return {**percentiles(latencies), "searches_per_s": round(len(latencies) / seconds, 1), "errors": errors}
+
+
+async def paced(
+    base: str, headers: dict[str, str], plans: list[dict[str, Any]], clients: int, rate: float
+) -> dict[str, Any]:
+    """Open loop: search i is due at start + i / rate; `clients` workers take them in turn.
+    Latency is measured from the send; `from_due` also counts the wait for a free worker."""
+    import httpx
+
+    latencies: list[float] = []
+    from_due: list[float] = []
+    errors = 0
+    queue = iter(enumerate(plans))
+    start = time.perf_counter() + 0.2
+
+    async def worker() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+            for i, params in queue:
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                t = time.perf_counter()
+                r = await client.get("/api/v1/search", params=params)
+                end = time.perf_counter()
+                latencies.append((end - t) * 1000)
+                from_due.append((end - due) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    seconds = time.perf_counter() - start
+    return {
+        **percentiles(latencies),
+        "from_due": percentiles(from_due),
+        "target_rate": rate,
+        "searches_per_s": round(len(latencies) / seconds, 1),
+        "errors": errors,
+    }
+
+
+async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--jwt-secret-file",
+        str(data_dir / "jwt-secret"),
+        "--server-seconds",
+        str(args.server_seconds),
+    ]
+    (data_dir / "jwt-secret").write_text(jwt_secret)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=data_dir)  # cwd: no stray .env is read
+    try:
+        await wait_ready(base, proc)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            r = await client.post(
+                "/api/v1/auth/token",
+                data={"grant_type": "password", "username": AGENT_USER, "password": env["agent_password"]},
+            )
+            r.raise_for_status()
+            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        rng = random.Random(11)
+        out: dict[str, Any] = {"clients": args.clients}
+        await closed_loop(base, headers, [make_params(rng, 2, False, env) for _ in range(300)], args.clients)
+        for name, words, filtered in cases():
+            plans = [make_params(rng, words, filtered, env) for _ in range(args.requests)]
+            out[name] = await closed_loop(base, headers, plans, args.clients)
+            print(f"  http closed loop {name}: {out[name]}", flush=True)
+        mixed = [
+            make_params(rng, w, f, env)
+            for _ in range(int(args.rate * args.paced_seconds) // 6 + 1)
+            for _, w, f in cases()
+        ]
+        rng.shuffle(mixed)
+        for n in (1, 4):  # the same kind with fewer clients: how throughput scales with concurrency
+            plans = [make_params(rng, 2, False, env) for _ in range(args.requests // 3)]
+            out[f"2w_plain_{n}_clients"] = await closed_loop(base, headers, plans, n)
+            print(f"  http closed loop 2w_plain, {n} client(s): {out[f'2w_plain_{n}_clients']}", flush=True)
+        out["paced_mixed"] = await paced(base, headers, mixed, args.clients, args.rate)
+        print(f"  http paced at {args.rate}/s, all kinds mixed: {out['paced_mixed']}", flush=True)
+        return out
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully (lifespan closes the index)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500, help="documents per upsert call")
+    parser.add_argument("--inproc-queries", type=int, default=300, help="service calls per case")
+    parser.add_argument("--requests", type=int, default=1500, help="HTTP searches per closed-loop case")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--rate", type=float, default=200.0, help="searches/s of the paced run")
+    parser.add_argument("--paced-seconds", type=float, default=20.0, help="length of the paced run")
+    parser.add_argument("--server-seconds", type=float, default=900.0, help="the server stops itself after this")
+    parser.add_argument("--keep", type=Path, default=None, help="data folder to use and keep (must be empty)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--jwt-secret-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.data_dir, args.port, args.jwt_secret_file.read_text(), args.server_seconds)
+        return
+
+    wall = time.perf_counter()
+    if args.keep is not None:
+        if args.keep.exists() and any(args.keep.iterdir()):
+            raise SystemExit(f"--keep {args.keep} is not empty")
+        data_dir = args.keep.resolve()
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="kb-search-http-"))
+    jwt_secret = secrets.token_urlsafe(48)
+    try:
+        prepared = asyncio.run(prepare(data_dir, jwt_secret, args.items, args.batch, args.inproc_queries))
+        print(
+            f"over HTTP: uvicorn child process, {args.clients} clients, {args.requests} searches per case ...",
+            flush=True,
+        )
+        http = asyncio.run(over_http(data_dir, jwt_secret, prepared["env"], args))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    figures = {
+        **prepared["indexing"],
+        "cpus": os.cpu_count(),
+        "in_process_ms": prepared["in_process"],
+        "http_ms": http,
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    print(f"wall {figures['wall_s']} s")
+    print(json.dumps(figures, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
