@@ -35,6 +35,8 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from app.attachments.detect import EXECUTABLE_TYPES
+
 log = logging.getLogger(__name__)
 
 Status = Literal["done", "failed", "skipped"]
@@ -44,19 +46,7 @@ REASON_ENCRYPTED = "encrypted: password-protected document"
 
 _MEDIA_PREFIXES = ("image/", "audio/", "video/")
 # Executables and the like: stored and downloadable, never parsed.
-UNSUPPORTED_TYPES = frozenset(
-    {
-        "application/x-msdownload",
-        "application/x-dosexec",
-        "application/vnd.microsoft.portable-executable",
-        "application/x-executable",
-        "application/x-sharedlib",
-        "application/x-mach-binary",
-        "application/x-elf",
-        "application/x-sqlite3",
-        "application/wasm",
-    }
-)
+UNSUPPORTED_TYPES = EXECUTABLE_TYPES | {"application/x-sqlite3", "application/wasm"}
 # Types whose XHTML rendering is worth keeping as a preview (the browser shows PDFs, images and text itself).
 _PREVIEW_PREFIXES = (
     "application/msword",

@@ -38,8 +38,8 @@ from app.core.pagination import Page, Paging, paginate_by_id
 from app.identity.deps import Require, deny
 from app.identity.principal import Principal
 from app.knowledge import service as knowledge
+from app.knowledge.deps import accessible_item
 from app.knowledge.models import Item
-from app.knowledge.router import _item
 from app.search.schemas import JobAccepted
 from app.workers.outbox import enqueue
 
@@ -97,7 +97,7 @@ async def _visible(request: Request, session: DbSession, principal: Principal,
     if att is None:
         raise _not_found(attachment_id)
     try:
-        item = await _item(request, session, principal, att.item_id)  # audits a denial
+        item = await accessible_item(request, session, principal, att.item_id)  # audits a denial
     except NotFound:
         raise _not_found(attachment_id)
     versions = (await service.version_numbers(session, [att.id]))[att.id]
@@ -134,7 +134,7 @@ async def upload(request: Request, response: Response, session: DbSession, actor
     once by SHA-256; the type is detected from the bytes; the name is kept (made safe). Limits:
     `KB_MAX_UPLOAD_FILE_BYTES` per file (413 `file_too_large`), `KB_MAX_UPLOAD_REQUEST_BYTES` per
     request. Text extraction runs as a job per new file. `If-Match` is checked when sent."""
-    item = await _item(request, session, actor, item_id, edit=True)
+    item = await accessible_item(request, session, actor, item_id, edit=True)
     if if_match is not None:
         check_if_match(if_match, knowledge.etag_of(item), item.row_version)
     service.ensure_attachable(item, await knowledge.latest_version(session, item))
@@ -146,7 +146,7 @@ async def upload(request: Request, response: Response, session: DbSession, actor
     stored: list[service.StoredFile] = []
     try:
         await service.receive_files(request.stream(), boundary, blobs, settings.max_upload_file_bytes, stored)
-        item = await _item(request, session, actor, item_id, write=True, edit=True)
+        item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
         if if_match is not None:
             check_if_match(if_match, knowledge.etag_of(item), item.row_version)
         draft, atts, created = await service.add_attachments(session, actor, item, stored)
@@ -170,7 +170,7 @@ async def list_attachments(
 ) -> Page[AttachmentOut]:
     """The attachments of a version, oldest first. Editors: any version (default the latest); readers:
     only the published version served to them."""
-    item = await _item(request, session, principal, item_id)
+    item = await accessible_item(request, session, principal, item_id)
     if version is None:
         v = await knowledge.served_version(session, principal, item)
         if v is None:
@@ -190,7 +190,7 @@ async def remove(request: Request, session: DbSession, actor: Editor, item_id: i
     """Take the attachment off the open draft (copied from the latest version if none is open); the
     published version keeps it until the draft is published. `If-Match` is checked when sent; the
     new ETag comes back in the header."""
-    item = await _item(request, session, actor, item_id, write=True, edit=True)
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
     if if_match is not None:
         check_if_match(if_match, knowledge.etag_of(item), item.row_version)
     await service.remove_attachment(session, actor, item, attachment_id)

@@ -20,9 +20,10 @@ from app.core.deps import DbSession
 from app.core.errors import InvalidInput, NotFound
 from app.core.etag import IfMatch, check_if_match, not_modified
 from app.core.pagination import Page, Paging
-from app.identity.deps import CurrentPrincipal, Require, deny, record_denial, require
+from app.identity.deps import CurrentPrincipal, Require, deny, require
 from app.identity.principal import Principal
 from app.knowledge import acl, service, workflow
+from app.knowledge.deps import accessible_item, item_not_found
 from app.knowledge.diff import diff_versions
 from app.knowledge.models import Item, ItemVersion
 from app.knowledge.schemas import (
@@ -48,24 +49,6 @@ Reader = Require("knowledge:read")
 Editor = Require("knowledge:edit")
 AclAdmin = Require("knowledge:acl")
 CACHE = "private, no-cache"
-
-
-def _not_found(item_id: int) -> NotFound:
-    return NotFound(f"No item with id {item_id}", code="item_not_found")
-
-
-async def _item(request: Request, session: DbSession, principal: Principal, item_id: int, *,
-                write: bool = False, edit: bool = False) -> Item:
-    """The item, if the caller may read it (else 404, audited); `edit`: and edit it (else 403)."""
-    item = await service.load_item(session, item_id, for_update=write)
-    if item is None:
-        raise _not_found(item_id)
-    if not await acl.can_read(session, principal, item):
-        await record_denial(request, principal, "knowledge:read", "item", item_id)
-        raise _not_found(item_id)
-    if edit and not await acl.can_edit(session, principal, item):
-        raise await deny(request, principal, "knowledge:edit", "item", item_id)
-    return item
 
 
 def version_out(v: ItemVersion) -> VersionOut:
@@ -138,10 +121,10 @@ async def list_items(
 async def get_item(request: Request, response: Response, session: DbSession, principal: Reader,
                    item_id: int) -> ItemOut | Response:
     """The item and the version the caller sees. Sends `ETag`; answers 304 to a current `If-None-Match`."""
-    item = await _item(request, session, principal, item_id)
+    item = await accessible_item(request, session, principal, item_id)
     version = await service.served_version(session, principal, item)
     if version is None:
-        raise _not_found(item_id)
+        raise item_not_found(item_id)
     if not_modified(request, response, service.etag_of(item), CACHE):
         return Response(status_code=304, headers={"ETag": service.etag_of(item), "Cache-Control": CACHE})
     return await item_out(session, principal, item, version, response)
@@ -152,7 +135,7 @@ async def update_item(request: Request, response: Response, session: DbSession, 
                       body: ItemUpdate, if_match: IfMatch = None) -> ItemOut:
     """Owner, visibility, validity window (`valid_to` after `valid_from`), review date, type,
     external reference. Content changes go to the draft."""
-    item = await _item(request, session, actor, item_id, write=True, edit=True)
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
     check_if_match(if_match, service.etag_of(item), item.row_version)
     await service.update_item(session, actor, item, body)
     return await item_out(session, actor, item, await service.latest_version(session, item), response)
@@ -165,7 +148,7 @@ async def update_item(request: Request, response: Response, session: DbSession, 
 async def get_draft(request: Request, response: Response, session: DbSession, actor: Editor,
                     item_id: int) -> VersionOut:
     """The open draft (or rejected version), with the item's ETag for the next PATCH."""
-    item = await _item(request, session, actor, item_id)
+    item = await accessible_item(request, session, actor, item_id)
     latest = await service.latest_version(session, item)
     if latest.state not in ("draft", "rejected"):
         raise NotFound("This item has no open draft; PATCH /draft starts one", code="no_open_draft")
@@ -179,7 +162,7 @@ async def save_draft(request: Request, response: Response, session: DbSession, a
     """Edit the open draft; without one, a new draft is copied from the latest version first.
     Only the fields sent change (`null` clears). A rejected version becomes a draft again; one in
     review or approved is locked (409 `version_locked`: withdraw it first)."""
-    item = await _item(request, session, actor, item_id, write=True, edit=True)
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
     check_if_match(if_match, service.etag_of(item), item.row_version)
     draft = await service.save_draft(session, actor, item, body)
     response.headers["ETag"] = service.etag_of(item)
@@ -190,7 +173,7 @@ async def save_draft(request: Request, response: Response, session: DbSession, a
 async def list_versions(request: Request, session: DbSession, principal: Reader, item_id: int,
                         page: Paging) -> Page[VersionSummary]:
     """Newest first. Readers see only the version served to them."""
-    item = await _item(request, session, principal, item_id)
+    item = await accessible_item(request, session, principal, item_id)
     rows, nxt = await service.list_versions(session, principal, item, page)
     return Page(items=[VersionSummary.model_validate(v) for v in rows], next_cursor=nxt)
 
@@ -198,7 +181,7 @@ async def list_versions(request: Request, session: DbSession, principal: Reader,
 @router.get("/items/{item_id}/versions/{number}", response_model=VersionOut)
 async def get_version(request: Request, response: Response, session: DbSession, principal: Reader, item_id: int,
                       number: int) -> VersionOut:
-    item = await _item(request, session, principal, item_id)
+    item = await accessible_item(request, session, principal, item_id)
     version = await service.get_version(session, principal, item, number)
     response.headers["ETag"] = service.etag_of(item)
     return version_out(version)
@@ -209,7 +192,7 @@ async def diff(request: Request, session: DbSession, principal: Reader, item_id:
                from_: Annotated[int, Query(alias="from", ge=1)], to: Annotated[int, Query(ge=1)]) -> DiffOut:
     """Field by field from version `from` to version `to`: unified diffs for the texts, added and
     removed categories, tags, channels and attributes."""
-    item = await _item(request, session, principal, item_id)
+    item = await accessible_item(request, session, principal, item_id)
     a = await service.get_version(session, principal, item, from_)
     b = await service.get_version(session, principal, item, to)
     return diff_versions(item.id, a, b)
@@ -222,7 +205,7 @@ async def restore(request: Request, response: Response, session: DbSession, acto
                   replace: Annotated[bool, Query(description="Overwrite the open draft")] = False) -> VersionOut:
     """A new draft with the content of version `number`. With a draft already open: 409
     `draft_open`, unless `replace=true` overwrites it."""
-    item = await _item(request, session, actor, item_id, write=True, edit=True)
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
     check_if_match(if_match, service.etag_of(item), item.row_version)
     draft = await service.restore_version(session, actor, item, number, body.change_note if body else None,
                                           replace)
@@ -237,7 +220,7 @@ def _add_transition(action: str) -> None:
     async def endpoint(request: Request, response: Response, session: DbSession, actor: CurrentPrincipal,
                        item_id: int, number: int, if_match: IfMatch = None,
                        body: TransitionIn | None = None) -> ItemOut:
-        item = await _item(request, session, actor, item_id, write=True, edit=action == "reopen")
+        item = await accessible_item(request, session, actor, item_id, write=True, edit=action == "reopen")
         check_if_match(if_match, service.etag_of(item), item.row_version)
         version = await service.version_no(session, item, number)
         if action == "withdraw" and not workflow.may_withdraw(actor, version):
@@ -280,7 +263,7 @@ async def _any_item(session: DbSession, item_id: int, *, write: bool = False) ->
     """ACL managers reach every item, also those whose grants leave them out."""
     item = await service.load_item(session, item_id, for_update=write)
     if item is None:
-        raise _not_found(item_id)
+        raise item_not_found(item_id)
     return item
 
 

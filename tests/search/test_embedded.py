@@ -10,20 +10,19 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.search.backends.base import SearchUnavailable
 from app.search.backends.embedded import EmbeddedBackend
 from app.search.documents import (
-    AttachmentText,
     LanguageResources,
     SearchDocument,
     SearchFilters,
     SearchQuery,
     SearchResult,
 )
+from tests.search.conftest import attachment, search_doc
 
 NOW = datetime.now(UTC)
 LANGUAGE = LanguageResources(
@@ -31,38 +30,6 @@ LANGUAGE = LanguageResources(
     synonym_groups=[["上不了网", "无法上网", "断网"], ["宽带", "寬頻", "宽频"], ["挂失", "冻结卡片"]],
 )
 EVERYONE = ["public", "role:agent", "dept:12"]
-
-
-def search_doc(item_id: int, title: str, **overrides: Any) -> SearchDocument:
-    """A published, public FAQ visible on every channel, with `overrides` applied."""
-    values: dict[str, Any] = {
-        "item_id": item_id,
-        "version_id": item_id * 100,
-        "version_no": 1,
-        "item_type": "faq",
-        "status": "published",
-        "title": title,
-        "question": title,
-        "similar_questions": [],
-        "body_text": "",
-        "channel_answers": {},
-        "attachments": [],
-        "category_ids": [],
-        "category_paths": [],
-        "tags": [],
-        "attributes": {},
-        "acl_principals": ["public"],
-        "channels": ["agent", "web", "wechat", "app"],
-        "valid_from": None,
-        "valid_to": None,
-        "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
-    }
-    values.update(overrides)
-    return SearchDocument(**values)
-
-
-def attachment(attachment_id: int, file_name: str, text: str) -> AttachmentText:
-    return AttachmentText(attachment_id=attachment_id, file_name=file_name, text=text)
 
 
 # Category tree: 1 通信 > 11 宽带 > 111 故障 / 112 账单; 1 > 12 套餐; 2 银行 > 21 信用卡; 3 公用事业 > 31 电力.

@@ -27,6 +27,7 @@ from app.search.documents import (
     SearchFilters,
     SearchQuery,
 )
+from tests.search.conftest import search_doc
 
 ES_URL = os.environ.get("KB_ES_URL")
 ANALYZER: b.Analyzer = "smartcn" if os.environ.get("KB_ES_ANALYZER") == "smartcn" else "ik"
@@ -41,30 +42,7 @@ PUBLIC = ["public"]
 
 
 def doc(item_id: int, title: str, **overrides: Any) -> SearchDocument:
-    values: dict[str, Any] = {
-        "item_id": item_id,
-        "version_id": item_id * 10,
-        "version_no": 1,
-        "item_type": "faq",
-        "status": "published",
-        "title": title,
-        "question": "",
-        "similar_questions": [],
-        "body_text": "",
-        "channel_answers": {},
-        "attachments": [],
-        "category_ids": [1],
-        "category_paths": ["1"],
-        "tags": [],
-        "attributes": {},
-        "acl_principals": ["public"],
-        "channels": ["agent", "web", "wechat", "app"],
-        "valid_from": None,
-        "valid_to": None,
-        "updated_at": NOW - timedelta(days=item_id),
-    }
-    values.update(overrides)
-    return SearchDocument(**values)
+    return search_doc(item_id, title, **{"question": "", "category_ids": [1], "category_paths": ["1"], **overrides})
 
 
 DOCS = [
