@@ -161,3 +161,36 @@ async def test_token_endpoint_bad_input(client: httpx.AsyncClient) -> None:
     assert_problem(await client.post("/api/v1/auth/token", data={"grant_type": "password"}), 422, "invalid_request")
     assert_problem(await client.post("/api/v1/auth/token", data={"grant_type": "refresh_token",
                                                                  "refresh_token": "x.y.z"}), 401, "invalid_token")
+
+
+async def test_rs256_tokens(settings: Any, tmp_path: Any) -> None:
+    """RS256 is configuration only: sign with the private key file, verify with the public one."""
+    from asgi_lifespan import LifespanManager
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from app.main import create_app
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = tmp_path / "jwt.pem"
+    public = tmp_path / "jwt.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    rs = settings.model_copy(update={"jwt_algorithm": "RS256", "jwt_private_key_file": private,
+                                     "jwt_public_key_file": public, "data_dir": tmp_path / "rs",
+                                     "bootstrap_admin_user": "rs.admin", "bootstrap_admin_password": "Passw0rd!rs"})
+    application = create_app(rs)
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.post("/api/v1/auth/token", data={"grant_type": "password", "username": "rs.admin",
+                                                         "password": "Passw0rd!rs"})
+            assert r.status_code == 200, r.text
+            token = r.json()["access_token"]
+            assert jwt.get_unverified_header(token)["alg"] == "RS256"
+            assert (await c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+            forged = jwt.encode(jwt.get_unverified_claims(token), "guess", algorithm="HS256")
+            assert_problem(await c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {forged}"}),
+                           401, "invalid_token")
