@@ -134,6 +134,12 @@ async def ik_dictionary(request: Request, session: DbSession) -> Response:
     return response
 
 
+@router.head("/ik-dictionary.txt", include_in_schema=False)
+async def ik_dictionary_head(request: Request, session: DbSession) -> Response:
+    """IK polls with HEAD and compares the ETag."""
+    return await ik_dictionary(request, session)
+
+
 @router.get("/dictionary", response_model=Page[WordOut])
 async def list_words(session: DbSession, _: Manager, page: Paging) -> Page[WordOut]:
     rows, nxt = await paginate_by_id(session, select(DictionaryWord), DictionaryWord.id, page, descending=False)
