@@ -116,12 +116,7 @@ async def search_log(
     return Page(items=[SearchLogOut.model_validate(r) for r in rows], next_cursor=nxt)
 
 
-@router.api_route(
-    "/ik-dictionary.txt",
-    methods=["GET", "HEAD"],
-    response_class=PlainTextResponse,
-    responses={304: {"description": "Not modified"}},
-)
+@router.get("/ik-dictionary.txt", response_class=PlainTextResponse, responses={304: {"description": "Not modified"}})
 async def ik_dictionary(request: Request, session: DbSession) -> Response:
     """The managed dictionary and synonym terms as Elasticsearch's IK analyzer polls them
     (`remote_ext_dict`, HEAD with ETag). Public by design: IK cannot authenticate; serve it on the
