@@ -28,9 +28,6 @@ from app.search.documents import LanguageResources
 # Tokens longer than this are dropped (Tantivy rejects terms above 64 KiB; nobody searches
 # for a 65-character "word").
 MAX_TOKEN_CHARS = 64
-# Only a run of Latin letters, digits and the symbols jieba keeps in words (normalized text is
-# lower case) can make a token that long: dictionary and HMM words are short.
-_LONG_RUN = re.compile(rf"[a-z0-9+#&._%\-]{{{MAX_TOKEN_CHARS + 1},}}")
 # A query is cut to this many distinct words: a pasted 10,000-character text must not turn
 # into a query with thousands of clauses.
 MAX_QUERY_WORDS = 32
@@ -195,6 +192,11 @@ class QueryWord:
         return (self.term, *self.synonyms, *self.parts, *self.chars)
 
 
+# How `Analyzer.tokens` treats a term (see `Analyzer._term_kind`).
+_DROP, _KEEP, _UNKNOWN = 0, 1, 2
+_MAX_CACHED_KINDS = 200_000
+
+
 class Analyzer:
     """Segmenter with one business dictionary and synonym list; build a new one to change them."""
 
@@ -207,6 +209,7 @@ class Analyzer:
         for word in self.words:
             self._jieba.add_word(word, None, None)
         self._has_word = self._jieba.has_word
+        self._kinds: dict[str, int] = {}
 
     def pinyin_keys(self, text: str) -> tuple[str, str]:
         """`pinyin_keys` segmented with this analyzer's dictionary."""
@@ -230,6 +233,21 @@ class Analyzer:
             and not self._has_word(word)
         )
 
+    def _term_kind(self, term: str) -> int:
+        """How `tokens` treats `term`: _DROP, _KEEP, or _UNKNOWN (kept; as a word, its
+        characters are indexed too). Cached per analyzer: the dictionary never changes."""
+        if len(term) > MAX_TOKEN_CHARS or not (term.isalnum() or is_word(term)):
+            kind = _DROP
+        elif self._unknown(term):
+            kind = _UNKNOWN
+        else:
+            kind = _KEEP
+        kinds = self._kinds
+        if len(kinds) >= _MAX_CACHED_KINDS:
+            kinds.clear()
+        kinds[term] = kind
+        return kind
+
     def tokens(self, text: str, factory: Callable[[str, int, int, int], T] = Token) -> list[T]:  # type: ignore[assignment]
         """Index tokens of `text` (words, their dictionary sub-words, characters of unknown
         words), offsets in `text`.
@@ -243,29 +261,25 @@ class Analyzer:
         # backwards, a token inside the span of the word that follows it is a sub-word and
         # shares that word's position. (This loop is the indexing hot path: keep it plain.)
         backwards: list[tuple[str, int, int, int]] = []
+        append = backwards.append
+        kinds = self._kinds
         word_start = word_end = -1
         words = 0
-        has_word = self._has_word if self.hmm else None
         for term, start, end in reversed(raw):
-            if not (word_start <= start and end <= word_end):
-                word_start, word_end = start, end
-                words += 1
-                if (  # self._unknown(term), inlined and ordered for speed
-                    has_word is not None
-                    and len(term) > 1
-                    and not has_word(term)
-                    and not term.isascii()
-                    and term.isalnum()
-                    and len(term) <= MAX_TOKEN_CHARS
-                ):
-                    backwards.append((term, words, start, end))
+            kind = kinds.get(term)
+            if kind is None:
+                kind = self._term_kind(term)
+            if word_start <= start and end <= word_end:
+                if kind:
+                    append((term, words, start, end))
+                continue
+            word_start, word_end = start, end
+            words += 1
+            if kind:
+                append((term, words, start, end))
+                if kind == _UNKNOWN:
                     for index in range(end - 1, start - 1, -1):
-                        backwards.append((term[index - start], words, index, index + 1))
-                    continue
-            if term.isalnum() or is_word(term):
-                backwards.append((term, words, start, end))
-        if _LONG_RUN.search(normalized.text):  # rare: only then can a token be too long
-            backwards = [t for t in backwards if len(t[0]) <= MAX_TOKEN_CHARS]
+                        append((term[index - start], words, index, index + 1))
         origin = normalized.origin
         if origin is None:
             return [factory(term, words - n, start, end) for term, n, start, end in reversed(backwards)]

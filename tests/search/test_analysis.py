@@ -107,6 +107,28 @@ def test_unknown_words_are_also_indexed_and_searched_by_character(analyzer: Anal
     assert "携" not in terms(analyzer.tokens("携号转网"))
 
 
+def test_token_order_positions_and_offsets_are_exact(analyzer: Analyzer) -> None:
+    # Characters of an unknown word come right before it; the word and a following
+    # sub-word-free word take the next positions. (Tantivy indexes exactly this list.)
+    assert [tuple(t) for t in analyzer.tokens("后派单给他")] == [
+        ("后", 0, 0, 1),
+        ("派", 0, 1, 2),
+        ("后派", 0, 0, 2),
+        ("单", 1, 2, 3),
+        ("给", 1, 3, 4),
+        ("单给", 1, 2, 4),
+        ("他", 2, 4, 5),
+    ]
+    # The same again (term classifications are cached per analyzer).
+    assert [tuple(t) for t in analyzer.tokens("后派单给他")][-1] == ("他", 2, 4, 5)
+
+
+def test_overlong_token_is_dropped_but_keeps_its_position(analyzer: Analyzer) -> None:
+    tokens = analyzer.tokens("ab " + "x" * 70 + " 宽带")
+    assert [(t.term, t.position) for t in tokens] == [("ab", 0), ("宽带", 4)]
+    assert tokens[-1].start == 74
+
+
 @pytest.mark.parametrize(
     "text",
     ['"宽带" AND (光猫 OR title:*) -body:[a TO z]', "\\*?~^!{}", "😀🙏🏻👨‍👩‍👧", "", "   ", "\x00\u200b\ufeff"],
