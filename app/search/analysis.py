@@ -80,6 +80,14 @@ class Normalized(NamedTuple):
 
 def normalize_with_offsets(text: str) -> Normalized:
     """Fold `text` (full-width, traditional, case) and keep a map back to input offsets."""
+    # Indexing one item folds its title and questions several times (tokens, pinyin,
+    # suggestion keys). The result is shared: callers must not modify `origin`.
+    if len(text) <= _CACHED_NORMALIZE_CHARS:
+        return _normalize_cached(text)
+    return _normalize_with_offsets(text)
+
+
+def _normalize_with_offsets(text: str) -> Normalized:
     # translate() is slow on long text and most text has no full-width characters.
     text_half = text.translate(_FULL_TO_HALF) if _FULL_WIDTH.search(text) else text
     folded = _t2s().convert(text_half).lower()
@@ -98,6 +106,10 @@ def normalize_with_offsets(text: str) -> Normalized:
     return Normalized("".join(parts), origin)
 
 
+_CACHED_NORMALIZE_CHARS = 200
+_normalize_cached = lru_cache(maxsize=4096)(_normalize_with_offsets)
+
+
 def normalize(text: str) -> str:
     """Fold full-width to half-width, traditional to simplified Chinese, and case."""
     return normalize_with_offsets(text).text
@@ -108,9 +120,13 @@ def is_word(term: str) -> bool:
     return any(char.isalnum() for char in term)
 
 
+# Everything that is not str.isalnum(): re's \w is exactly isalnum() plus "_".
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def compact(text: str) -> str:
     """Normalized text with everything but letters, digits and Chinese characters removed."""
-    return "".join(char for char in normalize(text) if char.isalnum())
+    return _NOT_ALNUM.sub("", normalize(text))
 
 
 @lru_cache(maxsize=200_000)
@@ -192,9 +208,31 @@ class QueryWord:
         return (self.term, *self.synonyms, *self.parts, *self.chars)
 
 
-# How `Analyzer.tokens` treats a term (see `Analyzer._term_kind`).
+# How `Analyzer.tokens` treats a term: dropped, kept, or kept and, as a word, also indexed
+# by character (an unknown word, see `Analyzer._unknown`).
 _DROP, _KEEP, _UNKNOWN = 0, 1, 2
-_MAX_CACHED_KINDS = 200_000
+
+
+class _TermKinds(dict[str, int]):
+    """Term -> kind, filled on first sight; per analyzer (the dictionary decides)."""
+
+    MAX_SIZE = 200_000
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        super().__init__()
+        self._unknown = analyzer._unknown
+
+    def __missing__(self, term: str) -> int:
+        if len(term) > MAX_TOKEN_CHARS or not (term.isalnum() or is_word(term)):
+            kind = _DROP
+        elif self._unknown(term):
+            kind = _UNKNOWN
+        else:
+            kind = _KEEP
+        if len(self) >= self.MAX_SIZE:
+            self.clear()
+        self[term] = kind
+        return kind
 
 
 class Analyzer:
@@ -209,7 +247,7 @@ class Analyzer:
         for word in self.words:
             self._jieba.add_word(word, None, None)
         self._has_word = self._jieba.has_word
-        self._kinds: dict[str, int] = {}
+        self._kinds = _TermKinds(self)
 
     def pinyin_keys(self, text: str) -> tuple[str, str]:
         """`pinyin_keys` segmented with this analyzer's dictionary."""
@@ -233,21 +271,6 @@ class Analyzer:
             and not self._has_word(word)
         )
 
-    def _term_kind(self, term: str) -> int:
-        """How `tokens` treats `term`: _DROP, _KEEP, or _UNKNOWN (kept; as a word, its
-        characters are indexed too). Cached per analyzer: the dictionary never changes."""
-        if len(term) > MAX_TOKEN_CHARS or not (term.isalnum() or is_word(term)):
-            kind = _DROP
-        elif self._unknown(term):
-            kind = _UNKNOWN
-        else:
-            kind = _KEEP
-        kinds = self._kinds
-        if len(kinds) >= _MAX_CACHED_KINDS:
-            kinds.clear()
-        kinds[term] = kind
-        return kind
-
     def tokens(self, text: str, factory: Callable[[str, int, int, int], T] = Token) -> list[T]:  # type: ignore[assignment]
         """Index tokens of `text` (words, their dictionary sub-words, characters of unknown
         words), offsets in `text`.
@@ -266,9 +289,7 @@ class Analyzer:
         word_start = word_end = -1
         words = 0
         for term, start, end in reversed(raw):
-            kind = kinds.get(term)
-            if kind is None:
-                kind = self._term_kind(term)
+            kind = kinds[term]
             if word_start <= start and end <= word_end:
                 if kind:
                     append((term, words, start, end))

@@ -749,21 +749,20 @@ def _range(
     )
 
 
-def _prefixes(text: str, limit: int) -> Iterable[str]:
-    return (text[:n] for n in range(1, min(len(text), limit) + 1))
+def _prefixes(text: str, limit: int) -> list[str]:
+    return [text[:n] for n in range(1, min(len(text), limit) + 1)]
 
 
 def _suggest_keys(
     doc: SearchDocument, title_terms: Sequence[str], pinyin: dict[str, tuple[str, str]]
 ) -> tuple[set[str], set[str]]:
     primary: set[str] = set()
-    for text, (full, initials) in ((doc.title, pinyin["title"]), (doc.question, pinyin["q"])):
-        han = compact(text)
+    title = compact(doc.title)
+    for han, (full, initials) in ((title, pinyin["title"]), (compact(doc.question), pinyin["q"])):
         primary.update(_prefixes(han, SUGGEST_HAN_CHARS))
         primary.update(_prefixes(full, SUGGEST_PINYIN_CHARS))
         primary.update(_prefixes(initials, SUGGEST_HAN_CHARS))
     more: set[str] = set()
-    title = compact(doc.title)
     for term in title_terms:  # words and sub-words: "挂失" in "信用卡挂失流程"
         found = title.find(term) if len(term) > 1 else -1
         if found > 0:
