@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from elasticsearch.helpers import expand_action
 
+from app.search import ranking
 from app.search.backends import es_bodies as b
 from app.search.backends.base import SearchUnavailable
 from app.search.backends.elasticsearch import ElasticsearchBackend, RebuildFailed
@@ -1107,8 +1108,10 @@ async def test_search_sends_the_body_and_maps_the_answer(fake_es: FakeES, backen
     query = SearchQuery(text="寬頻 故障", principals=["public"], channel="wechat")
     result = await backend.search(query)
     (call,) = fake_es.calls
-    assert call.body == b.search_body(query)
-    assert result == b.search_result(SEARCH_RESPONSE)
+    # The first page is reranked (app.search.ranking): the engine is asked for the whole window.
+    assert call.body == b.search_body(ranking.engine_query(query))
+    assert call.body["from"] == 0 and call.body["size"] == ranking.RERANK_WINDOW
+    assert result == b.search_result(SEARCH_RESPONSE, query)
 
 
 async def test_suggest_skips_empty_input_and_filters_under_acl(fake_es: FakeES, backend: ElasticsearchBackend) -> None:

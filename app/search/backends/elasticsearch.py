@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError, helpers
 
+from app.search import ranking
 from app.search.backends import es_bodies as bodies
 from app.search.backends.base import SearchBackend, SearchUnavailable
 from app.search.documents import (
@@ -278,10 +279,10 @@ class ElasticsearchBackend(SearchBackend):
     # ------------------------------------------------------------------ reads
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        body = bodies.search_body(query)
+        body = bodies.search_body(ranking.engine_query(query))
         async with self._unavailable_on_error("search"):
             response = await self._client.search(index=self.read_alias, body=body)
-        return bodies.search_result(response.body)
+        return bodies.search_result(response.body, query)
 
     async def suggest(
         self, prefix: str, principals: list[str], channel: str | None, limit: int = 10

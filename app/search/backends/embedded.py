@@ -34,7 +34,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from typing import Any
 import tantivy
 from tantivy import Occur, Query
 
+from app.search import ranking
 from app.search.analysis import (
     Analyzer,
     Normalized,
@@ -401,30 +402,52 @@ class EmbeddedBackend(SearchBackend):
         # With facets, the aggregation already visits every match: the total comes from it
         # and the top-k search can skip counting (one full pass instead of two).
         facets, total = self._facets(searcher, full) if query.facets else ({}, None)
+        fetch = ranking.engine_query(replace(query, offset=offset, limit=limit))
         found = searcher.search(
             full,
-            max(limit, 1),
+            max(fetch.limit, 1),
             count=total is None,
-            offset=offset,
+            offset=fetch.offset,
             order_by_field="updated_at" if by_date else None,
             order=tantivy.Order.Desc,
+        )
+        candidates = [
+            (0.0 if by_date else float(score), address, json.loads(searcher.doc(address)["source"][0]))
+            for score, address in found.hits[: fetch.limit]
+        ]
+        page = ranking.rerank(
+            replace(query, offset=offset, limit=limit),
+            candidates,
+            score=lambda c: c[0],
+            questions=lambda c: (c[2]["title"], c[2]["q"], *c[2]["sq"]),
         )
         # Characters of unknown words are not marked: single characters would light up everywhere.
         terms = (t for w in words for t in (w.term, *w.synonyms, *w.parts))
         pattern = highlight_pattern(terms) if query.highlight else None
         hits: list[SearchHit] = []
-        for score, address in found.hits[:limit]:
-            source = json.loads(searcher.doc(address)["source"][0])
+        for (_, address, source), score, bonus, match in page:
+            explanation = None
+            if query.explain:
+                explanation = full.explain(searcher, address).to_json()
+                if bonus:
+                    explanation = json.dumps(
+                        {
+                            "value": score,
+                            "description": ranking.explain_line(ranking.Ranked(None, score, bonus, match)),
+                            "details": [json.loads(explanation)],
+                        },
+                        ensure_ascii=False,
+                    )
             hits.append(
                 SearchHit(
                     item_id=source["id"],
                     version_no=source["v"],
-                    score=0.0 if by_date else float(score),
+                    score=score,
                     title=source["title"],
                     item_type=source["type"],
                     updated_at=datetime.fromisoformat(source["upd"]),
                     highlights=self._highlights(source, pattern, query.channel) if pattern else [],
-                    explanation=full.explain(searcher, address).to_json() if query.explain else None,
+                    explanation=explanation,
                 )
             )
         took = (time.perf_counter() - started) * 1000

@@ -28,10 +28,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from textwrap import indent
 from typing import Any, Literal
 
 import opencc
 
+from app.search import ranking
 from app.search.analysis import EXTRA_FOLDS, STOPWORDS, dictionary_words, normalize, normalized_synonym_groups
 from app.search.documents import (
     CHANNELS,
@@ -98,6 +100,8 @@ RESULT_SOURCE: list[str] = [
     "item_id",
     "version_no",
     "title",
+    "question",
+    "similar_questions",
     "item_type",
     "updated_at",
     "attachments.attachment_id",
@@ -162,8 +166,11 @@ def t2s_char_mappings() -> tuple[str, ...]:
     converted = opencc.OpenCC("t2s").convert("\n".join(chars)).split("\n")
     if len(converted) != len(chars):  # pragma: no cover - guards against an OpenCC change
         raise RuntimeError("OpenCC t2s did not convert character by character")
-    folds = {src: dst for src, dst in zip(chars, converted, strict=True)
-             if src != dst and len(dst) == 1 and ord(dst) <= 0xFFFF}
+    folds = {
+        src: dst
+        for src, dst in zip(chars, converted, strict=True)
+        if src != dst and len(dst) == 1 and ord(dst) <= 0xFFFF
+    }
     # The embedded analyzer's extra folds (帐 → 账: t2s gives 帐单, people type 账单), chained
     # through t2s so 帳 lands on 账 too: both backends fold the same way.
     for src, dst in EXTRA_FOLDS.items():
@@ -890,7 +897,27 @@ def search_hit(hit: Mapping[str, Any]) -> SearchHit:
     )
 
 
-def search_result(response: Mapping[str, Any]) -> SearchResult:
+def _questions(hit: Mapping[str, Any]) -> list[str]:
+    source = hit.get("_source") or {}
+    return [source.get("title") or "", source.get("question") or "", *(source.get("similar_questions") or ())]
+
+
+def _es_score(hit: Mapping[str, Any]) -> float:
+    score = hit.get("_score")
+    return float(score) if isinstance(score, int | float) else 0.0
+
+
+def _ranked_hit(ranked: ranking.Ranked[Mapping[str, Any]]) -> SearchHit:
+    hit = search_hit(ranked.candidate)
+    hit.score = ranked.score
+    if hit.explanation is not None and ranked.bonus:
+        hit.explanation = ranking.explain_line(ranked) + "\n" + indent(hit.explanation, "  ")
+    return hit
+
+
+def search_result(response: Mapping[str, Any], query: SearchQuery | None = None) -> SearchResult:
+    """The result of a `search_body(ranking.engine_query(query))` response: the page `query`
+    asked for, its first results reranked by the question match (app.search.ranking)."""
     hits = response.get("hits") or {}
     total = hits.get("total", 0)
     facets: dict[str, list[FacetValue]] = {}
@@ -902,9 +929,12 @@ def search_result(response: Mapping[str, Any]) -> SearchResult:
                 FacetValue(value=str(b.get("key_as_string", b["key"])), count=int(b["doc_count"]))
                 for b in agg.get("buckets", [])
             ]
+    raw = hits.get("hits", [])
     return SearchResult(
         total=int(total["value"] if isinstance(total, Mapping) else total),
-        hits=[search_hit(h) for h in hits.get("hits", [])],
+        hits=[_ranked_hit(r) for r in ranking.rerank(query, raw, _es_score, _questions)]
+        if query is not None
+        else [search_hit(h) for h in raw],
         facets=facets,
         took_ms=float(response.get("took", 0)),
     )
