@@ -107,6 +107,19 @@ def test_unknown_words_are_also_indexed_and_searched_by_character(analyzer: Anal
     assert "携" not in terms(analyzer.tokens("携号转网"))
 
 
+@pytest.mark.parametrize("text", ["信用卡_挂失！", "５Ｇ暢享套餐 ｉＰｈｏｎｅ-15", "a_b__c", "İ寬頻😀", "   ", "²³½①"])
+def test_compact_keeps_exactly_the_alphanumeric_characters(text: str) -> None:
+    assert compact(text) == "".join(char for char in normalize(text) if char.isalnum())
+
+
+def test_short_and_long_text_fold_alike() -> None:
+    short = "寬頻帳單ＡＢＣ İ"
+    long = short * 100  # past the cached length
+    assert normalize(long) == normalize(short) * 100
+    assert normalize_with_offsets(short) == normalize_with_offsets(short)  # a cache hit
+    assert normalize_with_offsets(long).origin is not None
+
+
 def test_token_order_positions_and_offsets_are_exact(analyzer: Analyzer) -> None:
     # Characters of an unknown word come right before it; the word and a following
     # sub-word-free word take the next positions. (Tantivy indexes exactly this list.)
