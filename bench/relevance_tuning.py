@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tantivy
 from relevance import DEFAULT_DATA, Doc, Q, load, metrics, rank_of
 from tantivy import Occur, Query
 
-from app.search import analysis
+from app.search import analysis, ranking
 from app.search.backends import embedded
 from app.search.backends.embedded import EmbeddedBackend
 from app.search.documents import CHANNELS, SearchDocument, SearchFilters, SearchQuery
@@ -123,103 +121,49 @@ def stopwords(words: str) -> Callable[[], contextlib.AbstractContextManager[None
     return lambda: setattrs((analysis, "STOPWORDS", frozenset(words.split())))
 
 
-def _text_query_all_must(self: EmbeddedBackend, words: Any, fields: Any) -> Query:
-    """AND semantics: every query word must match (the real one ORs them)."""
-    query = ORIGINAL_TEXT_QUERY(self, words, fields)
-    clauses = [(Occur.Must, ORIGINAL_TEXT_QUERY(self, [w], fields)) for w in words]
-    return Query.boolean_query([(Occur.Should, query), *clauses]) if clauses else query
+TextQuery = Callable[[EmbeddedBackend, Any, Any], Query]
 
 
-def _text_query_coord(self: EmbeddedBackend, words: Any, fields: Any) -> Query:
-    """OR, plus a bonus for every query word matched: the sum of per-word constant scores."""
-    query = ORIGINAL_TEXT_QUERY(self, words, fields)
-    bonus = [
-        (Occur.Should, Query.const_score_query(ORIGINAL_TEXT_QUERY(self, [w], fields), COORD_BONUS)) for w in words
-    ]
-    return Query.boolean_query([(Occur.Should, query), *bonus])
+@contextlib.contextmanager
+def wrap_text_query(make: Callable[[TextQuery], TextQuery]) -> Iterator[None]:
+    """Replace `_text_query` by `make(current one)`, so that wrappers stack."""
+    inner = EmbeddedBackend._text_query
+    with setattrs((EmbeddedBackend, "_text_query", make(inner))):
+        yield
 
 
-def _text_query_with_bigrams(self: EmbeddedBackend, words: Any, fields: Any) -> Query:
-    """The real query OR character bigrams of the query against a bigram field (weight BIGRAM_WEIGHT)."""
-    query = ORIGINAL_TEXT_QUERY(self, words, fields)
-    text = CURRENT_QUERY_TEXT.get("text", "")
-    grams = list(dict.fromkeys(bigrams(text)))
-    if not grams:
-        return query
-    per_gram = [(Occur.Should, Query.term_query(self.schema, "bigrams", g)) for g in grams]
-    return Query.boolean_query(
-        [(Occur.Should, query), (Occur.Should, Query.boost_query(Query.boolean_query(per_gram), BIGRAM_WEIGHT))]
-    )
+def all_must() -> contextlib.AbstractContextManager[None]:
+    """AND semantics: every query word must match (the OR score is kept)."""
+
+    def make(inner: TextQuery) -> TextQuery:
+        def text_query(self: EmbeddedBackend, words: Any, fields: Any) -> Query:
+            clauses = [(Occur.Must, inner(self, [w], fields)) for w in words]
+            return (
+                Query.boolean_query([(Occur.Should, inner(self, words, fields)), *clauses])
+                if clauses
+                else inner(self, words, fields)
+            )
+
+        return text_query
+
+    return wrap_text_query(make)
 
 
-ORIGINAL_TEXT_QUERY = EmbeddedBackend._text_query
-ORIGINAL_TO_DOCUMENT = EmbeddedBackend._to_document
-ORIGINAL_SEARCH_SYNC = EmbeddedBackend._search_sync
-COORD_BONUS = 1.0
-BIGRAM_WEIGHT = 1.0
-CURRENT_QUERY_TEXT: dict[str, str] = {}
+def coord(bonus: float) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """OR, plus a constant bonus for every query word that matches."""
+
+    def make(inner: TextQuery) -> TextQuery:
+        def text_query(self: EmbeddedBackend, words: Any, fields: Any) -> Query:
+            extra = [(Occur.Should, Query.const_score_query(inner(self, [w], fields), bonus)) for w in words]
+            return Query.boolean_query([(Occur.Should, inner(self, words, fields)), *extra])
+
+        return text_query
+
+    return lambda: wrap_text_query(make)
 
 
-def bigrams(text: str) -> list[str]:
-    """Overlapping character bigrams of each run of letters/digits/Chinese (single chars kept)."""
-    folded = analysis.normalize(text)
-    out: list[str] = []
-    run: list[str] = []
-    for char in [*folded, " "]:
-        if char.isalnum():
-            run.append(char)
-            continue
-        if len(run) == 1:
-            out.append(run[0])
-        out += ["".join(run[i : i + 2]) for i in range(len(run) - 1)]
-        run = []
-    return out
-
-
-def _make_bigram_schema() -> tantivy.Schema:
-    builder = tantivy.SchemaBuilder()
-    builder.add_unsigned_field("item_id", stored=True, indexed=True, fast=True)
-    builder.add_unsigned_field("version_no", fast=True)
-    for name in embedded.FIELD_BOOSTS:
-        builder.add_text_field(name, tokenizer_name="raw", index_option="position")
-    builder.add_text_field("suggest_primary", tokenizer_name="raw", index_option="freq")
-    builder.add_text_field("suggest_more", tokenizer_name="raw", index_option="freq")
-    for name in ("item_type", "tags"):
-        builder.add_text_field(name, tokenizer_name="raw", index_option="basic", fast=True)
-    for name in ("status", "acl", "channels", "attrs"):
-        builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
-    builder.add_unsigned_field("category_ids", indexed=True, fast=True)
-    for name in ("valid_from", "valid_to", "updated_at"):
-        builder.add_integer_field(name, indexed=True, fast=True)
-    builder.add_bytes_field("source", stored=True)
-    builder.add_text_field("bigrams", tokenizer_name="raw", index_option="freq")
-    return builder.build()
-
-
-def _to_document_with_bigrams(self: EmbeddedBackend, doc: SearchDocument, analyzer: Any) -> tantivy.Document:
-    tdoc = ORIGINAL_TO_DOCUMENT(self, doc, analyzer)
-    for text in (doc.title, doc.question, *doc.similar_questions):
-        for gram in bigrams(text):
-            tdoc.add_text("bigrams", gram)
-    return tdoc
-
-
-def _search_sync_remembering(self: EmbeddedBackend, live: Any, analyzer: Any, query: SearchQuery) -> Any:
-    CURRENT_QUERY_TEXT["text"] = query.text
-    return ORIGINAL_SEARCH_SYNC(self, live, analyzer, query)
-
-
-def bigram_variant(weight: float) -> Callable[[], contextlib.AbstractContextManager[None]]:
-    def patch() -> contextlib.AbstractContextManager[None]:
-        return setattrs(
-            (sys.modules[__name__], "BIGRAM_WEIGHT", weight),
-            (embedded, "_build_schema", _make_bigram_schema),
-            (EmbeddedBackend, "_to_document", _to_document_with_bigrams),
-            (EmbeddedBackend, "_text_query", _text_query_with_bigrams),
-            (EmbeddedBackend, "_search_sync", _search_sync_remembering),
-        )
-
-    return patch
+def rerank(weight: float) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    return lambda: setattrs((ranking, "QUESTION_MATCH_WEIGHT", weight))
 
 
 def analyzer_no_hmm() -> contextlib.AbstractContextManager[None]:
@@ -231,10 +175,15 @@ def analyzer_no_hmm() -> contextlib.AbstractContextManager[None]:
     return setattrs((analysis.Analyzer, "__init__", init))
 
 
-def coord(bonus: float) -> Callable[[], contextlib.AbstractContextManager[None]]:
-    return lambda: setattrs(
-        (sys.modules[__name__], "COORD_BONUS", bonus), (EmbeddedBackend, "_text_query", _text_query_coord)
-    )
+def both(*patches: Callable[[], contextlib.AbstractContextManager[None]]) -> Callable[[], Any]:
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for p in patches:
+                stack.enter_context(p())
+            yield
+
+    return patch
 
 
 VARIANTS: list[Variant] = [
@@ -255,14 +204,11 @@ VARIANTS: list[Variant] = [
         constant("DISMAX_TIE_BREAKER", 0.0),
     ),
     Variant("tie_1", "dismax tie breaker 0.2 -> 1 (sum over fields)", constant("DISMAX_TIE_BREAKER", 1.0)),
-    Variant("stop_none", "no stopwords at all", stopwords("")),
+    Variant("stop_none", "no stopwords at all (keep 的 了 吗 呢 ...)", stopwords("")),
     Variant("stop_questions", "also drop question words (怎么, 什么, 如何, ...)", stopwords(QUESTION_WORDS)),
-    Variant(
-        "and",
-        "AND: every query word must match (OR score kept)",
-        lambda: setattrs((EmbeddedBackend, "_text_query", _text_query_all_must)),
-    ),
-    Variant("coord_5", "OR + 5 per matched query word (coordination bonus; word scores are ~10-40)", coord(5.0)),
+    Variant("and", "AND: every query word must match (OR score kept)", all_must),
+    Variant("coord_1", "OR + 1 per matched query word (coordination bonus; word scores are ~10-40)", coord(1.0)),
+    Variant("coord_5", "OR + 5 per matched query word", coord(5.0)),
     Variant("coord_10", "OR + 10 per matched query word", coord(10.0)),
     Variant("coord_20", "OR + 20 per matched query word", coord(20.0)),
     Variant(
@@ -271,9 +217,9 @@ VARIANTS: list[Variant] = [
         analyzer_no_hmm,
         reindex=True,
     ),
-    Variant("bigrams_1", "+ character-bigram field over title/questions, weight 1", bigram_variant(1.0), reindex=True),
-    Variant("bigrams_3", "+ character-bigram field, weight 3", bigram_variant(3.0), reindex=True),
-    Variant("bigrams_8", "+ character-bigram field, weight 8", bigram_variant(8.0), reindex=True),
+    Variant("rerank_0", "no question-match rerank (QUESTION_MATCH_WEIGHT 1.5 -> 0): the engine's order", rerank(0.0)),
+    Variant("rerank_1", "QUESTION_MATCH_WEIGHT 1.5 -> 1.0", rerank(1.0)),
+    Variant("rerank_3", "QUESTION_MATCH_WEIGHT 1.5 -> 3.0", rerank(3.0)),
 ]
 
 
