@@ -34,6 +34,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,8 @@ from app.search.documents import (
 )
 
 log = logging.getLogger(__name__)
+# Facet aggregations run beside the top-k search (see _search_sync); shared by every backend.
+_FACET_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-facets")
 
 SCHEMA_VERSION = 3
 POINTER_FILE = "CURRENT"
@@ -400,13 +403,14 @@ class EmbeddedBackend(SearchBackend):
         offset = max(0, query.offset)
         by_date = browse or query.sort == "updated"
         # With facets, the aggregation already visits every match: the total comes from it
-        # and the top-k search can skip counting (one full pass instead of two).
-        facets, total = self._facets(searcher, full) if query.facets else ({}, None)
+        # and the top-k search can skip counting (one full pass instead of two). It runs on
+        # another thread meanwhile (Tantivy releases the GIL while it aggregates).
+        counting = _FACET_POOL.submit(self._facets, searcher, full) if query.facets else None
         fetch = ranking.engine_query(replace(query, offset=offset, limit=limit))
         found = searcher.search(
             full,
             max(fetch.limit, 1),
-            count=total is None,
+            count=counting is None,
             offset=fetch.offset,
             order_by_field="updated_at" if by_date else None,
             order=tantivy.Order.Desc,
@@ -450,9 +454,8 @@ class EmbeddedBackend(SearchBackend):
                     explanation=explanation,
                 )
             )
+        facets, total = counting.result() if counting is not None else ({}, found.count or 0)
         took = (time.perf_counter() - started) * 1000
-        if total is None:
-            total = found.count or 0
         return SearchResult(total=total, hits=hits, facets=facets, took_ms=took)
 
     def _suggest_sync(
