@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.search.backends.base import SearchUnavailable
+from app.search.backends.base import RebuildFailed, SearchUnavailable
 from app.search.backends.embedded import EmbeddedBackend
 from app.search.documents import (
     LanguageResources,
@@ -453,6 +453,19 @@ async def test_rebuild_swaps_and_keeps_writes_made_meanwhile(fresh: EmbeddedBack
         new_version,
     }
     assert await ids(fresh, "停电") == [5]
+
+
+async def test_a_rebuild_with_a_bad_document_fails_and_keeps_the_old_index(fresh: EmbeddedBackend) -> None:
+    await fresh.upsert([search_doc(1, "宽带报修"), search_doc(2, "信用卡挂失流程")])
+    versions = {p.name for p in fresh.index_dir.glob("v*")}
+    bad = dataclasses.replace(search_doc(3, "坏文档"), title=None)
+    with pytest.raises(RebuildFailed) as failure:
+        await fresh.rebuild([search_doc(1, "宽带报修指南", version_no=2), bad])
+    assert list(failure.value.errors) == [3]
+    # Nothing swapped, nothing left behind: the complete old index still answers.
+    assert {p.name for p in fresh.index_dir.glob("v*")} == versions
+    assert await fresh.indexed_versions() == {1: 1, 2: 1}
+    assert await ids(fresh, "挂失") == [2]
 
 
 async def test_reopen_keeps_the_index(tmp_path: Path) -> None:

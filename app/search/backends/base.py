@@ -16,6 +16,15 @@ class SearchUnavailable(Exception):
     """The engine cannot answer now (down, index missing). The API maps it to 503."""
 
 
+class RebuildFailed(Exception):
+    """Some documents could not be indexed into the new index; the old index stays live."""
+
+    def __init__(self, errors: dict[int, str]) -> None:
+        self.errors = errors
+        sample = "; ".join(f"{item_id}: {text}" for item_id, text in list(errors.items())[:5])
+        super().__init__(f"{len(errors)} document(s) failed during rebuild: {sample}")
+
+
 class SearchBackend(ABC):
     """One search engine. Implementations: `embedded` (Tantivy) and `elasticsearch`."""
 

@@ -23,7 +23,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, Transport
 
 from app.search import ranking
 from app.search.backends import es_bodies as bodies
-from app.search.backends.base import SearchBackend, SearchUnavailable
+from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
 from app.search.documents import (
     LanguageResources,
     SearchDocument,
@@ -35,15 +35,6 @@ from app.search.documents import (
 log = logging.getLogger(__name__)
 
 Refresh = Literal[False, True, "wait_for"]
-
-
-class RebuildFailed(Exception):
-    """Some documents could not be indexed into the new index; the old index stays live."""
-
-    def __init__(self, errors: dict[int, str]) -> None:
-        self.errors = errors
-        sample = "; ".join(f"{item_id}: {text}" for item_id, text in list(errors.items())[:5])
-        super().__init__(f"{len(errors)} document(s) failed during rebuild: {sample}")
 
 
 def _newest_per_item(docs: Sequence[SearchDocument]) -> dict[int, SearchDocument]:

@@ -52,7 +52,7 @@ from app.search.analysis import (
     highlight_pattern,
     normalize_with_offsets,
 )
-from app.search.backends.base import SearchBackend, SearchUnavailable
+from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
 from app.search.documents import (
     CHANNELS,
     FacetValue,
@@ -322,19 +322,25 @@ class EmbeddedBackend(SearchBackend):
         live.index.reload()
 
     def _build_version(self, docs: Sequence[SearchDocument]) -> _Live:
+        """A new index version with every document, or RebuildFailed (nothing kept) as on Elasticsearch:
+        an index missing documents must never replace a complete one."""
         path = self._new_version_dir()
         new = self._make_live(path)
-        analyzer = self.analyzer
-        failed = 0
-        for doc in _latest(docs).values():
-            try:
-                new.writer.add_document(self._to_document(doc, analyzer))
-            except Exception:
-                failed += 1
-                log.exception("rebuild: cannot index item %s", doc.item_id)
-        self._commit(new)
-        if failed:
-            log.warning("rebuild: %d documents failed and are missing from the new index", failed)
+        try:
+            analyzer = self.analyzer
+            errors: dict[int, str] = {}
+            for doc in _latest(docs).values():
+                try:
+                    new.writer.add_document(self._to_document(doc, analyzer))
+                except Exception as exc:
+                    log.exception("rebuild: cannot index item %s", doc.item_id)
+                    errors[doc.item_id] = f"{type(exc).__name__}: {exc}"
+            if errors:
+                raise RebuildFailed(errors)
+            self._commit(new)
+        except BaseException:
+            self._discard(new)
+            raise
         return new
 
     def _swap_in(self, new: _Live, journal: list[_Op]) -> None:
