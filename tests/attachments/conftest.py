@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -9,13 +10,15 @@ from app.attachments.extraction import InProcessTikaExtractor
 
 SIMPLIFIED = "宽带无法上网时，请先重启光猫，再检查指示灯。"
 TRADITIONAL = "寬頻無法上網時請重新啟動數據機"
-SAMPLES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "samples" / "tika"
+# The team's shared folder sits next to the checkout; KB_SHARED_DIR points elsewhere.
+SHARED_DIR = Path(os.environ.get("KB_SHARED_DIR") or Path(__file__).resolve().parents[2].parent / "shared")
+SAMPLES_DIR = SHARED_DIR / "samples" / "tika"
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
     if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"shared Tika samples not found at {SAMPLES_DIR}")
+        pytest.skip(f"shared Tika samples not found at {SAMPLES_DIR} (set KB_SHARED_DIR to the shared folder)")
     return SAMPLES_DIR
 
 
