@@ -106,8 +106,16 @@ async def can_read(session: AsyncSession, principal: Principal | None, item: Ite
 
 async def readers_of(session: AsyncSession, item_id: int) -> list[str]:
     """The item's read set, e.g. ["internal", "public"] or ["client:7", "role:3"] (search documents)."""
-    rows = await session.scalars(select(ItemReader.subject).where(ItemReader.item_id == item_id))
-    return sorted(rows.all())
+    return (await readers_of_many(session, [item_id])).get(item_id, [])
+
+
+async def readers_of_many(session: AsyncSession, item_ids: list[int]) -> dict[int, list[str]]:
+    """item id -> its read set (items without one are left out)."""
+    out: dict[int, list[str]] = defaultdict(list)
+    rows = await session.execute(select(ItemReader.item_id, ItemReader.subject).where(ItemReader.item_id.in_(item_ids)))
+    for item_id, subject in rows.all():
+        out[item_id].append(subject)
+    return {item_id: sorted(subjects) for item_id, subjects in out.items()}
 
 
 async def can_edit(session: AsyncSession, principal: Principal, item: Item) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections import defaultdict
 from collections.abc import Sequence
 
 import nh3
@@ -42,18 +43,23 @@ async def language_resources(session: AsyncSession) -> LanguageResources:
     return LanguageResources(words=list(words), synonym_groups=[list(g) for g in groups])
 
 
-async def _attachment_texts(session: AsyncSession, version_id: int) -> list[AttachmentText]:
+async def _attachment_texts(session: AsyncSession, version_ids: Sequence[int]) -> dict[int, list[AttachmentText]]:
+    """version id -> extracted texts of its attachments (files whose extraction is done)."""
     rows = (
         await session.execute(
-            select(Attachment.id, Attachment.file_name, BlobText.text)
-            .join(version_attachments, version_attachments.c.attachment_id == Attachment.id)
+            select(version_attachments.c.version_id, Attachment.id, Attachment.file_name, BlobText.text)
+            .join(Attachment, version_attachments.c.attachment_id == Attachment.id)
             .join(Blob, Blob.sha256 == Attachment.sha256)
             .outerjoin(BlobText, BlobText.sha256 == Blob.sha256)
-            .where(version_attachments.c.version_id == version_id, Blob.extraction_status == "done")
-            .order_by(Attachment.id)
+            .where(version_attachments.c.version_id.in_(version_ids), Blob.extraction_status == "done")
+            .order_by(version_attachments.c.version_id, Attachment.id)
         )
     ).all()
-    return [AttachmentText(a_id, name, (text or "")[:MAX_ATTACHMENT_CHARS]) for a_id, name, text in rows if text]
+    out: dict[int, list[AttachmentText]] = defaultdict(list)
+    for version_id, a_id, name, text in rows:
+        if text:
+            out[version_id].append(AttachmentText(a_id, name, text[:MAX_ATTACHMENT_CHARS]))
+    return out
 
 
 def _indexed_version(item: Item) -> int | None:
@@ -62,36 +68,52 @@ def _indexed_version(item: Item) -> int | None:
 
 async def build_documents(session: AsyncSession, item_ids: Sequence[int]) -> tuple[list[SearchDocument], list[int]]:
     """Documents for the items that belong in the index (published, or archived for editors),
-    and the ids that must leave it."""
+    and the ids that must leave it. A few queries per batch, not per item (reindex reads
+    every item through here)."""
     if not item_ids:
         return [], []
     items = {i.id: i for i in (await session.scalars(select(Item).where(Item.id.in_(item_ids)))).all()}
-    docs: list[SearchDocument] = []
-    gone: list[int] = []
+    published = [i.published_version_id for i in items.values() if i.published_version_id is not None]
+    versions = {v.id: v for v in (await session.scalars(select(ItemVersion).where(ItemVersion.id.in_(published))))}
+    chosen: dict[int, ItemVersion] = {}
     for item_id in item_ids:
         item = items.get(item_id)
-        version = await _searchable_version(session, item) if item else None
-        if item is None or version is None:
-            gone.append(item_id)
+        if item is None:
             continue
-        docs.append(await _document(session, item, version))
-    return docs, gone
+        if item.published_version_id is not None:
+            version = versions.get(item.published_version_id)
+        else:
+            version = await _archived_version(session, item)
+        if version is not None:
+            chosen[item_id] = version
+    readers = await acl.readers_of_many(session, list(chosen))
+    texts = await _attachment_texts(session, [v.id for v in chosen.values()])
+    docs = [
+        _document(items[item_id], version, readers.get(item_id, []), texts.get(version.id, []))
+        for item_id, version in chosen.items()
+    ]
+    return docs, [item_id for item_id in item_ids if item_id not in chosen]
+
+
+async def _archived_version(session: AsyncSession, item: Item) -> ItemVersion | None:
+    if item.status != "archived":
+        return None
+    # Editors may still find archived answers (status filter).
+    return await session.scalar(
+        select(ItemVersion)
+        .where(ItemVersion.item_id == item.id, ItemVersion.state == "archived")
+        .order_by(ItemVersion.number.desc())
+        .limit(1)
+    )
 
 
 async def _searchable_version(session: AsyncSession, item: Item) -> ItemVersion | None:
     if item.published_version_id is not None:
         return await session.get(ItemVersion, item.published_version_id)
-    if item.status == "archived":  # editors may still find archived answers (status filter)
-        return await session.scalar(
-            select(ItemVersion)
-            .where(ItemVersion.item_id == item.id, ItemVersion.state == "archived")
-            .order_by(ItemVersion.number.desc())
-            .limit(1)
-        )
-    return None
+    return await _archived_version(session, item)
 
 
-async def _document(session: AsyncSession, item: Item, version: ItemVersion) -> SearchDocument:
+def _document(item: Item, version: ItemVersion, readers: list[str], texts: list[AttachmentText]) -> SearchDocument:
     from app.knowledge.service import answer_for
 
     paths = [n.path.strip("/") for n in version.categories]
@@ -101,7 +123,6 @@ async def _document(session: AsyncSession, item: Item, version: ItemVersion) -> 
         for code, value in (version.attributes or {}).items()
         if value is not None
     }
-    readers = await acl.readers_of(session, item.id)
     return SearchDocument(
         item_id=item.id,
         version_id=version.id,
@@ -117,7 +138,7 @@ async def _document(session: AsyncSession, item: Item, version: ItemVersion) -> 
             for c in CHANNELS
             if (version.channel_answers or {}).get(c)
         },
-        attachments=await _attachment_texts(session, version.id),
+        attachments=texts,
         category_ids=category_ids,
         category_paths=paths,
         tags=sorted(t.name for t in version.tags),

@@ -14,6 +14,7 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
+from app.search.indexing import build_documents
 from app.workers.worker import Worker
 from tests.conftest import Actor, People, assert_problem
 
@@ -235,6 +236,30 @@ async def test_reindex_and_consistency_jobs(client: httpx.AsyncClient, admin: Ac
     await drain(app)
     job = (await client.get(r.json()["href"], headers=h)).json()
     assert job["status"] == "done" and job["result"]["indexed"] == 4 and job["progress"]["total"] == 4
+
+
+async def test_documents_built_in_one_batch_equal_those_built_one_by_one(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
+    """Reindex builds documents a batch at a time; the worker's per-item jobs one at a time."""
+    card_team = (await client.post("/api/v1/departments", headers=admin.headers, json={"name": "信用卡中心"})).json()
+    r = await client.put(
+        f"/api/v1/taxonomy-nodes/{corpus['card']}/acl",
+        headers=admin.headers,
+        json={"grants": [{"subject": f"dept:{card_team['id']}", "access": "read"}]},
+    )
+    assert r.status_code == 200, r.text
+    wanted = [corpus["offline"], corpus["plan"], corpus["lost_card"], corpus["taiwan"], 999_999]
+    async with app.state.sessionmaker() as s:
+        batch, gone = await build_documents(s, wanted)
+    one_by_one = []
+    for item_id in wanted[:-1]:
+        async with app.state.sessionmaker() as s:
+            one_by_one += (await build_documents(s, [item_id]))[0]
+    assert gone == [999_999]
+    assert batch == one_by_one
+    lost_card = next(d for d in batch if d.item_id == corpus["lost_card"])
+    assert f"dept:{card_team['id']}" in lost_card.acl_principals and lost_card.tags == ["挂失"]
 
 
 async def test_suggest_on_pinyin_and_initials(client: httpx.AsyncClient, admin: Actor,
