@@ -24,6 +24,7 @@ from app.core.ratelimit import FailureLimiter
 from app.core.security import TokenCodec
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.search.indexing import language_resources
+from app.search.service import rebuild_if_empty
 from app.services import build
 from app.services import close as close_services
 from app.taxonomy.service import ensure_default_item_types
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with app.state.sessionmaker() as s:
                 await ensure_defaults(s)
                 await app.state.services["search"].set_language(await language_resources(s))
+                if await rebuild_if_empty(s, app.state.services["search"]):
+                    log.warning("the search index is empty while items are published: a rebuild is queued")
         except Exception:
             log.exception("start-up data could not be loaded")
         if settings.bootstrap_admin_user and settings.bootstrap_admin_password:

@@ -151,9 +151,12 @@ def _document(item: Item, version: ItemVersion, readers: list[str], texts: list[
     )
 
 
-async def searchable_item_ids(session: AsyncSession) -> list[int]:
+async def searchable_item_ids(session: AsyncSession, limit: int | None = None) -> list[int]:
     rows = await session.scalars(
-        select(Item.id).where((Item.published_version_id.is_not(None)) | (Item.status == "archived")).order_by(Item.id)
+        select(Item.id)
+        .where((Item.published_version_id.is_not(None)) | (Item.status == "archived"))
+        .order_by(Item.id)
+        .limit(limit)
     )
     return list(rows.all())
 

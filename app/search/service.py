@@ -15,7 +15,7 @@ from app.identity.principal import Principal
 from app.search.analysis import normalize
 from app.search.backends.base import SearchBackend, SearchUnavailable
 from app.search.documents import SearchFilters, SearchQuery, SearchResult, Suggestion
-from app.search.indexing import principals_for_search
+from app.search.indexing import principals_for_search, searchable_item_ids
 from app.search.jobs import pending_rebuild
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.search.schemas import FacetOut, HighlightOut, HitOut, SearchOut, SynonymIn, SynonymPatch
@@ -232,6 +232,18 @@ async def _rebuild_if_missing(session: AsyncSession, backend: SearchBackend) -> 
     if not healthy and not await pending_rebuild(session):
         enqueue(session, "search.reindex_all", {"reason": "index missing"}, created_by="system")
         await session.commit()
+
+
+async def rebuild_if_empty(session: AsyncSession, backend: SearchBackend) -> bool:
+    """At start-up: an empty index (a new engine, an index schema changed by an upgrade, a folder
+    deleted while stopped) while the database holds searchable items: queue one rebuild."""
+    if await pending_rebuild(session) or not await searchable_item_ids(session, limit=1):
+        return False
+    if await backend.document_count() > 0:
+        return False
+    enqueue(session, "search.reindex_all", {"reason": "index empty at start-up"}, created_by="system")
+    await session.commit()
+    return True
 
 
 async def suggest(

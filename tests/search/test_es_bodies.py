@@ -1114,6 +1114,14 @@ async def test_search_sends_the_body_and_maps_the_answer(fake_es: FakeES, backen
     assert result == b.search_result(SEARCH_RESPONSE, query)
 
 
+async def test_document_count_asks_the_read_alias(fake_es: FakeES, backend: ElasticsearchBackend) -> None:
+    fake_es.on("GET|POST", "/kbt/_count", (200, {"count": 27696, "_shards": {"total": 1, "successful": 1}}))
+    assert await backend.document_count() == 27696
+    fake_es.on("GET|POST", "/kbt/_count", (503, {"error": {"type": "cluster_block_exception"}, "status": 503}))
+    with pytest.raises(SearchUnavailable):
+        await backend.document_count()
+
+
 async def test_suggest_skips_empty_input_and_filters_under_acl(fake_es: FakeES, backend: ElasticsearchBackend) -> None:
     fake_es.on(
         "POST",

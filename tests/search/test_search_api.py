@@ -15,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from app.core.config import Settings
 from app.main import create_app
 from app.search.indexing import build_documents
+from app.search.service import rebuild_if_empty
 from app.workers.worker import Worker
 from tests.conftest import Actor, People, assert_problem
 
@@ -260,6 +261,24 @@ async def test_documents_built_in_one_batch_equal_those_built_one_by_one(
     assert batch == one_by_one
     lost_card = next(d for d in batch if d.item_id == corpus["lost_card"])
     assert f"dept:{card_team['id']}" in lost_card.acl_principals and lost_card.tags == ["挂失"]
+
+
+async def test_an_empty_index_at_start_up_is_rebuilt(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
+    """After an upgrade that changes the index schema (or a folder deleted while stopped) the
+    engine starts empty: start-up queues one rebuild instead of serving no answers."""
+    backend = app.state.services["search"]
+    async with app.state.sessionmaker() as s:
+        assert await rebuild_if_empty(s, backend) is False  # the index holds the corpus
+    await backend.rebuild([])
+    assert await backend.document_count() == 0
+    async with app.state.sessionmaker() as s:
+        assert await rebuild_if_empty(s, backend) is True
+        assert await rebuild_if_empty(s, backend) is False  # one rebuild queued, not two
+    await drain(app)
+    assert await backend.document_count() == 4
+    assert corpus["lost_card"] in ids(await search(client, admin.headers, "信用卡挂失"))
 
 
 async def test_suggest_on_pinyin_and_initials(client: httpx.AsyncClient, admin: Actor,

@@ -70,5 +70,9 @@ class SearchBackend(ABC):
         """item_id -> version_no of everything in the index (for the consistency check)."""
 
     @abstractmethod
+    async def document_count(self) -> int:
+        """How many items the index holds (cheap: checked at every start)."""
+
+    @abstractmethod
     async def rebuild(self, docs: Sequence[SearchDocument]) -> None:
         """Replace the whole index with these documents without downtime for readers."""

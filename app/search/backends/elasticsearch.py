@@ -285,6 +285,11 @@ class ElasticsearchBackend(SearchBackend):
             response = await self._client.search(index=self.read_alias, body=body)
         return bodies.suggestions(response.body, limit)
 
+    async def document_count(self) -> int:
+        async with self._unavailable_on_error("count"):
+            response = await self._client.count(index=self.read_alias)
+        return int(response.body["count"])
+
     async def indexed_versions(self) -> dict[int, int]:
         found: dict[int, int] = {}
         async with self._unavailable_on_error("version scan"):

@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 # Facet aggregations run beside the top-k search (see _search_sync); shared by every backend.
 _FACET_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-facets")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 POINTER_FILE = "CURRENT"
 
 ANSWER_FIELDS = {channel: f"answer_{channel}" for channel in CHANNELS}
@@ -143,7 +143,7 @@ def _build_schema() -> tantivy.Schema:
     builder.add_unsigned_field("version_no", fast=True)
     for name in FIELD_BOOSTS:
         # Pre-tokenized; the tokenizer name only matters for Tantivy's own query parser.
-        builder.add_text_field(name, tokenizer_name="raw", index_option="position")
+        builder.add_text_field(name, tokenizer_name="raw", index_option="freq")
     # Suggestion keys never contain spaces: handed over space-joined, one call per field.
     builder.add_text_field("suggest_primary", tokenizer_name="whitespace", index_option="freq")
     builder.add_text_field("suggest_more", tokenizer_name="whitespace", index_option="freq")
@@ -390,6 +390,10 @@ class EmbeddedBackend(SearchBackend):
     async def indexed_versions(self) -> dict[int, int]:
         live = self._require_live()
         return await asyncio.to_thread(self._all_versions, live)
+
+    async def document_count(self) -> int:
+        live = self._require_live()
+        return int(await asyncio.to_thread(lambda: live.index.searcher().num_docs))
 
     def _search_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
         started = time.perf_counter()
