@@ -67,8 +67,16 @@ from app.search.documents import (
 )
 
 log = logging.getLogger(__name__)
-# Facet aggregations run beside the top-k search (see _search_sync); shared by every backend.
-_FACET_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-facets")
+# Facet aggregations run beside the top-k search (see _search_sync); shared by every backend
+# of a process (made again in a forked child, which inherits the object but not its threads).
+_facet_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _facets_executor() -> ThreadPoolExecutor:
+    global _facet_pool
+    if _facet_pool is None or _facet_pool[0] != os.getpid():
+        _facet_pool = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-facets"))
+    return _facet_pool[1]
 
 SCHEMA_VERSION = 4
 POINTER_FILE = "CURRENT"
@@ -415,7 +423,7 @@ class EmbeddedBackend(SearchBackend):
         # With facets, the aggregation already visits every match: the total comes from it
         # and the top-k search can skip counting (one full pass instead of two). It runs on
         # another thread meanwhile (Tantivy releases the GIL while it aggregates).
-        counting = _FACET_POOL.submit(self._facets, searcher, full) if query.facets else None
+        counting = _facets_executor().submit(self._facets, searcher, full) if query.facets else None
         fetch = ranking.engine_query(replace(query, offset=offset, limit=limit))
         found = searcher.search(
             full,
