@@ -53,9 +53,13 @@ def engine_query(query: SearchQuery) -> SearchQuery:
     return dataclasses.replace(query, offset=0, limit=max(RERANK_WINDOW, query.offset + query.limit))
 
 
-@lru_cache(maxsize=65_536)
 def _profile(text: str) -> tuple[Counter[str], int]:
-    chars = compact(text[:_PROFILE_CHARS])
+    return _cached_profile(text[:_PROFILE_CHARS])
+
+
+@lru_cache(maxsize=8192)  # popular items' questions; keys are at most _PROFILE_CHARS long
+def _cached_profile(text: str) -> tuple[Counter[str], int]:
+    chars = compact(text)
     return Counter(chars), len(chars)
 
 
