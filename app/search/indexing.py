@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import nh3
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
@@ -62,55 +62,48 @@ async def _attachment_texts(session: AsyncSession, version_ids: Sequence[int]) -
     return out
 
 
-def _indexed_version(item: Item) -> int | None:
-    return item.published_version_id
+def _searchable_versions(item_ids: Sequence[int] | None = None) -> CompoundSelect:
+    """(item_id, version_id, number) of the version the index holds for each item: the published
+    one, else, for an archived item, its newest archived version (editors may still find
+    archived answers with the status filter). All items when `item_ids` is None."""
+    published = select(Item.id, ItemVersion.id, ItemVersion.number).join(
+        ItemVersion, ItemVersion.id == Item.published_version_id
+    )
+    newest = (
+        select(ItemVersion.item_id, func.max(ItemVersion.number).label("number"))
+        .join(Item, Item.id == ItemVersion.item_id)
+        .where(Item.published_version_id.is_(None), Item.status == "archived", ItemVersion.state == "archived")
+        .group_by(ItemVersion.item_id)
+    )
+    if item_ids is not None:
+        published = published.where(Item.id.in_(item_ids))
+        newest = newest.where(ItemVersion.item_id.in_(item_ids))
+    latest = newest.subquery()
+    archived = select(ItemVersion.item_id, ItemVersion.id, ItemVersion.number).join(
+        latest, (ItemVersion.item_id == latest.c.item_id) & (ItemVersion.number == latest.c.number)
+    )
+    return union_all(published, archived)
 
 
 async def build_documents(session: AsyncSession, item_ids: Sequence[int]) -> tuple[list[SearchDocument], list[int]]:
-    """Documents for the items that belong in the index (published, or archived for editors),
-    and the ids that must leave it. A few queries per batch, not per item (reindex reads
-    every item through here)."""
+    """Documents for the items that belong in the index, and the ids that must leave it.
+    A few queries per batch, not per item (reindex reads every item through here)."""
     if not item_ids:
         return [], []
-    items = {i.id: i for i in (await session.scalars(select(Item).where(Item.id.in_(item_ids)))).all()}
-    published = [i.published_version_id for i in items.values() if i.published_version_id is not None]
-    versions = {v.id: v for v in (await session.scalars(select(ItemVersion).where(ItemVersion.id.in_(published))))}
-    chosen: dict[int, ItemVersion] = {}
-    for item_id in item_ids:
-        item = items.get(item_id)
-        if item is None:
-            continue
-        if item.published_version_id is not None:
-            version = versions.get(item.published_version_id)
-        else:
-            version = await _archived_version(session, item)
-        if version is not None:
-            chosen[item_id] = version
-    readers = await acl.readers_of_many(session, list(chosen))
-    texts = await _attachment_texts(session, [v.id for v in chosen.values()])
+    version_of = {
+        item_id: version_id for item_id, version_id, _ in await session.execute(_searchable_versions(item_ids))
+    }
+    items = {i.id: i for i in await session.scalars(select(Item).where(Item.id.in_(list(version_of))))}
+    versions = {
+        v.id: v for v in await session.scalars(select(ItemVersion).where(ItemVersion.id.in_(list(version_of.values()))))
+    }
+    chosen = [item_id for item_id in item_ids if item_id in version_of]
+    readers = await acl.readers_of_many(session, chosen)
+    texts = await _attachment_texts(session, list(version_of.values()))
     docs = [
-        _document(items[item_id], version, readers.get(item_id, []), texts.get(version.id, []))
-        for item_id, version in chosen.items()
+        _document(items[i], versions[version_of[i]], readers.get(i, []), texts.get(version_of[i], [])) for i in chosen
     ]
-    return docs, [item_id for item_id in item_ids if item_id not in chosen]
-
-
-async def _archived_version(session: AsyncSession, item: Item) -> ItemVersion | None:
-    if item.status != "archived":
-        return None
-    # Editors may still find archived answers (status filter).
-    return await session.scalar(
-        select(ItemVersion)
-        .where(ItemVersion.item_id == item.id, ItemVersion.state == "archived")
-        .order_by(ItemVersion.number.desc())
-        .limit(1)
-    )
-
-
-async def _searchable_version(session: AsyncSession, item: Item) -> ItemVersion | None:
-    if item.published_version_id is not None:
-        return await session.get(ItemVersion, item.published_version_id)
-    return await _archived_version(session, item)
+    return docs, [item_id for item_id in item_ids if item_id not in version_of]
 
 
 def _document(item: Item, version: ItemVersion, readers: list[str], texts: list[AttachmentText]) -> SearchDocument:
@@ -163,10 +156,4 @@ async def searchable_item_ids(session: AsyncSession, limit: int | None = None) -
 
 async def expected_versions(session: AsyncSession) -> dict[int, int]:
     """item_id -> version number the index should hold (consistency check)."""
-    out: dict[int, int] = {}
-    for item_id in await searchable_item_ids(session):
-        item = await session.get(Item, item_id)
-        version = await _searchable_version(session, item) if item else None
-        if version is not None:
-            out[item_id] = version.number
-    return out
+    return {item_id: number for item_id, _, number in await session.execute(_searchable_versions())}
