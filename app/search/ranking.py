@@ -22,7 +22,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from app.search.analysis import compact
 from app.search.documents import SearchQuery
@@ -65,7 +65,11 @@ def _cached_profile(text: str) -> tuple[Counter[str], int]:
 
 def question_match(query_text: str, questions: Iterable[str]) -> float:
     """Best multiset Jaccard overlap of normalized characters between the query and a question."""
-    query_chars, query_len = _profile(query_text)
+    return _best_overlap(_profile(query_text), questions)
+
+
+def _best_overlap(query: tuple[Counter[str], int], questions: Iterable[str]) -> float:
+    query_chars, query_len = query
     best = 0.0
     if not query_len:
         return best
@@ -88,19 +92,20 @@ def rerank(
     if not reranks(query):
         return [Ranked(c, score(c), 0.0, 0.0) for c in candidates]
     top = score(candidates[0]) if candidates else 0.0
+    query_profile = _profile(query.text)
     ranked: list[tuple[float, int, Ranked[C]]] = []
     for position, candidate in enumerate(candidates):
         engine = score(candidate)
         match = bonus = 0.0
         if position < RERANK_WINDOW and top > 0:
-            match = question_match(query.text, questions(candidate))
+            match = _best_overlap(query_profile, questions(candidate))
             bonus = QUESTION_MATCH_WEIGHT * top * match
         ranked.append((engine + bonus, -position, Ranked(candidate, engine + bonus, bonus, match)))
     ranked.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)  # ties keep the engine's order
     return [entry[2] for entry in ranked[query.offset : query.offset + query.limit]]
 
 
-def explain_line(ranked: Ranked[object]) -> str:
+def explain_line(ranked: Ranked[Any]) -> str:
     return (
         f"{ranked.score:g} = engine score {ranked.score - ranked.bonus:g} + question match "
         f"{ranked.bonus:g} (character overlap {ranked.match:.3f} x weight {QUESTION_MATCH_WEIGHT:g} x top score)"

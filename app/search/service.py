@@ -223,27 +223,31 @@ def _filters_summary(p: SearchParams, statuses: list[str]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v}
 
 
+async def _queue_rebuild(session: AsyncSession, reason: str) -> bool:
+    """Queue one system rebuild unless one is already queued or running."""
+    if await pending_rebuild(session):
+        return False
+    enqueue(session, "search.reindex_all", {"reason": reason}, created_by="system")
+    await session.commit()
+    return True
+
+
 async def _rebuild_if_missing(session: AsyncSession, backend: SearchBackend) -> None:
     """An index directory deleted under a running service: queue one rebuild."""
     try:
         healthy = await backend.health()
     except Exception:
         healthy = False
-    if not healthy and not await pending_rebuild(session):
-        enqueue(session, "search.reindex_all", {"reason": "index missing"}, created_by="system")
-        await session.commit()
+    if not healthy:
+        await _queue_rebuild(session, "index missing")
 
 
 async def rebuild_if_empty(session: AsyncSession, backend: SearchBackend) -> bool:
     """At start-up: an empty index (a new engine, an index schema changed by an upgrade, a folder
     deleted while stopped) while the database holds searchable items: queue one rebuild."""
-    if await pending_rebuild(session) or not await searchable_item_ids(session, limit=1):
+    if not await searchable_item_ids(session, limit=1) or await backend.document_count() > 0:
         return False
-    if await backend.document_count() > 0:
-        return False
-    enqueue(session, "search.reindex_all", {"reason": "index empty at start-up"}, created_by="system")
-    await session.commit()
-    return True
+    return await _queue_rebuild(session, "index empty at start-up")
 
 
 async def suggest(

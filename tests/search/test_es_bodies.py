@@ -757,8 +757,12 @@ SEARCH_RESPONSE: dict[str, Any] = {
 }
 
 
+# A page beyond the rerank window: the engine's order and scores, the mapping alone.
+BEYOND_WINDOW = SearchQuery(text="宽带", principals=["public"], offset=ranking.RERANK_WINDOW)
+
+
 def test_search_response_maps_to_search_result() -> None:
-    result = b.search_result(SEARCH_RESPONSE)
+    result = b.search_result(SEARCH_RESPONSE, BEYOND_WINDOW)
     assert result.total == 2 and result.took_ms == 12.0
     first, second = result.hits
     assert (first.item_id, first.version_no, first.score, first.title, first.item_type) == (
@@ -819,7 +823,7 @@ def test_hit_sorted_by_date_has_score_zero_and_nested_source_is_used_when_presen
     assert mapped.score == 0.0
     assert mapped.updated_at == datetime(2026, 1, 2, tzinfo=UTC)
     assert (mapped.highlights[0].attachment_id, mapped.highlights[0].file_name) == (31, "挂失须知.pdf")
-    empty = b.search_result({"took": 1, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}})
+    empty = b.search_result({"took": 1, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}, BEYOND_WINDOW)
     assert (empty.total, empty.hits, empty.facets) == (0, [], {})
 
 

@@ -424,7 +424,8 @@ class EmbeddedBackend(SearchBackend):
         # and the top-k search can skip counting (one full pass instead of two). It runs on
         # another thread meanwhile (Tantivy releases the GIL while it aggregates).
         counting = _facets_executor().submit(self._facets, searcher, full) if query.facets else None
-        fetch = ranking.engine_query(replace(query, offset=offset, limit=limit))
+        asked = replace(query, offset=offset, limit=limit)
+        fetch = ranking.engine_query(asked)
         found = searcher.search(
             full,
             max(fetch.limit, 1),
@@ -438,7 +439,7 @@ class EmbeddedBackend(SearchBackend):
             for score, address in found.hits[: fetch.limit]
         ]
         page = ranking.rerank(
-            replace(query, offset=offset, limit=limit),
+            asked,
             candidates,
             score=lambda c: c[0],
             questions=lambda c: (c[2]["title"], c[2]["q"], *c[2]["sq"]),
@@ -447,15 +448,16 @@ class EmbeddedBackend(SearchBackend):
         terms = (t for w in words for t in (w.term, *w.synonyms, *w.parts))
         pattern = highlight_pattern(terms) if query.highlight else None
         hits: list[SearchHit] = []
-        for (_, address, source), score, bonus, match in page:
+        for ranked in page:
+            _, address, source = ranked.candidate
             explanation = None
             if query.explain:
                 explanation = full.explain(searcher, address).to_json()
-                if bonus:
+                if ranked.bonus:
                     explanation = json.dumps(
                         {
-                            "value": score,
-                            "description": ranking.explain_line(ranking.Ranked(None, score, bonus, match)),
+                            "value": ranked.score,
+                            "description": ranking.explain_line(ranked),
                             "details": [json.loads(explanation)],
                         },
                         ensure_ascii=False,
@@ -464,7 +466,7 @@ class EmbeddedBackend(SearchBackend):
                 SearchHit(
                     item_id=source["id"],
                     version_no=source["v"],
-                    score=score,
+                    score=ranked.score,
                     title=source["title"],
                     item_type=source["type"],
                     updated_at=datetime.fromisoformat(source["upd"]),

@@ -915,7 +915,7 @@ def _ranked_hit(ranked: ranking.Ranked[Mapping[str, Any]]) -> SearchHit:
     return hit
 
 
-def search_result(response: Mapping[str, Any], query: SearchQuery | None = None) -> SearchResult:
+def search_result(response: Mapping[str, Any], query: SearchQuery) -> SearchResult:
     """The result of a `search_body(ranking.engine_query(query))` response: the page `query`
     asked for, its first results reranked by the question match (app.search.ranking)."""
     hits = response.get("hits") or {}
@@ -929,12 +929,9 @@ def search_result(response: Mapping[str, Any], query: SearchQuery | None = None)
                 FacetValue(value=str(b.get("key_as_string", b["key"])), count=int(b["doc_count"]))
                 for b in agg.get("buckets", [])
             ]
-    raw = hits.get("hits", [])
     return SearchResult(
         total=int(total["value"] if isinstance(total, Mapping) else total),
-        hits=[_ranked_hit(r) for r in ranking.rerank(query, raw, _es_score, _questions)]
-        if query is not None
-        else [search_hit(h) for h in raw],
+        hits=[_ranked_hit(r) for r in ranking.rerank(query, hits.get("hits", []), _es_score, _questions)],
         facets=facets,
         took_ms=float(response.get("took", 0)),
     )
