@@ -59,6 +59,12 @@ async def _worker() -> None:
     settings = get_settings()
     engine = make_engine(settings.database_url)
     services = await build_services(settings)
+    if not services["search"].writable:
+        await close_services(services)
+        sys.exit(
+            "another process holds the embedded search index's writer lock: with the embedded backend the "
+            "worker runs inside the API (KB_WORKER_EMBEDDED=true); a standalone worker needs Elasticsearch"
+        )
     sessionmaker = make_sessionmaker(engine)
     async with sessionmaker() as s:
         await services["search"].set_language(await language_resources(s))
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--username", required=True)
     a.add_argument("--password", required=True)
     sub.add_parser("seed-demo", help="create the demo users, roles and content (idempotent)")
-    sub.add_parser("serve", help="serve the API (KB_HOST, KB_PORT)")
+    sub.add_parser("serve", help="serve the API (KB_HOST, KB_PORT, KB_WORKERS)")
     sub.add_parser("worker", help="run a standalone job worker")
     o = sub.add_parser("export-openapi", help="write the OpenAPI document")
     o.add_argument("--out", type=Path, default=ROOT / "openapi" / "openapi.json")
@@ -107,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         s = get_settings()
-        uvicorn.run("app.main:app_factory", factory=True, host=s.host, port=s.port, log_config=None)
+        uvicorn.run(
+            "app.main:app_factory", factory=True, host=s.host, port=s.port, workers=s.workers, log_config=None
+        )
     elif args.cmd == "worker":
         from app.core.logging import configure_logging
 

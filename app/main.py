@@ -24,6 +24,7 @@ from app.core.ratelimit import FailureLimiter
 from app.core.security import TokenCodec
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.search.indexing import language_resources
+from app.search.searchlog import SearchLogBuffer
 from app.search.service import rebuild_if_empty
 from app.services import build
 from app.services import close as close_services
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with app.state.sessionmaker() as s:
                 await ensure_defaults(s)
                 await app.state.services["search"].set_language(await language_resources(s))
-                if await rebuild_if_empty(s, app.state.services["search"]):
+                if app.state.services["search"].writable and await rebuild_if_empty(s, app.state.services["search"]):
                     log.warning("the search index is empty while items are published: a rebuild is queued")
         except Exception:
             log.exception("start-up data could not be loaded")
@@ -76,8 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if created:
                     log.info("bootstrap administrator created", extra={"user": settings.bootstrap_admin_user})
         stop = asyncio.Event()
+        app.state.search_log = SearchLogBuffer(app.state.sessionmaker)
+        log_task = asyncio.create_task(app.state.search_log.run(stop))
         task = None
-        if settings.worker_embedded:
+        # With `serve --workers N` and the embedded index, the process that took the index's
+        # writer lock runs the worker; the others only read (README, "Scaling").
+        if settings.worker_embedded and app.state.services["search"].writable:
             worker = Worker(app.state.sessionmaker, settings, services=app.state.services)
             task = asyncio.create_task(worker.run_forever(stop))
         try:
@@ -87,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if task is not None:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
+            await log_task  # its last flush writes what is left
             await close_services(app.state.services)
             await engine.dispose()
 

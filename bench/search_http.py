@@ -40,7 +40,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENT_USER = "bench-agent"
 ADMIN_USER = "bench-admin"
 PAGES = ("1", "2", "4")
+BENCH_ENV = "bench-env.json"  # what --reuse needs: the agent's password, the top categories, the secret
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -124,10 +124,10 @@ async def setup(app: Any) -> dict[str, Any]:
     from app.identity.models import Role, User
     from app.identity.schemas import DepartmentCreate, UserCreate
     from app.search import service as search_service
-    from app.search.indexing import language_resources
     from app.search.schemas import SynonymIn
     from app.taxonomy import service as taxonomy
     from app.taxonomy.schemas import AttributeCreate, NodeCreate, TaxonomyCreate
+    from app.workers.worker import Worker
 
     codec = app.state.token_codec
     password = secrets.token_urlsafe(18)
@@ -172,8 +172,9 @@ async def setup(app: Any) -> dict[str, Any]:
         await search_service.add_words(s, admin, _words())
         for group in SYNONYMS:
             await search_service.create_synonyms(s, admin, SynonymIn(terms=group))
-        resources = await language_resources(s)
-    await app.state.services["search"].set_language(resources)  # what the `search.language` job does
+    # The jobs those changes queued (the language, a reindex of the still empty database) run
+    # now, before indexing: the HTTP server may then run its worker without wiping the index.
+    await Worker(app.state.sessionmaker, app.state.settings, services=app.state.services).drain()
     principals = {  # the generator's ACL subjects -> real subjects
         "public": "public",
         "role:agent": f"role:{roles['agent']}",
@@ -252,7 +253,7 @@ async def in_process(app: Any, env: dict[str, Any], per_case: int) -> dict[str, 
         )
         async with app.state.sessionmaker() as s:  # one session per call, like a request
             t = time.perf_counter()
-            result = await search_service.search(s, backend, env["agent"], p)
+            result = await search_service.search(s, backend, app.state.search_log, env["agent"], p)
             return (time.perf_counter() - t) * 1000, result.total
 
     for _ in range(100):
@@ -296,21 +297,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(data_dir: Path, port: int, jwt_secret: str, max_seconds: float) -> None:
-    """Child process: the app under uvicorn on 127.0.0.1, stopping itself after max_seconds."""
-    import uvicorn
-
-    from app.main import create_app
-
-    app = create_app(settings_for(data_dir, jwt_secret))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    timer = threading.Timer(max_seconds, lambda: setattr(server, "should_exit", True))
-    timer.daemon = True
-    timer.start()
-    server.run()
-
-
 async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float = 120) -> None:
     import httpx
 
@@ -326,23 +312,59 @@ async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float
     raise SystemExit("the server did not become ready")
 
 
-async def closed_loop(base: str, headers: dict[str, str], plans: list[dict[str, Any]], clients: int) -> dict[str, Any]:
-    """`clients` workers, each with its own AsyncClient, send the planned searches back to back."""
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending prepared GET requests: the load generator shares
+    the 2 cores with the server, so it must cost little (httpx costs about 1 ms of CPU per
+    request; this about 0.1 ms)."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def get(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def prepared_get(port: int, headers: dict[str, str], params: dict[str, Any]) -> bytes:
+    from urllib.parse import urlencode
+
+    lines = [f"GET /api/v1/search?{urlencode(params, doseq=True)} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def closed_loop(port: int, headers: dict[str, str], plans: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """`clients` connections, each sending the planned searches back to back."""
+    requests = iter([prepared_get(port, headers, p) for p in plans])
     latencies: list[float] = []
     errors = 0
-    queue = iter(plans)
 
     async def worker() -> None:
         nonlocal errors
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-            for params in queue:
+        conn = await Connection.open(port)
+        try:
+            for request in requests:
                 t = time.perf_counter()
-                r = await client.get("/api/v1/search", params=params)
+                status = await conn.get(request)
                 latencies.append((time.perf_counter() - t) * 1000)
-                if r.status_code != 200:
-                    errors += 1
+                errors += status != 200
+        finally:
+            conn.close()
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -351,33 +373,33 @@ async def closed_loop(base: str, headers: dict[str, str], plans: list[dict[str, 
 
 
 async def paced(
-    base: str, headers: dict[str, str], plans: list[dict[str, Any]], clients: int, rate: float
+    port: int, headers: dict[str, str], plans: list[dict[str, Any]], clients: int, rate: float
 ) -> dict[str, Any]:
-    """Open loop: search i is due at start + i / rate; `clients` workers take them in turn.
-    Latency is measured from the send; `from_due` also counts the wait for a free worker."""
-    import httpx
-
+    """Open loop: search i is due at start + i / rate; `clients` connections take them in turn.
+    Latency is measured from the send; `from_due` also counts the wait for a free connection."""
+    queue = iter(enumerate(prepared_get(port, headers, p) for p in plans))
     latencies: list[float] = []
     from_due: list[float] = []
     errors = 0
-    queue = iter(enumerate(plans))
     start = time.perf_counter() + 0.2
 
     async def worker() -> None:
         nonlocal errors
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-            for i, params in queue:
+        conn = await Connection.open(port)
+        try:
+            for i, request in queue:
                 due = start + i / rate
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 t = time.perf_counter()
-                r = await client.get("/api/v1/search", params=params)
+                status = await conn.get(request)
                 end = time.perf_counter()
                 latencies.append((end - t) * 1000)
                 from_due.append((end - due) * 1000)
-                if r.status_code != 200:
-                    errors += 1
+                errors += status != 200
+        finally:
+            conn.close()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     seconds = time.perf_counter() - start
@@ -395,21 +417,19 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        str(port),
-        "--jwt-secret-file",
-        str(data_dir / "jwt-secret"),
-        "--server-seconds",
-        str(args.server_seconds),
-    ]
-    (data_dir / "jwt-secret").write_text(jwt_secret)
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=data_dir)  # cwd: no stray .env is read
+    # The project's own `serve` command, configured like settings_for(); cwd: no stray .env is read.
+    server_env = {
+        **os.environ,
+        "KB_ENV": "dev",
+        "KB_DATA_DIR": str(data_dir),
+        "KB_JWT_SECRET": jwt_secret,
+        "KB_WORKER_POLL_SECONDS": "1",  # the worker runs, as under `make run`, with nothing to do
+        "KB_LOG_LEVEL": "WARNING",
+        "KB_HOST": "127.0.0.1",
+        "KB_PORT": str(port),
+        "KB_WORKERS": str(args.server_workers),
+    }
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data_dir, env=server_env)
     try:
         await wait_ready(base, proc)
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -421,10 +441,10 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
             headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         rng = random.Random(11)
         out: dict[str, Any] = {"clients": args.clients}
-        await closed_loop(base, headers, [make_params(rng, 2, False, env) for _ in range(300)], args.clients)
+        await closed_loop(port, headers, [make_params(rng, 2, False, env) for _ in range(300)], args.clients)
         for name, words, filtered in cases():
             plans = [make_params(rng, words, filtered, env) for _ in range(args.requests)]
-            out[name] = await closed_loop(base, headers, plans, args.clients)
+            out[name] = await closed_loop(port, headers, plans, args.clients)
             print(f"  http closed loop {name}: {out[name]}", flush=True)
         mixed = [
             make_params(rng, w, f, env)
@@ -434,9 +454,9 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
         rng.shuffle(mixed)
         for n in (1, 4):  # the same kind with fewer clients: how throughput scales with concurrency
             plans = [make_params(rng, 2, False, env) for _ in range(args.requests // 3)]
-            out[f"2w_plain_{n}_clients"] = await closed_loop(base, headers, plans, n)
+            out[f"2w_plain_{n}_clients"] = await closed_loop(port, headers, plans, n)
             print(f"  http closed loop 2w_plain, {n} client(s): {out[f'2w_plain_{n}_clients']}", flush=True)
-        out["paced_mixed"] = await paced(base, headers, mixed, args.clients, args.rate)
+        out["paced_mixed"] = await paced(port, headers, mixed, args.clients, args.rate)
         print(f"  http paced at {args.rate}/s, all kinds mixed: {out['paced_mixed']}", flush=True)
         return out
     finally:
@@ -461,38 +481,44 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--rate", type=float, default=200.0, help="searches/s of the paced run")
     parser.add_argument("--paced-seconds", type=float, default=20.0, help="length of the paced run")
-    parser.add_argument("--server-seconds", type=float, default=900.0, help="the server stops itself after this")
+    parser.add_argument("--server-workers", type=int, default=2, help="API processes (KB_WORKERS)")
     parser.add_argument("--keep", type=Path, default=None, help="data folder to use and keep (must be empty)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--jwt-secret-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse", type=Path, default=None, help="a folder kept by --keep: HTTP runs only")
     args = parser.parse_args()
-    if args.serve:
-        serve(args.data_dir, args.port, args.jwt_secret_file.read_text(), args.server_seconds)
-        return
 
     wall = time.perf_counter()
-    if args.keep is not None:
+    if args.reuse is not None:
+        data_dir = args.reuse.resolve()
+        saved = json.loads((data_dir / BENCH_ENV).read_text())
+        prepared = {"env": {**saved, "vocabulary": vocabulary()}, "indexing": saved["indexing"], "in_process": {}}
+        jwt_secret = saved["jwt_secret"]
+    elif args.keep is not None:
         if args.keep.exists() and any(args.keep.iterdir()):
             raise SystemExit(f"--keep {args.keep} is not empty")
         data_dir = args.keep.resolve()
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="kb-search-http-"))
-    jwt_secret = secrets.token_urlsafe(48)
     try:
-        prepared = asyncio.run(prepare(data_dir, jwt_secret, args.items, args.batch, args.inproc_queries))
+        if args.reuse is None:
+            jwt_secret = secrets.token_urlsafe(48)
+            prepared = asyncio.run(prepare(data_dir, jwt_secret, args.items, args.batch, args.inproc_queries))
+            saved = {k: prepared["env"][k] for k in ("agent_password", "top_nodes")}
+            (data_dir / BENCH_ENV).write_text(
+                json.dumps({**saved, "jwt_secret": jwt_secret, "indexing": prepared["indexing"]})
+            )
         print(
-            f"over HTTP: uvicorn child process, {args.clients} clients, {args.requests} searches per case ...",
+            f"over HTTP: `python -m app serve` with {args.server_workers} process(es), {args.clients} clients, "
+            f"{args.requests} searches per case ...",
             flush=True,
         )
         http = asyncio.run(over_http(data_dir, jwt_secret, prepared["env"], args))
     finally:
-        if args.keep is None:
+        if args.keep is None and args.reuse is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     figures = {
         **prepared["indexing"],
         "cpus": os.cpu_count(),
+        "server_workers": args.server_workers,
         "in_process_ms": prepared["in_process"],
         "http_ms": http,
         "wall_s": round(time.perf_counter() - wall, 1),

@@ -155,7 +155,7 @@ async def base_app(database: Database, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
-async def app(base_app: Any, settings: Settings) -> Any:
+async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     """The session's app, reset to this test's settings, data folder, empty search index and
     default roles and item types (the database was emptied by `db`)."""
     from app.core.ratelimit import FailureLimiter
@@ -175,7 +175,8 @@ async def app(base_app: Any, settings: Settings) -> Any:
     base_app.state.login_limiter = FailureLimiter(settings.login_max_failures, settings.login_window_seconds)
     async with base_app.state.sessionmaker() as s:
         await ensure_defaults(s)
-    return base_app
+    yield base_app
+    await base_app.state.search_log.flush()  # this test's searches, before the next test empties the database
 
 
 async def build_fresh_blobs(settings: Settings) -> dict[str, Any]:

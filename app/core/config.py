@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: str = ""  # default: sqlite file under data_dir
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # API processes of `serve`. With the embedded search index one of them holds the index
+    # writer and runs the job worker; the others search read-only (README, "Scaling").
+    workers: int = Field(1, ge=1, le=64)
 
     search_backend: Literal["embedded", "elasticsearch"] = "embedded"
     es_url: str | None = None

@@ -31,6 +31,7 @@ class SynonymGroup(IdMixin, TimestampMixin, Base):
 class SearchLog(IdMixin, Base):
     __tablename__ = "search_log"
 
+    search_id: Mapped[str] = mapped_column(String(32), unique=True)  # made by SearchLogBuffer
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(80))
     channel: Mapped[str | None] = mapped_column(String(16))

@@ -29,6 +29,7 @@ from app.search.schemas import (
     WordOut,
     WordsIn,
 )
+from app.search.searchlog import SearchLogBuffer
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -39,6 +40,10 @@ ChannelName = Literal["agent", "web", "wechat", "app"]
 
 def backend_of(request: Request) -> SearchBackend:
     return request.app.state.services["search"]
+
+
+def search_log_of(request: Request) -> SearchLogBuffer:
+    return request.app.state.search_log
 
 
 @router.get("", response_model=SearchOut)
@@ -83,7 +88,7 @@ async def search(
         facets=facets,
         explain=explain,
     )
-    return await service.search(session, backend_of(request), principal, params)
+    return await service.search(session, backend_of(request), search_log_of(request), principal, params)
 
 
 @router.get("/suggest", response_model=list[SuggestionOut])
@@ -99,16 +104,18 @@ async def suggest(
 
 
 @router.post("/click", status_code=status.HTTP_204_NO_CONTENT)
-async def click(session: DbSession, principal: Searcher, body: ClickIn) -> None:
+async def click(request: Request, session: DbSession, principal: Searcher, body: ClickIn) -> None:
     """Record which result of a search the caller opened (for relevance analytics)."""
-    await service.click(session, principal, body.search_id, body.item_id, body.position)
+    await service.click(session, search_log_of(request), principal, body.search_id, body.item_id, body.position)
 
 
 @router.get("/log", response_model=Page[SearchLogOut])
 async def search_log(
-    session: DbSession, _: Manager, page: Paging, zero_result: bool | None = None
+    request: Request, session: DbSession, _: Manager, page: Paging, zero_result: bool | None = None
 ) -> Page[SearchLogOut]:
-    """Every search (query, normalized form, filters, hits, click); `zero_result=true` lists the misses."""
+    """Every search (query, normalized form, filters, hits, click); `zero_result=true` lists the misses.
+    Searches reach the log within half a second (they are written in batches)."""
+    await search_log_of(request).flush()
     stmt = select(SearchLog)
     if zero_result is not None:
         stmt = stmt.where(SearchLog.zero_result == zero_result)

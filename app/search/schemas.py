@@ -35,7 +35,7 @@ class FacetOut(BaseModel):
 
 
 class SearchOut(BaseModel):
-    search_id: int
+    search_id: str = Field(description="Pass to POST /search/click when the caller opens a result")
     query: str
     normalized: str
     total: int
@@ -54,7 +54,7 @@ class SuggestionOut(BaseModel):
 
 
 class ClickIn(Schema):
-    search_id: int
+    search_id: str = Field(min_length=1, max_length=32)
     item_id: int
     position: int = Field(ge=1, le=10_000)
 
@@ -90,6 +90,7 @@ class SynonymOut(Out):
 
 class SearchLogOut(Out):
     id: int
+    search_id: str
     at: datetime
     actor: str
     channel: str | None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from app.search.indexing import principals_for_search, searchable_item_ids
 from app.search.jobs import pending_rebuild
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.search.schemas import FacetOut, HighlightOut, HitOut, SearchOut, SynonymIn, SynonymPatch
+from app.search.searchlog import SearchLogBuffer
 from app.taxonomy.models import AttributeDefinition, TaxonomyNode
 from app.workers.outbox import enqueue
 
@@ -100,7 +102,9 @@ async def _labels(session: AsyncSession, result: SearchResult) -> dict[str, str]
     return {str(i): name for i, name in rows.all()}
 
 
-async def search(session: AsyncSession, backend: SearchBackend, principal: Principal, p: SearchParams) -> SearchOut:
+async def search(
+    session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, principal: Principal, p: SearchParams
+) -> SearchOut:
     warnings: list[str] = []
     text = p.q or ""
     if len(text) > MAX_QUERY_CHARS:
@@ -158,7 +162,7 @@ async def search(session: AsyncSession, backend: SearchBackend, principal: Princ
         raise ServiceUnavailable(f"Search is unavailable: {e}", code="search_unavailable", headers={"Retry-After": "5"})
     labels = await _labels(session, result)
     normalized = normalize(text).strip()
-    log = SearchLog(
+    log_id = search_log.add(
         actor=principal.actor,
         channel=channel,
         query=(p.q or "")[:500],
@@ -168,10 +172,6 @@ async def search(session: AsyncSession, backend: SearchBackend, principal: Princ
         zero_result=result.total == 0,
         took_ms=round(result.took_ms, 2),
     )
-    session.add(log)
-    await session.flush()
-    log_id = log.id
-    await session.commit()
     nxt = offset + p.limit
     return SearchOut(
         search_id=log_id,
@@ -261,8 +261,22 @@ async def suggest(
         raise ServiceUnavailable(f"Search is unavailable: {e}", code="search_unavailable", headers={"Retry-After": "5"})
 
 
-async def click(session: AsyncSession, principal: Principal, search_id: int, item_id: int, position: int) -> None:
-    log = await session.get(SearchLog, search_id)
+async def click(
+    session: AsyncSession,
+    search_log: SearchLogBuffer,
+    principal: Principal,
+    search_id: str,
+    item_id: int,
+    position: int,
+) -> None:
+    await search_log.flush()  # this process's rows; another process's arrive within its interval
+    log = None
+    for attempt in range(3):
+        log = await session.scalar(select(SearchLog).where(SearchLog.search_id == search_id))
+        if log is not None:
+            break
+        if attempt < 2:
+            await asyncio.sleep(search_log.interval)
     if log is None or log.actor != principal.actor:
         raise NotFound(f"No search {search_id} of yours", code="search_not_found")
     log.clicked_item_id, log.clicked_position, log.clicked_at = item_id, position, utcnow()

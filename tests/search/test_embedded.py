@@ -497,11 +497,92 @@ async def test_missing_index_directory(fresh: EmbeddedBackend) -> None:
     assert (await fresh.search(SearchQuery(text="", principals=EVERYONE))).total == 0
 
 
-async def test_second_writer_on_the_same_index_is_refused(fresh: EmbeddedBackend) -> None:
-    other = EmbeddedBackend(fresh.index_dir, LANGUAGE)
-    with pytest.raises(SearchUnavailable, match="cannot open"):
-        await other.open()
-    assert await fresh.health()
+async def test_a_second_process_reads_and_follows_the_writer(fresh: EmbeddedBackend) -> None:
+    """`serve --workers N`: one process takes the writer lock, the others open the index
+    read-only and see its commits, rebuilds and dictionary at their next read."""
+    reader = EmbeddedBackend(fresh.index_dir)  # another process's backend: flock locks per open file
+    await reader.open()
+    try:
+        assert fresh.writable and not reader.writable
+        await fresh.upsert([search_doc(1, "宽带报修"), search_doc(2, "信用卡挂失"), search_doc(4, "光猫指示灯不亮")])
+        assert await ids(reader, "宽带") == [1]
+        assert await reader.document_count() == 3
+        await fresh.delete([2])
+        assert await ids(reader, "挂失") == []
+
+        with pytest.raises(SearchUnavailable, match="reads the search index"):
+            await reader.upsert([search_doc(3, "宽带提速")])
+        with pytest.raises(SearchUnavailable, match="reads the search index"):
+            await reader.rebuild([])
+
+        # A dictionary and synonyms applied by the writer reach the reader without a restart.
+        assert await ids(reader, "调制解调器") == []
+        await fresh.set_language(LanguageResources(words=LANGUAGE.words, synonym_groups=[["调制解调器", "光猫"]]))
+        assert await ids(reader, "调制解调器") == [4]
+
+        # A rebuild swaps the version directory: the reader opens the new one.
+        await fresh.rebuild([search_doc(7, "电费缴纳"), search_doc(8, "宽带报修", version_no=3)])
+        assert await ids(reader, "宽带") == [8]
+        assert await ids(reader, "电费") == [7]
+        assert await reader.health()
+
+        # The writer's index folder deleted: both report it; the writer's reopen and a rebuild bring both back.
+        shutil.rmtree(fresh.index_dir)
+        assert not await reader.health()
+        with pytest.raises(SearchUnavailable):
+            await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
+        await fresh.open()
+        await fresh.rebuild([search_doc(9, "燃气报装")])
+        assert await ids(reader, "燃气") == [9]
+    finally:
+        await reader.close()
+
+
+async def test_the_writer_lock_passes_on_when_the_writer_closes(tmp_path: Path) -> None:
+    first = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    await first.open()
+    await first.upsert([search_doc(1, "宽带报修")])
+    second = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    await second.open()
+    assert not second.writable
+    await first.close()
+    await second.close()
+    third = EmbeddedBackend(tmp_path / "index", LANGUAGE)  # e.g. the writer process restarted
+    await third.open()
+    try:
+        assert third.writable
+        await third.upsert([search_doc(2, "宽带提速")])
+        assert sorted(await ids(third, "宽带")) == [1, 2]
+    finally:
+        await third.close()
+
+
+async def test_a_reader_without_a_writer_answers_503_until_an_index_exists(tmp_path: Path) -> None:
+    blocker = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    assert blocker._take_writer_lock()  # a writer that has not created the index yet
+    reader = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("app.search.backends.embedded.READER_OPEN_WAIT_SECONDS", 0.2)
+            await reader.open()
+        assert asyncio.get_running_loop().time() - started < 5
+        assert not reader.writable and not await reader.health()
+        with pytest.raises(SearchUnavailable):
+            await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
+    finally:
+        await reader.close()
+        await blocker.close()
+    writer = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    await writer.open()
+    reader = EmbeddedBackend(tmp_path / "index", LANGUAGE)
+    await reader.open()
+    try:
+        await writer.upsert([search_doc(1, "宽带报修")])
+        assert await ids(reader, "宽带") == [1]
+    finally:
+        await reader.close()
+        await writer.close()
 
 
 async def test_closed_backend_is_unavailable(tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ every query is filtered by the caller's ACL and channel inside the engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
+import socket
+import sys
 import time
 from typing import Any
 
@@ -171,21 +175,34 @@ async def test_odd_queries(client: httpx.AsyncClient, admin: Actor, corpus: dict
     assert corpus["plan"] in ids(await search(client, h, "IPHONE"))
 
 
-async def test_search_log_zero_results_and_clicks(client: httpx.AsyncClient, admin: Actor,
-                                                  corpus: dict[str, int]) -> None:
+async def test_search_log_zero_results_and_clicks(client: httpx.AsyncClient, admin: Actor, people: People,
+                                                  corpus: dict[str, int], app: Any) -> None:
     h = admin.headers
+    agent = await people.make("agent.log", role="agent")
     hit = await search(client, h, "光猫")
     miss = await search(client, h, "火星移民")
     assert miss["total"] == 0
+    assert app.state.search_log.pending == 2  # written behind the response, in one batch
     r = await client.post("/api/v1/search/click", headers=h,
                           json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1})
-    assert r.status_code == 204
+    assert r.status_code == 204  # the click wrote the queued rows first
+    assert app.state.search_log.pending == 0
+    another = await search(client, h, "宽带")
     log = (await client.get("/api/v1/search/log", headers=h)).json()["items"]
-    by_id = {e["id"]: e for e in log}
+    by_id = {e["search_id"]: e for e in log}
+    assert set(by_id) == {hit["search_id"], miss["search_id"], another["search_id"]}  # listing flushes too
     assert by_id[miss["search_id"]]["zero_result"] is True
     assert by_id[hit["search_id"]]["clicked_item_id"] == corpus["offline"]
+    assert by_id[hit["search_id"]]["normalized"] == "光猫" and by_id[hit["search_id"]]["total"] >= 1
     zero = (await client.get("/api/v1/search/log", params={"zero_result": True}, headers=h)).json()["items"]
     assert [e["query"] for e in zero] == ["火星移民"]
+    # Someone else's search, or a made-up id, cannot be clicked.
+    r = await client.post("/api/v1/search/click", headers=agent.headers,
+                          json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1})
+    assert_problem(r, 404, "search_not_found")
+    r = await client.post("/api/v1/search/click", headers=h,
+                          json={"search_id": "0" * 32, "item_id": corpus["offline"], "position": 1})
+    assert_problem(r, 404, "search_not_found")
 
 
 async def test_archive_and_expiry_leave_the_results(client: httpx.AsyncClient, admin: Actor, people: People,
@@ -304,6 +321,58 @@ async def test_a_published_change_is_searchable_within_two_seconds(settings: Set
                     break
                 await asyncio.sleep(0.05)
             assert item_id in ids(await search(c, h, "携号转网")), "not searchable within 2 s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_api_processes_share_one_embedded_index(settings: Settings, admin: Actor) -> None:
+    """`KB_WORKERS=2 python -m app serve`: one process writes the index and runs the worker, the
+    other reads it; both answer with the latest publish and dictionary within two seconds."""
+    port = free_port()
+    data = settings.data_dir / "two-processes"
+    data.mkdir(parents=True)
+    env = {**os.environ, "KB_ENV": "test", "KB_DATABASE_URL": settings.database_url, "KB_DATA_DIR": str(data),
+           "KB_JWT_SECRET": settings.jwt_secret, "KB_WORKERS": "2", "KB_PORT": str(port),
+           "KB_WORKER_POLL_SECONDS": "0.2", "KB_LOG_LEVEL": "WARNING"}
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data, env=env)
+    base = f"http://127.0.0.1:{port}"
+    h = {"Authorization": admin.headers["Authorization"]}
+
+    async def everyone_finds(q: str, item_id: int) -> None:
+        """20 searches on fresh connections, which the two processes accept in turn."""
+        deadline = time.perf_counter() + 2
+        while True:
+            found = []
+            for _ in range(20):
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    found.append(item_id in ids(await search(fresh, h, q)))
+            if all(found):
+                return
+            assert time.perf_counter() < deadline, f"{found.count(False)} of 20 searches missed {q}"
+            await asyncio.sleep(0.1)
+
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await c.get("/readyz")).status_code == 200:
+                        break
+                assert server.returncode is None, "the server exited"
+                await asyncio.sleep(0.1)
+            item_id = await publish(c, h, title="光猫指示灯LOS红灯闪烁", body="光纤信号中断，请检查尾纤是否松动。")
+            await everyone_finds("光猫红灯", item_id)
+            assert ids(await search(c, h, "调制解调器")) == []
+            r = await c.post("/api/v1/search/synonyms", headers=h, json={"terms": ["调制解调器", "光猫"]})
+            assert r.status_code == 201, r.text
+            await everyone_finds("调制解调器", item_id)
+        assert (data / "search.writer.lock").exists()
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
 
 
 async def test_ik_dictionary_for_elasticsearch(client: httpx.AsyncClient, admin: Actor, app: Any) -> None:

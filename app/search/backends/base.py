@@ -29,6 +29,9 @@ class SearchBackend(ABC):
     """One search engine. Implementations: `embedded` (Tantivy) and `elasticsearch`."""
 
     name: str
+    # False in a process that may only read the index (an embedded index written by another
+    # process): that process runs no job worker and queues no rebuild at start-up.
+    writable: bool = True
 
     @abstractmethod
     async def open(self) -> None:

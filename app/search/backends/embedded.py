@@ -10,9 +10,16 @@ Layout of `index_dir`:
     v000003/    the live Tantivy index
     v000002/    the one before the last rebuild, removed by the next rebuild or open
 
+    LANGUAGE    the dictionary and synonyms the writer applies, for reader processes
+    ../search.writer.lock   held (flock) by the one process that writes; outside the index
+                folder, so deleting that folder cannot hand out a second writer
+
 Operational notes:
-- One process writes an index (Tantivy holds a lock file in the version directory). The
-  embedded deployment runs the worker inside the API process, so that is the one writer.
+- One process writes an index. `open()` takes the writer lock when it is free; every other
+  process (`serve` with several workers) opens the index read-only and follows the writer:
+  a new commit (meta.json replaced), a rebuilt version (CURRENT replaced) and a new
+  dictionary (LANGUAGE replaced) are seen by a stat before each read. The process holding
+  the lock runs the job worker (app/main.py), so index jobs always reach the writer.
 - Writes are serialized by an asyncio lock and run in a worker thread, like searches, so
   the event loop never blocks on Tantivy or jieba.
 - Every write commits and reloads the reader: a change is searchable when `upsert`
@@ -26,16 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import html
 import json
 import logging
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,6 +89,7 @@ def _facets_executor() -> ThreadPoolExecutor:
 
 SCHEMA_VERSION = 4
 POINTER_FILE = "CURRENT"
+LANGUAGE_FILE = "LANGUAGE"
 
 ANSWER_FIELDS = {channel: f"answer_{channel}" for channel in CHANNELS}
 OTHER_ANSWERS = "answer_other"  # answers for channels outside CHANNELS; searched only without a channel
@@ -119,6 +129,7 @@ MAX_INDEXED_CHARS = 200_000
 HIGHLIGHT_FRAGMENT_CHARS = 100
 HIGHLIGHT_FRAGMENTS = 2
 HIGHLIGHT_MAX_ATTACHMENTS = 3
+READER_OPEN_WAIT_SECONDS = 10.0  # a reader starting beside its writer waits for the first CURRENT
 HIGHLIGHT_SCAN_CHARS = 50_000  # only the start of a very long attachment is scanned for snippets
 
 
@@ -173,6 +184,26 @@ class _Live:
     writer: Any  # tantivy.IndexWriter; None once closed
 
 
+Stamp = tuple[int, int, int] | None  # (inode, mtime_ns, size) of a file that is replaced, never edited
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a reader process last loaded of the writer's files."""
+
+    pointer: Stamp = None
+    meta: Stamp = None
+    language: Stamp = None
+
+
 @dataclass(slots=True)
 class _Op:
     kind: str  # "upsert" | "delete"
@@ -197,6 +228,10 @@ class EmbeddedBackend(SearchBackend):
         self._writer_heap = writer_heap_bytes
         self._writer_threads = writer_threads
         self._live: _Live | None = None
+        self._lock_file: int | None = None  # fd holding the process writer lock
+        self.writable = True  # False: another process writes; this one follows it read-only
+        self._seen = _Seen()
+        self._follow_lock = threading.Lock()
         self._write_lock = asyncio.Lock()
         self._rebuild_lock = asyncio.Lock()
         self._journal: list[_Op] | None = None  # writes made while a rebuild runs
@@ -208,9 +243,28 @@ class EmbeddedBackend(SearchBackend):
             if self._live is not None and self._index_present(self._live):
                 return
             try:
-                await asyncio.to_thread(self._open_sync)
-            except Exception as exc:  # e.g. another process holds the index writer lock
+                if self._lock_file is None:
+                    self.writable = await asyncio.to_thread(self._take_writer_lock)
+                if self.writable:
+                    await asyncio.to_thread(self._open_sync)
+                else:
+                    await asyncio.to_thread(self._follow_sync, READER_OPEN_WAIT_SECONDS)
+            except SearchUnavailable:
+                raise
+            except Exception as exc:
                 raise SearchUnavailable(f"cannot open search index in {self.index_dir}: {exc}") from exc
+
+    def _take_writer_lock(self) -> bool:
+        """The process lock of the writer: True when this process got it (kept until close)."""
+        self.index_dir.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.index_dir.parent / f"{self.index_dir.name}.writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_file = fd
+        return True
 
     def _open_sync(self) -> None:
         if self._live is not None:
@@ -237,13 +291,17 @@ class EmbeddedBackend(SearchBackend):
             live, self._live = self._live, None
             if live is not None:
                 await asyncio.to_thread(self._close_live, live)
+            if self._lock_file is not None:
+                os.close(self._lock_file)  # releases the writer lock
+                self._lock_file = None
+            self._seen = _Seen()
 
     async def health(self) -> bool:
-        live = self._live
-        if live is None or not self._index_present(live):
-            return False
         try:
+            live, _ = await self._reading()
             await asyncio.to_thread(lambda: live.index.searcher().num_docs)
+        except SearchUnavailable:
+            return False
         except Exception:
             log.exception("search index does not answer")
             return False
@@ -252,12 +310,20 @@ class EmbeddedBackend(SearchBackend):
     async def set_language(self, resources: LanguageResources) -> None:
         # Built aside (jieba loads its dictionary, ~0.1 s) and swapped in one assignment.
         self.analyzer = await asyncio.to_thread(Analyzer, resources)
+        if self.writable and self._live is not None:
+            await asyncio.to_thread(self._publish_language, resources)
+        else:  # a reader loaded the database's resources: the writer's file is no newer
+            self._seen.language = _stamp(self.index_dir / LANGUAGE_FILE)
+
+    def _publish_language(self, resources: LanguageResources) -> None:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        _replace_file(self.index_dir / LANGUAGE_FILE, json.dumps(asdict(resources), ensure_ascii=False))
 
     # ------------------------------------------------------------------ writes
 
     async def upsert(self, docs: Sequence[SearchDocument]) -> dict[int, str | None]:
         async with self._write_lock:
-            live = self._require_live()
+            live = self._require_live(write=True)
             result = await asyncio.to_thread(self._upsert_sync, live, docs, True)
             if self._journal is not None:
                 self._journal.append(_Op("upsert", docs=list(docs)))
@@ -265,7 +331,7 @@ class EmbeddedBackend(SearchBackend):
 
     async def delete(self, item_ids: Sequence[int]) -> None:
         async with self._write_lock:
-            live = self._require_live()
+            live = self._require_live(write=True)
             await asyncio.to_thread(self._delete_sync, live, item_ids)
             if self._journal is not None:
                 self._journal.append(_Op("delete", item_ids=list(item_ids)))
@@ -274,7 +340,7 @@ class EmbeddedBackend(SearchBackend):
         """Build a new index version aside, replay writes made meanwhile, then swap."""
         async with self._rebuild_lock:
             async with self._write_lock:
-                self._require_live()
+                self._require_live(write=True)
                 self._journal = []
             new: _Live | None = None
             try:
@@ -375,9 +441,9 @@ class EmbeddedBackend(SearchBackend):
     # ------------------------------------------------------------------ reads
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        live = self._require_live()
+        live, analyzer = await self._reading()
         try:
-            return await asyncio.to_thread(self._search_sync, live, self.analyzer, query)
+            return await asyncio.to_thread(self._search_sync, live, analyzer, query)
         except SearchUnavailable:
             raise
         except Exception as exc:
@@ -388,7 +454,7 @@ class EmbeddedBackend(SearchBackend):
         self, prefix: str, principals: list[str], channel: str | None, limit: int = 10
     ) -> list[Suggestion]:
         """Completions of titles and questions; only published items valid now."""
-        live = self._require_live()
+        live, _ = await self._reading()
         try:
             return await asyncio.to_thread(self._suggest_sync, live, prefix, principals, channel, limit)
         except Exception as exc:
@@ -396,11 +462,11 @@ class EmbeddedBackend(SearchBackend):
             raise SearchUnavailable(f"suggest failed: {exc}") from exc
 
     async def indexed_versions(self) -> dict[int, int]:
-        live = self._require_live()
+        live, _ = await self._reading()
         return await asyncio.to_thread(self._all_versions, live)
 
     async def document_count(self) -> int:
-        live = self._require_live()
+        live, _ = await self._reading()
         return int(await asyncio.to_thread(lambda: live.index.searcher().num_docs))
 
     def _search_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
@@ -718,13 +784,61 @@ class EmbeddedBackend(SearchBackend):
 
     # ------------------------------------------------------------------ files
 
-    def _require_live(self) -> _Live:
+    def _require_live(self, write: bool = False) -> _Live:
+        if write and not self.writable:
+            raise SearchUnavailable("this process reads the search index; the process holding its writer lock writes")
         live = self._live
         if live is None:
             raise SearchUnavailable("search index is not open")
         if not self._index_present(live):
             raise SearchUnavailable(f"search index directory {live.path} is missing")
         return live
+
+    async def _reading(self) -> tuple[_Live, Analyzer]:
+        """The index and analyzer to read with; a reader first catches up with the writer."""
+        if not self.writable and self._behind():
+            await asyncio.to_thread(self._follow_sync)
+        return self._require_live(), self.analyzer
+
+    def _behind(self) -> bool:
+        live, seen = self._live, self._seen
+        if live is None or _stamp(self.index_dir / POINTER_FILE) != seen.pointer:
+            return True
+        if _stamp(live.path / "meta.json") != seen.meta:
+            return True
+        language = _stamp(self.index_dir / LANGUAGE_FILE)
+        return language is not None and language != seen.language
+
+    def _follow_sync(self, wait_seconds: float = 0.0) -> None:
+        """Reader: open the version CURRENT names (waiting up to `wait_seconds` for a writer
+        that is starting), reload after a commit, apply a new dictionary."""
+        with self._follow_lock:
+            deadline = time.monotonic() + wait_seconds
+            while (pointer := self._read_pointer()) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pointer_stamp = _stamp(self.index_dir / POINTER_FILE)
+            live = self._live
+            if pointer is not None and pointer.get("schema") == SCHEMA_VERSION:
+                path = self.index_dir / str(pointer["version"])
+                if (live is None or live.path != path) and tantivy.Index.exists(str(path)):
+                    index = tantivy.Index.open(str(path))
+                    index.config_reader(reload_policy="manual")
+                    live = self._live = _Live(path=path, index=index, writer=None)
+                    self._seen.meta = _stamp(path / "meta.json")
+            self._seen.pointer = pointer_stamp
+            if live is None:
+                return  # no index yet: reads answer 503 until the writer makes one
+            meta = _stamp(live.path / "meta.json")
+            if meta is not None and meta != self._seen.meta:
+                live.index.reload()
+                self._seen.meta = meta
+            language = _stamp(self.index_dir / LANGUAGE_FILE)
+            if language is not None and language != self._seen.language:
+                with contextlib.suppress(OSError, ValueError):
+                    self.analyzer = Analyzer(
+                        LanguageResources(**json.loads((self.index_dir / LANGUAGE_FILE).read_text()))
+                    )
+                self._seen.language = language
 
     @staticmethod
     def _index_present(live: _Live) -> bool:
@@ -752,12 +866,7 @@ class EmbeddedBackend(SearchBackend):
             return None
 
     def _write_pointer(self, version: str) -> None:
-        tmp = self.index_dir / f"{POINTER_FILE}.tmp"
-        with tmp.open("w") as fh:
-            json.dump({"version": version, "schema": SCHEMA_VERSION}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.index_dir / POINTER_FILE)
+        _replace_file(self.index_dir / POINTER_FILE, json.dumps({"version": version, "schema": SCHEMA_VERSION}))
 
     def _versions(self) -> list[Path]:
         return sorted(p for p in self.index_dir.glob("v[0-9]*") if p.is_dir())
@@ -770,6 +879,16 @@ class EmbeddedBackend(SearchBackend):
         for path in self._versions():
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write aside, then rename over: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _latest(docs: Iterable[SearchDocument]) -> dict[int, SearchDocument]:
