@@ -161,7 +161,9 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     from app.core.ratelimit import FailureLimiter
     from app.main import ensure_defaults
     from app.search.documents import LanguageResources
+    from app.taxonomy.service import forget_node_names
 
+    forget_node_names()  # node ids restart in the emptied database
     services = base_app.state.services
     search = services["search"]
     if search.analyzer.resources != LanguageResources():  # a test changed the dictionary or synonyms

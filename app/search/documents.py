@@ -14,6 +14,9 @@ from typing import Literal
 
 Channel = Literal["agent", "web", "wechat", "app"]
 CHANNELS: tuple[str, ...] = ("agent", "web", "wechat", "app")
+# Facet values returned per search, most frequent first, on both backends. A search screen
+# shows a short list; every further value costs each search a label lookup and its bytes.
+FACET_SIZES: dict[str, int] = {"category": 30, "tag": 20, "type": 20}
 
 
 @dataclass(slots=True)

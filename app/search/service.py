@@ -21,7 +21,8 @@ from app.search.jobs import pending_rebuild
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.search.schemas import FacetOut, HighlightOut, HitOut, SearchOut, SynonymIn, SynonymPatch
 from app.search.searchlog import SearchLogBuffer
-from app.taxonomy.models import AttributeDefinition, TaxonomyNode
+from app.taxonomy.models import AttributeDefinition
+from app.taxonomy.service import node_names
 from app.workers.outbox import enqueue
 
 MAX_QUERY_CHARS = 200
@@ -88,18 +89,14 @@ async def _attributes(session: AsyncSession, raw: list[str]) -> dict[str, list[s
 async def _check_categories(session: AsyncSession, ids: list[int]) -> None:
     if not ids:
         return
-    found = set((await session.scalars(select(TaxonomyNode.id).where(TaxonomyNode.id.in_(ids)))).all())
-    unknown = sorted(set(ids) - found)
+    unknown = sorted(set(ids) - set(await node_names(session, ids)))
     if unknown:
         raise InvalidInput(f"Unknown categories: {unknown}", code="unknown_category", unknown=unknown)
 
 
 async def _labels(session: AsyncSession, result: SearchResult) -> dict[str, str]:
     ids = [int(f.value) for f in result.facets.get("category", []) if f.value.isdigit()]
-    if not ids:
-        return {}
-    rows = await session.execute(select(TaxonomyNode.id, TaxonomyNode.name).where(TaxonomyNode.id.in_(ids)))
-    return {str(i): name for i, name in rows.all()}
+    return {str(i): name for i, name in (await node_names(session, ids)).items()} if ids else {}
 
 
 async def search(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import unicodedata
 from datetime import date
 from typing import Any
@@ -138,6 +139,36 @@ async def list_taxonomies(session: AsyncSession) -> list[Taxonomy]:
     return list((await session.scalars(select(Taxonomy).order_by(Taxonomy.position, Taxonomy.id))).all())
 
 
+# Node names, cached per process: every search with facets labels its categories and every
+# category filter checks its ids. A process forgets them after it writes nodes; other API
+# processes see a rename within NAMES_TTL_SECONDS.
+NAMES_TTL_SECONDS = 30.0
+_names: dict[int, tuple[str, float]] = {}
+
+
+def forget_node_names() -> None:
+    _names.clear()
+
+
+async def node_names(session: AsyncSession, ids: list[int]) -> dict[int, str]:
+    """id -> name of the nodes among `ids` that exist."""
+    now = time.monotonic()
+    found: dict[int, str] = {}
+    missing: list[int] = []
+    for node_id in dict.fromkeys(ids):
+        cached = _names.get(node_id)
+        if cached is not None and cached[1] > now:
+            found[node_id] = cached[0]
+        else:
+            missing.append(node_id)
+    if missing:
+        rows = await session.execute(select(TaxonomyNode.id, TaxonomyNode.name).where(TaxonomyNode.id.in_(missing)))
+        for node_id, name in rows.all():
+            _names[node_id] = (name, now + NAMES_TTL_SECONDS)
+            found[node_id] = name
+    return found
+
+
 async def _lock_taxonomy(session: AsyncSession, taxonomy_id: int) -> Taxonomy:
     """Serialize changes to the shape of one tree (FOR UPDATE is a no-op on SQLite)."""
     tax = await session.scalar(select(Taxonomy).where(Taxonomy.id == taxonomy_id).with_for_update()
@@ -205,6 +236,7 @@ async def delete_taxonomy(session: AsyncSession, actor: Principal, taxonomy_id: 
     record(session, actor, "taxonomy.delete", "taxonomy", tax.id, before=_taxonomy_summary(tax),
            nodes_deleted=nodes)
     await _delete_and_commit(session, tax, "taxonomy_in_use", "Items were placed in this taxonomy meanwhile")
+    forget_node_names()
 
 
 async def taxonomy_tree(session: AsyncSession, taxonomy_id: int) -> TaxonomyTreeOut:
@@ -301,6 +333,7 @@ async def create_node(session: AsyncSession, actor: Principal, taxonomy_id: int,
     record(session, actor, "taxonomy_node.create", "taxonomy_node", node.id, taxonomy_id=tax.id,
            after=_node_summary(node))
     await session.commit()
+    forget_node_names()
     return node
 
 
@@ -318,6 +351,7 @@ async def rename_node(session: AsyncSession, actor: Principal, node_id: int, dat
             raise Conflict(f"A node named {data.name!r} exists at that place", code="node_exists", name=data.name)
     record(session, actor, "taxonomy_node.rename", "taxonomy_node", node.id, **changes(before, _node_summary(node)))
     await session.commit()
+    forget_node_names()
     return node
 
 
@@ -371,6 +405,7 @@ async def move_node(session: AsyncSession, actor: Principal, node_id: int, data:
     record(session, actor, "taxonomy_node.move", "taxonomy_node", node.id, **changes(before, _node_summary(node)),
            reindexed_items=reindexed)
     await session.commit()
+    forget_node_names()
     return node
 
 
@@ -431,6 +466,7 @@ async def delete_node(session: AsyncSession, actor: Principal, node_id: int, reh
     record(session, actor, "taxonomy_node.delete", "taxonomy_node", node.id, taxonomy_id=node.taxonomy_id,
            before=_node_summary(node), **info)
     await _delete_and_commit(session, node, "node_not_empty", "Content was added to this node meanwhile")
+    forget_node_names()
 
 
 # ---- used by other domains (knowledge, search, ACL)

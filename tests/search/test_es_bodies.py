@@ -473,9 +473,9 @@ def test_no_principals_matches_nothing() -> None:
 def test_facets_are_aggregations_under_the_same_query() -> None:
     body = b.search_body(QUERY_VARIANTS[0])
     assert body["aggs"] == {
-        "category": {"terms": {"field": "category_ids", "size": 200}},
-        "tag": {"terms": {"field": "tags", "size": 100}},
-        "type": {"terms": {"field": "item_type", "size": 50}},
+        "category": {"terms": {"field": "category_ids", "size": 30}},
+        "tag": {"terms": {"field": "tags", "size": 20}},
+        "type": {"terms": {"field": "item_type", "size": 20}},
     }
     assert "aggs" not in b.search_body(QUERY_VARIANTS[3])
 

@@ -15,11 +15,15 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.main import create_app
 from app.search.indexing import build_documents
 from app.search.service import rebuild_if_empty
+from app.taxonomy import service as taxonomy_service
+from app.taxonomy.models import TaxonomyNode
 from app.workers.worker import Worker
 from tests.conftest import Actor, People, assert_problem
 
@@ -173,6 +177,28 @@ async def test_odd_queries(client: httpx.AsyncClient, admin: Actor, corpus: dict
     for q in ['"宽带" AND (光猫 OR *)', "title:宽带", "😀🙏", "iPhone 15 / ５Ｇ"]:
         await search(client, h, q)
     assert corpus["plan"] in ids(await search(client, h, "IPHONE"))
+
+
+async def test_category_labels_follow_renames(client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int],
+                                              session: AsyncSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels are cached per process: a rename made here shows at once, one made by another API
+    process (here: straight in the database) within NAMES_TTL_SECONDS."""
+    h = admin.headers
+
+    def label(result: dict[str, Any], node_id: int) -> str | None:
+        return {f["value"]: f["label"] for f in result["facets"]["category"]}.get(str(node_id))
+
+    assert label(await search(client, h, "宽带"), corpus["fault"]) == "宽带故障"
+    r = await client.patch(f"/api/v1/taxonomy-nodes/{corpus['fault']}", headers=h, json={"name": "寬頻故障"})
+    assert r.status_code == 200, r.text
+    assert label(await search(client, h, "宽带"), corpus["fault"]) == "寬頻故障"
+
+    await session.execute(update(TaxonomyNode).where(TaxonomyNode.id == corpus["fault"]).values(name="宽带报障"))
+    await session.commit()
+    assert label(await search(client, h, "宽带"), corpus["fault"]) == "寬頻故障"  # still cached
+    later = time.monotonic() + taxonomy_service.NAMES_TTL_SECONDS + 1
+    monkeypatch.setattr(taxonomy_service.time, "monotonic", lambda: later)
+    assert label(await search(client, h, "宽带"), corpus["fault"]) == "宽带报障"
 
 
 async def test_search_log_zero_results_and_clicks(client: httpx.AsyncClient, admin: Actor, people: People,

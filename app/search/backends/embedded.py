@@ -64,6 +64,7 @@ from app.search.analysis import (
 from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
 from app.search.documents import (
     CHANNELS,
+    FACET_SIZES,
     FacetValue,
     Highlight,
     LanguageResources,
@@ -110,7 +111,6 @@ PART_WEIGHT = 0.3  # a dictionary sub-word ("套餐" of "5g畅享套餐") is wea
 CHARS_WEIGHT = 0.2
 DISMAX_TIE_BREAKER = 0.2
 
-FACET_SIZES = {"category": 200, "tag": 100, "type": 50}
 FACET_FIELDS = {"category": "category_ids", "tag": "tags", "type": "item_type"}
 MAX_LIMIT = 1000
 

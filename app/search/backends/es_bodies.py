@@ -37,6 +37,7 @@ from app.search import ranking
 from app.search.analysis import EXTRA_FOLDS, STOPWORDS, dictionary_words, normalize, normalized_synonym_groups
 from app.search.documents import (
     CHANNELS,
+    FACET_SIZES,
     FacetValue,
     Highlight,
     LanguageResources,
@@ -72,7 +73,6 @@ PHRASE_BOOSTS: dict[str, float] = {
 }
 
 FACETS: dict[str, str] = {"category": "category_ids", "tag": "tags", "type": "item_type"}
-FACET_SIZES: dict[str, int] = {"category": 200, "tag": 100, "type": 50}
 MAX_RESULT_WINDOW = 10_000  # ES index.max_result_window default
 
 HIGHLIGHT_PRE = "<em>"
