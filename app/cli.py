@@ -113,9 +113,14 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         s = get_settings()
-        uvicorn.run(
-            "app.main:app_factory", factory=True, host=s.host, port=s.port, workers=s.workers, log_config=None
-        )
+        if s.workers > 1:
+            from app.core.logging import configure_logging
+            from app.ops.serving import serve_processes
+
+            configure_logging(s.log_level)
+            serve_processes(s.host, s.port, s.workers)
+        else:
+            uvicorn.run("app.main:app_factory", factory=True, host=s.host, port=s.port, log_config=None)
     elif args.cmd == "worker":
         from app.core.logging import configure_logging
 

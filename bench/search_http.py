@@ -13,13 +13,19 @@
    (`app.state.services["search"].upsert`, batches of 500: what the worker's index jobs call)
    rather than through create_item + publish + the outbox, which runs at ~30 items/s
    (see bench/relevance.py). The database therefore holds no items: searches read the index.
+   The jobs the setup queued (language, a reindex of the still empty database) run before the
+   items are indexed, so the server's worker later finds nothing to do.
+   --keep DIR keeps the folder; --reuse DIR runs the HTTP part again on a kept folder.
 3. In process: `app.search.service.search` (the function behind the endpoint: validation,
-   engine query with ACL filter, facets, highlights, the search-log row and its commit) as the
+   engine query with ACL filter, facets, highlights, the search-log row queued) as the
    agent, sequentially, 1-, 2- and 4-word queries with and without filters.
-4. Over HTTP: the app served by uvicorn in a child process on 127.0.0.1 (a free port; the
-   server stops itself after --server-seconds at the latest, and is stopped when the bench
-   ends), driven by 16 concurrent `httpx.AsyncClient` workers as the agent (Bearer token from
-   POST /api/v1/auth/token): a closed loop per query kind (throughput at saturation) and a paced
+4. Over HTTP: the project's own `python -m app serve` in a child process on 127.0.0.1 (a free
+   port) with --server-workers API processes (KB_WORKERS; default 2, one per core: one holds
+   the index writer and runs the job worker, the other reads), driven by --clients concurrent
+   keep-alive connections as the agent (Bearer token from POST /api/v1/auth/token). The load
+   generator is a plain asyncio HTTP/1.1 client in this process, on the same 2 cores, costing
+   about 0.15 ms of CPU per search (httpx cost about 1 ms). Runs: a closed loop per query kind
+   (throughput at saturation), the same with facets=false, one and four clients, and a paced
    run at --rate searches/s over all kinds (latency at the target rate).
 
 Targets (issue 5): in-process p99 <= 20 ms; HTTP p99 <= 60 ms at >= 200 searches/s.
@@ -452,6 +458,10 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
             for _, w, f in cases()
         ]
         rng.shuffle(mixed)
+        # What the facets cost: a client that does not show them (WeChat, the APP) asks facets=false.
+        plans = [{**make_params(rng, 2, False, env), "facets": "false"} for _ in range(args.requests)]
+        out["2w_plain_no_facets"] = await closed_loop(port, headers, plans, args.clients)
+        print(f"  http closed loop 2w_plain, facets=false: {out['2w_plain_no_facets']}", flush=True)
         for n in (1, 4):  # the same kind with fewer clients: how throughput scales with concurrency
             plans = [make_params(rng, 2, False, env) for _ in range(args.requests // 3)]
             out[f"2w_plain_{n}_clients"] = await closed_loop(port, headers, plans, n)

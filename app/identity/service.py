@@ -6,7 +6,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 
 from app.audit.service import changes, record
 from app.core.db import get_or_404, like_pattern, utcnow
@@ -14,7 +13,7 @@ from app.core.errors import Conflict, InvalidInput, Unauthorized
 from app.core.pagination import PageParams, paginate_by_id
 from app.core.security import TokenCodec, hash_secret, new_secret, verify_secret
 from app.identity import permissions as perms
-from app.identity.models import ApiClient, Department, RefreshToken, Role, User
+from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.identity.principal import Principal
 from app.identity.schemas import (
     ClientCreate,
@@ -36,13 +35,21 @@ def _dept_ids(path: str | None) -> tuple[int, ...]:
 
 
 def principal_for_user(user: User, token_id: str | None = None) -> Principal:
+    return _user_principal(
+        user.id, user.username, [(r.id, r.permissions) for r in user.roles],
+        user.department.path if user.department else None, token_id,
+    )
+
+
+def _user_principal(user_id: int, username: str, roles: list[tuple[int, list[str]]], department_path: str | None,
+                    token_id: str | None) -> Principal:
     granted: set[str] = set()
-    for r in user.roles:
-        granted.update(r.permissions)
+    for _, permissions in roles:
+        granted.update(permissions)
     return Principal(
-        kind="user", id=user.id, name=user.username, permissions=frozenset(granted),
-        role_ids=tuple(r.id for r in user.roles),
-        department_ids=_dept_ids(user.department.path if user.department else None),
+        kind="user", id=user_id, name=username, permissions=frozenset(granted),
+        role_ids=tuple(role_id for role_id, _ in roles),
+        department_ids=_dept_ids(department_path),
         channel="agent", token_id=token_id,
     )
 
@@ -57,17 +64,22 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
     if not raw_id.isdigit():
         raise Unauthorized("The token is not valid", code="invalid_token")
     if kind == "user":
-        # One query (roles and department joined) instead of three: this runs on every request.
-        user = (
-            await session.scalars(
-                select(User)
+        # This runs on every request: one query of plain columns (roles and department joined),
+        # no ORM objects.
+        rows = (
+            await session.execute(
+                select(User.username, User.is_active, User.token_version, Department.path, Role.id.label("role_id"),
+                       Role.permissions)
+                .outerjoin(Department, Department.id == User.department_id)
+                .outerjoin(user_roles, user_roles.c.user_id == User.id)
+                .outerjoin(Role, Role.id == user_roles.c.role_id)
                 .where(User.id == int(raw_id))
-                .options(joinedload(User.roles), joinedload(User.department))
             )
-        ).unique().one_or_none()
-        if user is None or not user.is_active or user.token_version != claims.get("ver"):
+        ).all()
+        if not rows or not rows[0].is_active or rows[0].token_version != claims.get("ver"):
             raise Unauthorized("The token has been revoked", code="token_revoked")
-        return principal_for_user(user, claims.get("jti"))
+        roles = sorted((row.role_id, row.permissions) for row in rows if row.role_id is not None)
+        return _user_principal(int(raw_id), rows[0].username, roles, rows[0].path, claims.get("jti"))
     if kind == "client":
         client = await session.get(ApiClient, int(raw_id))
         if client is None or not client.is_active or client.token_version != claims.get("ver"):
