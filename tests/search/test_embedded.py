@@ -326,6 +326,24 @@ async def test_highlight_marks_original_traditional_text(backend: EmbeddedBacken
     assert fields["body"] == ["您可以透過網上營業廳或撥打客服熱線查詢寬頻<em>帳單</em>。"]
 
 
+async def test_highlights_fold_all_fields_at_once_or_one_by_one_alike(fresh: EmbeddedBackend) -> None:
+    """Fields are folded in one OpenCC call; a fold that changes a length (İ lower-cases to two
+    characters) makes the backend fold field by field: the marks must be the same and in place."""
+    answers = {"agent": "请重启光猫，IPHONE 15 用户同理。", "wechat": "请重启光猫后再试。"}
+    plain = search_doc(1, "光猫指示灯不亮", similar_questions=["光猫红灯", "宽带断网"], body_text="检查光猫电源。",
+                       channel_answers=answers)
+    dotted = search_doc(2, "光猫指示灯不亮", similar_questions=["光猫红灯", "宽带断网"], body_text="İ检查光猫电源。",
+                        channel_answers=answers)
+    await fresh.upsert([plain, dotted])
+    result = await fresh.search(SearchQuery(text="光猫 iphone", principals=EVERYONE, channel="agent"))
+    marks = {hit.item_id: {h.field: h.fragments for h in hit.highlights} for hit in result.hits}
+    assert marks[1]["title"] == ["<em>光猫</em>指示灯不亮"]
+    assert marks[1]["similar_questions"] == ["<em>光猫</em>红灯"]
+    assert marks[1]["answer.agent"] == ["请重启<em>光猫</em>，<em>IPHONE</em> 15 用户同理。"]
+    assert marks[2]["body"] == ["İ检查<em>光猫</em>电源。"]
+    assert {k: v for k, v in marks[2].items() if k != "body"} == {k: v for k, v in marks[1].items() if k != "body"}
+
+
 async def test_highlight_names_the_matching_attachment(backend: EmbeddedBackend) -> None:
     result = await backend.search(SearchQuery(text="阶梯电价", principals=EVERYONE))
     assert [h.item_id for h in result.hits] == [6]
