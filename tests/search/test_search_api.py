@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -349,6 +351,12 @@ async def test_a_published_change_is_searchable_within_two_seconds(settings: Set
             assert item_id in ids(await search(c, h, "携号转网")), "not searchable within 2 s"
 
 
+def api_processes(parent: int) -> list[int]:
+    """The API processes `serve` started (multiprocessing spawn children)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -395,6 +403,22 @@ async def test_api_processes_share_one_embedded_index(settings: Settings, admin:
             r = await c.post("/api/v1/search/synonyms", headers=h, json={"terms": ["调制解调器", "光猫"]})
             assert r.status_code == 201, r.text
             await everyone_finds("调制解调器", item_id)
+
+            # Both API processes die: the supervisor starts two more, one of them takes the
+            # writer lock and runs the worker, and publishing goes on.
+            dead = api_processes(server.pid)
+            assert len(dead) == 2
+            for pid in dead:
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(300):
+                alive = api_processes(server.pid)
+                if len(alive) == 2 and not set(alive) & set(dead):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await c.get("/readyz")).status_code == 200:
+                            break
+                await asyncio.sleep(0.1)
+            second = await publish(c, h, title="信用卡境外消费提醒", body="境外刷卡前请开通境外交易功能。")
+            await everyone_finds("境外消费", second)
         assert (data / "search.writer.lock").exists()
     finally:
         server.terminate()
