@@ -43,6 +43,7 @@ openapi: install
 
 bench-search: install
 	$(BIN)/python bench/search_embedded.py
+	$(BIN)/python bench/search_http.py
 
 bench-relevance: install
 	$(BIN)/python bench/relevance.py
