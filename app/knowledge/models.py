@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, BigId, IdMixin, TimestampMixin, utcnow
 
-VERSION_STATES = ("draft", "in_review", "approved", "rejected", "published", "superseded", "archived")
+VERSION_STATES = ("draft", "in_review", "approved", "rejected", "published", "superseded", "unpublished", "archived")
 # An item has at most one open version, and it is its latest (see app/knowledge/workflow.py).
 OPEN_STATES = frozenset({"draft", "in_review", "approved", "rejected"})
 

@@ -91,8 +91,8 @@ async def create_item(session: DbSession, actor: Require("knowledge:create"), bo
 async def list_items(
     request: Request, session: DbSession, principal: Reader, page: Paging,
     item_type: Annotated[str | None, Query(alias="type", max_length=32)] = None,
-    status_: Annotated[Literal["draft", "published", "archived"] | None, Query(alias="status")] = None,
-    state: Literal["draft", "in_review", "approved", "rejected", "published", "archived"] | None = None,
+    status_: Annotated[Literal["draft", "published", "unpublished", "archived"] | None, Query(alias="status")] = None,
+    state: Literal["draft", "in_review", "approved", "rejected", "published", "unpublished", "archived"] | None = None,
     category: Annotated[int | None, Query(description="A taxonomy node id; its whole subtree matches")] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
     owner_id: int | None = None,

@@ -1,15 +1,17 @@
 """The publishing workflow on versions: one table of transitions, the single place the rule lives.
 
     draft ──submit──▶ in_review ──approve──▶ approved ──publish──▶ published ──archive──▶ archived
-      ▲                │  │                    │                      │
-      └───withdraw─────┘  └──reject──▶ rejected│                      └─(superseded when a newer
-      ▲                                 │      │                          version is published)
-      ├───reopen (or any draft edit)────┘      │
+      ▲                │  │                    │                      │  │
+      └───withdraw─────┘  └──reject──▶ rejected│                      │  └─unpublish──▶ unpublished
+      ▲                                 │      │                      └─(superseded when a newer
+      ├───reopen (or any draft edit)────┘      │                          version is published)
       └───withdraw─────────────────────────────┘ (also cancels a scheduled publication)
 
     draft ──publish──▶ published   only for item types with review_required = False
 
-`superseded` and `archived` are final. At most one version of an item is "open" (draft,
+`superseded`, `unpublished` and `archived` are final. Unpublishing (下线) takes the item off
+search and every channel without archiving it: an edit then starts a new draft from that
+content, which goes through review and publishing again. At most one version of an item is "open" (draft,
 in_review, approved or rejected) and it is always the latest; exactly one may be published.
 A scheduled publication (publish with `publish_at` in the future) leaves the version
 `approved` with `publish_at` set; the job `knowledge.publish_scheduled` publishes it then.
@@ -35,7 +37,7 @@ from app.knowledge.schemas import TransitionIn
 from app.taxonomy import service as taxonomy
 from app.workers.outbox import enqueue
 
-ACTIONS = ("submit", "withdraw", "approve", "reject", "reopen", "publish", "archive")
+ACTIONS = ("submit", "withdraw", "approve", "reject", "reopen", "publish", "unpublish", "archive")
 
 # The permission each action needs (the router's `Require`).
 PERMISSIONS: dict[str, str] = {
@@ -45,6 +47,7 @@ PERMISSIONS: dict[str, str] = {
     "reject": "knowledge:review",
     "reopen": "knowledge:edit",
     "publish": "knowledge:publish",
+    "unpublish": "knowledge:publish",
     "archive": "knowledge:archive",
 }
 
@@ -55,6 +58,7 @@ SUMMARIES: dict[str, str] = {
     "reject": "Reject a version in review with a reason (驳回); it can be edited again",
     "reopen": "Turn a rejected version back into an editable draft (重新编辑)",
     "publish": "Publish now, or at `publish_at` (定时发布); supersedes the published version",
+    "unpublish": "Take the published version offline (下线): off search and every channel, not archived",
     "archive": "Archive the published version and the item (归档)",
 }
 
@@ -76,6 +80,7 @@ RULES: tuple[Rule, ...] = (
     Rule("reopen", "rejected", "draft"),
     Rule("publish", "approved", "published"),
     Rule("publish", "draft", "published", only_without_review=True),
+    Rule("unpublish", "published", "unpublished"),
     Rule("archive", "published", "archived"),
 )
 
@@ -172,6 +177,8 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
                 run_after=at, created_by=actor.actor)
     elif action == "publish":
         info["superseded"] = await _publish_now(session, actor, item, version, now)
+    elif action == "unpublish":
+        item.status, item.published_version_id = "unpublished", None
     elif action == "archive":
         item.status, item.published_version_id = "archived", None
         latest = await service.latest_version(session, item)
@@ -182,7 +189,7 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
     info["to_state"] = version.state
     version.updated_at = item.updated_at = now
     await session.flush()
-    if action in ("publish", "archive"):
+    if action in ("publish", "unpublish", "archive"):
         await acl.refresh_readers(session, [item.id])
     enqueue(session, INDEX_JOB, {"item_id": item.id})
     return info

@@ -24,7 +24,7 @@ async def test_every_endpoint_needs_a_caller_and_a_permission(
     app: Any, kb: Kb, client: httpx.AsyncClient, people: People
 ) -> None:
     routes = knowledge_routes(app)
-    assert len(routes) == 22, routes
+    assert len(routes) == 23, routes
     nobody = await people.make("no.perms", permissions=[])
     for method, path in routes:
         url = re.sub(r"\{[^}]+\}", "1", path)
@@ -39,6 +39,6 @@ async def test_readers_cannot_write(kb: Kb, client: httpx.AsyncClient, people: P
               ("GET", "/api/v1/items/1/draft"), ("POST", "/api/v1/items/1/versions/1/restore"),
               ("GET", "/api/v1/reviews"), ("PUT", "/api/v1/items/1/acl"), ("GET", "/api/v1/taxonomy-nodes/1/acl")]
     writes += [("POST", f"/api/v1/items/1/versions/1/{a}")
-               for a in ("submit", "withdraw", "approve", "reject", "reopen", "publish", "archive")]
+               for a in ("submit", "withdraw", "approve", "reject", "reopen", "publish", "unpublish", "archive")]
     for method, url in writes:
         assert_problem(await client.request(method, url, headers=agent.headers), 403, "permission_denied")

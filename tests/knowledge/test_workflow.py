@@ -15,20 +15,22 @@ from app.workers.outbox import JobContext
 from tests.conftest import Actor, People, assert_problem
 from tests.knowledge.conftest import Kb
 
-STATES = ["draft", "in_review", "approved", "rejected", "published", "superseded", "archived"]
+STATES = ["draft", "in_review", "approved", "rejected", "published", "superseded", "unpublished", "archived"]
 # state -> {allowed action: resulting state of that version}; everything else is a 409.
 EXPECTED: dict[str, dict[str, str]] = {
     "draft": {"submit": "in_review"},
     "in_review": {"withdraw": "draft", "approve": "approved", "reject": "rejected"},
     "approved": {"withdraw": "draft", "publish": "published"},
     "rejected": {"reopen": "draft"},
-    "published": {"archive": "archived"},
+    "published": {"unpublish": "unpublished", "archive": "archived"},
     "superseded": {},
+    "unpublished": {},
     "archived": {},
 }
 PATHS = {
     "draft": [], "in_review": ["submit"], "approved": ["submit", "approve"], "rejected": ["submit", "reject"],
     "published": ["submit", "approve", "publish"], "archived": ["submit", "approve", "publish", "archive"],
+    "unpublished": ["submit", "approve", "publish", "unpublish"],
 }
 
 
@@ -52,7 +54,7 @@ async def version_state(kb: Kb, item_id: int, number: int) -> str:
 
 
 async def test_every_action_from_every_state(kb: Kb, admin: Actor) -> None:
-    """7 states x 7 actions: the allowed ones lead where the table says, the others are 409 with
+    """8 states x 8 actions: the allowed ones lead where the table says, the others are 409 with
     the allowed list, and change nothing."""
     for state in STATES:
         expected = EXPECTED[state]

@@ -254,6 +254,36 @@ async def test_archive_and_expiry_leave_the_results(client: httpx.AsyncClient, a
     assert corpus["offline"] not in ids(await search(client, agent.headers, "光猫"))
 
 
+async def test_unpublish_takes_an_item_off_search_until_a_new_version_is_published(
+        client: httpx.AsyncClient, admin: Actor, people: People, corpus: dict[str, int], app: Any) -> None:
+    h = admin.headers
+    agent = await people.make("agent.off", role="agent")
+    item = (await client.get(f"/api/v1/items/{corpus['offline']}", headers=h)).json()
+    r = await client.post(f"/api/v1/items/{item['id']}/versions/{item['published_version_no']}/unpublish",
+                          headers={**h, "If-Match": item["etag"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "unpublished" and r.json()["published_version_no"] is None
+    await drain(app)
+    assert corpus["offline"] not in ids(await search(client, agent.headers, "光猫"))
+    assert corpus["offline"] not in ids(await search(client, h, "光猫", status="archived"))  # not archived either
+    assert_problem(await client.get(f"/api/v1/items/{corpus['offline']}", headers=agent.headers), 404)
+    # Back online: an edit opens a new draft from that content, which is published again.
+    offline = (await client.get(f"/api/v1/items/{corpus['offline']}", headers=h)).json()
+    r = await client.patch(f"/api/v1/items/{corpus['offline']}/draft", headers={**h, "If-Match": offline["etag"]},
+                           json={"title": "宽带无法上网怎么办（2026版）"})
+    assert r.status_code == 200, r.text
+    draft = r.json()
+    assert draft["number"] == item["latest_version_no"] + 1 and draft["state"] == "draft"
+    etag = r.headers["etag"]
+    for action in ("submit", "approve", "publish"):
+        r = await client.post(f"/api/v1/items/{corpus['offline']}/versions/{draft['number']}/{action}",
+                              headers={**h, "If-Match": etag})
+        assert r.status_code == 200, r.text
+        etag = r.headers["etag"]
+    await drain(app)
+    assert corpus["offline"] in ids(await search(client, agent.headers, "光猫"))
+
+
 async def test_deleted_index_gives_503_then_rebuilds(client: httpx.AsyncClient, admin: Actor,
                                                      corpus: dict[str, int], app: Any) -> None:
     shutil.rmtree(app.state.services["search"].index_dir)
