@@ -23,11 +23,12 @@ log = logging.getLogger("app.serve")
 RESTART_PAUSE_SECONDS = 1.0
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, share: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
@@ -41,7 +42,9 @@ def _serve_one(host: str, port: int) -> None:
 
 
 def serve_processes(host: str, port: int, workers: int) -> None:
-    listening_socket(host, port).close()  # fail here, once, when the port is taken
+    # Fail here, once, when the port is taken, also by another `serve` still running: its
+    # sockets share the port only with sockets that ask to share it, and this probe does not.
+    listening_socket(host, port, share=False).close()
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
