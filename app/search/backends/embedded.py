@@ -91,6 +91,7 @@ def _facets_executor() -> ThreadPoolExecutor:
 SCHEMA_VERSION = 4
 POINTER_FILE = "CURRENT"
 LANGUAGE_FILE = "LANGUAGE"
+READER_OPEN_WAIT_SECONDS = 10.0  # a reader starting beside its writer waits for the first CURRENT
 
 ANSWER_FIELDS = {channel: f"answer_{channel}" for channel in CHANNELS}
 OTHER_ANSWERS = "answer_other"  # answers for channels outside CHANNELS; searched only without a channel
@@ -129,7 +130,6 @@ MAX_INDEXED_CHARS = 200_000
 HIGHLIGHT_FRAGMENT_CHARS = 100
 HIGHLIGHT_FRAGMENTS = 2
 HIGHLIGHT_MAX_ATTACHMENTS = 3
-READER_OPEN_WAIT_SECONDS = 10.0  # a reader starting beside its writer waits for the first CURRENT
 HIGHLIGHT_SCAN_CHARS = 50_000  # only the start of a very long attachment is scanned for snippets
 
 
@@ -797,7 +797,10 @@ class EmbeddedBackend(SearchBackend):
     async def _reading(self) -> tuple[_Live, Analyzer]:
         """The index and analyzer to read with; a reader first catches up with the writer."""
         if not self.writable and self._behind():
-            await asyncio.to_thread(self._follow_sync)
+            try:
+                await asyncio.to_thread(self._follow_sync)
+            except Exception as exc:
+                raise SearchUnavailable(f"cannot follow the search index writer: {exc}") from exc
         return self._require_live(), self.analyzer
 
     def _behind(self) -> bool:
