@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.search.backends.base import RebuildFailed, SearchUnavailable
-from app.search.backends.embedded import EmbeddedBackend
+from app.search.backends.embedded import SCHEMA_VERSION, EmbeddedBackend
 from app.search.documents import (
     LanguageResources,
     SearchDocument,
@@ -552,6 +552,22 @@ async def test_a_second_process_reads_and_follows_the_writer(fresh: EmbeddedBack
         await fresh.open()
         await fresh.rebuild([search_doc(9, "燃气报装")])
         assert await ids(reader, "燃气") == [9]
+    finally:
+        await reader.close()
+
+
+async def test_a_reader_that_cannot_follow_answers_503(fresh: EmbeddedBackend) -> None:
+    await fresh.upsert([search_doc(1, "宽带报修")])
+    reader = EmbeddedBackend(fresh.index_dir)
+    await reader.open()
+    try:
+        broken = fresh.index_dir / "v999999"
+        broken.mkdir()
+        (broken / "meta.json").write_text("{not json")
+        (fresh.index_dir / "CURRENT").write_text(json.dumps({"version": broken.name, "schema": SCHEMA_VERSION}))
+        with pytest.raises(SearchUnavailable):
+            await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
+        assert not await reader.health()
     finally:
         await reader.close()
 
