@@ -419,12 +419,22 @@ async def test_cancellation_kills_the_child(generated: dict[str, Path], slow_tex
 async def test_workers_run_in_parallel_and_close_cleanly(generated: dict[str, Path]) -> None:
     ex = InProcessTikaExtractor(max_workers=2, max_tasks_per_worker=2)
     paths = [generated[k] for k in ("docx", "xlsx", "pptx", "pdf", "docx", "xlsx")]
-    results = await asyncio.gather(*(extract_detected(ex, p) for p in paths))
+    seen: set[int] = set()
+    most = 0
+    extracting = asyncio.gather(*(extract_detected(ex, p) for p in paths))
+    while not extracting.done():  # which worker processes exist, every few milliseconds
+        seen.update(ex.worker_pids)
+        most = max(most, len(ex.worker_pids))
+        await asyncio.sleep(0.005)
+    results = await extracting
     assert [r.status for r in results] == ["done"] * 6
+    assert most == 2  # two files were extracted at once, never more than max_workers
+    assert len(seen) >= 3  # six files, two per worker: workers were replaced
     pids = ex.worker_pids
-    assert 1 <= len(pids) <= 2
+    assert 1 <= len(pids) <= 2  # how many are left idle depends on which finished first
     await ex.aclose()
     assert not any(pid_alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in seen)  # the replaced ones too
     with pytest.raises(RuntimeError):
         await ex.extract(generated["docx"], DOCX)
 

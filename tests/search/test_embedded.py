@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -155,6 +156,8 @@ def visible_to(principals: Sequence[str], channel: str | None = None) -> set[int
 
 async def test_traditional_query_finds_simplified_document(backend: EmbeddedBackend) -> None:
     assert 1 in await ids(backend, "寬帶無法上網")
+    # Item 1 holds 宽带 and 无法上网; item 2 only 寬頻 (a synonym of 宽带); no other item holds either.
+    assert await ids(backend, "寬帶無法上網") == await ids(backend, "宽带无法上网") == [1, 2]
 
 
 async def test_simplified_query_finds_traditional_document(backend: EmbeddedBackend) -> None:
@@ -191,6 +194,17 @@ async def test_query_syntax_is_plain_text(backend: EmbeddedBackend, text: str) -
         assert 1 in [h.item_id for h in result.hits]
     if text == "*:*":
         assert result.total == 0  # not "match all"
+    # The syntax characters only separate words: the same words as plain text find the same items.
+    words = re.sub(r"[^\w]+", " ", text).strip()
+    if not words:  # syntax alone is a query for nothing, not browse mode
+        assert result.total == 0
+    else:
+        plain = await backend.search(SearchQuery(text=words, principals=EVERYONE))
+        assert [h.item_id for h in result.hits] == [h.item_id for h in plain.hits]
+        assert result.total == plain.total
+    expected = {'"宽带" AND (光猫 OR title:*)': {1, 2, 7, 8, 9}, "title:宽带 -body:[* TO *] ^2~": {1, 2}}
+    if text in expected:  # 宽带 in 1 (寬頻 in 2), 光猫 in 1, 7, 8 and 9 (attachment); nothing else
+        assert {h.item_id for h in result.hits} == expected[text]
 
 
 async def test_ten_thousand_character_query(backend: EmbeddedBackend) -> None:
@@ -198,6 +212,8 @@ async def test_ten_thousand_character_query(backend: EmbeddedBackend) -> None:
     result = await backend.search(SearchQuery(text=text, principals=EVERYONE))
     assert 1 in [h.item_id for h in result.hits]
     assert result.took_ms < 2000
+    # Item 1 answers it (宽带无法上网 in its title); the others hold only 宽带/寬頻 or 光猫.
+    assert result.hits[0].item_id == 1 and {h.item_id for h in result.hits} == {1, 2, 7, 8, 9}
 
 
 async def test_boosts_title_over_body_over_attachment(backend: EmbeddedBackend) -> None:
