@@ -62,12 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.services = await build_services(settings)
+        search = app.state.services["search"]
         try:  # defaults and the managed dictionary before the first request; a database that is
             # down must not stop the process (readyz reports it, the next start retries)
             async with app.state.sessionmaker() as s:
                 await ensure_defaults(s)
-                await app.state.services["search"].set_language(await language_resources(s))
-                if app.state.services["search"].writable and await rebuild_if_empty(s, app.state.services["search"]):
+                await search.set_language(await language_resources(s))
+                if search.writable and await rebuild_if_empty(s, search):
                     log.warning("the search index is empty while items are published: a rebuild is queued")
         except Exception:
             log.exception("start-up data could not be loaded")
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = None
         # With `serve --workers N` and the embedded index, the process that took the index's
         # writer lock runs the worker; the others only read (README, "Scaling").
-        if settings.worker_embedded and app.state.services["search"].writable:
+        if settings.worker_embedded and search.writable:
             worker = Worker(app.state.sessionmaker, settings, services=app.state.services)
             task = asyncio.create_task(worker.run_forever(stop))
         try:

@@ -51,6 +51,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from search_embedded import DOMAINS, SYNONYMS, _words, dir_size, make_item
 
@@ -347,8 +348,6 @@ class Connection:
 
 
 def prepared_get(port: int, headers: dict[str, str], params: dict[str, Any]) -> bytes:
-    from urllib.parse import urlencode
-
     lines = [f"GET /api/v1/search?{urlencode(params, doseq=True)} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -531,61 +531,61 @@ async def test_missing_index_directory(fresh: EmbeddedBackend) -> None:
     assert (await fresh.search(SearchQuery(text="", principals=EVERYONE))).total == 0
 
 
-async def test_a_second_process_reads_and_follows_the_writer(fresh: EmbeddedBackend) -> None:
+@pytest.fixture
+async def reader(fresh: EmbeddedBackend) -> AsyncIterator[EmbeddedBackend]:
+    """Another process's backend on `fresh`'s index (flock locks are per open file, so a second
+    backend in this process stands for another process)."""
+    engine = EmbeddedBackend(fresh.index_dir)
+    await engine.open()
+    yield engine
+    await engine.close()
+
+
+async def test_a_second_process_reads_and_follows_the_writer(fresh: EmbeddedBackend, reader: EmbeddedBackend) -> None:
     """`serve --workers N`: one process takes the writer lock, the others open the index
     read-only and see its commits, rebuilds and dictionary at their next read."""
-    reader = EmbeddedBackend(fresh.index_dir)  # another process's backend: flock locks per open file
-    await reader.open()
-    try:
-        assert fresh.writable and not reader.writable
-        await fresh.upsert([search_doc(1, "宽带报修"), search_doc(2, "信用卡挂失"), search_doc(4, "光猫指示灯不亮")])
-        assert await ids(reader, "宽带") == [1]
-        assert await reader.document_count() == 3
-        await fresh.delete([2])
-        assert await ids(reader, "挂失") == []
+    assert fresh.writable and not reader.writable
+    await fresh.upsert([search_doc(1, "宽带报修"), search_doc(2, "信用卡挂失"), search_doc(4, "光猫指示灯不亮")])
+    assert await ids(reader, "宽带") == [1]
+    assert await reader.document_count() == 3
+    await fresh.delete([2])
+    assert await ids(reader, "挂失") == []
 
-        with pytest.raises(SearchUnavailable, match="reads the search index"):
-            await reader.upsert([search_doc(3, "宽带提速")])
-        with pytest.raises(SearchUnavailable, match="reads the search index"):
-            await reader.rebuild([])
+    with pytest.raises(SearchUnavailable, match="reads the search index"):
+        await reader.upsert([search_doc(3, "宽带提速")])
+    with pytest.raises(SearchUnavailable, match="reads the search index"):
+        await reader.rebuild([])
 
-        # A dictionary and synonyms applied by the writer reach the reader without a restart.
-        assert await ids(reader, "调制解调器") == []
-        await fresh.set_language(LanguageResources(words=LANGUAGE.words, synonym_groups=[["调制解调器", "光猫"]]))
-        assert await ids(reader, "调制解调器") == [4]
+    # A dictionary and synonyms applied by the writer reach the reader without a restart.
+    assert await ids(reader, "调制解调器") == []
+    await fresh.set_language(LanguageResources(words=LANGUAGE.words, synonym_groups=[["调制解调器", "光猫"]]))
+    assert await ids(reader, "调制解调器") == [4]
 
-        # A rebuild swaps the version directory: the reader opens the new one.
-        await fresh.rebuild([search_doc(7, "电费缴纳"), search_doc(8, "宽带报修", version_no=3)])
-        assert await ids(reader, "宽带") == [8]
-        assert await ids(reader, "电费") == [7]
-        assert await reader.health()
+    # A rebuild swaps the version directory: the reader opens the new one.
+    await fresh.rebuild([search_doc(7, "电费缴纳"), search_doc(8, "宽带报修", version_no=3)])
+    assert await ids(reader, "宽带") == [8]
+    assert await ids(reader, "电费") == [7]
+    assert await reader.health()
 
-        # The writer's index folder deleted: both report it; the writer's reopen and a rebuild bring both back.
-        shutil.rmtree(fresh.index_dir)
-        assert not await reader.health()
-        with pytest.raises(SearchUnavailable):
-            await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
-        await fresh.open()
-        await fresh.rebuild([search_doc(9, "燃气报装")])
-        assert await ids(reader, "燃气") == [9]
-    finally:
-        await reader.close()
+    # The writer's index folder deleted: both report it; the writer's reopen and a rebuild bring both back.
+    shutil.rmtree(fresh.index_dir)
+    assert not await reader.health()
+    with pytest.raises(SearchUnavailable):
+        await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
+    await fresh.open()
+    await fresh.rebuild([search_doc(9, "燃气报装")])
+    assert await ids(reader, "燃气") == [9]
 
 
-async def test_a_reader_that_cannot_follow_answers_503(fresh: EmbeddedBackend) -> None:
+async def test_a_reader_that_cannot_follow_answers_503(fresh: EmbeddedBackend, reader: EmbeddedBackend) -> None:
     await fresh.upsert([search_doc(1, "宽带报修")])
-    reader = EmbeddedBackend(fresh.index_dir)
-    await reader.open()
-    try:
-        broken = fresh.index_dir / "v999999"
-        broken.mkdir()
-        (broken / "meta.json").write_text("{not json")
-        (fresh.index_dir / "CURRENT").write_text(json.dumps({"version": broken.name, "schema": SCHEMA_VERSION}))
-        with pytest.raises(SearchUnavailable):
-            await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
-        assert not await reader.health()
-    finally:
-        await reader.close()
+    broken = fresh.index_dir / "v999999"
+    broken.mkdir()
+    (broken / "meta.json").write_text("{not json")
+    (fresh.index_dir / "CURRENT").write_text(json.dumps({"version": broken.name, "schema": SCHEMA_VERSION}))
+    with pytest.raises(SearchUnavailable):
+        await reader.search(SearchQuery(text="宽带", principals=EVERYONE))
+    assert not await reader.health()
 
 
 async def test_the_writer_lock_passes_on_when_the_writer_closes(tmp_path: Path) -> None:

@@ -38,13 +38,16 @@ async def publish(client: httpx.AsyncClient, h: dict[str, str], **content: Any) 
     r = await client.post("/api/v1/items", headers=h, json=content)
     assert r.status_code == 201, r.text
     item = r.json()
-    etag = r.headers["etag"]
+    await review_and_publish(client, h, item["id"], item["latest_version_no"], r.headers["etag"])
+    return item["id"]
+
+
+async def review_and_publish(client: httpx.AsyncClient, h: dict[str, str], item_id: int, number: int,
+                             etag: str) -> None:
     for action in ("submit", "approve", "publish"):
-        r = await client.post(f"/api/v1/items/{item['id']}/versions/{item['latest_version_no']}/{action}",
-                              headers={**h, "If-Match": etag})
+        r = await client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}", headers={**h, "If-Match": etag})
         assert r.status_code == 200, r.text
         etag = r.headers["etag"]
-    return item["id"]
 
 
 async def search(client: httpx.AsyncClient, h: dict[str, str], q: str = "", **params: Any) -> dict[str, Any]:
@@ -274,12 +277,7 @@ async def test_unpublish_takes_an_item_off_search_until_a_new_version_is_publish
     assert r.status_code == 200, r.text
     draft = r.json()
     assert draft["number"] == item["latest_version_no"] + 1 and draft["state"] == "draft"
-    etag = r.headers["etag"]
-    for action in ("submit", "approve", "publish"):
-        r = await client.post(f"/api/v1/items/{corpus['offline']}/versions/{draft['number']}/{action}",
-                              headers={**h, "If-Match": etag})
-        assert r.status_code == 200, r.text
-        etag = r.headers["etag"]
+    await review_and_publish(client, h, corpus["offline"], draft["number"], r.headers["etag"])
     await drain(app)
     assert corpus["offline"] in ids(await search(client, agent.headers, "光猫"))
 

@@ -91,6 +91,7 @@ def _facets_executor() -> ThreadPoolExecutor:
 SCHEMA_VERSION = 4
 POINTER_FILE = "CURRENT"
 LANGUAGE_FILE = "LANGUAGE"
+META_FILE = "meta.json"  # Tantivy's; replaced at every commit
 READER_OPEN_WAIT_SECONDS = 10.0  # a reader starting beside its writer waits for the first CURRENT
 
 ANSWER_FIELDS = {channel: f"answer_{channel}" for channel in CHANNELS}
@@ -807,7 +808,7 @@ class EmbeddedBackend(SearchBackend):
         live, seen = self._live, self._seen
         if live is None or _stamp(self.index_dir / POINTER_FILE) != seen.pointer:
             return True
-        if _stamp(live.path / "meta.json") != seen.meta:
+        if _stamp(live.path / META_FILE) != seen.meta:
             return True
         language = _stamp(self.index_dir / LANGUAGE_FILE)
         return language is not None and language != seen.language
@@ -824,14 +825,12 @@ class EmbeddedBackend(SearchBackend):
             if pointer is not None and pointer.get("schema") == SCHEMA_VERSION:
                 path = self.index_dir / str(pointer["version"])
                 if (live is None or live.path != path) and tantivy.Index.exists(str(path)):
-                    index = tantivy.Index.open(str(path))
-                    index.config_reader(reload_policy="manual")
-                    live = self._live = _Live(path=path, index=index, writer=None)
-                    self._seen.meta = _stamp(path / "meta.json")
+                    live = self._live = self._make_live(path, write=False)
+                    self._seen.meta = _stamp(path / META_FILE)
             self._seen.pointer = pointer_stamp
             if live is None:
                 return  # no index yet: reads answer 503 until the writer makes one
-            meta = _stamp(live.path / "meta.json")
+            meta = _stamp(live.path / META_FILE)
             if meta is not None and meta != self._seen.meta:
                 live.index.reload()
                 self._seen.meta = meta
@@ -845,13 +844,15 @@ class EmbeddedBackend(SearchBackend):
 
     @staticmethod
     def _index_present(live: _Live) -> bool:
-        return (live.path / "meta.json").is_file()
+        return (live.path / META_FILE).is_file()
 
-    def _make_live(self, path: Path) -> _Live:
-        path.mkdir(parents=True, exist_ok=True)
+    def _make_live(self, path: Path, write: bool = True) -> _Live:
+        """The index in `path` with a manual reader; with `write`, created if missing and with its writer."""
+        if write:
+            path.mkdir(parents=True, exist_ok=True)
         index = tantivy.Index(self.schema, path=str(path), reuse=True)
         index.config_reader(reload_policy="manual")
-        writer = index.writer(heap_size=self._writer_heap, num_threads=self._writer_threads)
+        writer = index.writer(heap_size=self._writer_heap, num_threads=self._writer_threads) if write else None
         return _Live(path=path, index=index, writer=writer)
 
     @staticmethod
