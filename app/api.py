@@ -20,8 +20,9 @@ API_PREFIX = "/api/v1"
 
 def mount_routers(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX)
-    for r in (auth_router, identity_router, audit_router, jobs_router, taxonomy_router, search_router,
-              knowledge_router, attachments_router):
+    # Routes are matched in order, one by one: the hot paths (search, channel reads) come first.
+    for r in (search_router, knowledge_router, attachments_router, auth_router, identity_router, audit_router,
+              jobs_router, taxonomy_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,6 +59,17 @@ def principal_for_client(client: ApiClient, scopes: list[str], token_id: str | N
                      channel=client.channel, token_id=token_id)
 
 
+# Built once: building the statement cost as much as running it (this runs on every request).
+_USER_PRINCIPAL_ROWS = (
+    select(User.username, User.is_active, User.token_version, Department.path, Role.id.label("role_id"),
+           Role.permissions)
+    .outerjoin(Department, Department.id == User.department_id)
+    .outerjoin(user_roles, user_roles.c.user_id == User.id)
+    .outerjoin(Role, Role.id == user_roles.c.role_id)
+    .where(User.id == bindparam("user_id"))
+)
+
+
 async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Principal:
     kind, _, raw_id = str(claims.get("sub", "")).partition(":")
     if not raw_id.isdigit():
@@ -66,16 +77,7 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
     if kind == "user":
         # This runs on every request: one query of plain columns (roles and department joined),
         # no ORM objects.
-        rows = (
-            await session.execute(
-                select(User.username, User.is_active, User.token_version, Department.path, Role.id.label("role_id"),
-                       Role.permissions)
-                .outerjoin(Department, Department.id == User.department_id)
-                .outerjoin(user_roles, user_roles.c.user_id == User.id)
-                .outerjoin(Role, Role.id == user_roles.c.role_id)
-                .where(User.id == int(raw_id))
-            )
-        ).all()
+        rows = (await session.execute(_USER_PRINCIPAL_ROWS, {"user_id": int(raw_id)})).all()
         if not rows or not rows[0].is_active or rows[0].token_version != claims.get("ver"):
             raise Unauthorized("The token has been revoked", code="token_revoked")
         roles = sorted((row.role_id, row.permissions) for row in rows if row.role_id is not None)

@@ -342,8 +342,13 @@ def highlight_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
 
     Latin/digit terms only match whole (no "15" inside "2015").
     """
+    return _compiled_pattern(tuple(sorted(set(terms), key=lambda term: (-len(term), term))))
+
+
+@lru_cache(maxsize=1024)  # the same words are searched again and again; re's own cache is small
+def _compiled_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
     alternatives = []
-    for term in sorted(set(terms), key=len, reverse=True):
+    for term in terms:
         escaped = re.escape(term)
         if term.isascii():
             escaped = rf"(?<![a-z0-9]){escaped}(?![a-z0-9])"

@@ -77,7 +77,7 @@ def _best_overlap(query: tuple[Counter[str], int], questions: Iterable[str]) -> 
         chars, length = _profile(text)
         if not length:
             continue
-        shared = sum((query_chars & chars).values())
+        shared = sum(min(count, chars[char]) for char, count in query_chars.items())
         best = max(best, shared / (query_len + length - shared))
     return best
 
