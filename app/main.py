@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -52,7 +53,9 @@ async def ensure_defaults(session: AsyncSession) -> None:
     await session.commit()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
+    """`freeze_heap`: for a serving process only (see the lifespan); never in tests, which build
+    hundreds of apps in one process."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -86,6 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.worker_embedded and search.writable:
             worker = Worker(app.state.sessionmaker, settings, services=app.state.services)
             task = asyncio.create_task(worker.run_forever(stop))
+        if freeze_heap:
+            # The start-up heap (SQLAlchemy, pydantic, OpenCC and pinyin tables: ~400,000 objects)
+            # lives as long as the process. Frozen, the collector stops walking it: without this a
+            # full collection paused a serving process for 130-160 ms under search load.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -124,4 +133,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def app_factory() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)
