@@ -5,7 +5,7 @@
 Generates items from templates (telecom, banking, utilities: title, 2-5 similar questions,
 a ~600-character body, channel answers, attachment text on some), indexes them through
 `EmbeddedBackend.upsert` in batches (the worker's path), then measures in-process latency
-of `search` (through the async API, thread hop included) and `suggest`. Every figure is
+of `search` and `suggest` through the async API (both run on the calling event loop). Every figure is
 given as wall time and as process CPU time: on a shared machine the first includes waiting
 for a core. The last line of output is one JSON object with all figures.
 """

@@ -324,22 +324,33 @@ class Connection:
     the 2 cores with the server, so it must cost little (httpx costs about 1 ms of CPU per
     request; this about 0.1 ms)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    reconnects = 0  # all connections: how often a server asked to close (its process balancing)
+
+    def __init__(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.port, self.reader, self.writer = port, reader, writer
+        self.closing = False
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        return cls(port, *await asyncio.open_connection("127.0.0.1", port))
 
     async def get(self, request: bytes) -> int:
+        if self.closing:  # the server answered `Connection: close`: a new connection, as any client
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.closing = False
+            Connection.reconnects += 1
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"connection" and b"close" in value.lower():
+                self.closing = True
         await self.reader.readexactly(length)
         return status
 
@@ -371,10 +382,15 @@ async def closed_loop(port: int, headers: dict[str, str], plans: list[dict[str, 
         finally:
             conn.close()
 
-    t = time.perf_counter()
+    t, reconnects = time.perf_counter(), Connection.reconnects
     await asyncio.gather(*(worker() for _ in range(clients)))
     seconds = time.perf_counter() - t
-    return {**percentiles(latencies), "searches_per_s": round(len(latencies) / seconds, 1), "errors": errors}
+    return {
+        **percentiles(latencies),
+        "searches_per_s": round(len(latencies) / seconds, 1),
+        "errors": errors,
+        "reconnects": Connection.reconnects - reconnects,
+    }
 
 
 async def paced(
@@ -386,7 +402,7 @@ async def paced(
     latencies: list[float] = []
     from_due: list[float] = []
     errors = 0
-    start = time.perf_counter() + 0.2
+    start, reconnects = time.perf_counter() + 0.2, Connection.reconnects
 
     async def worker() -> None:
         nonlocal errors
@@ -414,6 +430,7 @@ async def paced(
         "target_rate": rate,
         "searches_per_s": round(len(latencies) / seconds, 1),
         "errors": errors,
+        "reconnects": Connection.reconnects - reconnects,
     }
 
 
