@@ -433,8 +433,9 @@ class EmbeddedBackend(SearchBackend):
     # Searches and suggestions run on the event loop's own thread, not in a worker thread: they
     # take a few ms of CPU, and handing each one to a thread and back cost more than that under
     # load (GIL hand-offs between the loop and the workers). Measured with bench/search_http.py's
-    # server, 16 clients, 2-word queries: 8.6 -> 6.3 ms of server CPU per search, 210 -> 305/s.
-    # Writes, rebuilds and following the writer stay in threads (they can take seconds).
+    # server, 16 clients, 2-word queries: about 8.6 -> 6.7 ms of server CPU per search, 200 ->
+    # 285 searches/s. The longest a search holds the loop: ~20 ms for a 200-character query of
+    # 32 words at 100k items. Writes, rebuilds and following the writer stay in threads.
     async def search(self, query: SearchQuery) -> SearchResult:
         live, analyzer = await self._reading()
         try:
