@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     bootstrap_admin_user: str | None = None
     bootstrap_admin_password: str | None = None
 
+    # Four-eyes review (四眼原则): nobody approves a version they wrote or changed (app/knowledge/workflow.py).
+    four_eyes: bool = False
+
     worker_embedded: bool = True  # run the job worker inside the API process
     worker_poll_seconds: float = Field(0.5, gt=0)
     job_max_attempts: int = Field(5, ge=1)

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core.db import utcnow
 from app.core.deps import DbSession
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import Forbidden, InvalidInput, NotFound
 from app.core.etag import IfMatch, check_if_match, not_modified
 from app.core.pagination import Page, Paging
-from app.identity.deps import CurrentPrincipal, Require, deny, require
+from app.identity.deps import CurrentPrincipal, Require, deny, record_denial, require
 from app.identity.principal import Principal
 from app.knowledge import acl, service, workflow
 from app.knowledge.deps import accessible_item, item_not_found
@@ -225,7 +225,13 @@ def _add_transition(action: str) -> None:
         version = await service.version_no(session, item, number)
         if action == "withdraw" and not workflow.may_withdraw(actor, version):
             raise await deny(request, actor, "knowledge:review", "item", item_id)
-        await workflow.transition(session, actor, item, version, action, body or TransitionIn())
+        try:
+            await workflow.transition(session, actor, item, version, action, body or TransitionIn(),
+                                      four_eyes=request.app.state.settings.four_eyes)
+        except Forbidden as e:
+            if e.code == "four_eyes":  # audited like any other refusal
+                await record_denial(request, actor, "four_eyes", "item", item_id)
+            raise
         return await item_out(session, actor, item, version, response)
 
     endpoint.__name__ = f"{action}_version"
@@ -235,7 +241,9 @@ def _add_transition(action: str) -> None:
         dependencies=[Depends(require(workflow.PERMISSIONS[action]))], summary=workflow.SUMMARIES[action],
         description=f"{workflow.SUMMARIES[action]}. From: {', '.join(allowed_from)}. Needs "
                     f"`{workflow.PERMISSIONS[action]}` and `If-Match`; a transition not allowed from the "
-                    "version's state answers 409 `invalid_transition` with the `allowed` actions.",
+                    "version's state answers 409 `invalid_transition` with the `allowed` actions."
+                    + (" With four-eyes review on (`KB_FOUR_EYES`), the version's author or anyone who changed "
+                       "it gets 403 `four_eyes`." if action == "approve" else ""),
     )(endpoint)
 
 

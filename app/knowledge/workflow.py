@@ -9,6 +9,10 @@
 
     draft ──publish──▶ published   only for item types with review_required = False
 
+With four-eyes review (`KB_FOUR_EYES=true`) nobody may approve a version they wrote or changed:
+its author, and whoever saved, restored into or changed the attachments of that version (the
+audit log records each of those with the version's number).
+
 `superseded`, `unpublished` and `archived` are final. Unpublishing (下线) takes the item off
 search and every channel without archiving it: an edit then starts a new draft from that
 content, which goes through review and publishing again. At most one version of an item is "open" (draft,
@@ -26,9 +30,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import AuditEntry
 from app.audit.service import record
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidInput
+from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.pagination import PageParams, paginate_by_id
 from app.identity.principal import Principal
 from app.knowledge import acl, service
@@ -137,6 +142,33 @@ async def _publish_now(session: AsyncSession, actor: Principal, item: Item, vers
     return superseded
 
 
+# Audited actions that change a version's content; their entries carry the version's number.
+CONTENT_ACTIONS = ("item.draft_save", "item.restore", "item.attachments_add", "item.attachment_remove")
+
+
+async def contributors(session: AsyncSession, item: Item, version: ItemVersion) -> set[str]:
+    """Who wrote or changed `version`, as audit actors ("user:3", "client:2")."""
+    rows = await session.scalars(
+        select(AuditEntry.actor).where(
+            AuditEntry.target_type == "item",
+            AuditEntry.target_id == str(item.id),
+            AuditEntry.action.in_(CONTENT_ACTIONS),
+            AuditEntry.outcome == "ok",
+            AuditEntry.summary["version"].as_integer() == version.number,
+        )
+    )
+    found = set(rows.all())
+    if version.author_id is not None:
+        found.add(f"user:{version.author_id}")
+    return found
+
+
+async def _check_four_eyes(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion) -> None:
+    if actor.actor in await contributors(session, item, version):
+        raise Forbidden("Four-eyes review: you wrote or changed this version, so another reviewer must approve it",
+                        code="four_eyes", version=version.number)
+
+
 def _check_input(action: str, data: TransitionIn) -> None:
     if action == "reject" and not (data.reason or "").strip():
         raise InvalidInput("A rejection needs a reason for the author", code="reason_required", field="reason")
@@ -145,13 +177,15 @@ def _check_input(action: str, data: TransitionIn) -> None:
 
 
 async def _apply(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, action: str,
-                 data: TransitionIn) -> dict[str, Any]:
+                 data: TransitionIn, four_eyes: bool) -> dict[str, Any]:
     """Change the state (no commit); returns what the audit entry records."""
     now = utcnow()
     from_state = version.state
     target = target_state(action, from_state, await review_required(session, item))
     service.ensure_not_archived(item)
     _check_input(action, data)
+    if action == "approve" and four_eyes:
+        await _check_four_eyes(session, actor, item, version)
     info: dict[str, Any] = {"version": version.number, "from_state": from_state}
     if data.note:
         info["note"] = data.note
@@ -196,11 +230,11 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
 
 
 async def transition(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, action: str,
-                     data: TransitionIn) -> ItemVersion:
+                     data: TransitionIn, *, four_eyes: bool = False) -> ItemVersion:
     """Carry out `action` on `version`: checked against RULES, audited and queued for indexing in
     the same transaction."""
     async with service.write_guard(session, item.id):
-        info = await _apply(session, actor, item, version, action, data)
+        info = await _apply(session, actor, item, version, action, data, four_eyes)
         scheduled = action == "publish" and version.state == "approved"
         record(session, actor, "item.schedule_publish" if scheduled else f"item.{action}", "item", item.id, **info)
         await session.commit()

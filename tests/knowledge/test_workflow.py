@@ -245,3 +245,46 @@ async def test_review_queue(
     assert_problem(await client.get("/api/v1/reviews", headers=agent.headers), 403, "permission_denied")
     assert_problem(await client.get("/api/v1/reviews", params={"state": "published"}, headers=reviewer.headers),
                    422, "validation_error")
+
+
+async def test_four_eyes_review_keeps_whoever_wrote_a_version_from_approving_it(
+    kb: Kb, people: People, author: Actor, reviewer: Actor, publisher: Actor
+) -> None:
+    kb.app.state.settings = kb.app.state.settings.model_copy(update={"four_eyes": True})
+    second_reviewer = await people.make("zhao.min", role="reviewer")
+    item = await kb.create(author, title="信用卡挂失后多久能补卡？")
+    iid = item["id"]
+    # the reviewer corrects the author's draft: from now on both of them wrote version 1
+    r = await kb.edit(reviewer, iid, {"body": "<p>挂失后 7 个工作日内寄出新卡，可拨打 95588 查询进度。</p>"})
+    assert r.status_code == 200, r.text
+    await kb.ok(author, iid, 1, "submit")
+    body = assert_problem(await kb.act(reviewer, iid, 1, "approve"), 403, "four_eyes")
+    assert body["version"] == 1
+    assert await version_state(kb, iid, 1) == "in_review"  # nothing changed
+    await kb.ok(reviewer, iid, 1, "reject")  # rejecting one's own work is allowed: it publishes nothing
+    assert (await kb.edit(author, iid, {"title": "信用卡掛失後多久能補卡？"})).status_code == 200
+    await kb.ok(author, iid, 1, "submit")
+    await kb.ok(second_reviewer, iid, 1, "approve")  # somebody who did not write it
+    await kb.ok(publisher, iid, 1, "publish")
+    # a publisher who may also review cannot approve a version they wrote themselves
+    r = await kb.edit(publisher, iid, {"similar_questions": ["信用卡丢了补办要多久"]})
+    assert r.status_code == 200 and r.json()["number"] == 2, r.text
+    await kb.ok(publisher, iid, 2, "submit")
+    assert_problem(await kb.act(publisher, iid, 2, "approve"), 403, "four_eyes")
+    # what counts is who wrote THIS version: the first reviewer's edit was to version 1
+    await kb.ok(reviewer, iid, 2, "approve")
+    # and with the rule off (the default), an author who may review approves their own version
+    kb.app.state.settings = kb.app.state.settings.model_copy(update={"four_eyes": False})
+    await kb.ok(publisher, iid, 2, "withdraw", "submit", "approve")
+    auditor = await people.make("audit.lin", role="auditor")
+
+    async def actors(**params: str) -> list[str]:
+        r = await kb.client.get("/api/v1/audit", params={"target_id": str(iid), **params}, headers=auditor.headers)
+        assert r.status_code == 200, r.text
+        return [e["actor"] for e in r.json()["items"]]  # newest first
+
+    def who(actor: Actor) -> str:
+        return f"user:{actor.user.id}"
+
+    assert await actors(action="item.approve") == [who(publisher), who(reviewer), who(second_reviewer)]
+    assert await actors(action="permission.denied") == [who(publisher), who(reviewer)]  # both refusals
