@@ -169,6 +169,30 @@ async def save_draft(request: Request, response: Response, session: DbSession, a
     return version_out(draft)
 
 
+@router.delete("/items/{item_id}/draft", response_model=VersionOut)
+async def discard_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
+                        if_match: IfMatch = None) -> VersionOut:
+    """Throw the open draft away (a rejected version too); returns the version that is the latest
+    again. In review or approved: 409 `version_locked` (withdraw first). No draft: 404 `no_draft`.
+    The item's only version: 409 `only_version` (delete the item instead)."""
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
+    check_if_match(if_match, service.etag_of(item), item.row_version)
+    latest = await service.discard_draft(session, actor, item)
+    response.headers["ETag"] = service.etag_of(item)
+    return version_out(latest)
+
+
+@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_item(request: Request, session: DbSession, actor: Editor, item_id: int,
+                      if_match: IfMatch = None) -> None:
+    """Delete an item created by mistake: only while its one version is a draft (or rejected) that
+    was never published. Anything else answers 409 `item_not_deletable` (or `version_locked`):
+    discard the draft, unpublish or archive instead. The audit log keeps the deletion."""
+    item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
+    check_if_match(if_match, service.etag_of(item), item.row_version)
+    await service.delete_item(session, actor, item)
+
+
 @router.get("/items/{item_id}/versions", response_model=Page[VersionSummary])
 async def list_versions(request: Request, session: DbSession, principal: Reader, item_id: int,
                         page: Paging) -> Page[VersionSummary]:

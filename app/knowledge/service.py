@@ -9,6 +9,10 @@ Editing model (decided here, documented in the API):
   immutable.
 - Restore copies an old version into a new draft; when a draft is already open, 409 `draft_open`
   unless `replace=true`, which overwrites that draft's content.
+- `DELETE /items/{id}/draft` discards the open draft (or rejected version): the version before
+  it is the latest again. An item whose only version is that draft (never submitted, never
+  published) is deleted whole with `DELETE /items/{id}` instead. Attachments only the discarded
+  version carried are left to the orphan collection job.
 - Every change bumps `items.row_version` (SQLAlchemy's optimistic lock), which is the ETag of the
   item and of its draft: writes must send it in `If-Match`.
 """
@@ -22,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import nh3
-from sqlalchemy import and_, cast, exists, func, literal, or_, select
+from sqlalchemy import and_, cast, delete, exists, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +41,7 @@ from app.core.pagination import PageParams, paginate_by_id
 from app.identity.models import User
 from app.identity.principal import Principal
 from app.knowledge import acl
-from app.knowledge.models import OPEN_STATES, Item, ItemVersion, version_categories, version_tags
+from app.knowledge.models import OPEN_STATES, AclGrant, Item, ItemVersion, version_categories, version_tags
 from app.knowledge.schemas import CHANNELS, MAX_SIMILAR_QUESTIONS, ContentFields, ItemCreate, ItemUpdate
 from app.taxonomy import service as taxonomy
 from app.taxonomy.models import AttributeDefinition, Tag
@@ -393,6 +397,55 @@ async def save_draft(session: AsyncSession, actor: Principal, item: Item, data: 
                created=created, reopened=reopened)
         await session.commit()
     return draft
+
+
+DISCARDABLE_STATES = ("draft", "rejected")
+
+
+async def _discardable(session: AsyncSession, item: Item) -> ItemVersion:
+    """The item's open version, when it may be thrown away (not in review, not approved)."""
+    latest = await latest_version(session, item)
+    if latest.state in ("in_review", "approved"):
+        raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it first",
+                       code="version_locked", state=latest.state, version=latest.number)
+    if latest.state not in DISCARDABLE_STATES:
+        raise NotFound("This item has no draft", code="no_draft")
+    return latest
+
+
+async def discard_draft(session: AsyncSession, actor: Principal, item: Item) -> ItemVersion:
+    """Delete the open draft; returns the version that is the latest again."""
+    ensure_not_archived(item)
+    async with write_guard(session, item.id):
+        draft = await _discardable(session, item)
+        if draft.number == 1:
+            raise Conflict("This draft is the item's only version: delete the item instead",
+                           code="only_version", hint=f"DELETE /api/v1/items/{item.id}")
+        await session.delete(draft)
+        item.latest_version_no = draft.number - 1
+        item.updated_at = utcnow()
+        await session.flush()
+        if item.published_version_id is None:  # readers follow the latest version's categories
+            await acl.refresh_readers(session, [item.id])
+        record(session, actor, "item.draft_discard", "item", item.id, version=draft.number, title=draft.title)
+        await session.commit()
+    return await latest_version(session, item)
+
+
+async def delete_item(session: AsyncSession, actor: Principal, item: Item) -> None:
+    """Delete an item that only ever had one draft (never submitted or published)."""
+    async with write_guard(session, item.id):
+        latest = await latest_version(session, item)
+        if latest.number != 1 or latest.state not in OPEN_STATES:
+            raise Conflict("Only an item that was never published can be deleted; discard its draft, unpublish "
+                           "or archive it instead", code="item_not_deletable", versions=latest.number)
+        draft = await _discardable(session, item)  # in review or approved: withdraw first
+        record(session, actor, "item.delete", "item", item.id, title=draft.title, item_type=item.item_type,
+               external_id=item.external_id)
+        # Grants name their target without a foreign key; versions, readers and attachments cascade.
+        await session.execute(delete(AclGrant).where(AclGrant.target_type == "item", AclGrant.target_id == item.id))
+        await session.execute(delete(Item).where(Item.id == item.id))
+        await session.commit()
 
 
 async def restore_version(session: AsyncSession, actor: Principal, item: Item, number: int,

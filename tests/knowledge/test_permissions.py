@@ -24,7 +24,7 @@ async def test_every_endpoint_needs_a_caller_and_a_permission(
     app: Any, kb: Kb, client: httpx.AsyncClient, people: People
 ) -> None:
     routes = knowledge_routes(app)
-    assert len(routes) == 23, routes
+    assert len(routes) == 25, routes
     nobody = await people.make("no.perms", permissions=[])
     for method, path in routes:
         url = re.sub(r"\{[^}]+\}", "1", path)
@@ -36,6 +36,7 @@ async def test_every_endpoint_needs_a_caller_and_a_permission(
 async def test_readers_cannot_write(kb: Kb, client: httpx.AsyncClient, people: People) -> None:
     agent = await people.make("zhang.wei", role="agent")
     writes = [("POST", "/api/v1/items"), ("PATCH", "/api/v1/items/1"), ("PATCH", "/api/v1/items/1/draft"),
+              ("DELETE", "/api/v1/items/1/draft"), ("DELETE", "/api/v1/items/1"),
               ("GET", "/api/v1/items/1/draft"), ("POST", "/api/v1/items/1/versions/1/restore"),
               ("GET", "/api/v1/reviews"), ("PUT", "/api/v1/items/1/acl"), ("GET", "/api/v1/taxonomy-nodes/1/acl")]
     writes += [("POST", f"/api/v1/items/1/versions/1/{a}")

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+from sqlalchemy import text
 
 from tests.conftest import Actor, assert_problem
 from tests.knowledge.conftest import Kb
@@ -84,3 +87,76 @@ async def test_restore(kb: Kb, client: httpx.AsyncClient, admin: Actor) -> None:
     assert_problem(await restore(7), 404, "version_not_found")
     # the published version is untouched by all this
     assert (await kb.get(admin, iid)).json()["published_version_no"] == 2
+
+
+async def _delete(kb: Kb, actor: Actor, url: str, item_id: int, if_match: str | None = "auto") -> httpx.Response:
+    headers = dict(actor.headers)
+    if if_match is not None:
+        headers["If-Match"] = await kb.etag(item_id) if if_match == "auto" else if_match
+    return await kb.client.delete(url, headers=headers)
+
+
+async def test_discarding_a_draft_brings_back_the_version_before_it(
+    kb: Kb, client: httpx.AsyncClient, admin: Actor, agent: Actor
+) -> None:
+    item = await kb.publish(admin, title="宽带报修后多久上门？", body="<p>报修后 24 小时内上门。</p>")
+    iid, url = item["id"], f"/api/v1/items/{item['id']}/draft"
+    assert_problem(await _delete(kb, admin, url, iid), 404, "no_draft")
+    stale = await kb.etag(iid)
+    r = await kb.edit(admin, iid, {"title": "寬帶報修後多久上門？（草稿）", "body": "<p>写到一半的草稿</p>"})
+    assert r.status_code == 200 and r.json()["number"] == 2
+    assert_problem(await _delete(kb, admin, url, iid, if_match=None), 428, "precondition_required")
+    assert_problem(await _delete(kb, admin, url, iid, if_match=stale), 412, "precondition_failed")
+    assert_problem(await _delete(kb, agent, url, iid), 403, "permission_denied")
+    r = await _delete(kb, admin, url, iid)
+    assert r.status_code == 200, r.text
+    assert r.json()["number"] == 1 and r.json()["state"] == "published"
+    assert r.headers["etag"] == await kb.etag(iid)
+    got = (await kb.get(admin, iid)).json()
+    assert got["latest_version_no"] == 1 and got["status"] == "published"
+    assert got["version"]["title"] == "宽带报修后多久上门？"
+    listed = await client.get(f"/api/v1/items/{iid}/versions", headers=admin.headers)
+    assert [v["number"] for v in listed.json()["items"]] == [1]
+    # the next edit starts a fresh draft from the published version
+    r = await kb.edit(admin, iid, {"similar_questions": ["报修多久有人来"]})
+    assert r.status_code == 200 and r.json()["number"] == 2 and r.json()["body"] == "<p>报修后 24 小时内上门。</p>"
+    # in review it is locked; rejected it may be thrown away
+    await kb.ok(admin, iid, 2, "submit")
+    assert_problem(await _delete(kb, admin, url, iid), 409, "version_locked")
+    await kb.ok(admin, iid, 2, "reject")
+    assert (await _delete(kb, admin, url, iid)).json()["number"] == 1
+    entries = (await client.get("/api/v1/audit", params={"action": "item.draft_discard"},
+                                headers=admin.headers)).json()["items"]
+    assert [(e["summary"]["version"], e["summary"]["title"]) for e in entries] == [
+        (2, "宽带报修后多久上门？"), (2, "寬帶報修後多久上門？（草稿）")]
+
+
+async def test_an_item_created_by_mistake_can_be_deleted_until_it_is_submitted(
+    kb: Kb, client: httpx.AsyncClient, admin: Actor, people: Any
+) -> None:
+    author = await people.make("sun.li", role="author")
+    item = await kb.create(author, title="测试条目，请忽略")
+    iid, url = item["id"], f"/api/v1/items/{item['id']}"
+    r = await client.put(f"{url}/acl", json={"grants": [{"subject": "public", "access": "read"}]},
+                         headers={**admin.headers, "If-Match": await kb.etag(iid)})
+    assert r.status_code == 200, r.text
+    assert_problem(await _delete(kb, author, f"{url}/draft", iid), 409, "only_version")
+    await kb.ok(author, iid, 1, "submit")
+    assert_problem(await _delete(kb, author, url, iid), 409, "version_locked")
+    await kb.ok(author, iid, 1, "withdraw")
+    assert (await _delete(kb, author, url, iid)).status_code == 204
+    assert_problem(await kb.get(admin, iid), 404, "item_not_found")
+    async with kb.app.state.sessionmaker() as s:
+        left = (await s.execute(text("SELECT (SELECT count(*) FROM item_versions WHERE item_id = :i),"
+                                     " (SELECT count(*) FROM acl_grants WHERE target_type = 'item' AND target_id = :i),"
+                                     " (SELECT count(*) FROM item_readers WHERE item_id = :i)"), {"i": iid})).one()
+    assert tuple(left) == (0, 0, 0)
+    entries = (await client.get("/api/v1/audit", params={"action": "item.delete"}, headers=admin.headers)).json()
+    assert [(e["target_id"], e["summary"]["title"]) for e in entries["items"]] == [(str(iid), "测试条目，请忽略")]
+    # a published item is never deleted: unpublish or archive it
+    published = await kb.publish(admin)
+    assert_problem(await _delete(kb, admin, f"/api/v1/items/{published['id']}", published["id"]), 409,
+                   "item_not_deletable")
+    await kb.edit(admin, published["id"], {"title": "新草稿"})
+    assert_problem(await _delete(kb, admin, f"/api/v1/items/{published['id']}", published["id"]), 409,
+                   "item_not_deletable")
