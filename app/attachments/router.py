@@ -188,11 +188,10 @@ async def list_attachments(
 async def remove(request: Request, session: DbSession, actor: Editor, item_id: int, attachment_id: int,
                  if_match: IfMatch = None) -> Response:
     """Take the attachment off the open draft (copied from the latest version if none is open); the
-    published version keeps it until the draft is published. `If-Match` is checked when sent; the
-    new ETag comes back in the header."""
+    published version keeps it until the draft is published. Needs `If-Match` (428 without it, 412
+    when stale), like every other change to a draft; the new ETag comes back in the header."""
     item = await accessible_item(request, session, actor, item_id, write=True, edit=True)
-    if if_match is not None:
-        check_if_match(if_match, knowledge.etag_of(item), item.row_version)
+    check_if_match(if_match, knowledge.etag_of(item), item.row_version)
     await service.remove_attachment(session, actor, item, attachment_id)
     return Response(status_code=204, headers={"ETag": knowledge.etag_of(item)})
 

@@ -512,10 +512,12 @@ async def test_versions_carry_their_own_attachment_sets(
 
     # removing from the draft leaves the published version alone
     url = f"/api/v1/items/{iid}/attachments/{a['id']}"
+    assert_problem(await client.delete(url, headers=h), 428, "precondition_required")
     assert_problem(await client.delete(url, headers={**h, "If-Match": '"item-1-1"'}), 412)
     r = await client.delete(url, headers={**h, "If-Match": await etag(client, h, iid)})
-    assert r.status_code == 204 and r.headers["etag"]
-    assert_problem(await client.delete(url, headers=h), 404, "attachment_not_found")
+    assert r.status_code == 204 and r.headers["etag"] == await etag(client, h, iid)
+    assert_problem(await client.delete(url, headers={**h, "If-Match": r.headers["etag"]}), 404,
+                   "attachment_not_found")
     assert await listed(admin, 2) == ["补充话术.txt", "话术副本.txt", "同一文件.bin"]
     assert await listed(agent) == ["办理指南.docx"]
     assert (await attachment(client, agent.headers, a["id"], "/content")).status_code == 200
@@ -540,8 +542,8 @@ async def test_versions_carry_their_own_attachment_sets(
     # a version in review is locked; an archived item takes no files
     await act(client, h, iid, 3, "submit")
     assert_problem(await upload(client, h, iid, [("x.txt", b"x")]), 409, "version_locked")
-    assert_problem(await client.delete(f"/api/v1/items/{iid}/attachments/{b['id']}", headers=h), 409,
-                   "version_locked")
+    assert_problem(await client.delete(f"/api/v1/items/{iid}/attachments/{b['id']}",
+                                       headers={**h, "If-Match": await etag(client, h, iid)}), 409, "version_locked")
     await act(client, h, iid, 3, "withdraw")
     await act(client, h, iid, 2, "archive")
     assert_problem(await upload(client, h, iid, [("x.txt", b"x")]), 409, "item_archived")
@@ -558,7 +560,8 @@ async def test_orphans_are_collected_after_the_grace_period(
     item = await create_item(client, h)
     up = await upload_ok(client, h, item["id"], [("留.docx", generated["docx"].read_bytes()), ("删.txt", b"remove me")])
     keep, gone = up["attachments"]
-    r = await client.delete(f"/api/v1/items/{item['id']}/attachments/{gone['id']}", headers=h)
+    r = await client.delete(f"/api/v1/items/{item['id']}/attachments/{gone['id']}",
+                            headers={**h, "If-Match": await etag(client, h, item["id"])})
     assert r.status_code == 204
     assert (await counts(app))["attachments"] == 1  # no version carries it: the row went at once
     store = app.state.services["blobs"]
