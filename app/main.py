@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.api import mount_routers
+from app.attachments.jobs import schedule_orphan_collection
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_error_handlers
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             # down must not stop the process (readyz reports it, the next start retries)
             async with app.state.sessionmaker() as s:
                 await ensure_defaults(s)
+                if await schedule_orphan_collection(s, settings.orphan_collect_hours):
+                    await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):
                     log.warning("the search index is empty while items are published: a rebuild is queued")

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.attachments.extraction import ExtractionLimits, ExtractionResult, Extractor, ExtractorUnavailable
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
@@ -159,6 +160,25 @@ def _stale(path: Any, cutoff_ts: float) -> bool:
         return False
 
 
+SCHEDULER = "scheduler"  # created_by of the recurring collection
+
+
+async def schedule_orphan_collection(session: AsyncSession, every_hours: float, *, besides: int | None = None) -> bool:
+    """Keep one recurring collection queued, `every_hours` from now (`KB_ORPHAN_COLLECT_HOURS`; 0
+    turns it off). `besides`: a running collection that does not count (it is about to end)."""
+    if every_hours <= 0:
+        return False
+    stmt = select(Job.id).where(Job.kind == COLLECT_JOB, Job.created_by == SCHEDULER,
+                                Job.status.in_(("pending", "running")))
+    if besides is not None:
+        stmt = stmt.where(Job.id != besides)
+    if await session.scalar(stmt.limit(1)) is not None:
+        return False
+    enqueue(session, COLLECT_JOB, {}, run_after=utcnow() + timedelta(hours=every_hours), created_by=SCHEDULER,
+            max_attempts=3)
+    return True
+
+
 @handler(COLLECT_JOB)
 async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
     """Delete what no version needs any more, older than the grace period (uploads in flight are
@@ -213,4 +233,8 @@ async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
     if batch:
         await sweep(batch)
     report["temp_files"] = await blobs.cleanup_temp(older_than_seconds=float(grace))
+    settings = ctx.services.get("settings")
+    if settings is not None:  # the next run, committed with this job's state
+        report["next_scheduled"] = await schedule_orphan_collection(s, settings.orphan_collect_hours,
+                                                                    besides=ctx.job_id)
     return report

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Four-eyes review (四眼原则): nobody approves a version they wrote or changed (app/knowledge/workflow.py).
     four_eyes: bool = False
 
+    # Unused attachment files are collected this often (0: only by POST /attachments/collect-orphans).
+    orphan_collect_hours: float = Field(24, ge=0)
+
     worker_embedded: bool = True  # run the job worker inside the API process
     worker_poll_seconds: float = Field(0.5, gt=0)
     job_max_attempts: int = Field(5, ge=1)

@@ -592,6 +592,59 @@ async def test_orphans_are_collected_after_the_grace_period(
                    422, "validation_error")
 
 
+async def test_orphan_collection_keeps_one_run_scheduled(app: Any, client: httpx.AsyncClient, admin: Actor) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from app.attachments.jobs import SCHEDULER, schedule_orphan_collection
+    from app.core.db import utcnow
+    from app.workers.models import Job
+
+    async def scheduled() -> list[Job]:
+        async with app.state.sessionmaker() as s:
+            return list((await s.scalars(select(Job).where(Job.created_by == SCHEDULER).order_by(Job.id))).all())
+
+    async with app.state.sessionmaker() as s:
+        assert await schedule_orphan_collection(s, 0) is False  # off
+        assert await schedule_orphan_collection(s, 24) is True
+        await s.commit()
+        assert await schedule_orphan_collection(s, 24) is False  # one is queued already
+    [first] = await scheduled()
+    assert first.kind == "attachments.collect_orphans" and first.status == "pending"
+    assert timedelta(hours=23.9) < first.run_after - utcnow() <= timedelta(hours=24)
+    # its time comes: it collects, and queues the next run
+    async with app.state.sessionmaker() as s:
+        await s.execute(update(Job).where(Job.id == first.id).values(run_after=utcnow()))
+        await s.commit()
+    await drain(app)
+    done, second = await scheduled()
+    assert (done.status, done.result["next_scheduled"], second.status) == ("done", True, "pending")
+    assert second.run_after - utcnow() > timedelta(hours=23.9)
+    # a collection asked for by hand leaves that one scheduled run alone
+    r = await client.post("/api/v1/attachments/collect-orphans", headers=admin.headers, json={"grace_seconds": 0})
+    assert r.status_code == 202, r.text
+    await drain(app)
+    job = (await client.get(r.json()["href"], headers=admin.headers)).json()
+    assert (job["status"], job["result"]["next_scheduled"]) == ("done", False)
+    assert [j.status for j in await scheduled()] == ["done", "pending"]
+
+
+async def test_start_up_schedules_the_orphan_collection_once(settings: Settings) -> None:
+    from sqlalchemy import func, select
+
+    from app.workers.models import Job
+
+    async def scheduled_after_start(hours: float) -> int:
+        application = create_app(settings.model_copy(update={"orphan_collect_hours": hours}))
+        async with LifespanManager(application), application.state.sessionmaker() as s:
+            return await s.scalar(select(func.count()).select_from(Job).where(Job.created_by == "scheduler")) or 0
+
+    assert await scheduled_after_start(0) == 0  # off: collected only when asked
+    assert await scheduled_after_start(24) == 1
+    assert await scheduled_after_start(24) == 1  # a restart (or a second API process) finds it queued
+
+
 async def test_extractor_outage_is_retried_and_reindexes_when_it_ends(
     client: httpx.AsyncClient, admin: Actor, tika: Any, generated: dict[str, Path]
 ) -> None:
