@@ -22,7 +22,6 @@ from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.core.ratelimit import FailureLimiter
 from app.core.security import TokenCodec
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.search.indexing import language_resources
@@ -118,7 +117,6 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     )
     app.state.settings = settings
     app.state.token_codec = TokenCodec(settings)
-    app.state.login_limiter = FailureLimiter(settings.login_max_failures, settings.login_window_seconds)
     app.state.migration_head = migration_head()
     app.state.services = {}
     install_error_handlers(app)

@@ -158,7 +158,6 @@ async def base_app(database: Database, tmp_path_factory: pytest.TempPathFactory)
 async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     """The session's app, reset to this test's settings, data folder, empty search index and
     default roles and item types (the database was emptied by `db`)."""
-    from app.core.ratelimit import FailureLimiter
     from app.main import ensure_defaults
     from app.search.documents import LanguageResources
     from app.taxonomy.service import forget_node_names
@@ -174,7 +173,6 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     fresh = await build_fresh_blobs(settings)
     services.update(fresh, settings=settings)
     base_app.state.settings = settings
-    base_app.state.login_limiter = FailureLimiter(settings.login_max_failures, settings.login_window_seconds)
     async with base_app.state.sessionmaker() as s:
         await ensure_defaults(s)
     yield base_app

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request, status
 
 from app.core.db import get_or_404
 from app.core.deps import DbSession
-from app.core.errors import InvalidInput, RateLimited
+from app.core.errors import AppError, InvalidInput, RateLimited
 from app.core.pagination import Page, Paging
 from app.identity import permissions as perms
 from app.identity import service
@@ -52,29 +53,29 @@ async def token(
 ) -> TokenOut:
     """OAuth2 token endpoint (form-encoded): users by password, channels and sync jobs by client
     credentials, and refresh tokens (single use)."""
-    limiter = request.app.state.login_limiter
+    settings = request.app.state.settings
+    address = request.client.host if request.client else "-"
+
+    async def guarded(kind: str, name: str, grant: Callable[[], Awaitable[TokenOut]]) -> TokenOut:
+        if await service.signin_blocked(session, kind, name, address, settings.login_max_failures,
+                                        settings.login_window_seconds):
+            raise RateLimited("Too many failed sign-ins; wait and try again",
+                              headers={"Retry-After": str(settings.login_window_seconds)})
+        try:
+            return await grant()
+        except AppError as e:
+            await service.record_signin_failure(request.app.state.sessionmaker, kind, name, address, e.code)
+            raise
+
     if grant_type == "password":
         if not username or not password:
             raise InvalidInput("username and password are required", code="invalid_request")
-        key = f"u:{username}:{request.client.host if request.client else '-'}"
-        if limiter.blocked(key):
-            raise RateLimited("Too many failed sign-ins; wait and try again", headers={"Retry-After": "60"})
-        try:
-            return await service.password_grant(session, codec, username, password)
-        except Exception:
-            limiter.fail(key)
-            raise
+        return await guarded("password", username, lambda: service.password_grant(session, codec, username, password))
     if grant_type == "client_credentials":
         if not client_id or not client_secret:
             raise InvalidInput("client_id and client_secret are required", code="invalid_request")
-        key = f"c:{client_id}:{request.client.host if request.client else '-'}"
-        if limiter.blocked(key):
-            raise RateLimited("Too many failed sign-ins; wait and try again", headers={"Retry-After": "60"})
-        try:
-            return await service.client_grant(session, codec, client_id, client_secret, scope)
-        except Exception:
-            limiter.fail(key)
-            raise
+        return await guarded("client", client_id,
+                             lambda: service.client_grant(session, codec, client_id, client_secret, scope))
     if not refresh_token:
         raise InvalidInput("refresh_token is required", code="invalid_request")
     return await service.refresh_grant(session, codec, refresh_token)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.models import AuditEntry
 from app.audit.service import changes, record
 from app.core.db import get_or_404, like_pattern, utcnow
 from app.core.errors import Conflict, InvalidInput, Unauthorized
@@ -89,6 +91,38 @@ async def load_principal(session: AsyncSession, claims: dict[str, Any]) -> Princ
         scopes = [s for s in str(claims.get("scope", "")).split() if s in client.scopes]
         return principal_for_client(client, scopes, claims.get("jti"))
     raise Unauthorized("The token is not valid", code="invalid_token")
+
+
+# ---------------------------------------------------------------- failed sign-ins
+
+SIGNIN_FAILED = "auth.signin_failed"
+
+
+def _signin_key(kind: str, name: str, address: str) -> str:
+    # The audit log's target_id is short; the readable name and address are in the entry's summary.
+    return hashlib.sha256(f"{kind}:{name}:{address}".encode()).hexdigest()[:40]
+
+
+async def signin_blocked(session: AsyncSession, kind: str, name: str, address: str, max_failures: int,
+                         window_seconds: int) -> bool:
+    """Too many failed sign-ins for this name from this address in the window. Counted from the
+    audit log, so every API process and host shares the count."""
+    since = utcnow() - timedelta(seconds=window_seconds)
+    failures = await session.scalar(
+        select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.target_type == "signin", AuditEntry.target_id == _signin_key(kind, name, address),
+            AuditEntry.action == SIGNIN_FAILED, AuditEntry.at >= since)
+    )
+    return (failures or 0) >= max_failures
+
+
+async def record_signin_failure(sessionmaker: async_sessionmaker[AsyncSession], kind: str, name: str,
+                                address: str, code: str) -> None:
+    """In its own transaction: the sign-in itself failed."""
+    async with sessionmaker() as s:
+        record(s, None, SIGNIN_FAILED, "signin", _signin_key(kind, name, address), outcome="denied",
+               grant=kind, name=name, address=address, code=code)
+        await s.commit()
 
 
 async def _issue_user_tokens(session: AsyncSession, codec: TokenCodec, user: User) -> TokenOut:

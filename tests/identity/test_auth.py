@@ -4,9 +4,12 @@ import time
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 from jose import jwt
 
-from tests.conftest import PASSWORD, People, assert_problem
+from app.core.config import Settings
+from app.main import create_app
+from tests.conftest import PASSWORD, Actor, People, assert_problem
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> httpx.Response:
@@ -32,13 +35,31 @@ async def test_wrong_password_and_unknown_user_look_the_same(client: httpx.Async
     assert a["detail"] == b["detail"]
 
 
-async def test_repeated_failures_are_rate_limited(client: httpx.AsyncClient, people: People) -> None:
+async def test_repeated_failures_are_rate_limited(
+    app: Any, client: httpx.AsyncClient, people: People, settings: Settings, admin: Actor
+) -> None:
     await people.make("wang.fang", role="agent")
     for _ in range(5):
         assert (await login(client, "wang.fang", "bad-password")).status_code == 401
     r = await login(client, "wang.fang")  # even the right password waits now
     assert_problem(r, 429, "rate_limited")
-    assert r.headers["retry-after"]
+    assert r.headers["retry-after"] == str(settings.login_window_seconds)
+    # the count is kept in the database: another API process (another app) refuses too
+    other = create_app(settings)
+    async with LifespanManager(other), httpx.AsyncClient(transport=httpx.ASGITransport(app=other),
+                                                         base_url="http://testserver") as elsewhere:
+        assert_problem(await login(elsewhere, "wang.fang"), 429, "rate_limited")
+    # but not for another address, nor for another name from this one
+    other_address = httpx.ASGITransport(app=app, client=("10.8.0.21", 50000))
+    async with httpx.AsyncClient(transport=other_address, base_url="http://testserver") as colleague:
+        assert (await login(colleague, "wang.fang")).status_code == 200
+    assert (await login(client, "admin")).status_code == 200
+    # each failure is audited, with the name and the address it came from
+    r = await client.get("/api/v1/audit", params={"action": "auth.signin_failed"}, headers=admin.headers)
+    entries = r.json()["items"]
+    assert len(entries) == 5 and {e["outcome"] for e in entries} == {"denied"}
+    assert {(e["summary"]["name"], e["summary"]["address"], e["summary"]["code"]) for e in entries} == {
+        ("wang.fang", "127.0.0.1", "invalid_grant")}
 
 
 async def test_refresh_token_is_single_use(client: httpx.AsyncClient, people: People) -> None:
