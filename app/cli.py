@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             from app.ops.serving import serve_processes
 
             configure_logging(s.log_level)
-            serve_processes(s.host, s.port, s.workers)
+            serve_processes(s.host, s.port, s.workers, s.data_dir / "metrics")
         else:
             uvicorn.run("app.main:app_factory", factory=True, host=s.host, port=s.port, log_config=None)
     elif args.cmd == "worker":

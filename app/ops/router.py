@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest, multiprocess
 from sqlalchemy import func, select, text
 
 from app.core.db import utcnow
 from app.core.errors import problem
+from app.ops.serving import MULTIPROC_ENV
 from app.workers.models import Job, WorkerHeartbeat
 
 router = APIRouter(tags=["operations"])
 
-JOBS = Gauge("kb_jobs", "Jobs by status", ["status"])
+JOBS = Gauge("kb_jobs", "Jobs by status", ["status"], multiprocess_mode="mostrecent")
 WORKER_STALE = timedelta(seconds=30)
 
 
@@ -59,4 +61,8 @@ async def metrics(request: Request) -> Response:
             JOBS.labels(st).set(counts.get(st, 0))
     except Exception:
         pass  # metrics must answer even when the database does not
+    if os.environ.get(MULTIPROC_ENV):  # `serve` with several processes: all of them, added up
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

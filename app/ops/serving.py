@@ -18,16 +18,21 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable, MutableSequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
+from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("app.serve")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_PAUSE_SECONDS = 1.0
 # A process holding more than its share of connections closes at most one per this interval,
 # so that it does not close many at once and overshoot before the counts catch up.
@@ -98,10 +103,15 @@ def _serve_one(host: str, port: int, counts: MutableSequence[int], index: int) -
     server.run(sockets=[listening_socket(host, port)])
 
 
-def serve_processes(host: str, port: int, workers: int) -> None:
+def serve_processes(host: str, port: int, workers: int, metrics_dir: Path) -> None:
     # Fail here, once, when the port is taken, also by another `serve` still running: its
     # sockets share the port only with sockets that ask to share it, and this probe does not.
     listening_socket(host, port, share=False).close()
+    # prometheus_client's multiprocess mode: every process writes its metrics to files here and
+    # /metrics, whichever process answers, adds them up (app/ops/router.py). Emptied at each start.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)  # the spawned processes inherit it
     ctx = multiprocessing.get_context("spawn")
     counts = ctx.Array("i", workers, lock=False)  # open connections per process (ConnectionBalancer)
     stopping = False
@@ -127,6 +137,8 @@ def serve_processes(host: str, port: int, workers: int) -> None:
         for i, process in enumerate(processes):
             if not process.is_alive() and not stopping:
                 log.error("API process %s exited with %s; starting another", process.pid, process.exitcode)
+                if process.pid is not None:
+                    multiprocess.mark_process_dead(process.pid, str(metrics_dir))
                 time.sleep(RESTART_PAUSE_SECONDS)
                 processes[i] = start(i)
     for process in processes:

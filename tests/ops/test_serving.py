@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,13 +38,14 @@ def _closes(headers: list[tuple[bytes, bytes]]) -> bool:
     return (b"connection", b"close") in headers
 
 
-def test_a_port_held_by_another_serve_is_refused_before_any_process_starts() -> None:
+def test_a_port_held_by_another_serve_is_refused_before_any_process_starts(tmp_path: Path) -> None:
     running = listening_socket("127.0.0.1", 0)  # what an earlier `serve` process holds (shared socket)
     running.listen()
     port = running.getsockname()[1]
     try:
         with pytest.raises(OSError):
-            serve_processes("127.0.0.1", port, 2)
+            serve_processes("127.0.0.1", port, 2, tmp_path / "metrics")
+        assert not (tmp_path / "metrics").exists()  # refused before anything was touched
         # A process of the same `serve` may still share it: that is how the processes divide the work.
         sibling = listening_socket("127.0.0.1", port)
         sibling.close()

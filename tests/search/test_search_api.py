@@ -432,6 +432,19 @@ async def test_api_processes_share_one_embedded_index(settings: Settings, admin:
             assert r.status_code == 201, r.text
             await everyone_finds("调制解调器", item_id)
 
+            # /metrics adds up every process's counters, whichever process answers the scrape
+            async def healthz_requests() -> float:
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    text = (await fresh.get("/metrics")).text
+                return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("kb_http_requests_total{") and 'route="/healthz"' in line)
+
+            before = await healthz_requests()
+            for _ in range(20):
+                async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
+                    assert (await fresh.get("/healthz")).status_code == 200
+            assert [await healthz_requests() for _ in range(8)] == [before + 20] * 8
+
             # Both API processes die: the supervisor starts two more, one of them takes the
             # writer lock and runs the worker, and publishing goes on.
             dead = api_processes(server.pid)
