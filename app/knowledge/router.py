@@ -276,11 +276,14 @@ for _action in workflow.ACTIONS:
 
 
 @router.get("/reviews", response_model=Page[ReviewOut])
-async def reviews(session: DbSession, principal: Require("knowledge:review"), page: Paging,
+async def reviews(request: Request, session: DbSession, principal: Require("knowledge:review"), page: Paging,
                   state: Literal["in_review", "approved", "rejected"] = "in_review") -> Page[ReviewOut]:
     """The reviewer's queue (待办), oldest first: versions in review (or approved and waiting to be
-    published, or rejected), among the items the caller may read."""
-    rows, nxt = await workflow.review_queue(session, principal, page, state)
+    published, or rejected), among the items the caller may read. With four-eyes review
+    (`KB_FOUR_EYES`), versions in review the caller wrote or changed are left out: another
+    reviewer approves them."""
+    rows, nxt = await workflow.review_queue(session, principal, page, state,
+                                            four_eyes=request.app.state.settings.four_eyes)
     return Page(items=[ReviewOut(
         item_id=i.id, item_type=i.item_type, number=v.number, state=v.state, title=v.title, author_id=v.author_id,
         change_note=v.change_note, submitted_at=v.submitted_at, reviewed_at=v.reviewed_at,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, String, cast, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
@@ -146,25 +146,26 @@ async def _publish_now(session: AsyncSession, actor: Principal, item: Item, vers
 CONTENT_ACTIONS = ("item.draft_save", "item.restore", "item.attachments_add", "item.attachment_remove")
 
 
-async def contributors(session: AsyncSession, item: Item, version: ItemVersion) -> set[str]:
-    """Who wrote or changed `version`, as audit actors ("user:3", "client:2")."""
-    rows = await session.scalars(
-        select(AuditEntry.actor).where(
-            AuditEntry.target_type == "item",
-            AuditEntry.target_id == str(item.id),
-            AuditEntry.action.in_(CONTENT_ACTIONS),
-            AuditEntry.outcome == "ok",
-            AuditEntry.summary["version"].as_integer() == version.number,
-        )
+def wrote(actor: Principal, item_id: Any, number: Any, author_id: Any) -> ColumnElement[bool]:
+    """SQL: `actor` wrote or changed version `number` of item `item_id` (values or columns): its
+    author, or an audited content change of that version."""
+    changed = exists().where(
+        AuditEntry.target_type == "item",
+        AuditEntry.target_id == (str(item_id) if isinstance(item_id, int) else cast(item_id, String)),
+        AuditEntry.action.in_(CONTENT_ACTIONS),
+        AuditEntry.outcome == "ok",
+        AuditEntry.actor == actor.actor,
+        AuditEntry.summary["version"].as_integer() == number,
     )
-    found = set(rows.all())
-    if version.author_id is not None:
-        found.add(f"user:{version.author_id}")
-    return found
+    if actor.kind != "user":
+        return changed
+    if author_id is None or isinstance(author_id, int):  # a value, not a column
+        return or_(changed, true() if author_id == actor.id else false())
+    return or_(changed, func.coalesce(author_id, -1) == actor.id)  # an author deleted since: nobody
 
 
 async def _check_four_eyes(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion) -> None:
-    if actor.actor in await contributors(session, item, version):
+    if await session.scalar(select(wrote(actor, item.id, version.number, version.author_id))):
         raise Forbidden("Four-eyes review: you wrote or changed this version, so another reviewer must approve it",
                         code="four_eyes", version=version.number)
 
@@ -265,11 +266,14 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     return {"published": number, "item_id": item_id}
 
 
-async def review_queue(session: AsyncSession, principal: Principal, page: PageParams,
-                       state: str) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
-    """Versions waiting in `state` (待办), oldest first, among the items the caller may read."""
+async def review_queue(session: AsyncSession, principal: Principal, page: PageParams, state: str,
+                       four_eyes: bool = False) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
+    """Versions waiting in `state` (待办), oldest first, among the items the caller may read; with
+    four-eyes review, versions in review that the caller wrote are someone else's to approve."""
     stmt = (select(ItemVersion).join(Item, Item.id == ItemVersion.item_id)
             .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal)))
+    if four_eyes and state == "in_review":
+        stmt = stmt.where(~wrote(principal, Item.id, ItemVersion.number, ItemVersion.author_id))
     versions, nxt = await paginate_by_id(session, stmt, ItemVersion.id, page, descending=False)
     items = {i.id: i for i in (await session.scalars(
         select(Item).where(Item.id.in_({v.item_id for v in versions})))).all()} if versions else {}

@@ -258,6 +258,16 @@ async def test_four_eyes_review_keeps_whoever_wrote_a_version_from_approving_it(
     r = await kb.edit(reviewer, iid, {"body": "<p>挂失后 7 个工作日内寄出新卡，可拨打 95588 查询进度。</p>"})
     assert r.status_code == 200, r.text
     await kb.ok(author, iid, 1, "submit")
+    other = await kb.create(author, title="信用卡年费怎么减免？")
+    await kb.ok(author, other["id"], 1, "submit")
+
+    async def queue(actor: Actor) -> list[int]:
+        r = await kb.client.get("/api/v1/reviews", headers=actor.headers)
+        assert r.status_code == 200, r.text
+        return [x["item_id"] for x in r.json()["items"]]
+
+    assert await queue(reviewer) == [other["id"]]  # what they wrote is someone else's to approve
+    assert await queue(second_reviewer) == [iid, other["id"]]
     body = assert_problem(await kb.act(reviewer, iid, 1, "approve"), 403, "four_eyes")
     assert body["version"] == 1
     assert await version_state(kb, iid, 1) == "in_review"  # nothing changed
@@ -270,6 +280,7 @@ async def test_four_eyes_review_keeps_whoever_wrote_a_version_from_approving_it(
     r = await kb.edit(publisher, iid, {"similar_questions": ["信用卡丢了补办要多久"]})
     assert r.status_code == 200 and r.json()["number"] == 2, r.text
     await kb.ok(publisher, iid, 2, "submit")
+    assert await queue(publisher) == [other["id"]] and await queue(reviewer) == [other["id"], iid]
     assert_problem(await kb.act(publisher, iid, 2, "approve"), 403, "four_eyes")
     # what counts is who wrote THIS version: the first reviewer's edit was to version 1
     await kb.ok(reviewer, iid, 2, "approve")
