@@ -155,7 +155,6 @@ def visible_to(principals: Sequence[str], channel: str | None = None) -> set[int
 
 
 async def test_traditional_query_finds_simplified_document(backend: EmbeddedBackend) -> None:
-    assert 1 in await ids(backend, "寬帶無法上網")
     # Item 1 holds 宽带 and 无法上网; item 2 only 寬頻 (a synonym of 宽带); no other item holds either.
     assert await ids(backend, "寬帶無法上網") == await ids(backend, "宽带无法上网") == [1, 2]
 
@@ -190,8 +189,6 @@ async def test_mixed_latin_and_digits(backend: EmbeddedBackend) -> None:
 async def test_query_syntax_is_plain_text(backend: EmbeddedBackend, text: str) -> None:
     result = await backend.search(SearchQuery(text=text, principals=EVERYONE))
     assert isinstance(result, SearchResult)
-    if "宽带" in text:
-        assert 1 in [h.item_id for h in result.hits]
     if text == "*:*":
         assert result.total == 0  # not "match all"
     # The syntax characters only separate words: the same words as plain text find the same items.
@@ -210,7 +207,6 @@ async def test_query_syntax_is_plain_text(backend: EmbeddedBackend, text: str) -
 async def test_ten_thousand_character_query(backend: EmbeddedBackend) -> None:
     text = ("宽带无法上网，光猫红灯闪烁怎么办？😀" * 600)[:10_000]
     result = await backend.search(SearchQuery(text=text, principals=EVERYONE))
-    assert 1 in [h.item_id for h in result.hits]
     assert result.took_ms < 2000
     # Item 1 answers it (宽带无法上网 in its title); the others hold only 宽带/寬頻 or 光猫.
     assert result.hits[0].item_id == 1 and {h.item_id for h in result.hits} == {1, 2, 7, 8, 9}
