@@ -348,9 +348,7 @@ async def discard(sessionmaker: async_sessionmaker[AsyncSession], blobs: BlobSto
 def ensure_attachable(item: Item, latest: ItemVersion) -> None:
     """Attachments change the open draft: not on an archived item, not on a version in review."""
     knowledge.ensure_not_archived(item)
-    if latest.state in ("in_review", "approved"):
-        raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it to change its attachments",
-                       code="version_locked", state=latest.state, version=latest.number)
+    knowledge.ensure_unlocked(latest, "change its attachments")
 
 
 async def open_draft(session: AsyncSession, actor: Principal, item: Item) -> tuple[ItemVersion, bool]:

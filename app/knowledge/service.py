@@ -116,6 +116,16 @@ def ensure_not_archived(item: Item) -> None:
         raise Conflict("This item is archived and can no longer be edited", code="item_archived")
 
 
+LOCKED_STATES = ("in_review", "approved")
+
+
+def ensure_unlocked(latest: ItemVersion, to: str | None = None) -> None:
+    """A version in review or approved is locked: 409 `version_locked` until it is withdrawn."""
+    if latest.state in LOCKED_STATES:
+        raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it {f'to {to}' if to else 'first'}",
+                       code="version_locked", state=latest.state, version=latest.number)
+
+
 @asynccontextmanager
 async def write_guard(session: AsyncSession, item_id: int) -> AsyncIterator[None]:
     """A concurrent writer got there first: 412 with the current version when the optimistic lock on
@@ -375,9 +385,7 @@ async def save_draft(session: AsyncSession, actor: Principal, item: Item, data: 
     ensure_not_archived(item)
     async with write_guard(session, item.id):
         latest = await latest_version(session, item)
-        if latest.state in ("in_review", "approved"):
-            raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it to edit it again",
-                           code="version_locked", state=latest.state, version=latest.number)
+        ensure_unlocked(latest, "edit it again")
         created = latest.state not in OPEN_STATES
         reopened = latest.state == "rejected"
         if created:
@@ -405,9 +413,7 @@ DISCARDABLE_STATES = ("draft", "rejected")
 async def _discardable(session: AsyncSession, item: Item) -> ItemVersion:
     """The item's open version, when it may be thrown away (not in review, not approved)."""
     latest = await latest_version(session, item)
-    if latest.state in ("in_review", "approved"):
-        raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it first",
-                       code="version_locked", state=latest.state, version=latest.number)
+    ensure_unlocked(latest)
     if latest.state not in DISCARDABLE_STATES:
         raise NotFound("This item has no draft", code="no_draft")
     return latest
@@ -455,9 +461,7 @@ async def restore_version(session: AsyncSession, actor: Principal, item: Item, n
     async with write_guard(session, item.id):
         source = await version_no(session, item, number)
         latest = await latest_version(session, item)
-        if latest.state in ("in_review", "approved"):
-            raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it first",
-                           code="version_locked", state=latest.state, version=latest.number)
+        ensure_unlocked(latest)
         if latest.state in OPEN_STATES and not replace:
             raise Conflict(f"Version {latest.number} is an open draft; edit it, or restore with replace=true "
                            "to overwrite it", code="draft_open", version=latest.number)
