@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.models import AuditEntry
 from app.core.context import request_id_var
@@ -45,3 +45,11 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str
     """The fields that differ, as {"before": {...}, "after": {...}} for an audit summary."""
     keys = [k for k in after if before.get(k) != after.get(k)]
     return {"before": {k: before.get(k) for k in keys}, "after": {k: after[k] for k in keys}}
+
+
+async def record_apart(sessionmaker: async_sessionmaker[AsyncSession], actor: Principal | None, action: str,
+                       target_type: str | None = None, target_id: object = None, **info: Any) -> None:
+    """An entry in its own transaction, for what is refused: the request's own is about to fail."""
+    async with sessionmaker() as s:
+        record(s, actor, action, target_type, target_id, outcome="denied", **info)
+        await s.commit()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.audit.service import record
+from app.audit.service import record_apart
 from app.core.deps import DbSession
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import TokenCodec
@@ -53,10 +53,8 @@ MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
 async def record_denial(request: Request, principal: Principal | None, permission: str, target: str | None = None,
                         target_id: object = None) -> None:
     """Denials are audited in their own transaction: the request itself is about to fail."""
-    async with request.app.state.sessionmaker() as s:
-        record(s, principal, "permission.denied", target, target_id, outcome="denied",
-               permission=permission, method=request.method, path=request.url.path)
-        await s.commit()
+    await record_apart(request.app.state.sessionmaker, principal, "permission.denied", target, target_id,
+                       permission=permission, method=request.method, path=request.url.path)
 
 
 async def deny(request: Request, principal: Principal | None, permission: str, target: str | None = None,

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.models import AuditEntry
-from app.audit.service import changes, record
+from app.audit.service import changes, record, record_apart
 from app.core.db import get_or_404, like_pattern, utcnow
 from app.core.errors import Conflict, InvalidInput, Unauthorized
 from app.core.pagination import PageParams, paginate_by_id
@@ -118,11 +118,8 @@ async def signin_blocked(session: AsyncSession, kind: str, name: str, address: s
 
 async def record_signin_failure(sessionmaker: async_sessionmaker[AsyncSession], kind: str, name: str,
                                 address: str, code: str) -> None:
-    """In its own transaction: the sign-in itself failed."""
-    async with sessionmaker() as s:
-        record(s, None, SIGNIN_FAILED, "signin", _signin_key(kind, name, address), outcome="denied",
-               grant=kind, name=name, address=address, code=code)
-        await s.commit()
+    await record_apart(sessionmaker, None, SIGNIN_FAILED, "signin", _signin_key(kind, name, address),
+                       grant=kind, name=name, address=address, code=code)
 
 
 async def _issue_user_tokens(session: AsyncSession, codec: TokenCodec, user: User) -> TokenOut:
