@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, String, cast, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
@@ -146,26 +146,24 @@ async def _publish_now(session: AsyncSession, actor: Principal, item: Item, vers
 CONTENT_ACTIONS = ("item.draft_save", "item.restore", "item.attachments_add", "item.attachment_remove")
 
 
-def wrote(actor: Principal, item_id: Any, number: Any, author_id: Any) -> ColumnElement[bool]:
-    """SQL: `actor` wrote or changed version `number` of item `item_id` (values or columns): its
-    author, or an audited content change of that version."""
+def wrote(actor: Principal) -> ColumnElement[bool]:
+    """SQL on item_versions: `actor` wrote or changed the version (its author, or an audited
+    content change of that version)."""
     changed = exists().where(
         AuditEntry.target_type == "item",
-        AuditEntry.target_id == (str(item_id) if isinstance(item_id, int) else cast(item_id, String)),
+        AuditEntry.target_id == cast(ItemVersion.item_id, String),
         AuditEntry.action.in_(CONTENT_ACTIONS),
         AuditEntry.outcome == "ok",
         AuditEntry.actor == actor.actor,
-        AuditEntry.summary["version"].as_integer() == number,
+        AuditEntry.summary["version"].as_integer() == ItemVersion.number,
     )
     if actor.kind != "user":
         return changed
-    if author_id is None or isinstance(author_id, int):  # a value, not a column
-        return or_(changed, true() if author_id == actor.id else false())
-    return or_(changed, func.coalesce(author_id, -1) == actor.id)  # an author deleted since: nobody
+    return or_(changed, func.coalesce(ItemVersion.author_id, -1) == actor.id)  # an author deleted since: nobody
 
 
 async def _check_four_eyes(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion) -> None:
-    if await session.scalar(select(wrote(actor, item.id, version.number, version.author_id))):
+    if await session.scalar(select(wrote(actor)).where(ItemVersion.id == version.id)):
         raise Forbidden("Four-eyes review: you wrote or changed this version, so another reviewer must approve it",
                         code="four_eyes", version=version.number)
 
@@ -273,7 +271,7 @@ async def review_queue(session: AsyncSession, principal: Principal, page: PagePa
     stmt = (select(ItemVersion).join(Item, Item.id == ItemVersion.item_id)
             .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal)))
     if four_eyes and state == "in_review":
-        stmt = stmt.where(~wrote(principal, Item.id, ItemVersion.number, ItemVersion.author_id))
+        stmt = stmt.where(~wrote(principal))
     versions, nxt = await paginate_by_id(session, stmt, ItemVersion.id, page, descending=False)
     items = {i.id: i for i in (await session.scalars(
         select(Item).where(Item.id.in_({v.item_id for v in versions})))).all()} if versions else {}
