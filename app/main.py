@@ -21,7 +21,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.core.middleware import BodySizeLimitMiddleware, NulCharacterMiddleware, RequestContextMiddleware
 from app.core.security import TokenCodec
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.search.indexing import language_resources
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     install_error_handlers(app)
     mount_routers(app)
     # Added last = outermost: request id first, then limits, then CORS.
+    app.add_middleware(NulCharacterMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "X-Request-ID"])

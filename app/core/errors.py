@@ -123,6 +123,9 @@ _HTTP_CODES = {
 }
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for e in errors:
@@ -159,5 +162,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer when json.loads fails other than by syntax: bytes that are not
+            # UTF-8, or nesting deeper than the parser's recursion limit. Same problem as bad syntax.
+            return problem(400, "malformed_json", "Malformed JSON",
+                           "The body is not valid JSON (not UTF-8, or nested too deeply)", instance=request.url.path)
         return problem(exc.status_code, code, title, detail, instance=request.url.path,
                        headers=getattr(exc, "headers", None))

@@ -94,6 +94,26 @@ def _route_template(scope: Scope, path: str) -> str:
     return "/".join(segments)
 
 
+class NulCharacterMiddleware:
+    """400 for a NUL character in the path or the query string, before any route runs: PostgreSQL
+    text cannot hold one (the query would fail as a 500) and no name or search needs one.
+    JSON bodies are checked by `app.core.schemas.Schema`, form fields by their type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]
+                                        or b"\x00" in scope["query_string"]):
+            from app.core.errors import problem
+
+            response = problem(400, "nul_character", "NUL character in the URL",
+                               "The path or query string holds a NUL character (%00)", instance=scope["path"])
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
     """413 before a too-large body is read: by Content-Length, or while streaming."""
 

@@ -4,11 +4,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request, status
+from pydantic import AfterValidator
 
 from app.core.db import get_or_404
 from app.core.deps import DbSession
 from app.core.errors import AppError, InvalidInput, RateLimited
 from app.core.pagination import Page, Paging
+from app.core.schemas import no_nul
 from app.identity import permissions as perms
 from app.identity import service
 from app.identity.deps import Codec, CurrentPrincipal, Require
@@ -44,12 +46,12 @@ async def token(
     session: DbSession,
     codec: Codec,
     grant_type: Annotated[Literal["password", "client_credentials", "refresh_token"], Form()],
-    username: Annotated[str | None, Form(max_length=64)] = None,
-    password: Annotated[str | None, Form(max_length=128)] = None,
-    client_id: Annotated[str | None, Form(max_length=64)] = None,
-    client_secret: Annotated[str | None, Form(max_length=256)] = None,
-    scope: Annotated[str | None, Form(max_length=2000)] = None,
-    refresh_token: Annotated[str | None, Form(max_length=4000)] = None,
+    username: Annotated[str | None, Form(max_length=64), AfterValidator(no_nul)] = None,
+    password: Annotated[str | None, Form(max_length=128), AfterValidator(no_nul)] = None,
+    client_id: Annotated[str | None, Form(max_length=64), AfterValidator(no_nul)] = None,
+    client_secret: Annotated[str | None, Form(max_length=256), AfterValidator(no_nul)] = None,
+    scope: Annotated[str | None, Form(max_length=2000), AfterValidator(no_nul)] = None,
+    refresh_token: Annotated[str | None, Form(max_length=4000), AfterValidator(no_nul)] = None,
 ) -> TokenOut:
     """OAuth2 token endpoint (form-encoded): users by password, channels and sync jobs by client
     credentials, and refresh tokens (single use)."""
@@ -84,7 +86,7 @@ async def token(
 @auth_router.post("/revoke", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke(
     session: DbSession, codec: Codec, principal: CurrentPrincipal,
-    refresh_token: Annotated[str, Form(max_length=4000)],
+    refresh_token: Annotated[str, Form(max_length=4000), AfterValidator(no_nul)],
 ) -> None:
     """Sign out: spend a refresh token so it can no longer be used."""
     await service.revoke_refresh(session, codec, refresh_token, principal)

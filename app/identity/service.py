@@ -4,14 +4,14 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.models import AuditEntry
 from app.audit.service import changes, record, record_apart
 from app.core.db import get_or_404, like_pattern, utcnow
-from app.core.errors import Conflict, InvalidInput, Unauthorized
+from app.core.errors import Conflict, Forbidden, InvalidInput, Unauthorized
 from app.core.pagination import PageParams, paginate_by_id
 from app.core.security import TokenCodec, hash_secret, new_secret, verify_secret
 from app.identity import permissions as perms
@@ -150,14 +150,16 @@ async def password_grant(session: AsyncSession, codec: TokenCodec, username: str
 
 async def refresh_grant(session: AsyncSession, codec: TokenCodec, token: str) -> TokenOut:
     claims = codec.decode(token, "refresh")
-    stored = await session.get(RefreshToken, str(claims.get("jti")))
-    if stored is None or stored.used_at is not None:
+    # Spent by one conditional UPDATE: of several requests racing with the same token, one wins.
+    spent = await session.execute(
+        update(RefreshToken).where(RefreshToken.jti == str(claims.get("jti")), RefreshToken.used_at.is_(None))
+        .values(used_at=utcnow()))
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
         raise Unauthorized("The refresh token was already used or revoked", code="token_revoked")
     kind, _, raw_id = str(claims.get("sub")).partition(":")
     user = await session.get(User, int(raw_id)) if kind == "user" and raw_id.isdigit() else None
     if user is None or not user.is_active or user.token_version != claims.get("ver"):
         raise Unauthorized("The token has been revoked", code="token_revoked")
-    stored.used_at = utcnow()
     out = await _issue_user_tokens(session, codec, user)
     await session.commit()
     return out
@@ -197,6 +199,17 @@ async def client_grant(
 # ---------------------------------------------------------------- roles
 
 
+def ensure_grantable(actor: Principal | None, names: list[str]) -> None:
+    """Nobody hands out more than they hold: a user manager without `*` cannot mint an
+    administrator, neither by a role, nor a user's roles, nor a client's scopes. (No actor: the CLI.)"""
+    if actor is None or actor.is_superuser:
+        return
+    beyond = sorted(set(names) - actor.permissions)
+    if beyond:
+        raise Forbidden(f"You cannot grant permissions you do not hold: {', '.join(beyond)}",
+                        code="permission_escalation", permissions=beyond)
+
+
 def _check_permissions(names: list[str]) -> list[str]:
     bad = perms.unknown(names)
     if bad:
@@ -209,6 +222,7 @@ async def list_roles(session: AsyncSession) -> list[Role]:
 
 
 async def create_role(session: AsyncSession, actor: Principal, data: RoleCreate) -> Role:
+    ensure_grantable(actor, data.permissions)
     role = Role(name=data.name, description=data.description, permissions=_check_permissions(data.permissions))
     session.add(role)
     try:
@@ -226,6 +240,7 @@ async def update_role(session: AsyncSession, actor: Principal, role_id: int, dat
     if data.description is not None:
         role.description = data.description
     if data.permissions is not None:
+        ensure_grantable(actor, data.permissions)
         role.permissions = _check_permissions(data.permissions)
     record(session, actor, "role.update", "role", role.id,
            **changes(before, {"description": role.description, "permissions": list(role.permissions)}))
@@ -324,11 +339,12 @@ def _user_summary(user: User) -> dict[str, Any]:
             "is_active": user.is_active, "roles": sorted(r.name for r in user.roles)}
 
 
-async def _roles(session: AsyncSession, ids: list[int]) -> list[Role]:
+async def _roles(session: AsyncSession, actor: Principal | None, ids: list[int]) -> list[Role]:
     roles = list((await session.scalars(select(Role).where(Role.id.in_(ids)))).all())
     missing = sorted(set(ids) - {r.id for r in roles})
     if missing:
         raise InvalidInput(f"Unknown role ids: {missing}", code="unknown_role", unknown=missing)
+    ensure_grantable(actor, [p for r in roles for p in r.permissions])
     return roles
 
 
@@ -354,7 +370,7 @@ async def create_user(session: AsyncSession, actor: Principal | None, data: User
         await get_or_404(session, Department, data.department_id, "department")
     user = User(username=data.username, display_name=data.display_name, email=data.email,
                 password_hash=hash_secret(data.password), department_id=data.department_id,
-                is_active=data.is_active, roles=await _roles(session, data.role_ids))
+                is_active=data.is_active, roles=await _roles(session, actor, data.role_ids))
     session.add(user)
     try:
         await session.flush()
@@ -370,6 +386,11 @@ async def update_user(session: AsyncSession, actor: Principal, user_id: int, dat
     user = await get_or_404(session, User, user_id, "user")
     before = _user_summary(user)
     fields = data.model_fields_set
+    own_access = ("department_id" in fields and data.department_id != user.department_id) or (
+        data.role_ids is not None and set(data.role_ids) != {r.id for r in user.roles})
+    if own_access and actor.kind == "user" and actor.id == user.id:
+        raise Forbidden("Another administrator must change your own roles or department",
+                        code="cannot_change_own_access")
     if "display_name" in fields and data.display_name is not None:
         user.display_name = data.display_name
     if "email" in fields:
@@ -379,7 +400,7 @@ async def update_user(session: AsyncSession, actor: Principal, user_id: int, dat
             await get_or_404(session, Department, data.department_id, "department")
         user.department_id = data.department_id
     if data.role_ids is not None:
-        user.roles = await _roles(session, data.role_ids)
+        user.roles = await _roles(session, actor, data.role_ids)
     revoke = False
     if data.is_active is not None and data.is_active != user.is_active:
         if not data.is_active and actor.kind == "user" and actor.id == user.id:
@@ -409,6 +430,7 @@ async def list_clients(session: AsyncSession) -> list[ApiClient]:
 
 async def create_client(session: AsyncSession, actor: Principal, data: ClientCreate) -> tuple[ApiClient, str]:
     secret = new_secret()
+    ensure_grantable(actor, data.scopes)
     client = ApiClient(client_id=data.client_id, name=data.name, secret_hash=hash_secret(secret),
                        scopes=_check_scopes(data.scopes), channel=data.channel)
     session.add(client)
@@ -436,6 +458,7 @@ async def update_client(session: AsyncSession, actor: Principal, id_: int, data:
     if data.name is not None:
         client.name = data.name
     if data.scopes is not None:
+        ensure_grantable(actor, data.scopes)
         client.scopes = _check_scopes(data.scopes)
     if "channel" in data.model_fields_set:
         client.channel = data.channel
