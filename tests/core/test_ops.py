@@ -54,7 +54,7 @@ async def test_readyz_reports_unreachable_database(settings: Settings) -> None:
 
 
 async def test_metrics_count_requests_by_route(client: httpx.AsyncClient, admin: Actor) -> None:
-    await client.get("/api/v1/users/1", headers=admin.headers)
+    await client.get(f"/api/v1/users/{admin.user.id}", headers=admin.headers)  # ids are not restarted between tests
     text = (await client.get("/metrics")).text
     assert 'kb_http_requests_total{method="GET",route="/api/v1/users/{user_id}",status="200"}' in text
     assert "kb_jobs{" in text
