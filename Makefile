@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments clean
+.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-relevance: install
 bench-attachments: install
 	$(BIN)/python bench/blob_upload.py
 	$(BIN)/python bench/extraction.py
+
+bench-soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

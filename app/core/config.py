@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(10, ge=1)  # per username+address in the window
     login_window_seconds: int = Field(300, ge=1)
 
+    # A SQLite writer waits this long for the write lock; past it the request answers 503 database_busy.
+    sqlite_busy_timeout_seconds: float = Field(30, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("cors_origins", mode="before")

@@ -62,16 +62,18 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-def make_engine(url: str, **kw: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout: float = 30, **kw: Any) -> AsyncEngine:
+    """`busy_timeout`: how long a SQLite writer waits for the write lock before 'database is locked'
+    (answered as 503 `database_busy`, app/core/errors.py)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kw)
+        engine = create_async_engine(url, connect_args={"timeout": busy_timeout}, **kw)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 

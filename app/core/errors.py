@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.context import request_id_var
@@ -140,7 +141,26 @@ def internal_error_response(path: str) -> JSONResponse:
                    "An unexpected error occurred; quote the request id when reporting it", instance=path)
 
 
+DATABASE_BUSY_RETRY_SECONDS = 1
+
+
+def database_busy(exc: OperationalError) -> bool:
+    """SQLite gave up waiting for its one write lock (after `KB_SQLITE_BUSY_TIMEOUT_SECONDS`)."""
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OperationalError)
+    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+        """A saturated SQLite writer is the server's momentary state, not a bug: 503 with
+        Retry-After; the request's transaction was rolled back, so retrying is safe."""
+        if not database_busy(exc):
+            raise exc  # the request middleware logs it and answers 500 internal_error
+        return problem(503, "database_busy", "Database busy",
+                       "Too many concurrent writes; retry after the number of seconds in Retry-After",
+                       instance=request.url.path, headers={"Retry-After": str(DATABASE_BUSY_RETRY_SECONDS)})
+
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return problem(

@@ -8,10 +8,8 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +26,7 @@ from app.taxonomy import service as taxonomy_service
 from app.taxonomy.models import TaxonomyNode
 from app.workers.worker import Worker
 from tests.conftest import Actor, People, assert_problem
+from tests.ops.served import api_processes, free_port
 
 
 async def drain(app: Any) -> int:
@@ -377,18 +376,6 @@ async def test_a_published_change_is_searchable_within_two_seconds(settings: Set
                     break
                 await asyncio.sleep(0.05)
             assert item_id in ids(await search(c, h, "携号转网")), "not searchable within 2 s"
-
-
-def api_processes(parent: int) -> list[int]:
-    """The API processes `serve` started (multiprocessing spawn children)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_api_processes_share_one_embedded_index(settings: Settings, admin: Actor) -> None:
