@@ -32,7 +32,7 @@ from app.attachments.schemas import (
 from app.attachments.storage import BlobNotFound, BlobStore
 from app.audit.service import record
 from app.core.deps import DbSession
-from app.core.errors import PROBLEMS, AppError, BadRequest, Conflict, NotFound
+from app.core.errors import PROBLEMS, AppError, BadRequest, Conflict, NotFound, problem_response
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id, VersionNo
@@ -124,10 +124,10 @@ async def _with_read(request: Request, principal: Principal) -> None:
 
 @router.post("/items/{item_id}/attachments", response_model=UploadOut, status_code=status.HTTP_201_CREATED,
              openapi_extra={"requestBody": UPLOAD_BODY},
-             responses={409: {**PROBLEMS[409], "description": "item_archived or version_locked"},
-                        413: {"description": "file_too_large or payload_too_large"},
-                        415: {"description": "Not multipart/form-data"},
-                        422: {"description": "empty_file, invalid_file_name, no_files, malformed_multipart"}})
+             responses={409: problem_response("item_archived or version_locked"),
+                        413: problem_response("file_too_large or payload_too_large"),
+                        415: problem_response("Not multipart/form-data"),
+                        422: problem_response("empty_file, invalid_file_name, no_files, malformed_multipart")})
 async def upload(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
                  if_match: IfMatch = None) -> UploadOut:
     """Attach one or many files (multipart field `files`, any format) to the item's open draft; without
@@ -185,7 +185,7 @@ async def list_attachments(
 
 
 @router.delete("/items/{item_id}/attachments/{attachment_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={409: {**PROBLEMS[409], "description": "item_archived or version_locked"}})
+               responses={409: problem_response("item_archived or version_locked")})
 async def remove(request: Request, session: DbSession, actor: Editor, item_id: Id, attachment_id: Id,
                  if_match: IfMatch = None) -> Response:
     """Take the attachment off the open draft (copied from the latest version if none is open); the
@@ -293,7 +293,7 @@ async def _file_type(request: Request, att: Attachment) -> str:
 @router.get("/attachments/{attachment_id}/content", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"},
                        206: {"description": "One byte range"}, 304: {"description": "Not modified"},
-                       416: {"description": "Range not satisfiable"}})
+                       416: problem_response("Range not satisfiable")})
 async def download(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Download the file (`Content-Disposition: attachment` with the UTF-8 name). Supports one `Range`
     (206 with `Content-Range`, 416 outside the file) and `If-Range`; the ETag is the SHA-256. Needs
@@ -313,8 +313,8 @@ def _page(title: str, body: str) -> str:
 @router.get("/attachments/{attachment_id}/preview", response_class=StreamingResponse,
             responses={200: {"content": {"text/html": {}, "application/pdf": {}, "image/*": {}, "video/*": {}},
                              "description": "The file inline, or an HTML rendering"},
-                       409: {"description": "preview_not_ready: extraction is pending"},
-                       415: {"description": "no_preview"}})
+                       409: problem_response("preview_not_ready: extraction is pending"),
+                       415: problem_response("no_preview")})
 async def preview(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Show the file in the browser: PDF, images, audio and video inline (with `Range`); text files as
     plain text (SVG and HTML as their source, never rendered); Office and other documents as the HTML

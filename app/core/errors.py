@@ -55,13 +55,15 @@ _PROBLEM_DESCRIPTIONS = {
 }
 
 
+def problem_response(description: str) -> dict[str, Any]:
+    """One problem answer for `responses=`, documented as what it is."""
+    return {"description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for routers and routes: the problem answers, documented as what they are."""
-    return {
-        code: {"description": _PROBLEM_DESCRIPTIONS[code],
-               "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        for code in codes or _PROBLEM_DESCRIPTIONS
-    }
+    """`responses=` for routers and routes: the listed problem answers (default: all of them)."""
+    return {code: problem_response(_PROBLEM_DESCRIPTIONS[code]) for code in codes or _PROBLEM_DESCRIPTIONS}
 
 
 # Every operation documents these; a router's list is the whole set the service can answer with.
