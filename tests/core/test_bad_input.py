@@ -187,3 +187,17 @@ async def test_nul_in_json_text_is_422_and_nothing_written(client: httpx.AsyncCl
                           json={"title": "电费账单", "body": "峰谷电价", "tags": ["电费\u0000"]})
     assert_problem(r, 422, "validation_error")
     assert await count_users(app) == before
+
+
+async def test_ids_in_bodies_past_the_range_are_422(client: httpx.AsyncClient, admin: Actor, app: Any) -> None:
+    before = await count_users(app)
+    for path, body in (("/api/v1/departments", {"name": "客服二部", "parent_id": MAX_ID + 1}),
+                       ("/api/v1/users", {"username": "li.na", "password": "Passw0rd!x", "role_ids": [2**70]}),
+                       ("/api/v1/users", {"username": "li.na", "password": "Passw0rd!x", "department_id": 0}),
+                       ("/api/v1/items", {"title": "话费查询", "body": "发CXHF到10086", "category_ids": [MAX_ID + 1]}),
+                       ("/api/v1/items", {"title": "话费查询", "body": "发送CXHF到10086", "owner_id": -5})):
+        r = await client.post(path, json=body, headers=admin.headers)
+        assert_problem(r, 422, "validation_error")
+    assert await count_users(app) == before
+    r = await client.get("/api/v1/items", headers=admin.headers)
+    assert r.json()["items"] == []
