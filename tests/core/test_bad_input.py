@@ -201,3 +201,23 @@ async def test_ids_in_bodies_past_the_range_are_422(client: httpx.AsyncClient, a
     assert await count_users(app) == before
     r = await client.get("/api/v1/items", headers=admin.headers)
     assert r.json()["items"] == []
+
+
+async def test_rename_and_move_of_a_department_in_one_patch(client: httpx.AsyncClient, admin: Actor) -> None:
+    """Found by the fuzz stage: the rename was flushed before the move (an autoflush) and clashed with a
+    sibling it was leaving, a 500. Now the patch applies whole, and a real clash is a 409."""
+    h = admin.headers
+
+    async def dept(name: str, parent_id: int | None = None) -> int:
+        r = await client.post("/api/v1/departments", headers=h, json={"name": name, "parent_id": parent_id})
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    center, cards = await dept("客服中心"), await dept("信用卡中心")
+    await dept("投诉组", center)
+    quality = await dept("质检组", center)
+    r = await client.patch(f"/api/v1/departments/{quality}", headers=h, json={"name": "投诉组", "parent_id": cards})
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["parent_id"]) == ("投诉组", cards)
+    r = await client.patch(f"/api/v1/departments/{quality}", headers=h, json={"parent_id": center})
+    assert_problem(r, 409, "department_exists")

@@ -85,7 +85,7 @@ def fuzz(base: str, tmp: Path, *headers: str) -> None:
     ]
     for h in headers:
         cmd += ["-H", h]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=3600)  # its cache stays there
     # The summary (operations, examples, failures, time) stays in the log: `pytest -rA` shows it.
     print(run.stdout[-3000:])
     assert run.returncode == 0, f"schemathesis found failures:\n{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
