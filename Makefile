@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak clean
+.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ worker: migrate
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The fuzz stage alone, long: schemathesis with 200 examples per operation (make test runs 15).
+fuzz: install
+	KB_FUZZ_MAX_EXAMPLES=200 $(BIN)/pytest -rA tests/core/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -32,9 +32,10 @@ from app.attachments.schemas import (
 from app.attachments.storage import BlobNotFound, BlobStore
 from app.audit.service import record
 from app.core.deps import DbSession
-from app.core.errors import AppError, BadRequest, Conflict, NotFound
+from app.core.errors import PROBLEMS, AppError, BadRequest, Conflict, NotFound, problem_response
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
+from app.core.schemas import Id, VersionNo
 from app.identity.deps import Require, deny
 from app.identity.principal import Principal
 from app.knowledge import service as knowledge
@@ -43,7 +44,7 @@ from app.knowledge.models import Item
 from app.search.schemas import JobAccepted
 from app.workers.outbox import enqueue
 
-router = APIRouter(tags=["attachments"])
+router = APIRouter(tags=["attachments"], responses=PROBLEMS)
 
 Reader = Require("knowledge:read")
 Editor = Require("knowledge:edit")
@@ -70,7 +71,7 @@ UPLOAD_BODY = {
 }
 
 
-def _not_found(attachment_id: int) -> NotFound:
+def _not_found(attachment_id: Id) -> NotFound:
     return NotFound(f"No attachment with id {attachment_id}", code="attachment_not_found")
 
 
@@ -79,7 +80,7 @@ def _blobs(request: Request) -> BlobStore:
 
 
 async def _out(session: DbSession, principal: Principal, item: Item, atts: list[Attachment],
-               served_id: int | None = None) -> list[AttachmentOut]:
+               served_id: Id | None = None) -> list[AttachmentOut]:
     blobs = await service.blobs_for(session, [a.sha256 for a in atts])
     versions = await service.version_numbers(session, [a.id for a in atts])
     editor = knowledge.is_editor(principal)
@@ -91,7 +92,7 @@ async def _out(session: DbSession, principal: Principal, item: Item, atts: list[
 
 
 async def _visible(request: Request, session: DbSession, principal: Principal,
-                   attachment_id: int) -> tuple[Attachment, Item, Blob, list[int]]:
+                   attachment_id: Id) -> tuple[Attachment, Item, Blob, list[int]]:
     """The attachment if the caller may see it (item ACL, then the version rule), else 404."""
     att = await session.get(Attachment, attachment_id)
     if att is None:
@@ -123,11 +124,11 @@ async def _with_read(request: Request, principal: Principal) -> None:
 
 @router.post("/items/{item_id}/attachments", response_model=UploadOut, status_code=status.HTTP_201_CREATED,
              openapi_extra={"requestBody": UPLOAD_BODY},
-             responses={409: {"description": "item_archived or version_locked"},
-                        413: {"description": "file_too_large or payload_too_large"},
-                        415: {"description": "Not multipart/form-data"},
-                        422: {"description": "empty_file, invalid_file_name, no_files, malformed_multipart"}})
-async def upload(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
+             responses={409: problem_response("item_archived or version_locked"),
+                        413: problem_response("file_too_large or payload_too_large"),
+                        415: problem_response("Not multipart/form-data"),
+                        422: problem_response("empty_file, invalid_file_name, no_files, malformed_multipart")})
+async def upload(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
                  if_match: IfMatch = None) -> UploadOut:
     """Attach one or many files (multipart field `files`, any format) to the item's open draft; without
     one, a new draft is copied from the latest version first. Files are streamed to storage and stored
@@ -165,8 +166,8 @@ async def upload(request: Request, response: Response, session: DbSession, actor
 
 @router.get("/items/{item_id}/attachments", response_model=Page[AttachmentOut])
 async def list_attachments(
-    request: Request, session: DbSession, principal: Reader, item_id: int, page: Paging,
-    version: Annotated[int | None, Query(ge=1, description="A version number; default: the one you see")] = None,
+    request: Request, session: DbSession, principal: Reader, item_id: Id, page: Paging,
+    version: Annotated[VersionNo | None, Query(description="A version number; default: the one you see")] = None,
 ) -> Page[AttachmentOut]:
     """The attachments of a version, oldest first. Editors: any version (default the latest); readers:
     only the published version served to them."""
@@ -184,8 +185,8 @@ async def list_attachments(
 
 
 @router.delete("/items/{item_id}/attachments/{attachment_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={409: {"description": "item_archived or version_locked"}})
-async def remove(request: Request, session: DbSession, actor: Editor, item_id: int, attachment_id: int,
+               responses={409: problem_response("item_archived or version_locked")})
+async def remove(request: Request, session: DbSession, actor: Editor, item_id: Id, attachment_id: Id,
                  if_match: IfMatch = None) -> Response:
     """Take the attachment off the open draft (copied from the latest version if none is open); the
     published version keeps it until the draft is published. Needs `If-Match` (428 without it, 412
@@ -213,7 +214,7 @@ async def collect_orphans(session: DbSession, actor: JobsAdmin, body: CollectOrp
 
 @router.get("/attachments/{attachment_id}", response_model=AttachmentDetail)
 async def get_attachment(request: Request, session: DbSession, principal: Reader,
-                         attachment_id: int) -> AttachmentDetail:
+                         attachment_id: Id) -> AttachmentDetail:
     """Metadata: name, detected type, size, SHA-256, extraction status and reason, page count,
     language, the versions carrying it and what Tika reported."""
     att, _, blob, versions = await _visible(request, session, principal, attachment_id)
@@ -222,7 +223,7 @@ async def get_attachment(request: Request, session: DbSession, principal: Reader
 
 
 @router.get("/attachments/{attachment_id}/text", response_model=AttachmentTextOut)
-async def get_text(request: Request, session: DbSession, principal: Reader, attachment_id: int) -> AttachmentTextOut:
+async def get_text(request: Request, session: DbSession, principal: Reader, attachment_id: Id) -> AttachmentTextOut:
     """The text Tika extracted (empty until extraction is done). Follows the read ACL; needs no
     download permission."""
     att, _, blob, _ = await _visible(request, session, principal, attachment_id)
@@ -292,8 +293,8 @@ async def _file_type(request: Request, att: Attachment) -> str:
 @router.get("/attachments/{attachment_id}/content", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"},
                        206: {"description": "One byte range"}, 304: {"description": "Not modified"},
-                       416: {"description": "Range not satisfiable"}})
-async def download(request: Request, session: DbSession, principal: Downloader, attachment_id: int) -> Response:
+                       416: problem_response("Range not satisfiable")})
+async def download(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Download the file (`Content-Disposition: attachment` with the UTF-8 name). Supports one `Range`
     (206 with `Content-Range`, 416 outside the file) and `If-Range`; the ETag is the SHA-256. Needs
     attachments:download and knowledge:read."""
@@ -312,9 +313,9 @@ def _page(title: str, body: str) -> str:
 @router.get("/attachments/{attachment_id}/preview", response_class=StreamingResponse,
             responses={200: {"content": {"text/html": {}, "application/pdf": {}, "image/*": {}, "video/*": {}},
                              "description": "The file inline, or an HTML rendering"},
-                       409: {"description": "preview_not_ready: extraction is pending"},
-                       415: {"description": "no_preview"}})
-async def preview(request: Request, session: DbSession, principal: Downloader, attachment_id: int) -> Response:
+                       409: problem_response("preview_not_ready: extraction is pending"),
+                       415: problem_response("no_preview")})
+async def preview(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Show the file in the browser: PDF, images, audio and video inline (with `Range`); text files as
     plain text (SVG and HTML as their source, never rendered); Office and other documents as the HTML
     rendering Tika made (or the extracted text) in a page with a strict CSP. 409 `preview_not_ready`

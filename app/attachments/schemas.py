@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app.core.schemas import Out, Schema
+from app.core.schemas import Id, Out, Schema
 
 PreviewKind = Literal["inline", "text", "html", "pending", "none"]
 
@@ -15,7 +15,7 @@ class AttachmentOut(Out):
     the published one). Links point at the download, the preview and the extracted text."""
 
     id: int
-    item_id: int
+    item_id: Id
     file_name: str = Field(description="The original name, made safe (no path, no control characters)")
     mime: str = Field(description="Detected from the bytes; the client's Content-Type is never trusted")
     size: int
@@ -43,7 +43,7 @@ class AttachmentDetail(AttachmentOut):
 
 
 class UploadOut(Schema):
-    item_id: int
+    item_id: Id
     version: int = Field(description="The draft the files were attached to")
     created_draft: bool = Field(description="A new draft was copied from the latest version for this upload")
     etag: str
@@ -51,7 +51,7 @@ class UploadOut(Schema):
 
 
 class AttachmentTextOut(Schema):
-    attachment_id: int
+    attachment_id: Id
     status: Literal["pending", "done", "failed", "skipped"]
     reason: str | None
     text: str

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from app.audit.models import AuditEntry
 from app.audit.schemas import AuditOut
 from app.core.deps import DbSession
+from app.core.errors import PROBLEMS
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.identity.deps import Require
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=PROBLEMS)
 
 
 @router.get("", response_model=Page[AuditOut])

@@ -14,6 +14,62 @@ from app.core.context import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
 
+# The problem document every error answers with (RFC 9457 plus a stable `code`); operations may add
+# members (`errors` for validation, `checks` for readiness ...), hence additionalProperties.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "code", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "code": {"type": "string", "description": "Stable machine-readable error code"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"},
+                               "type": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_DESCRIPTIONS = {
+    400: "Bad request (malformed JSON, a bad header, an invalid cursor)",
+    401: "Authentication required or the token is not valid",
+    403: "Permission denied",
+    404: "Not found (or not visible to the caller)",
+    409: "Conflict with the current state",
+    412: "If-Match does not match the current ETag",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "The request is not valid (each field in `errors`)",
+    428: "If-Match header required",
+    429: "Too many requests",
+    500: "Internal server error (quote the request id)",
+    503: "Service unavailable",
+}
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """One problem answer for `responses=`, documented as what it is."""
+    return {"description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for routers and routes: the listed problem answers (default: all of them)."""
+    return {code: problem_response(_PROBLEM_DESCRIPTIONS[code]) for code in codes or _PROBLEM_DESCRIPTIONS}
+
+
+# Every operation documents these; a router's list is the whole set the service can answer with.
+PROBLEMS = problem_responses()
+
 
 class AppError(Exception):
     status: int = 400
@@ -141,6 +197,19 @@ def internal_error_response(path: str) -> JSONResponse:
                    "An unexpected error occurred; quote the request id when reporting it", instance=path)
 
 
+def _document_problem_schema(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 DATABASE_BUSY_RETRY_SECONDS = 1
 
 
@@ -151,6 +220,8 @@ def database_busy(exc: OperationalError) -> bool:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    _document_problem_schema(app)
+
     @app.exception_handler(OperationalError)
     async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
         """A saturated SQLite writer is the server's momentary state, not a bug: 503 with

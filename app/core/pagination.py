@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import InvalidInput
+from app.core.schemas import MAX_ID
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ async def paginate_by_id(
     """Keyset pagination on a unique integer id (newest first by default)."""
     if page.cursor:
         after = decode_cursor(page.cursor).get("id")
-        if not isinstance(after, int):
+        if not isinstance(after, int) or isinstance(after, bool) or not 1 <= after <= MAX_ID:
             raise InvalidInput("The cursor is not valid; start again without it", code="invalid_cursor")
         stmt = stmt.where(id_col < after if descending else id_col > after)
     stmt = stmt.order_by(id_col.desc() if descending else id_col.asc()).limit(page.limit + 1)

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, field_validator
 
 
@@ -38,3 +39,11 @@ class Out(BaseModel):
     """Responses, built from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+# Every id a client sends (path, query or body) has the range the database holds: BIGINT ids,
+# INTEGER version numbers. Past it the answer is 422, never an overflow inside the driver.
+MAX_ID = 2**63 - 1
+MAX_VERSION_NO = 2**31 - 1
+Id = Annotated[int, Ge(1), Le(MAX_ID)]
+VersionNo = Annotated[int, Ge(1), Le(MAX_VERSION_NO)]

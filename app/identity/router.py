@@ -8,9 +8,9 @@ from pydantic import AfterValidator
 
 from app.core.db import get_or_404
 from app.core.deps import DbSession
-from app.core.errors import AppError, InvalidInput, RateLimited
+from app.core.errors import PROBLEMS, AppError, InvalidInput, RateLimited
 from app.core.pagination import Page, Paging
-from app.core.schemas import no_nul
+from app.core.schemas import Id, no_nul
 from app.identity import permissions as perms
 from app.identity import service
 from app.identity.deps import Codec, CurrentPrincipal, Require
@@ -34,8 +34,8 @@ from app.identity.schemas import (
     UserUpdate,
 )
 
-auth_router = APIRouter(prefix="/auth", tags=["auth"])
-router = APIRouter(tags=["identity"])
+auth_router = APIRouter(prefix="/auth", tags=["auth"], responses=PROBLEMS)
+router = APIRouter(tags=["identity"], responses=PROBLEMS)
 
 Admin = Require("identity:manage")
 
@@ -116,7 +116,7 @@ async def list_permissions(_: Admin) -> list[PermissionOut]:
 async def list_users(
     session: DbSession, _: Admin, page: Paging,
     q: Annotated[str | None, Query(max_length=64)] = None,
-    active: bool | None = None, role_id: int | None = None, department_id: int | None = None,
+    active: bool | None = None, role_id: Id | None = None, department_id: Id | None = None,
 ) -> Page[UserOut]:
     rows, nxt = await service.list_users(session, page, q, active, role_id, department_id)
     return Page(items=[UserOut.model_validate(r) for r in rows], next_cursor=nxt)
@@ -128,12 +128,12 @@ async def create_user(session: DbSession, actor: Admin, body: UserCreate) -> Use
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-async def get_user(session: DbSession, _: Admin, user_id: int) -> User:
+async def get_user(session: DbSession, _: Admin, user_id: Id) -> User:
     return await get_or_404(session, User, user_id, "user")
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-async def update_user(session: DbSession, actor: Admin, user_id: int, body: UserUpdate) -> User:
+async def update_user(session: DbSession, actor: Admin, user_id: Id, body: UserUpdate) -> User:
     """Disabling a user or changing the password revokes every token issued before."""
     return await service.update_user(session, actor, user_id, body)
 
@@ -152,18 +152,18 @@ async def create_role(session: DbSession, actor: Admin, body: RoleCreate) -> Rol
 
 
 @router.get("/roles/{role_id}", response_model=RoleOut)
-async def get_role(session: DbSession, _: Admin, role_id: int) -> Role:
+async def get_role(session: DbSession, _: Admin, role_id: Id) -> Role:
     return await get_or_404(session, Role, role_id, "role")
 
 
 @router.patch("/roles/{role_id}", response_model=RoleOut)
-async def update_role(session: DbSession, actor: Admin, role_id: int, body: RoleUpdate) -> Role:
+async def update_role(session: DbSession, actor: Admin, role_id: Id, body: RoleUpdate) -> Role:
     """Grant or withdraw permissions by sending the role's full permission list."""
     return await service.update_role(session, actor, role_id, body)
 
 
 @router.delete("/roles/{role_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_role(session: DbSession, actor: Admin, role_id: int) -> None:
+async def delete_role(session: DbSession, actor: Admin, role_id: Id) -> None:
     await service.delete_role(session, actor, role_id)
 
 
@@ -182,13 +182,13 @@ async def create_department(session: DbSession, actor: Admin, body: DepartmentCr
 
 
 @router.patch("/departments/{dept_id}", response_model=DepartmentOut)
-async def update_department(session: DbSession, actor: Admin, dept_id: int, body: DepartmentUpdate) -> Department:
+async def update_department(session: DbSession, actor: Admin, dept_id: Id, body: DepartmentUpdate) -> Department:
     """Rename, or move under another department (`parent_id`) or to the top (`move_to_root`)."""
     return await service.update_department(session, actor, dept_id, body)
 
 
 @router.delete("/departments/{dept_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_department(session: DbSession, actor: Admin, dept_id: int) -> None:
+async def delete_department(session: DbSession, actor: Admin, dept_id: Id) -> None:
     await service.delete_department(session, actor, dept_id)
 
 
@@ -207,12 +207,12 @@ async def create_client(session: DbSession, actor: Admin, body: ClientCreate) ->
 
 
 @router.patch("/clients/{client_id}", response_model=ClientOut)
-async def update_client(session: DbSession, actor: Admin, client_id: int, body: ClientUpdate) -> ApiClient:
+async def update_client(session: DbSession, actor: Admin, client_id: Id, body: ClientUpdate) -> ApiClient:
     """Change scopes (the client's grants), channel, or disable it (its tokens stop working)."""
     return await service.update_client(session, actor, client_id, body)
 
 
 @router.post("/clients/{client_id}/rotate-secret", response_model=ClientCreated)
-async def rotate_secret(session: DbSession, actor: Admin, client_id: int) -> ClientCreated:
+async def rotate_secret(session: DbSession, actor: Admin, client_id: Id) -> ClientCreated:
     client, secret = await service.rotate_client_secret(session, actor, client_id)
     return ClientCreated.model_validate({**ClientOut.model_validate(client).model_dump(), "client_secret": secret})

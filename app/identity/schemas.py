@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.core.schemas import Out, Schema
+from app.core.schemas import Id, Out, Schema
 
 Username = Annotated[str, StringConstraints(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
@@ -29,7 +29,7 @@ class RoleRef(Out):
 class DepartmentOut(Out):
     id: int
     name: str
-    parent_id: int | None
+    parent_id: Id | None
     path: str
     created_at: datetime
     updated_at: datetime
@@ -41,7 +41,7 @@ class UserOut(Out):
     display_name: str
     email: str | None
     is_active: bool
-    department_id: int | None
+    department_id: Id | None
     roles: list[RoleRef]
     last_login_at: datetime | None
     created_at: datetime
@@ -63,16 +63,16 @@ class UserCreate(Schema):
     password: Password
     display_name: Annotated[str, StringConstraints(max_length=100)] = ""
     email: Annotated[str | None, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] = None
-    department_id: int | None = None
-    role_ids: list[int] = Field(default_factory=list, max_length=50)
+    department_id: Id | None = None
+    role_ids: list[Id] = Field(default_factory=list, max_length=50)
     is_active: bool = True
 
 
 class UserUpdate(Schema):
     display_name: Annotated[str | None, StringConstraints(max_length=100)] = None
     email: Annotated[str | None, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] = None
-    department_id: int | None = None
-    role_ids: list[int] | None = Field(None, max_length=50)
+    department_id: Id | None = None
+    role_ids: list[Id] | None = Field(None, max_length=50)
     is_active: bool | None = None
     password: Password | None = None
 
@@ -99,12 +99,12 @@ class RoleUpdate(Schema):
 
 class DepartmentCreate(Schema):
     name: Name
-    parent_id: int | None = None
+    parent_id: Id | None = None
 
 
 class DepartmentUpdate(Schema):
     name: Name | None = None
-    parent_id: int | None = None
+    parent_id: Id | None = None
     move_to_root: bool = False
 
 

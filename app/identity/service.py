@@ -288,8 +288,6 @@ async def update_department(
 ) -> Department:
     dept = await get_or_404(session, Department, dept_id, "department")
     before = {"name": dept.name, "parent_id": dept.parent_id}
-    if data.name is not None:
-        dept.name = data.name
     new_parent: int | object | None = ...
     if data.move_to_root:
         new_parent = None
@@ -309,6 +307,8 @@ async def update_department(
         for d in subtree:
             d.path = new_path + d.path[len(old_path):]
         dept.parent_id = new_parent if isinstance(new_parent, int) else None
+    if data.name is not None:  # after the move's queries: their autoflush would check the new name at the old place
+        dept.name = data.name
     try:
         await session.flush()
     except IntegrityError:

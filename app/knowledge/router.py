@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core.db import utcnow
 from app.core.deps import DbSession
-from app.core.errors import Forbidden, InvalidInput, NotFound
+from app.core.errors import PROBLEMS, Forbidden, InvalidInput, NotFound
 from app.core.etag import IfMatch, check_if_match, not_modified
 from app.core.pagination import Page, Paging
+from app.core.schemas import Id, VersionNo
 from app.identity.deps import CurrentPrincipal, Require, deny, record_denial, require
 from app.identity.principal import Principal
 from app.knowledge import acl, service, workflow
@@ -43,7 +44,7 @@ from app.knowledge.schemas import (
     VersionSummary,
 )
 
-router = APIRouter(tags=["knowledge"])
+router = APIRouter(tags=["knowledge"], responses=PROBLEMS)
 
 Reader = Require("knowledge:read")
 Editor = Require("knowledge:edit")
@@ -93,9 +94,9 @@ async def list_items(
     item_type: Annotated[str | None, Query(alias="type", max_length=32)] = None,
     status_: Annotated[Literal["draft", "published", "unpublished", "archived"] | None, Query(alias="status")] = None,
     state: Literal["draft", "in_review", "approved", "rejected", "published", "unpublished", "archived"] | None = None,
-    category: Annotated[int | None, Query(description="A taxonomy node id; its whole subtree matches")] = None,
+    category: Annotated[Id | None, Query(description="A taxonomy node id; its whole subtree matches")] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
-    owner_id: int | None = None,
+    owner_id: Id | None = None,
     valid_at: Annotated[datetime | None, Query(description="Only items valid at this instant")] = None,
     updated_since: datetime | None = None,
     q: Annotated[str | None, Query(max_length=100, description="Title contains")] = None,
@@ -119,7 +120,7 @@ async def list_items(
 
 @router.get("/items/{item_id}", response_model=ItemOut, responses={304: {"description": "Not modified"}})
 async def get_item(request: Request, response: Response, session: DbSession, principal: Reader,
-                   item_id: int) -> ItemOut | Response:
+                   item_id: Id) -> ItemOut | Response:
     """The item and the version the caller sees. Sends `ETag`; answers 304 to a current `If-None-Match`."""
     item = await accessible_item(request, session, principal, item_id)
     version = await service.served_version(session, principal, item)
@@ -131,7 +132,7 @@ async def get_item(request: Request, response: Response, session: DbSession, pri
 
 
 @router.patch("/items/{item_id}", response_model=ItemOut)
-async def update_item(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
+async def update_item(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
                       body: ItemUpdate, if_match: IfMatch = None) -> ItemOut:
     """Owner, visibility, validity window (`valid_to` after `valid_from`), review date, type,
     external reference. Content changes go to the draft."""
@@ -146,7 +147,7 @@ async def update_item(request: Request, response: Response, session: DbSession, 
 
 @router.get("/items/{item_id}/draft", response_model=VersionOut)
 async def get_draft(request: Request, response: Response, session: DbSession, actor: Editor,
-                    item_id: int) -> VersionOut:
+                    item_id: Id) -> VersionOut:
     """The open draft (or rejected version), with the item's ETag for the next PATCH."""
     item = await accessible_item(request, session, actor, item_id)
     latest = await service.latest_version(session, item)
@@ -157,7 +158,7 @@ async def get_draft(request: Request, response: Response, session: DbSession, ac
 
 
 @router.patch("/items/{item_id}/draft", response_model=VersionOut)
-async def save_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
+async def save_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
                      body: DraftUpdate, if_match: IfMatch = None) -> VersionOut:
     """Edit the open draft; without one, a new draft is copied from the latest version first.
     Only the fields sent change (`null` clears). A rejected version becomes a draft again; one in
@@ -170,7 +171,7 @@ async def save_draft(request: Request, response: Response, session: DbSession, a
 
 
 @router.delete("/items/{item_id}/draft", response_model=VersionOut)
-async def discard_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
+async def discard_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
                         if_match: IfMatch = None) -> VersionOut:
     """Throw the open draft away (a rejected version too); returns the version that is the latest
     again. In review or approved: 409 `version_locked` (withdraw first). No draft: 404 `no_draft`.
@@ -183,7 +184,7 @@ async def discard_draft(request: Request, response: Response, session: DbSession
 
 
 @router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_item(request: Request, session: DbSession, actor: Editor, item_id: int,
+async def delete_item(request: Request, session: DbSession, actor: Editor, item_id: Id,
                       if_match: IfMatch = None) -> None:
     """Delete an item created by mistake: only while its one version is a draft (or rejected) that
     was never published. Anything else answers 409 `item_not_deletable` (or `version_locked`):
@@ -194,7 +195,7 @@ async def delete_item(request: Request, session: DbSession, actor: Editor, item_
 
 
 @router.get("/items/{item_id}/versions", response_model=Page[VersionSummary])
-async def list_versions(request: Request, session: DbSession, principal: Reader, item_id: int,
+async def list_versions(request: Request, session: DbSession, principal: Reader, item_id: Id,
                         page: Paging) -> Page[VersionSummary]:
     """Newest first. Readers see only the version served to them."""
     item = await accessible_item(request, session, principal, item_id)
@@ -203,8 +204,8 @@ async def list_versions(request: Request, session: DbSession, principal: Reader,
 
 
 @router.get("/items/{item_id}/versions/{number}", response_model=VersionOut)
-async def get_version(request: Request, response: Response, session: DbSession, principal: Reader, item_id: int,
-                      number: int) -> VersionOut:
+async def get_version(request: Request, response: Response, session: DbSession, principal: Reader, item_id: Id,
+                      number: VersionNo) -> VersionOut:
     item = await accessible_item(request, session, principal, item_id)
     version = await service.get_version(session, principal, item, number)
     response.headers["ETag"] = service.etag_of(item)
@@ -212,8 +213,8 @@ async def get_version(request: Request, response: Response, session: DbSession, 
 
 
 @router.get("/items/{item_id}/diff", response_model=DiffOut)
-async def diff(request: Request, session: DbSession, principal: Reader, item_id: int,
-               from_: Annotated[int, Query(alias="from", ge=1)], to: Annotated[int, Query(ge=1)]) -> DiffOut:
+async def diff(request: Request, session: DbSession, principal: Reader, item_id: Id,
+               from_: Annotated[VersionNo, Query(alias="from")], to: VersionNo) -> DiffOut:
     """Field by field from version `from` to version `to`: unified diffs for the texts, added and
     removed categories, tags, channels and attributes."""
     item = await accessible_item(request, session, principal, item_id)
@@ -224,8 +225,8 @@ async def diff(request: Request, session: DbSession, principal: Reader, item_id:
 
 @router.post("/items/{item_id}/versions/{number}/restore", response_model=VersionOut,
              status_code=status.HTTP_201_CREATED)
-async def restore(request: Request, response: Response, session: DbSession, actor: Editor, item_id: int,
-                  number: int, if_match: IfMatch = None, body: RestoreIn | None = None,
+async def restore(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
+                  number: VersionNo, if_match: IfMatch = None, body: RestoreIn | None = None,
                   replace: Annotated[bool, Query(description="Overwrite the open draft")] = False) -> VersionOut:
     """A new draft with the content of version `number`. With a draft already open: 409
     `draft_open`, unless `replace=true` overwrites it."""
@@ -242,7 +243,7 @@ async def restore(request: Request, response: Response, session: DbSession, acto
 
 def _add_transition(action: str) -> None:
     async def endpoint(request: Request, response: Response, session: DbSession, actor: CurrentPrincipal,
-                       item_id: int, number: int, if_match: IfMatch = None,
+                       item_id: Id, number: VersionNo, if_match: IfMatch = None,
                        body: TransitionIn | None = None) -> ItemOut:
         item = await accessible_item(request, session, actor, item_id, write=True, edit=action == "reopen")
         check_if_match(if_match, service.etag_of(item), item.row_version)
@@ -294,7 +295,7 @@ async def reviews(request: Request, session: DbSession, principal: Require("know
 # ---------------------------------------------------------------- ACLs
 
 
-async def _any_item(session: DbSession, item_id: int, *, write: bool = False) -> Item:
+async def _any_item(session: DbSession, item_id: Id, *, write: bool = False) -> Item:
     """ACL managers reach every item, also those whose grants leave them out."""
     item = await service.load_item(session, item_id, for_update=write)
     if item is None:
@@ -303,13 +304,13 @@ async def _any_item(session: DbSession, item_id: int, *, write: bool = False) ->
 
 
 @router.get("/items/{item_id}/acl", response_model=ItemAclOut)
-async def get_item_acl(session: DbSession, _: AclAdmin, item_id: int) -> ItemAclOut:
+async def get_item_acl(session: DbSession, _: AclAdmin, item_id: Id) -> ItemAclOut:
     """The item's own grants, those inherited from its categories, and the effective sets."""
     return await acl.describe_item(session, await _any_item(session, item_id))
 
 
 @router.put("/items/{item_id}/acl", response_model=ItemAclOut)
-async def put_item_acl(session: DbSession, actor: AclAdmin, item_id: int, body: AclIn,
+async def put_item_acl(session: DbSession, actor: AclAdmin, item_id: Id, body: AclIn,
                        if_match: IfMatch = None) -> ItemAclOut:
     """Replace the item's grants (an empty list: its categories decide again). `If-Match` is
     checked when sent."""
@@ -322,13 +323,13 @@ async def put_item_acl(session: DbSession, actor: AclAdmin, item_id: int, body: 
 
 
 @router.get("/taxonomy-nodes/{node_id}/acl", response_model=NodeAclOut)
-async def get_node_acl(session: DbSession, _: AclAdmin, node_id: int) -> NodeAclOut:
+async def get_node_acl(session: DbSession, _: AclAdmin, node_id: Id) -> NodeAclOut:
     """The node's own grants and those that apply to its items (its own or its nearest ancestor's)."""
     return await acl.describe_node(session, node_id)
 
 
 @router.put("/taxonomy-nodes/{node_id}/acl", response_model=NodeAclOut)
-async def put_node_acl(session: DbSession, actor: AclAdmin, node_id: int, body: AclIn) -> NodeAclOut:
+async def put_node_acl(session: DbSession, actor: AclAdmin, node_id: Id, body: AclIn) -> NodeAclOut:
     """Replace the node's grants; its subtree inherits them. Affected items are recomputed and
     queued for reindexing."""
     await acl.set_node_grants(session, actor, node_id, body.grants)

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
-from app.core.schemas import Out, Schema
+from app.core.schemas import Id, Out, Schema
 
 Channel = Literal["agent", "web", "wechat", "app"]
 CHANNELS: tuple[str, ...] = ("agent", "web", "wechat", "app")
@@ -44,7 +44,7 @@ class ContentFields(Schema):
     channel_answers: ChannelAnswers | None = None
     channels: list[Channel] | None = Field(None, min_length=1, max_length=4,
                                            description="Channels the version is shown on")
-    category_ids: list[int] | None = Field(None, max_length=100, description="Taxonomy node ids, any trees")
+    category_ids: list[Id] | None = Field(None, max_length=100, description="Taxonomy node ids, any trees")
     tags: list[TagName] | None = Field(None, max_length=100, description="Tag names")
     attributes: dict[str, Any] | None = Field(None, description="Attribute code -> value, per the type's template")
     change_note: Note | None = None
@@ -53,7 +53,7 @@ class ContentFields(Schema):
 class ItemCreate(ContentFields):
     item_type: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "faq"
     title: Title
-    owner_id: int | None = Field(None, description="知识所有者; defaults to the creator")
+    owner_id: Id | None = Field(None, description="知识所有者; defaults to the creator")
     visibility: Visibility = "internal"
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
@@ -66,7 +66,7 @@ class ItemUpdate(Schema):
     """Item fields (not content: that lives in versions, see PATCH /items/{id}/draft)."""
 
     item_type: Annotated[str | None, StringConstraints(min_length=1, max_length=32)] = None
-    owner_id: int | None = None
+    owner_id: Id | None = None
     visibility: Visibility | None = None
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
@@ -91,7 +91,7 @@ class TransitionIn(Schema):
 
 class NodeRef(Out):
     id: int
-    taxonomy_id: int
+    taxonomy_id: Id
     name: str
     path: str
 
@@ -120,7 +120,7 @@ class VersionOut(Out):
     attributes: dict[str, Any]
     attachments: list[AttachmentRef] = Field(default_factory=list)
     change_note: str
-    author_id: int | None
+    author_id: Id | None
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None
@@ -143,7 +143,7 @@ class VersionSummary(Out):
     state: str
     title: str
     change_note: str
-    author_id: int | None
+    author_id: Id | None
     created_at: datetime
     updated_at: datetime
     published_at: datetime | None
@@ -154,7 +154,7 @@ class VersionSummary(Out):
 class ItemOut(Out):
     id: int
     item_type: str
-    owner_id: int | None
+    owner_id: Id | None
     status: str = Field(description="draft (never published), published, archived")
     visibility: str
     valid_from: datetime | None
@@ -180,7 +180,7 @@ class ItemSummary(Out):
     item_type: str
     status: str
     visibility: str
-    owner_id: int | None
+    owner_id: Id | None
     valid_from: datetime | None
     valid_to: datetime | None
     review_due: date | None
@@ -192,12 +192,12 @@ class ItemSummary(Out):
 
 
 class ReviewOut(Out):
-    item_id: int
+    item_id: Id
     item_type: str
     number: int
     state: str
     title: str
-    author_id: int | None
+    author_id: Id | None
     change_note: str
     submitted_at: datetime | None
     reviewed_at: datetime | None
@@ -219,7 +219,7 @@ class SetChange(Schema):
 
 
 class DiffOut(Schema):
-    item_id: int
+    item_id: Id
     from_version: int
     to_version: int
     changed: list[TextChange]
@@ -250,14 +250,14 @@ class GrantOut(Out):
 
 
 class InheritedGrant(Schema):
-    node_id: int
-    from_node_id: int = Field(description="The node whose grants apply (itself or its nearest ancestor)")
+    node_id: Id
+    from_node_id: Id = Field(description="The node whose grants apply (itself or its nearest ancestor)")
     subject: str
     access: str
 
 
 class ItemAclOut(Schema):
-    item_id: int
+    item_id: Id
     grants: list[GrantOut] = Field(description="Grants on the item itself (they override categories)")
     inherited: list[InheritedGrant] = Field(description="Grants from the item's categories")
     readers: list[str] = Field(description="The effective read set")
@@ -265,7 +265,7 @@ class ItemAclOut(Schema):
 
 
 class NodeAclOut(Schema):
-    node_id: int
+    node_id: Id
     grants: list[GrantOut] = Field(description="Grants on the node itself")
     effective: list[InheritedGrant] = Field(
         description="What applies to items in this node: per access, its own grants or its nearest "

@@ -9,11 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from app.core.db import utcnow
-from app.core.errors import problem
+from app.core.errors import PROBLEMS, problem, problem_response
 from app.ops.serving import MULTIPROC_ENV
 from app.workers.models import Job, WorkerHeartbeat
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=PROBLEMS)
 
 JOBS = Gauge("kb_jobs", "Jobs by status", ["status"], multiprocess_mode="mostrecent")
 WORKER_STALE = timedelta(seconds=30)
@@ -25,7 +25,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready (problem details with each check)"}})
+@router.get("/readyz", responses={503: problem_response("Not ready (problem details with each check)")})
 async def readyz(request: Request) -> Any:
     """Ready for traffic: database reachable, migrations at head, a worker alive."""
     checks: dict[str, str] = {}

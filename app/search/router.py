@@ -9,8 +9,10 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from app.core.deps import DbSession
+from app.core.errors import PROBLEMS
 from app.core.etag import not_modified
 from app.core.pagination import Page, Paging, paginate_by_id
+from app.core.schemas import Id
 from app.identity.deps import Require
 from app.search import service
 from app.search.backends.base import SearchBackend
@@ -31,7 +33,7 @@ from app.search.schemas import (
 )
 from app.search.searchlog import SearchLogBuffer
 
-router = APIRouter(prefix="/search", tags=["search"])
+router = APIRouter(prefix="/search", tags=["search"], responses=PROBLEMS)
 
 Searcher = Require("search:query")
 Manager = Require("search:manage")
@@ -159,7 +161,7 @@ async def add_words(session: DbSession, actor: Manager, body: WordsIn) -> list[D
 
 
 @router.delete("/dictionary/{word_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_word(session: DbSession, actor: Manager, word_id: int) -> None:
+async def delete_word(session: DbSession, actor: Manager, word_id: Id) -> None:
     await service.delete_word(session, actor, word_id)
 
 
@@ -176,12 +178,12 @@ async def create_synonyms(session: DbSession, actor: Manager, body: SynonymIn) -
 
 
 @router.patch("/synonyms/{group_id}", response_model=SynonymOut)
-async def update_synonyms(session: DbSession, actor: Manager, group_id: int, body: SynonymPatch) -> SynonymGroup:
+async def update_synonyms(session: DbSession, actor: Manager, group_id: Id, body: SynonymPatch) -> SynonymGroup:
     return await service.update_synonyms(session, actor, group_id, body)
 
 
 @router.delete("/synonyms/{group_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_synonyms(session: DbSession, actor: Manager, group_id: int) -> None:
+async def delete_synonyms(session: DbSession, actor: Manager, group_id: Id) -> None:
     await service.delete_synonyms(session, actor, group_id)
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.core.schemas import Out, Schema
+from app.core.schemas import Id, Out, Schema
 
 Term = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -13,12 +13,12 @@ Term = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 class HighlightOut(BaseModel):
     field: str
     fragments: list[str]
-    attachment_id: int | None = None
+    attachment_id: Id | None = None
     file_name: str | None = None
 
 
 class HitOut(BaseModel):
-    item_id: int
+    item_id: Id
     version: int
     title: str
     item_type: str
@@ -49,13 +49,13 @@ class SearchOut(BaseModel):
 
 
 class SuggestionOut(BaseModel):
-    item_id: int
+    item_id: Id
     text: str
 
 
 class ClickIn(Schema):
     search_id: str = Field(min_length=1, max_length=32)
-    item_id: int
+    item_id: Id
     position: int = Field(ge=1, le=10_000)
 
 
@@ -100,11 +100,11 @@ class SearchLogOut(Out):
     total: int
     zero_result: bool
     took_ms: float
-    clicked_item_id: int | None
+    clicked_item_id: Id | None
     clicked_position: int | None
 
 
 class JobAccepted(BaseModel):
-    job_id: int
+    job_id: Id
     status: str
     href: str

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Path, Query, status
 
 from app.core.db import get_or_404
 from app.core.deps import DbSession
+from app.core.errors import PROBLEMS
 from app.core.pagination import Page, Paging
+from app.core.schemas import Id
 from app.identity.deps import Require
 from app.taxonomy import service
 from app.taxonomy.models import AttributeDefinition, ItemType, Taxonomy, TaxonomyNode, Template
@@ -37,7 +39,7 @@ from app.taxonomy.schemas import (
     TemplateUpdate,
 )
 
-router = APIRouter(tags=["taxonomy"])
+router = APIRouter(tags=["taxonomy"], responses=PROBLEMS)
 
 Manager = Require("taxonomy:manage")
 Reader = Require("knowledge:read")
@@ -59,25 +61,25 @@ async def create_taxonomy(session: DbSession, actor: Manager, body: TaxonomyCrea
 
 
 @router.get("/taxonomies/{taxonomy_id}", response_model=TaxonomyOut)
-async def get_taxonomy(session: DbSession, _: Reader, taxonomy_id: int) -> Taxonomy:
+async def get_taxonomy(session: DbSession, _: Reader, taxonomy_id: Id) -> Taxonomy:
     return await get_or_404(session, Taxonomy, taxonomy_id, "taxonomy")
 
 
 @router.patch("/taxonomies/{taxonomy_id}", response_model=TaxonomyOut)
-async def update_taxonomy(session: DbSession, actor: Manager, taxonomy_id: int, body: TaxonomyUpdate) -> Taxonomy:
+async def update_taxonomy(session: DbSession, actor: Manager, taxonomy_id: Id, body: TaxonomyUpdate) -> Taxonomy:
     """Rename, describe, or change the order of the taxonomies (the code never changes)."""
     return await service.update_taxonomy(session, actor, taxonomy_id, body)
 
 
 @router.delete("/taxonomies/{taxonomy_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_taxonomy(session: DbSession, actor: Manager, taxonomy_id: int) -> None:
+async def delete_taxonomy(session: DbSession, actor: Manager, taxonomy_id: Id) -> None:
     """Deletes the taxonomy and all its nodes; 409 `taxonomy_in_use` while any item version
     (of any state) is placed in one of its nodes."""
     await service.delete_taxonomy(session, actor, taxonomy_id)
 
 
 @router.get("/taxonomies/{taxonomy_id}/tree", response_model=TaxonomyTreeOut)
-async def taxonomy_tree(session: DbSession, _: Reader, taxonomy_id: int) -> TaxonomyTreeOut:
+async def taxonomy_tree(session: DbSession, _: Reader, taxonomy_id: Id) -> TaxonomyTreeOut:
     """The whole tree, nested; siblings ordered by position."""
     return await service.taxonomy_tree(session, taxonomy_id)
 
@@ -87,8 +89,8 @@ async def taxonomy_tree(session: DbSession, _: Reader, taxonomy_id: int) -> Taxo
 
 @router.get("/taxonomies/{taxonomy_id}/nodes", response_model=Page[NodeOut])
 async def list_nodes(
-    session: DbSession, _: Reader, taxonomy_id: int, page: Paging,
-    parent_id: Annotated[int | None, Query(description="Only the children of this node")] = None,
+    session: DbSession, _: Reader, taxonomy_id: Id, page: Paging,
+    parent_id: Annotated[Id | None, Query(description="Only the children of this node")] = None,
     top_level: Annotated[bool, Query(description="Only the top-level nodes")] = False,
     q: Annotated[str | None, Query(max_length=100, description="Name contains")] = None,
 ) -> Page[NodeOut]:
@@ -98,25 +100,25 @@ async def list_nodes(
 
 
 @router.post("/taxonomies/{taxonomy_id}/nodes", response_model=NodeOut, status_code=status.HTTP_201_CREATED)
-async def create_node(session: DbSession, actor: Manager, taxonomy_id: int, body: NodeCreate) -> TaxonomyNode:
+async def create_node(session: DbSession, actor: Manager, taxonomy_id: Id, body: NodeCreate) -> TaxonomyNode:
     """Add a node at the top or under `parent_id` (a node of this taxonomy), at `position`
     among its siblings (default: last)."""
     return await service.create_node(session, actor, taxonomy_id, body)
 
 
 @router.get("/taxonomy-nodes/{node_id}", response_model=NodeOut)
-async def get_node(session: DbSession, _: Reader, node_id: int) -> TaxonomyNode:
+async def get_node(session: DbSession, _: Reader, node_id: Id) -> TaxonomyNode:
     return await get_or_404(session, TaxonomyNode, node_id, "node")
 
 
 @router.patch("/taxonomy-nodes/{node_id}", response_model=NodeOut)
-async def rename_node(session: DbSession, actor: Manager, node_id: int, body: NodeRename) -> TaxonomyNode:
+async def rename_node(session: DbSession, actor: Manager, node_id: Id, body: NodeRename) -> TaxonomyNode:
     """Rename (use `/move` to change the parent or the position)."""
     return await service.rename_node(session, actor, node_id, body)
 
 
 @router.post("/taxonomy-nodes/{node_id}/move", response_model=NodeOut)
-async def move_node(session: DbSession, actor: Manager, node_id: int, body: NodeMove) -> TaxonomyNode:
+async def move_node(session: DbSession, actor: Manager, node_id: Id, body: NodeMove) -> TaxonomyNode:
     """Move and reorder: `parent_id` (omitted: same parent; null: top level; never into its own
     subtree → 409 `taxonomy_cycle`; same taxonomy only) and `position` among the new siblings
     (omitted: last after a parent change, unchanged otherwise). The subtree moves along; published
@@ -126,8 +128,8 @@ async def move_node(session: DbSession, actor: Manager, node_id: int, body: Node
 
 @router.delete("/taxonomy-nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_node(
-    session: DbSession, actor: Manager, node_id: int,
-    rehome_to: Annotated[int | None, Query(description="Move children and item placements here first")] = None,
+    session: DbSession, actor: Manager, node_id: Id,
+    rehome_to: Annotated[Id | None, Query(description="Move children and item placements here first")] = None,
 ) -> None:
     """Only an empty node (no children, no item version placed in it), else 409 `node_not_empty`;
     with `rehome_to`, its children and placements move to that node first, in one transaction."""
@@ -154,17 +156,17 @@ async def create_tag(session: DbSession, actor: Manager, body: TagWrite) -> TagO
 
 
 @router.get("/tags/{tag_id}", response_model=TagOut)
-async def get_tag(session: DbSession, _: Reader, tag_id: int) -> TagOut:
+async def get_tag(session: DbSession, _: Reader, tag_id: Id) -> TagOut:
     return await service.get_tag(session, tag_id)
 
 
 @router.patch("/tags/{tag_id}", response_model=TagOut)
-async def rename_tag(session: DbSession, actor: Manager, tag_id: int, body: TagWrite) -> TagOut:
+async def rename_tag(session: DbSession, actor: Manager, tag_id: Id, body: TagWrite) -> TagOut:
     return await service.rename_tag(session, actor, tag_id, body.name)
 
 
 @router.delete("/tags/{tag_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_tag(session: DbSession, actor: Manager, tag_id: int) -> None:
+async def delete_tag(session: DbSession, actor: Manager, tag_id: Id) -> None:
     """409 `tag_in_use` while any item version, history included, carries the tag."""
     await service.delete_tag(session, actor, tag_id)
 
@@ -189,12 +191,12 @@ async def create_attribute(session: DbSession, actor: Manager, body: AttributeCr
 
 
 @router.get("/attributes/{attribute_id}", response_model=AttributeOut)
-async def get_attribute(session: DbSession, _: Reader, attribute_id: int) -> AttributeDefinition:
+async def get_attribute(session: DbSession, _: Reader, attribute_id: Id) -> AttributeDefinition:
     return await get_or_404(session, AttributeDefinition, attribute_id, "attribute")
 
 
 @router.patch("/attributes/{attribute_id}", response_model=AttributeOut)
-async def update_attribute(session: DbSession, actor: Manager, attribute_id: int,
+async def update_attribute(session: DbSession, actor: Manager, attribute_id: Id,
                            body: AttributeUpdate) -> AttributeDefinition:
     """409 `attribute_in_use` for a type change once a version holds a value; 409 `option_in_use`
     when removing an enum option that a version holds."""
@@ -202,7 +204,7 @@ async def update_attribute(session: DbSession, actor: Manager, attribute_id: int
 
 
 @router.delete("/attributes/{attribute_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_attribute(session: DbSession, actor: Manager, attribute_id: int) -> None:
+async def delete_attribute(session: DbSession, actor: Manager, attribute_id: Id) -> None:
     await service.delete_attribute(session, actor, attribute_id)
 
 
@@ -220,18 +222,18 @@ async def create_template(session: DbSession, actor: Manager, body: TemplateCrea
 
 
 @router.get("/templates/{template_id}", response_model=TemplateOut)
-async def get_template(session: DbSession, _: Reader, template_id: int) -> Template:
+async def get_template(session: DbSession, _: Reader, template_id: Id) -> Template:
     return await get_or_404(session, Template, template_id, "template")
 
 
 @router.patch("/templates/{template_id}", response_model=TemplateOut)
-async def update_template(session: DbSession, actor: Manager, template_id: int, body: TemplateUpdate) -> Template:
+async def update_template(session: DbSession, actor: Manager, template_id: Id, body: TemplateUpdate) -> Template:
     """`attribute_ids` replaces the whole ordered list."""
     return await service.update_template(session, actor, template_id, body)
 
 
 @router.delete("/templates/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_template(session: DbSession, actor: Manager, template_id: int) -> None:
+async def delete_template(session: DbSession, actor: Manager, template_id: Id) -> None:
     await service.delete_template(session, actor, template_id)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.core.schemas import Out, Schema
+from app.core.schemas import Id, Out, Schema
 
 
 def _no_control_chars(v: str) -> str:
@@ -71,7 +71,7 @@ class TaxonomyTreeOut(Out):
 
 class NodeCreate(Schema):
     name: Name
-    parent_id: int | None = Field(None, description="Omit or null for a top-level node")
+    parent_id: Id | None = Field(None, description="Omit or null for a top-level node")
     position: Position | None = Field(None, description="0-based place among its siblings; default: last")
 
 
@@ -83,14 +83,14 @@ class NodeMove(Schema):
     """Move and reorder in one call. Omit `parent_id` to stay under the same parent (a pure
     reorder); send `null` to move to the top level."""
 
-    parent_id: int | None = None
+    parent_id: Id | None = None
     position: Position | None = Field(None, description="0-based place among the new siblings; default: last")
 
 
 class NodeOut(Out):
     id: int
-    taxonomy_id: int
-    parent_id: int | None
+    taxonomy_id: Id
+    parent_id: Id | None
     name: str
     position: int
     path: str
@@ -154,13 +154,13 @@ class AttributeOut(Out):
 class TemplateCreate(Schema):
     name: Name
     description: Description = ""
-    attribute_ids: list[int] = Field(default_factory=list, max_length=200, description="In display order")
+    attribute_ids: list[Id] = Field(default_factory=list, max_length=200, description="In display order")
 
 
 class TemplateUpdate(Schema):
     name: Name | None = None
     description: Description | None = None
-    attribute_ids: list[int] | None = Field(None, max_length=200)
+    attribute_ids: list[Id] | None = Field(None, max_length=200)
 
 
 class TemplateOut(Out):
@@ -178,20 +178,20 @@ class TemplateOut(Out):
 class ItemTypeCreate(Schema):
     code: TypeCode
     name: Name
-    template_id: int | None = None
+    template_id: Id | None = None
     review_required: bool = True
 
 
 class ItemTypeUpdate(Schema):
     name: Name | None = None
-    template_id: int | None = None
+    template_id: Id | None = None
     review_required: bool | None = None
 
 
 class ItemTypeOut(Out):
     code: str
     name: str
-    template_id: int | None
+    template_id: Id | None
     review_required: bool
     created_at: datetime
     updated_at: datetime

@@ -8,13 +8,14 @@ from sqlalchemy import select
 from app.audit.service import record
 from app.core.db import get_or_404, utcnow
 from app.core.deps import DbSession
-from app.core.errors import Conflict
+from app.core.errors import PROBLEMS, Conflict
 from app.core.pagination import Page, Paging, paginate_by_id
+from app.core.schemas import Id
 from app.identity.deps import CurrentPrincipal, Require, deny
 from app.workers.models import Job
 from app.workers.schemas import JobOut
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROBLEMS)
 
 JobsAdmin = Require("jobs:manage")
 
@@ -35,7 +36,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(request: Request, session: DbSession, principal: CurrentPrincipal, job_id: int) -> Job:
+async def get_job(request: Request, session: DbSession, principal: CurrentPrincipal, job_id: Id) -> Job:
     """Job administrators see every job; anyone sees the jobs they started (reindex, import)."""
     if principal.can("jobs:manage"):
         return await get_or_404(session, Job, job_id, "job")
@@ -46,7 +47,7 @@ async def get_job(request: Request, session: DbSession, principal: CurrentPrinci
 
 
 @router.post("/{job_id}/retry", response_model=JobOut)
-async def retry_job(session: DbSession, actor: JobsAdmin, job_id: int) -> Job:
+async def retry_job(session: DbSession, actor: JobsAdmin, job_id: Id) -> Job:
     """Put a failed job back in the queue with a fresh set of attempts."""
     job = await get_or_404(session, Job, job_id, "job")
     if job.status != "failed":
