@@ -59,6 +59,7 @@ from app.search.analysis import (
     compact,
     highlight_pattern,
     normalize_with_offsets,
+    required_words,
 )
 from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
 from app.search.documents import (
@@ -467,6 +468,16 @@ class EmbeddedBackend(SearchBackend):
 
     def _search_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
         started = time.perf_counter()
+        result = self._search_once(live, analyzer, query)
+        # Nothing has enough of the words: the loose match (any one word), flagged as such.
+        if query.strict and result.total == 0 and len(analyzer.query_words(query.text)) > 1:
+            result = self._search_once(live, analyzer, replace(query, strict=False))
+            result.relaxed = result.total > 0
+        result.took_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _search_once(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
+        started = time.perf_counter()
         searcher = live.index.searcher()
         filters = self._filter_queries(query.principals, query.channel, query.filters)
         text_fields = self._text_fields(query.channel)
@@ -476,7 +487,7 @@ class EmbeddedBackend(SearchBackend):
             main = Query.all_query()
         else:
             words = analyzer.query_words(query.text)
-            main = self._text_query(words, text_fields) if words else Query.empty_query()
+            main = self._text_query(words, text_fields, strict=query.strict) if words else Query.empty_query()
         full = Query.boolean_query([(Occur.Must, main)] + [(Occur.Must, f) for f in filters])
 
         limit = max(0, min(query.limit, MAX_LIMIT))
@@ -599,8 +610,9 @@ class EmbeddedBackend(SearchBackend):
         own = ANSWER_FIELDS.get(channel)
         return [name for name in FIELD_BOOSTS if name not in answers or name == own]
 
-    def _text_query(self, words: Sequence[QueryWord], fields: Sequence[str]) -> Query:
-        """Each word: best field wins (dismax), synonyms and weaker parts inside; words are OR-ed."""
+    def _text_query(self, words: Sequence[QueryWord], fields: Sequence[str], *, strict: bool = True) -> Query:
+        """Each word: best field wins (dismax), synonyms and weaker parts inside; a document
+        matches `required_words` of the words (strict), or any one (loose)."""
         schema = self.schema
 
         def term(name: str, value: str, weight: float = 1.0) -> Query:
@@ -624,7 +636,7 @@ class EmbeddedBackend(SearchBackend):
                 )
                 per_field.append(Query.boost_query(field_query, FIELD_BOOSTS[name]))
             clauses.append((Occur.Should, Query.disjunction_max_query(per_field, DISMAX_TIE_BREAKER)))
-        return Query.boolean_query(clauses)
+        return Query.boolean_query(clauses, required_words(len(clauses), strict=strict))
 
     def _filter_queries(self, principals: Sequence[str], channel: str | None, f: SearchFilters) -> list[Query]:
         """Document-level security and filters, applied inside the engine.

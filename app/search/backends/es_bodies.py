@@ -53,7 +53,7 @@ Analyzer = Literal["ik", "smartcn"]
 ANALYZERS: tuple[str, ...] = ("ik", "smartcn")
 
 # Field weights, the same as the embedded backend's: title and questions far above body
-# and answers, attachments last. Words are OR-ed; for each word the best field counts
+# and answers, attachments last. For each word the best field counts
 # (cross_fields), plus TIE_BREAKER of the others.
 FIELD_BOOSTS: dict[str, float] = {
     "title": 8.0,
@@ -656,11 +656,16 @@ def highlight_fields(channel: str | None) -> list[str]:
     ]
 
 
-def text_query(text: str, *, channel: str | None = None, highlight: bool = True) -> dict[str, Any]:
+# `analysis.required_words` in Elasticsearch's words: all of up to 2 words, 75 % (rounded down) of more.
+STRICT_MINIMUM_SHOULD_MATCH = "2<75%"
+
+
+def text_query(text: str, *, channel: str | None = None, highlight: bool = True, strict: bool = True) -> dict[str, Any]:
     """The scoring part for user text.
 
     User text only ever goes into match-type queries, so `"`, `:`, `*`, `(`, `AND` are
-    plain characters, never syntax. Words are OR-ed; `cross_fields` scores each word by its
+    plain characters, never syntax. Strict, a document needs
+    `STRICT_MINIMUM_SHOULD_MATCH` of the words (loose: any one); `cross_fields` scores each word by its
     best field (all fields share one search analyzer), like the embedded backend.
     """
     # Multi-word synonyms become AND-ed terms, not phrases: phrase queries do not work on
@@ -668,6 +673,8 @@ def text_query(text: str, *, channel: str | None = None, highlight: bool = True)
     options: dict[str, Any] = {"auto_generate_synonyms_phrase_query": False}
     if only_stopwords(text):
         options["analyzer"] = "kb_phrase"
+    if strict:
+        options["minimum_should_match"] = STRICT_MINIMUM_SHOULD_MATCH
     nested: dict[str, Any] = {
         "nested": {
             "path": "attachments",
@@ -720,7 +727,11 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     may not read. Browse mode (no text) and `sort="updated"` order by date, score 0.
     """
     text = query.text.strip()
-    must = [text_query(text, channel=query.channel, highlight=query.highlight)] if text else [{"match_all": {}}]
+    must = (
+        [text_query(text, channel=query.channel, highlight=query.highlight, strict=query.strict)]
+        if text
+        else [{"match_all": {}}]
+    )
     offset = min(max(0, query.offset), MAX_RESULT_WINDOW)
     size = max(0, min(query.limit, MAX_RESULT_WINDOW - offset))
     body: dict[str, Any] = {
@@ -754,6 +765,11 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     if query.explain:
         body["explain"] = True
     return body
+
+
+def relax(query: SearchQuery, result: SearchResult) -> bool:
+    """Whether a strict search's empty result calls for the loose leg (any one word)."""
+    return query.strict and result.total == 0 and bool(query.text.strip())
 
 
 def has_word(text: str) -> bool:
