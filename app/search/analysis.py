@@ -53,6 +53,12 @@ _FULL_WIDTH = re.compile(f"[\u3000{re.escape(_FULL_WIDTH_CHARS)}]")
 # as 怎么/什么/为什么 cut MRR@10 from 0.876 to 0.852; BM25's idf already weighs them down.
 _STOPWORDS_TEXT = "的 了 吗 呢 吧 啊 呀 么 嘛 哦 a an the of"
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+# Question and function words of a customer's wording (怎么, 如何, 可以 ...): they score, but a
+# document need not contain them to count as matching the query's share of words.
+_QUESTION_WORDS_TEXT = """怎么 怎样 怎么样 如何 什么 为什么 为何 哪里 哪儿 哪个 哪些 多少 多久 几 是否 能否 可否 可以 能
+    能不能 会 会不会 要 需要 想 请问 一下 有 没有 是 是不是 不 吗 我 我的 你 你们 他 她 它 这 那 这个
+    那个 一个 还 还是 就 都 也 在 和 与 跟 给 对 把 被 用 去 到 了解 知道 请 啥 咋 呢"""
+QUESTION_WORDS = frozenset(_QUESTION_WORDS_TEXT.split())
 
 
 @lru_cache(maxsize=1)

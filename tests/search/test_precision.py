@@ -151,3 +151,17 @@ def test_es_relaxes_only_an_empty_strict_text_search() -> None:
     assert not b.relax(SearchQuery(text="光猫 电费", principals=["public"]), found)
     assert not b.relax(SearchQuery(text="光猫 电费", principals=["public"], strict=False), empty)
     assert not b.relax(SearchQuery(text="  ", principals=["public"]), empty)
+
+
+async def test_question_words_score_but_are_not_required(engine: EmbeddedBackend) -> None:
+    # 信用卡 / 年费 / 减免 / 怎么 / 才能: the customer's question words are not in the answer's
+    # text, yet the item holding every content word matches strictly (not through the loose leg).
+    result = await search(engine, "信用卡年费怎么才能减免")
+    assert not result.relaxed
+    assert ids(result)[0] == 5
+    # without the question words the same item is required to hold the same content words
+    assert ids(await search(engine, "信用卡年费减免"))[0] == 5
+    # question words alone are the words required: nothing holds 怎么 and 可以 together, so only
+    # the loose leg finds item 2 (怎么办), and says so
+    alone = await search(engine, "怎么 可以")
+    assert alone.relaxed and ids(alone) == [2]

@@ -53,6 +53,7 @@ from tantivy import Occur, Query
 
 from app.search import ranking
 from app.search.analysis import (
+    QUESTION_WORDS,
     Analyzer,
     Normalized,
     QueryWord,
@@ -620,6 +621,8 @@ class EmbeddedBackend(SearchBackend):
             return query if weight == 1.0 else Query.boost_query(query, weight)
 
         clauses: list[tuple[Occur, Query]] = []
+        soft: list[tuple[Occur, Query]] = []
+        content = [w for w in words if w.term not in QUESTION_WORDS] or list(words)
         for word in words:
             per_field = []
             for name in fields:
@@ -635,8 +638,12 @@ class EmbeddedBackend(SearchBackend):
                     else Query.boolean_query([(Occur.Should, q) for q in alternatives])
                 )
                 per_field.append(Query.boost_query(field_query, FIELD_BOOSTS[name]))
-            clauses.append((Occur.Should, Query.disjunction_max_query(per_field, DISMAX_TIE_BREAKER)))
-        return Query.boolean_query(clauses, required_words(len(clauses), strict=strict))
+            target = clauses if word in content else soft
+            target.append((Occur.Should, Query.disjunction_max_query(per_field, DISMAX_TIE_BREAKER)))
+        matched = Query.boolean_query(clauses, required_words(len(clauses), strict=strict))
+        if not soft:
+            return matched
+        return Query.boolean_query([(Occur.Must, matched), *soft])
 
     def _filter_queries(self, principals: Sequence[str], channel: str | None, f: SearchFilters) -> list[Query]:
         """Document-level security and filters, applied inside the engine.
