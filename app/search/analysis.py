@@ -57,7 +57,8 @@ STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 # document need not contain them to count as matching the query's share of words.
 _QUESTION_WORDS_TEXT = """怎么 怎样 怎么样 如何 什么 为什么 为何 哪里 哪儿 哪个 哪些 多少 多久 几 是否 能否 可否 可以 能
     能不能 会 会不会 要 需要 想 请问 一下 有 没有 是 是不是 不 吗 我 我的 你 你们 他 她 它 这 那 这个
-    那个 一个 还 还是 就 都 也 在 和 与 跟 给 对 把 被 用 去 到 了解 知道 请 啥 咋 呢"""
+    那个 一个 还 还是 就 都 也 在 和 与 跟 给 对 把 被 用 去 到 了解 知道 请 啥 咋 呢
+    怎么办 咋办 为啥 谁 是谁 有人 告诉 求 好 比较 最 一些 一点 自己 里 上 现在 东西 时候"""
 QUESTION_WORDS = frozenset(_QUESTION_WORDS_TEXT.split())
 
 
