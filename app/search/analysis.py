@@ -53,6 +53,13 @@ _FULL_WIDTH = re.compile(f"[\u3000{re.escape(_FULL_WIDTH_CHARS)}]")
 # as 怎么/什么/为什么 cut MRR@10 from 0.876 to 0.852; BM25's idf already weighs them down.
 _STOPWORDS_TEXT = "的 了 吗 呢 吧 啊 呀 么 嘛 哦 a an the of"
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+# Question and function words of a customer's wording (怎么, 如何, 可以 ...): they score, but a
+# document need not contain them to count as matching the query's share of words.
+_QUESTION_WORDS_TEXT = """怎么 怎样 怎么样 如何 什么 为什么 为何 哪里 哪儿 哪个 哪些 多少 多久 几 是否 能否 可否 可以 能
+    能不能 会 会不会 要 需要 想 请问 一下 有 没有 是 是不是 不 吗 我 我的 你 你们 他 她 它 这 那 这个
+    那个 一个 还 还是 就 都 也 在 和 与 跟 给 对 把 被 用 去 到 了解 知道 请 啥 咋 呢
+    怎么办 咋办 为啥 谁 是谁 有人 告诉 求 好 比较 最 一些 一点 自己 里 上 现在 东西 时候"""
+QUESTION_WORDS = frozenset(_QUESTION_WORDS_TEXT.split())
 
 
 @lru_cache(maxsize=1)
@@ -309,9 +316,14 @@ class Analyzer:
         ]
 
     def query_words(self, text: str) -> list[QueryWord]:
-        """Analyze user input into query words with synonyms and weaker parts; never raises."""
+        """Analyze user input into query words with synonyms and weaker parts; never raises.
+
+        Adjacent single Chinese characters (what segmentation leaves of a word it does not
+        know, "折|扣|码") become one word whose characters are all required, not several
+        one-character words that each match half the corpus.
+        """
         raw = self._jieba.tokenize(normalize(text), mode="search", hmm=self.hmm)
-        words: list[tuple[str, list[str]]] = []  # (word, sub-words) in order
+        words: list[tuple[str, list[str], int, int]] = []  # (word, sub-words, start, end) in order
         parts: list[str] = []
         word_span = (-1, -1)
         for term, start, end in reversed(raw):
@@ -320,21 +332,61 @@ class Analyzer:
             else:
                 word_span = (start, end)
                 parts = []
-                words.append((term, parts))
+                words.append((term, parts, start, end))
         words.reverse()
-        kept = [(w, p) for w, p in words if is_word(w) and len(w) <= MAX_TOKEN_CHARS]
-        meaningful = [(w, p) for w, p in kept if w not in STOPWORDS]
+        kept = [w for w in words if is_word(w[0]) and len(w[0]) <= MAX_TOKEN_CHARS]
+        meaningful = [w for w in kept if w[0] not in STOPWORDS]
         result: dict[str, QueryWord] = {}
-        for term, subs in meaningful or kept:
+        joined = _join_single_chars(meaningful) if meaningful else [(w[0], w[1], False) for w in kept]
+        for term, subs, run in joined:
             if term in result:
                 continue
             synonyms = self.synonyms.get(term, ())
             clean_parts = tuple(dict.fromkeys(s for s in subs if is_word(s) and s not in synonyms))
-            chars = tuple(dict.fromkeys(term)) if self._unknown(term) else ()
+            chars = tuple(dict.fromkeys(term)) if run or self._unknown(term) else ()
             result[term] = QueryWord(term, synonyms, clean_parts, chars)
             if len(result) >= MAX_QUERY_WORDS:
                 break
         return list(result.values())
+
+
+def _single_han(term: str) -> bool:
+    return len(term) == 1 and not term.isascii() and term.isalnum()
+
+
+def _join_single_chars(words: list[tuple[str, list[str], int, int]]) -> list[tuple[str, list[str], bool]]:
+    """(word, sub-words, joined) with runs of adjacent single Chinese characters joined."""
+    out: list[tuple[str, list[str], bool]] = []
+    run: list[str] = []
+    run_end = -1
+    for term, subs, start, end in words:
+        if _single_han(term) and run and start == run_end:
+            run.append(term)
+            run_end = end
+            continue
+        if run:
+            out.append(("".join(run), [], len(run) > 1))
+            run = []
+        if _single_han(term):
+            run, run_end = [term], end
+        else:
+            out.append((term, subs, False))
+    if run:
+        out.append(("".join(run), [], len(run) > 1))
+    return out
+
+
+def required_words(count: int, *, strict: bool = True) -> int:
+    """How many of `count` query words a document must match (the `minimum_should_match` idea).
+
+    Strict: all of one or two words, 75 % (rounded down, as Elasticsearch rounds "75%") of
+    three or more. Loose: any one word. Both backends use this one rule.
+    """
+    if count <= 0:
+        return 0
+    if not strict:
+        return 1
+    return count if count <= 2 else count * 3 // 4
 
 
 def highlight_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:

@@ -82,6 +82,8 @@ class SearchQuery:
     highlight: bool = True
     facets: bool = True
     explain: bool = False
+    # Strict: a document must match `analysis.required_words` of the query words; loose: any one.
+    strict: bool = True
 
 
 @dataclass(slots=True)
@@ -117,6 +119,7 @@ class SearchResult:
     # facet name ("category", "tag", "type") -> counts, computed under the same ACL filter
     facets: dict[str, list[FacetValue]] = field(default_factory=dict)
     took_ms: float = 0.0
+    relaxed: bool = False  # the strict match found nothing, so these are the loose match's results
 
 
 @dataclass(slots=True)

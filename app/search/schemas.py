@@ -45,6 +45,10 @@ class SearchOut(BaseModel):
     limit: int
     next_cursor: str | None
     took_ms: float
+    relaxed: bool = Field(
+        description="True when no item had enough of the query's words (all of 1-2, 75 % of 3 or more), "
+        "so these are the items matching any one of them"
+    )
     warnings: list[str] = []
 
 

@@ -204,6 +204,7 @@ async def search(
         limit=p.limit,
         next_cursor=encode_cursor({"offset": nxt}) if nxt < result.total and nxt <= MAX_OFFSET else None,
         took_ms=round(result.took_ms, 2),
+        relaxed=result.relaxed,
         warnings=warnings,
     )
 

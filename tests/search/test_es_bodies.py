@@ -167,7 +167,7 @@ def test_synonyms_only_in_search_analyzers(analyzer: b.Analyzer) -> None:
     body = b.create_index_body(analyzer, SYN)
     analyzers = body["settings"]["index"]["analysis"]["analyzer"]
     with_synonyms = {name for name, spec in analyzers.items() if "kb_synonyms" in spec.get("filter", [])}
-    assert with_synonyms == {"kb_search"}
+    assert with_synonyms == {"kb_search", "kb_search_required"}  # query-time analyzers only
     used_at_index_time = {
         spec["analyzer"] for _, spec in _field_specs(body["mappings"]["properties"]) if "analyzer" in spec
     }
@@ -498,7 +498,7 @@ def test_user_text_is_plain_match_text(text: str) -> None:
     keys = {key for key, _ in walk(body)}
     assert not keys & {"query_string", "simple_query_string", "wildcard", "regexp", "prefix", "fuzzy"}
     text_queries = [value for key, value in walk(body) if key in ("match", "multi_match", "match_phrase")]
-    assert len(text_queries) == 3
+    assert len(text_queries) == 4  # words, phrase, attachments, question words
     for clause in text_queries:
         inner = clause if "query" in clause else next(iter(clause.values()))
         assert inner["query"] == text  # verbatim: no escaping, no folding, no syntax
@@ -618,7 +618,12 @@ def test_query_of_only_stopwords_keeps_them() -> None:
     assert not b.only_stopwords("光猫的") and not b.only_stopwords("") and not b.only_stopwords("？！")
     only = b.text_query("的吗？")["bool"]["should"][0]["multi_match"]
     assert only["analyzer"] == "kb_phrase"
-    assert "analyzer" not in b.text_query("光猫的")["bool"]["should"][0]["multi_match"]
+    # strict: the required share is counted without question words; loose: the plain search analyzer
+    assert b.text_query("光猫的")["bool"]["should"][0]["multi_match"]["analyzer"] == "kb_search_required"
+    assert "analyzer" not in b.text_query("光猫的", strict=False)["bool"]["should"][0]["multi_match"]
+    # nothing but question words: those are the words required, as in the embedded backend
+    assert b.only_question_words("怎么 可以吗") and not b.only_question_words("怎么办理")
+    assert "analyzer" not in b.text_query("怎么 可以吗")["bool"]["should"][0]["multi_match"]
 
 
 def test_multi_word_synonyms_are_not_phrase_queries() -> None:

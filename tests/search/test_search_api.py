@@ -106,6 +106,20 @@ async def test_traditional_and_simplified_fold(client: httpx.AsyncClient, admin:
     assert ids(await search(client, admin.headers, "寬帶無法上網"))[0] == corpus["offline"]
 
 
+async def test_a_query_needs_its_words_and_says_when_it_relaxed(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int]
+) -> None:
+    both = await search(client, admin.headers, "宽带 光猫")  # item "offline" holds both words
+    assert ids(both) == [corpus["offline"]] and both["relaxed"] is False
+    # No item holds 光猫 and 挂失 together: the loose leg answers, flagged.
+    loose = await search(client, admin.headers, "光猫 挂失")
+    assert set(ids(loose)) == {corpus["offline"], corpus["lost_card"]} and loose["relaxed"] is True
+    # The loose leg is filtered like the strict one: the agent-channel plan stays hidden from a
+    # customer channel (5G畅享套餐 and 挂失 are in no item together).
+    wechat = await search(client, admin.headers, "5G畅享套餐 挂失", channel="wechat")
+    assert ids(wechat) == [corpus["lost_card"]] and wechat["relaxed"] is True
+
+
 async def test_dictionary_word_kept_whole_after_rebuild(client: httpx.AsyncClient, admin: Actor,
                                                          corpus: dict[str, int], app: Any) -> None:
     r = await client.post("/api/v1/search/dictionary", headers=admin.headers, json={"words": ["5G畅享套餐", "光猫"]})

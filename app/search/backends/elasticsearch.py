@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from typing import Any, Literal
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError, TransportError, helpers
@@ -270,6 +271,13 @@ class ElasticsearchBackend(SearchBackend):
     # ------------------------------------------------------------------ reads
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        result = await self._search_once(query)
+        if bodies.relax(query, result):
+            result = await self._search_once(replace(query, strict=False))
+            result.relaxed = result.total > 0
+        return result
+
+    async def _search_once(self, query: SearchQuery) -> SearchResult:
         body = bodies.search_body(ranking.engine_query(query))
         async with self._unavailable_on_error("search"):
             response = await self._client.search(index=self.read_alias, body=body)

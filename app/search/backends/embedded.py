@@ -53,12 +53,14 @@ from tantivy import Occur, Query
 
 from app.search import ranking
 from app.search.analysis import (
+    QUESTION_WORDS,
     Analyzer,
     Normalized,
     QueryWord,
     compact,
     highlight_pattern,
     normalize_with_offsets,
+    required_words,
 )
 from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
 from app.search.documents import (
@@ -467,6 +469,16 @@ class EmbeddedBackend(SearchBackend):
 
     def _search_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
         started = time.perf_counter()
+        result = self._search_once(live, analyzer, query)
+        # Nothing has enough of the words: the loose match (any one word), flagged as such.
+        if query.strict and result.total == 0 and len(analyzer.query_words(query.text)) > 1:
+            result = self._search_once(live, analyzer, replace(query, strict=False))
+            result.relaxed = result.total > 0
+        result.took_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _search_once(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
+        started = time.perf_counter()
         searcher = live.index.searcher()
         filters = self._filter_queries(query.principals, query.channel, query.filters)
         text_fields = self._text_fields(query.channel)
@@ -476,7 +488,7 @@ class EmbeddedBackend(SearchBackend):
             main = Query.all_query()
         else:
             words = analyzer.query_words(query.text)
-            main = self._text_query(words, text_fields) if words else Query.empty_query()
+            main = self._text_query(words, text_fields, strict=query.strict) if words else Query.empty_query()
         full = Query.boolean_query([(Occur.Must, main)] + [(Occur.Must, f) for f in filters])
 
         limit = max(0, min(query.limit, MAX_LIMIT))
@@ -599,8 +611,9 @@ class EmbeddedBackend(SearchBackend):
         own = ANSWER_FIELDS.get(channel)
         return [name for name in FIELD_BOOSTS if name not in answers or name == own]
 
-    def _text_query(self, words: Sequence[QueryWord], fields: Sequence[str]) -> Query:
-        """Each word: best field wins (dismax), synonyms and weaker parts inside; words are OR-ed."""
+    def _text_query(self, words: Sequence[QueryWord], fields: Sequence[str], *, strict: bool = True) -> Query:
+        """Each word: best field wins (dismax), synonyms and weaker parts inside; a document
+        matches `required_words` of the words (strict), or any one (loose)."""
         schema = self.schema
 
         def term(name: str, value: str, weight: float = 1.0) -> Query:
@@ -608,6 +621,8 @@ class EmbeddedBackend(SearchBackend):
             return query if weight == 1.0 else Query.boost_query(query, weight)
 
         clauses: list[tuple[Occur, Query]] = []
+        soft: list[tuple[Occur, Query]] = []
+        content = [w for w in words if w.term not in QUESTION_WORDS] or list(words)
         for word in words:
             per_field = []
             for name in fields:
@@ -623,8 +638,12 @@ class EmbeddedBackend(SearchBackend):
                     else Query.boolean_query([(Occur.Should, q) for q in alternatives])
                 )
                 per_field.append(Query.boost_query(field_query, FIELD_BOOSTS[name]))
-            clauses.append((Occur.Should, Query.disjunction_max_query(per_field, DISMAX_TIE_BREAKER)))
-        return Query.boolean_query(clauses)
+            target = clauses if word in content else soft
+            target.append((Occur.Should, Query.disjunction_max_query(per_field, DISMAX_TIE_BREAKER)))
+        matched = Query.boolean_query(clauses, required_words(len(clauses), strict=strict))
+        if not soft:
+            return matched
+        return Query.boolean_query([(Occur.Must, matched), *soft])
 
     def _filter_queries(self, principals: Sequence[str], channel: str | None, f: SearchFilters) -> list[Query]:
         """Document-level security and filters, applied inside the engine.

@@ -34,7 +34,14 @@ from typing import Any, Literal
 import opencc
 
 from app.search import ranking
-from app.search.analysis import EXTRA_FOLDS, STOPWORDS, dictionary_words, normalize, normalized_synonym_groups
+from app.search.analysis import (
+    EXTRA_FOLDS,
+    QUESTION_WORDS,
+    STOPWORDS,
+    dictionary_words,
+    normalize,
+    normalized_synonym_groups,
+)
 from app.search.documents import (
     CHANNELS,
     FACET_SIZES,
@@ -53,7 +60,7 @@ Analyzer = Literal["ik", "smartcn"]
 ANALYZERS: tuple[str, ...] = ("ik", "smartcn")
 
 # Field weights, the same as the embedded backend's: title and questions far above body
-# and answers, attachments last. Words are OR-ed; for each word the best field counts
+# and answers, attachments last. For each word the best field counts
 # (cross_fields), plus TIE_BREAKER of the others.
 FIELD_BOOSTS: dict[str, float] = {
     "title": 8.0,
@@ -198,6 +205,10 @@ def _analysis_settings(analyzer: Analyzer, synonyms_set: str, pinyin: bool) -> d
         },
         # Same query stopwords as the embedded backend; index text keeps them.
         "kb_query_stop": {"type": "stop", "stopwords": sorted(STOPWORDS), "ignore_case": True},
+        # Question words (怎么, 如何 ...) score but do not count toward the required share of
+        # words (`analysis.QUESTION_WORDS`, as in the embedded backend).
+        "kb_question_stop": {"type": "stop", "stopwords": sorted(QUESTION_WORDS), "ignore_case": True},
+        "kb_question_keep": {"type": "keep", "keep_words": sorted(QUESTION_WORDS)},
         # Suggestion keys are compacted like the embedded backend's: letters and digits only.
         "kb_compact": {"type": "pattern_replace", "pattern": "[^\\p{L}\\p{N}]+", "replacement": ""},
         "kb_prefix_edge": {"type": "edge_ngram", "min_gram": 1, "max_gram": SUGGEST_PREFIX_MAX},
@@ -210,6 +221,19 @@ def _analysis_settings(analyzer: Analyzer, synonyms_set: str, pinyin: bool) -> d
             "char_filter": fold,
             "tokenizer": search_tokenizer,
             "filter": [*norm, "kb_query_stop", "kb_synonyms"],
+        },
+        # The words a strict query requires its share of, and the question words that only score.
+        "kb_search_required": {
+            "type": "custom",
+            "char_filter": fold,
+            "tokenizer": search_tokenizer,
+            "filter": [*norm, "kb_query_stop", "kb_question_stop", "kb_synonyms"],
+        },
+        "kb_search_question": {
+            "type": "custom",
+            "char_filter": fold,
+            "tokenizer": search_tokenizer,
+            "filter": [*norm, "kb_question_keep"],
         },
         # Coarse segmentation for phrase queries (match_phrase fails on ik_max_word output),
         # and the query analyzer when a query holds nothing but stopwords.
@@ -609,17 +633,27 @@ def filter_clauses(
 
 def only_stopwords(text: str) -> bool:
     """True when every word of `text` is a query stopword ("怎么办?"), so the query must keep them."""
+    return _covered_by(text, STOPWORDS)
+
+
+def only_question_words(text: str) -> bool:
+    """True when `text` holds nothing but question words and stopwords ("怎么办理吗" is not):
+    then, as in the embedded backend, those words are the ones required."""
+    return _covered_by(text, STOPWORDS | QUESTION_WORDS)
+
+
+def _covered_by(text: str, words: frozenset[str]) -> bool:
     runs = [run for run in re.split(r"[^\w]+|_", normalize(text)) if run]
     if not runs:
         return False
-    longest = max(len(w) for w in STOPWORDS)
+    longest = max(len(w) for w in words)
 
     def covered(run: str) -> bool:
         if run.isascii():
-            return run in STOPWORDS
+            return run in words
         ok = [True] + [False] * len(run)
         for end in range(1, len(run) + 1):
-            ok[end] = any(ok[start] and run[start:end] in STOPWORDS for start in range(max(0, end - longest), end))
+            ok[end] = any(ok[start] and run[start:end] in words for start in range(max(0, end - longest), end))
         return ok[-1]
 
     return all(covered(run) for run in runs)
@@ -656,11 +690,16 @@ def highlight_fields(channel: str | None) -> list[str]:
     ]
 
 
-def text_query(text: str, *, channel: str | None = None, highlight: bool = True) -> dict[str, Any]:
+# `analysis.required_words` in Elasticsearch's words: all of up to 2 words, 75 % (rounded down) of more.
+STRICT_MINIMUM_SHOULD_MATCH = "2<75%"
+
+
+def text_query(text: str, *, channel: str | None = None, highlight: bool = True, strict: bool = True) -> dict[str, Any]:
     """The scoring part for user text.
 
     User text only ever goes into match-type queries, so `"`, `:`, `*`, `(`, `AND` are
-    plain characters, never syntax. Words are OR-ed; `cross_fields` scores each word by its
+    plain characters, never syntax. Strict, a document needs
+    `STRICT_MINIMUM_SHOULD_MATCH` of the words (loose: any one); `cross_fields` scores each word by its
     best field (all fields share one search analyzer), like the embedded backend.
     """
     # Multi-word synonyms become AND-ed terms, not phrases: phrase queries do not work on
@@ -668,6 +707,10 @@ def text_query(text: str, *, channel: str | None = None, highlight: bool = True)
     options: dict[str, Any] = {"auto_generate_synonyms_phrase_query": False}
     if only_stopwords(text):
         options["analyzer"] = "kb_phrase"
+    if strict:
+        options["minimum_should_match"] = STRICT_MINIMUM_SHOULD_MATCH
+        if not only_question_words(text):
+            options.setdefault("analyzer", "kb_search_required")
     nested: dict[str, Any] = {
         "nested": {
             "path": "attachments",
@@ -712,6 +755,19 @@ def text_query(text: str, *, channel: str | None = None, highlight: bool = True)
     }
 
 
+def question_words_query(text: str, channel: str | None) -> dict[str, Any]:
+    return {
+        "multi_match": {
+            "query": text,
+            "type": "cross_fields",
+            "operator": "or",
+            "fields": text_fields(channel),
+            "tie_breaker": TIE_BREAKER,
+            "analyzer": "kb_search_question",
+        }
+    }
+
+
 def search_body(query: SearchQuery) -> dict[str, Any]:
     """Body of `POST <read alias>/_search` for one `SearchQuery`.
 
@@ -720,7 +776,11 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     may not read. Browse mode (no text) and `sort="updated"` order by date, score 0.
     """
     text = query.text.strip()
-    must = [text_query(text, channel=query.channel, highlight=query.highlight)] if text else [{"match_all": {}}]
+    must = (
+        [text_query(text, channel=query.channel, highlight=query.highlight, strict=query.strict)]
+        if text
+        else [{"match_all": {}}]
+    )
     offset = min(max(0, query.offset), MAX_RESULT_WINDOW)
     size = max(0, min(query.limit, MAX_RESULT_WINDOW - offset))
     body: dict[str, Any] = {
@@ -735,6 +795,9 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
         "track_total_hits": True,
         "_source": list(RESULT_SOURCE),
     }
+    if text and query.strict and not only_question_words(text):
+        # The question words the required share leaves out still score, as optional words.
+        body["query"]["bool"]["should"] = [question_words_query(text, query.channel)]
     if not text or query.sort == "updated":
         body["sort"] = [{"updated_at": {"order": "desc"}}, {"item_id": {"order": "asc"}}]
     else:
@@ -754,6 +817,11 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     if query.explain:
         body["explain"] = True
     return body
+
+
+def relax(query: SearchQuery, result: SearchResult) -> bool:
+    """Whether a strict search's empty result calls for the loose leg (any one word)."""
+    return query.strict and result.total == 0 and bool(query.text.strip())
 
 
 def has_word(text: str) -> bool:
