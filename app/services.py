@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from app.attachments.extraction import build_extractor
-from app.attachments.storage import LocalBlobStore
+from app.attachments.storage import build_blob_store
 from app.core.config import Settings
 from app.search.backends.base import SearchBackend
 
@@ -35,7 +35,7 @@ async def build(settings: Settings) -> dict[str, Any]:
     return {
         "search": search,
         "extractor": build_extractor(settings.tika_url),
-        "blobs": LocalBlobStore(settings.data_dir / "blobs"),
+        "blobs": build_blob_store(settings),
         "settings": settings,
     }
 

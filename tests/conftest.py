@@ -10,7 +10,7 @@ import asyncio
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,9 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
         await search.open()
     await search.rebuild([])
     fresh = await build_fresh_blobs(settings)
+    previous = services.get("blobs")
+    if previous is not None and hasattr(previous, "aclose"):  # the last test's S3 client
+        await previous.aclose()
     services.update(fresh, settings=settings)
     base_app.state.settings = settings
     async with base_app.state.sessionmaker() as s:
@@ -180,9 +183,18 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
 
 
 async def build_fresh_blobs(settings: Settings) -> dict[str, Any]:
-    from app.attachments.storage import LocalBlobStore
+    from app.attachments.storage import build_blob_store
 
-    return {"blobs": LocalBlobStore(settings.data_dir / "blobs")}
+    return {"blobs": build_blob_store(settings)}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 protocol server (moto, in a child process) for the S3 blob store's tests."""
+    from tests.s3_server import moto_server
+
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

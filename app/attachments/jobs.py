@@ -7,15 +7,13 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.attachments.extraction import ExtractionLimits, ExtractionResult, Extractor, ExtractorUnavailable
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.attachments.service import COLLECT_JOB, EXTRACT_JOB, INDEX_JOB, ORPHAN_GRACE_SECONDS
-from app.attachments.storage import BlobStore
+from app.attachments.storage import BlobNotFound, BlobStore
 from app.core.db import utcnow
 from app.knowledge.models import Item, ItemVersion
 from app.workers.models import Job
@@ -134,7 +132,8 @@ async def extract_blob(ctx: JobContext) -> dict[str, Any]:
     blobs: BlobStore = _service(ctx, "blobs")
     limits = ExtractionLimits.from_settings(_service(ctx, "settings"))
     try:
-        result = await extractor.extract(blobs.path_for(sha256), mime, limits)
+        async with blobs.local_file(sha256) as path:
+            result = await extractor.extract(path, mime, limits)
     except ExtractorUnavailable as exc:
         if last_attempt:  # the job ends failed; an administrator's retry extracts again
             await _mark_unavailable(ctx, sha256, str(exc))
@@ -153,10 +152,10 @@ async def extract_blob(ctx: JobContext) -> dict[str, Any]:
             "chars": stored.extracted_chars, "reindexed": items}
 
 
-def _stale(path: Any, cutoff_ts: float) -> bool:
+async def _stale(blobs: BlobStore, key: str, cutoff_ts: float) -> bool:
     try:
-        return path.stat().st_mtime < cutoff_ts
-    except FileNotFoundError:
+        return await blobs.stamp(key) < cutoff_ts * 1_000_000_000
+    except BlobNotFound:
         return False
 
 
@@ -208,7 +207,7 @@ async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
               "stray_files": 0, "kept_recent": 0, "temp_files": 0}
     for sha in orphan_shas:
         # a fresh mtime: an upload of the same bytes is claiming the file right now
-        if await anyio.to_thread.run_sync(_stale, blobs.path_for(sha), cutoff_ts):
+        if await _stale(blobs, sha, cutoff_ts):
             report["blob_files"] += int(await blobs.delete(sha))
         else:
             report["kept_recent"] += 1
@@ -220,7 +219,7 @@ async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
         for key in keys:
             if key in known:
                 continue
-            if await anyio.to_thread.run_sync(_stale, blobs.path_for(key), cutoff_ts):
+            if await _stale(blobs, key, cutoff_ts):
                 report["stray_files"] += int(await blobs.delete(key))
             else:
                 report["kept_recent"] += 1

@@ -285,7 +285,7 @@ async def _empty() -> Any:
 
 async def _file_type(request: Request, att: Attachment) -> str:
     if service.is_text(att.mime):
-        charset = await service.text_charset(_blobs(request).path_for(att.sha256))
+        charset = await service.text_charset(_blobs(request), att.sha256)
         return f"{att.mime}; charset={charset}"
     return att.mime
 
@@ -327,7 +327,7 @@ async def preview(request: Request, session: DbSession, principal: Downloader, a
     if kind == "inline":
         return await _send_file(request, att, disposition="inline", content_type=att.mime, csp=MEDIA_CSP)
     if kind == "text":
-        charset = await service.text_charset(_blobs(request).path_for(att.sha256))
+        charset = await service.text_charset(_blobs(request), att.sha256)
         return await _send_file(request, att, disposition="inline", content_type=f"text/plain; charset={charset}",
                                 csp=HTML_CSP)
     if kind == "pending":

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -41,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.attachments.detect import detect_file, safe_filename
 from app.attachments.models import Attachment, Blob, version_attachments
-from app.attachments.storage import BlobStore, BlobTooLarge
+from app.attachments.storage import BlobNotFound, BlobStore, BlobTooLarge
 from app.audit.service import record
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -274,16 +272,6 @@ def clean_file_name(raw: str | None) -> str:
                            code="invalid_file_name", field=UPLOAD_FIELD, file_name=shown)
 
 
-def _mtime_ns(path: Path) -> int:
-    return path.stat().st_mtime_ns
-
-
-def _touch(path: Path) -> int:
-    """Claim an existing blob: a fresh mtime keeps the orphan collector away while this upload commits."""
-    os.utime(path)
-    return path.stat().st_mtime_ns
-
-
 async def receive_files(chunks: AsyncIterator[bytes], boundary: bytes, blobs: BlobStore, max_file_bytes: int,
                         out: list[StoredFile]) -> None:
     """Stream every file of the body into the store, appending each to `out` as soon as it is stored
@@ -302,17 +290,15 @@ async def receive_files(chunks: AsyncIterator[bytes], boundary: bytes, blobs: Bl
         except BlobTooLarge:
             raise PayloadTooLarge(f"The file {name!r} is larger than the limit of {max_file_bytes} bytes",
                                   code="file_too_large", file_name=name, limit=max_file_bytes)
-        path = blobs.path_for(blob.sha256)
         ours = any(f.sha256 == blob.sha256 and f.created for f in out)
-        if blob.created or ours:
-            mtime = await anyio.to_thread.run_sync(_mtime_ns, path)
-        else:
-            mtime = await anyio.to_thread.run_sync(_touch, path)
+        # Claim an existing blob: a fresh stamp keeps the orphan collector away while this upload commits.
+        mtime = await (blobs.stamp(blob.sha256) if blob.created or ours else blobs.touch(blob.sha256))
         stored = StoredFile(blob.sha256, blob.size, blob.created, mtime, name, part.declared_type)
         out.append(stored)
         if blob.size == 0:
             raise InvalidInput(f"The file {name!r} is empty", code="empty_file", file_name=name)
-        detected = await anyio.to_thread.run_sync(detect_file, path, name)
+        async with blobs.local_file(blob.sha256) as path:
+            detected = await anyio.to_thread.run_sync(detect_file, path, name)
         stored.mime, stored.extension = detected.mime, detected.extension
     if not out:
         raise InvalidInput(f"No files: send one or more under the multipart field '{UPLOAD_FIELD}'",
@@ -332,8 +318,8 @@ async def discard(sessionmaker: async_sessionmaker[AsyncSession], blobs: BlobSto
                 if await s.scalar(select(Blob.sha256).where(Blob.sha256 == f.sha256)) is not None:
                     continue
             try:
-                current = await anyio.to_thread.run_sync(_mtime_ns, blobs.path_for(f.sha256))
-            except FileNotFoundError:
+                current = await blobs.stamp(f.sha256)
+            except BlobNotFound:
                 continue
             if current == f.mtime_ns and await blobs.delete(f.sha256):
                 removed += 1
@@ -561,12 +547,10 @@ def content_disposition(kind: str, file_name: str, attachment_id: int) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe=_ATTR_CHARS)}"
 
 
-def _sniff_charset(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
-    except FileNotFoundError:
-        return "utf-8"  # the caller answers 404 content_missing
+_CHARSET_HEAD = 64 * 1024
+
+
+def _sniff_charset(head: bytes) -> str:
     for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if head.startswith(bom):
             return name
@@ -579,6 +563,12 @@ def _sniff_charset(path: Path) -> str:
     return "utf-8"
 
 
-async def text_charset(path: Path) -> str:
-    return await anyio.to_thread.run_sync(_sniff_charset, path)
+async def text_charset(blobs: BlobStore, key: str) -> str:
+    try:
+        size = await blobs.size(key)
+        chunks = await blobs.open_range(key, 0, min(size, _CHARSET_HEAD) - 1) if size else None
+        head = b"".join([c async for c in chunks]) if chunks is not None else b""
+    except BlobNotFound:
+        return "utf-8"  # the caller answers 404 content_missing
+    return _sniff_charset(head)
 

@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     es_index_prefix: str = "kb_items"
     tika_url: str | None = None
 
+    # Attachment blobs: a folder under data_dir, or an S3-compatible bucket shared by several hosts.
+    blob_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None  # MinIO and other S3-compatible stores; unset: AWS
+    s3_bucket: str = ""
+    s3_region: str | None = None
+    s3_access_key: str | None = None  # unset: the usual AWS credential chain (env, profile, instance role)
+    s3_secret_key: str | None = None
+    s3_prefix: str = ""  # object keys start with it, e.g. "kb/"
+    s3_create_bucket: bool = False
+
     jwt_secret: str = DEV_SECRET
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_private_key_file: Path | None = None
@@ -87,6 +97,8 @@ class Settings(BaseSettings):
             raise ValueError("RS256 needs KB_JWT_PRIVATE_KEY_FILE and KB_JWT_PUBLIC_KEY_FILE")
         if self.search_backend == "elasticsearch" and not self.es_url:
             raise ValueError("KB_SEARCH_BACKEND=elasticsearch needs KB_ES_URL")
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError("KB_BLOB_BACKEND=s3 needs KB_S3_BUCKET")
         return self
 
     @property

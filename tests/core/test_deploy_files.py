@@ -21,8 +21,8 @@ def compose() -> dict:
 
 def test_compose_has_every_part_with_health_checks() -> None:
     services = compose()["services"]
-    assert {"postgres", "elasticsearch", "tika", "api", "worker", "migrate"} <= set(services)
-    for name in ("postgres", "elasticsearch", "tika", "api"):
+    assert {"postgres", "elasticsearch", "tika", "minio", "api", "worker", "migrate"} <= set(services)
+    for name in ("postgres", "elasticsearch", "tika", "minio", "api"):
         assert services[name].get("healthcheck"), f"{name} has no health check"
     assert (ROOT / services["elasticsearch"]["build"] / "Dockerfile").exists()
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -34,6 +34,15 @@ def test_compose_settings_are_real_settings() -> None:
     assert set(env) <= fields, set(env) - fields
     assert env["KB_SEARCH_BACKEND"] == "elasticsearch" and env["KB_ENV"] == "prod"
     assert env["KB_TIKA_URL"].startswith("http://tika:")
+    # attachments in the MinIO service, not on one host's volume; API and workers wait for it
+    assert env["KB_BLOB_BACKEND"] == "s3" and env["KB_S3_ENDPOINT_URL"].startswith("http://minio:")
+    assert env["KB_S3_BUCKET"] and env["KB_S3_CREATE_BUCKET"] == "true"
+    services = compose()["services"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["minio"]["condition"] == "service_healthy"
+    literal = {k[3:].lower(): v for k, v in env.items() if "${" not in str(v)}
+    s3 = Settings(_env_file=None, **{**literal, "jwt_secret": "k" * 40})  # the values are valid settings
+    assert (s3.blob_backend, s3.s3_create_bucket) == ("s3", True)
 
 
 def test_prod_refuses_the_default_secret() -> None:
