@@ -41,8 +41,19 @@ MANIFEST = "manifest.json"
 DB_FILE = "kb.sqlite3"
 BLOBS = "blobs"
 FORMAT = 1
-COUNTED = ("items", "item_versions", "acl_grants", "attachments", "blobs", "search_dictionary",
-           "search_synonyms", "users", "roles", "departments", "taxonomy_nodes")
+COUNTED = (
+    "items",
+    "item_versions",
+    "acl_grants",
+    "attachments",
+    "blobs",
+    "search_dictionary",
+    "search_synonyms",
+    "users",
+    "roles",
+    "departments",
+    "taxonomy_nodes",
+)
 
 
 class BackupError(Exception):
@@ -53,7 +64,8 @@ def _sqlite_path(settings: Settings) -> Path:
     if not settings.is_sqlite:
         raise BackupError(
             "kb backup/restore covers the embedded default (SQLite). For PostgreSQL use pg_dump and back up "
-            "the blob store (README, 'Backup and restore')")
+            "the blob store (README, 'Backup and restore')"
+        )
     path = settings.database_url.split(":///", 1)[1]
     if not path or path == ":memory:":
         raise BackupError("the database is not a file")
@@ -140,7 +152,9 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
             except FileNotFoundError:
                 carried = dest.execute(
                     "SELECT 1 FROM attachments a JOIN version_attachments va ON va.attachment_id = a.id "
-                    "WHERE a.sha256 = ? LIMIT 1", (sha,)).fetchone()
+                    "WHERE a.sha256 = ? LIMIT 1",
+                    (sha,),
+                ).fetchone()
                 if carried:
                     raise BackupError(f"blob {sha} is referenced by a version but missing from {blob_root}") from None
                 dest.execute("DELETE FROM attachments WHERE sha256 = ?", (sha,))
@@ -184,11 +198,17 @@ def read_manifest(source: Path) -> dict[str, Any]:
         raise BackupError(f"{source} is not a backup: {MANIFEST} is missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BackupError(f"{path} is damaged or truncated ({exc}); the backup cannot be trusted") from None
-    ok = (isinstance(manifest, dict) and manifest.get("format") == FORMAT
-          and isinstance(manifest.get("blobs"), list) and isinstance(manifest.get("database"), dict)
-          and isinstance(manifest["database"].get("sha256"), str)
-          and all(isinstance(b, dict) and isinstance(b.get("sha256"), str) and isinstance(b.get("size"), int)
-                  for b in manifest["blobs"]))
+    ok = (
+        isinstance(manifest, dict)
+        and manifest.get("format") == FORMAT
+        and isinstance(manifest.get("blobs"), list)
+        and isinstance(manifest.get("database"), dict)
+        and isinstance(manifest["database"].get("sha256"), str)
+        and all(
+            isinstance(b, dict) and isinstance(b.get("sha256"), str) and isinstance(b.get("size"), int)
+            for b in manifest["blobs"]
+        )
+    )
     if not ok:
         raise BackupError(f"{path} is not a manifest this version understands (format {FORMAT})")
     return manifest
