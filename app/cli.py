@@ -14,13 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def migrate(revision: str = "head") -> None:
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate_url(settings.database_url, revision)
+
+
+def migrate_url(url: str, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = settings.database_url
+    cfg.attributes["url"] = url
     command.upgrade(cfg, revision)
 
 
@@ -97,6 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("seed-demo", help="create the demo users, roles and content (idempotent)")
     sub.add_parser("serve", help="serve the API (KB_HOST, KB_PORT, KB_WORKERS)")
     sub.add_parser("worker", help="run a standalone job worker")
+    b = sub.add_parser("backup", help="online backup of the embedded default (SQLite, blobs) into DIR")
+    b.add_argument("dir", type=Path)
+    r = sub.add_parser("restore", help="restore a backup from DIR into KB_DATA_DIR and rebuild the index")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--force", action="store_true", help="replace the data of a non-empty KB_DATA_DIR")
     o = sub.add_parser("export-openapi", help="write the OpenAPI document")
     o.add_argument("--out", type=Path, default=ROOT / "openapi" / "openapi.json")
     args = parser.parse_args(argv)
@@ -126,6 +135,20 @@ def main(argv: list[str] | None = None) -> None:
 
         configure_logging(get_settings().log_level)
         asyncio.run(_worker())
+    elif args.cmd in ("backup", "restore"):
+        from app.ops.backup import BackupError, backup, restore
+
+        try:
+            if args.cmd == "backup":
+                m = backup(get_settings(), args.dir)
+                print(f"backup in {args.dir}: revision {m['alembic_revision']}, {m['counts'].get('items', 0)} items, "
+                      f"{len(m['blobs'])} blobs")
+            else:
+                m = restore(get_settings(), args.dir, force=args.force)
+                print(f"restored {args.dir} into {get_settings().data_dir}: {m['counts'].get('items', 0)} items, "
+                      f"{len(m['blobs'])} blobs, {m['indexed']} documents indexed")
+        except BackupError as exc:
+            sys.exit(f"kb {args.cmd}: {exc}")
     elif args.cmd == "export-openapi":
         export_openapi(args.out)
 
