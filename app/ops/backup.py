@@ -66,6 +66,12 @@ def _sqlite_path(settings: Settings) -> Path:
             "kb backup/restore covers the embedded default (SQLite). For PostgreSQL use pg_dump and back up "
             "the blob store (README, 'Backup and restore')"
         )
+    if settings.blob_backend != "local":
+        raise BackupError(
+            "kb backup/restore covers the embedded default (SQLite and local blobs). With KB_BLOB_BACKEND=s3 "
+            "back up the bucket with the store's own tools (versioning, replication, `mc mirror`) beside the "
+            "database (README, 'Backup and restore')"
+        )
     path = settings.database_url.split(":///", 1)[1]
     if not path or path == ":memory:":
         raise BackupError("the database is not a file")

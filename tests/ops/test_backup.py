@@ -239,3 +239,13 @@ async def test_backup_refuses_postgresql_and_points_to_pg_dump(tmp_path: Path) -
         env={"KB_ENV": "test", "KB_DATA_DIR": str(tmp_path), "KB_DATABASE_URL": "postgresql+asyncpg://kb@127.0.0.1/kb"},
     )
     assert code == 1 and "pg_dump" in out and not (tmp_path / "b").exists()
+
+
+async def test_backup_refuses_blobs_on_s3_and_says_what_to_back_up(tmp_path: Path) -> None:
+    """The blobs would be missing from such a backup: kb backup refuses rather than copy an empty folder."""
+    code, out = await kb(
+        "backup",
+        str(tmp_path / "b"),
+        env={"KB_ENV": "test", "KB_DATA_DIR": str(tmp_path), "KB_BLOB_BACKEND": "s3", "KB_S3_BUCKET": "kb-blobs"},
+    )
+    assert code == 1 and "bucket" in out and not (tmp_path / "b").exists()
