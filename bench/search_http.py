@@ -304,7 +304,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float = 120) -> None:
+async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float = 120, path: str = "/healthz") -> None:
     import httpx
 
     deadline = time.monotonic() + limit_s
@@ -313,7 +313,7 @@ async def wait_ready(base: str, proc: asyncio.subprocess.Process, limit_s: float
             if proc.returncode is not None:
                 raise SystemExit(f"the server exited with {proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/healthz")).status_code == 200:
+                if (await client.get(path)).status_code == 200:
                     return
             await asyncio.sleep(0.2)
     raise SystemExit("the server did not become ready")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from search_http import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN, PASSWORD = "soak-admin", "Soak@2026kb-管理员"
@@ -245,19 +246,6 @@ async def sample_rss(pids: dict[str, int], peak: dict[str, float], stop: asyncio
             await asyncio.wait_for(stop.wait(), 10)
 
 
-async def wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient(base_url=base, timeout=2) as c:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await c.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise SystemExit("the server did not become ready")
-
-
 async def settle(c: httpx.AsyncClient, h: dict[str, str]) -> dict[str, Any]:
     """After the soak: wait for the outbox, then ask for the index's drift."""
 
@@ -313,7 +301,7 @@ async def run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         raise SystemExit("migrate failed")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data, env=env)
     try:
-        await wait_ready(base, proc)
+        await wait_ready(base, proc, path="/readyz")
         limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
         async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:
             r = await c.post(

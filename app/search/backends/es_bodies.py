@@ -730,16 +730,7 @@ def text_query(text: str, *, channel: str | None = None, highlight: bool = True,
     return {
         "bool": {
             "should": [
-                {
-                    "multi_match": {
-                        "query": text,
-                        "type": "cross_fields",
-                        "operator": "or",
-                        "fields": text_fields(channel),
-                        "tie_breaker": TIE_BREAKER,
-                        **options,
-                    }
-                },
+                words_query(text, channel, **options),
                 {
                     "multi_match": {
                         "query": text,
@@ -755,7 +746,8 @@ def text_query(text: str, *, channel: str | None = None, highlight: bool = True,
     }
 
 
-def question_words_query(text: str, channel: str | None) -> dict[str, Any]:
+def words_query(text: str, channel: str | None, **options: Any) -> dict[str, Any]:
+    """Each word scored by its best field (`cross_fields`), plus TIE_BREAKER of the others."""
     return {
         "multi_match": {
             "query": text,
@@ -763,7 +755,7 @@ def question_words_query(text: str, channel: str | None) -> dict[str, Any]:
             "operator": "or",
             "fields": text_fields(channel),
             "tie_breaker": TIE_BREAKER,
-            "analyzer": "kb_search_question",
+            **options,
         }
     }
 
@@ -797,7 +789,7 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     }
     if text and query.strict and not only_question_words(text):
         # The question words the required share leaves out still score, as optional words.
-        body["query"]["bool"]["should"] = [question_words_query(text, query.channel)]
+        body["query"]["bool"]["should"] = [words_query(text, query.channel, analyzer="kb_search_question")]
     if not text or query.sort == "updated":
         body["sort"] = [{"updated_at": {"order": "desc"}}, {"item_id": {"order": "asc"}}]
     else:
