@@ -486,13 +486,17 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
         print(f"  http paced at {args.rate}/s, all kinds mixed: {out['paced_mixed']}", flush=True)
         return out
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully (lifespan closes the index)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_server(proc)
+
+
+async def stop_server(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully (lifespan closes the index)
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 # ---------------------------------------------------------------- main

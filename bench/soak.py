@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from search_http import wait_ready
+from search_http import stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN, PASSWORD = "soak-admin", "Soak@2026kb-管理员"
@@ -357,13 +356,7 @@ async def run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
             **after,
         }
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_server(proc)
 
 
 def main() -> None:

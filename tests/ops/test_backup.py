@@ -92,7 +92,7 @@ def env_for(settings: Settings, data: Path | None = None, url: str | None = None
 @pytest.fixture
 def sqlite_only(settings: Settings) -> None:
     if not settings.is_sqlite:
-        pytest.skip("kb backup covers the embedded default; PostgreSQL is backed up with pg_dump (README)")
+        pytest.skip("kb backup covers SQLite, so this runs on SQLite only; PostgreSQL: pg_dump (README)")
 
 
 async def make_content(client: httpx.AsyncClient, admin: Actor) -> list[int]:
