@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # A SQLite writer waits this long for the write lock; past it the request answers 503 database_busy.
     sqlite_busy_timeout_seconds: float = Field(30, gt=0)
 
+    # Channel delivery (app/channels): channels anonymous callers may read (never "agent").
+    public_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["web"])
+
     log_level: str = "INFO"
 
     @field_validator("cors_origins", mode="before")
@@ -84,6 +87,21 @@ class Settings(BaseSettings):
     def _split_origins(cls, v: object) -> object:
         if isinstance(v, str):
             return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("public_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [c.strip() for c in v.split(",") if c.strip()]
+        return v
+
+    @field_validator("public_channels")
+    @classmethod
+    def _check_channels(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - {"web", "wechat", "app"})
+        if bad:
+            raise ValueError(f"KB_PUBLIC_CHANNELS takes web, wechat, app (agent is never public), got {bad}")
         return v
 
     @model_validator(mode="after")

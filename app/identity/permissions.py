@@ -35,6 +35,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "knowledge:import": ("module:knowledge", "Bulk import and sync"),
     "knowledge:acl": ("module:knowledge", "Manage item and category ACLs"),
     "taxonomy:manage": ("module:knowledge", "Manage taxonomies, tags, attributes, templates"),
+    "channels:manage": ("module:knowledge", "Manage channel delivery: CTI screen-pop rules"),
     "search:query": ("module:search", "Search published content"),
     "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
     "attachments:download": ("module:attachments", "Download and preview attachment files"),
@@ -74,6 +75,7 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "reviewer": ("审核员 / reviewer", _REVIEWER),
     "publisher": ("发布员 / publisher", _PUBLISHER),
     "kb_manager": ("知识管理员 / knowledge manager",
-                   [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage"]),
+                   [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage",
+                     "channels:manage"]),
     "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
 }

@@ -1,0 +1,11 @@
+"""The channel read API, `/api/v1/channels/{channel}/...`: public on the channels of
+`KB_PUBLIC_CHANNELS` (anonymous callers), otherwise for the channel's client or (agent) staff.
+See app/channels/access.py for who may call."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.core.errors import PROBLEMS
+
+router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS)
