@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # Channel delivery (app/channels): channels anonymous callers may read (never "agent").
     public_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["web"])
+    # Where the full web answer lives, for the link under a cut WeChat text, e.g.
+    # https://faq.example.com/kb/{item_id}; unset: this service's web channel rendering.
+    web_answer_url: str = ""
 
     log_level: str = "INFO"
 
