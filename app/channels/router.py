@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.channels.ratelimit import RateLimit
 from app.core.errors import PROBLEMS
 
-router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS)
+# RateLimit resolves the caller (app/channels/access.py) first: who reads, then how often.
+router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit])
