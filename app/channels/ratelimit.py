@@ -19,6 +19,7 @@ admission, so nothing can be admitted before then and the flood is answered with
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import re
@@ -46,6 +47,7 @@ from app.channels.access import Caller
 from app.core.config import Settings
 from app.core.errors import RateLimited
 
+log = logging.getLogger(__name__)
 _UNITS = {"second": Duration.SECOND, "minute": Duration.MINUTE, "hour": Duration.HOUR, "day": Duration.DAY}
 _LIMIT = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
 # Buckets (and with `memory` their state) kept per process; the least recently used go first.
@@ -238,7 +240,11 @@ async def rate_limit(request: Request, response: Response, caller: Caller) -> No
     if limiter is None:
         return
     anonymous = caller.is_anonymous
-    wait_ms = await limiter.check(caller.key, anonymous)
+    try:
+        wait_ms = await limiter.check(caller.key, anonymous)
+    except Exception:  # the shared store (Redis) is down: serve the answers rather than fail them
+        log.warning("rate limit store unavailable; request admitted unchecked", exc_info=True)
+        return
     rate = limiter.rate(anonymous)
     if wait_ms is None:
         response.headers["RateLimit-Policy"] = _policy(rate)
