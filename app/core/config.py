@@ -79,6 +79,10 @@ class Settings(BaseSettings):
 
     # Channel delivery (app/channels): channels anonymous callers may read (never "agent").
     public_channels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["web"])
+    # The change feed (GET /changes): how often the sweep emits expiries and starts (0: never), and
+    # how long events are kept (older cursors answer 410 resync_required).
+    channel_sweep_seconds: float = Field(30, ge=0)
+    changes_retention_days: float = Field(30, gt=0)
 
     log_level: str = "INFO"
 
