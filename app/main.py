@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.api import mount_routers
 from app.attachments.jobs import schedule_orphan_collection
+from app.channels.jobs import schedule_sweep
 from app.channels.ratelimit import build_rate_limiter
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             async with app.state.sessionmaker() as s:
                 await ensure_defaults(s)
                 if await schedule_orphan_collection(s, settings.orphan_collect_hours):
+                    await s.commit()
+                if await schedule_sweep(s, settings.channel_sweep_seconds):
                     await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):

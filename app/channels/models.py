@@ -1,0 +1,62 @@
+"""The change feed's tables (app/channels/feed.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, BigId, utcnow
+
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ChannelFeed(Base):
+    """One row: the last sequence number handed out and the highest one purged (`floor`). Writers
+    take the next numbers with `UPDATE ... RETURNING`: the row lock queues them until commit, so
+    sequence numbers become visible in commit order (a reader never skips a late commit)."""
+
+    __tablename__ = "channel_feed"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Seq, default=0)
+    floor: Mapped[int] = mapped_column(Seq, default=0)
+
+
+class ChannelItemState(Base):
+    """What a channel shows of an item right now, as the feed last told it (a row per item and
+    channel it is shown on; no row: not shown)."""
+
+    __tablename__ = "channel_item_states"
+
+    item_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int]
+    visibility: Mapped[str] = mapped_column(String(16))
+    readers: Mapped[list[Any]]
+    source: Mapped[str | None] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    valid_to: Mapped[datetime | None] = mapped_column(index=True)  # the sweep looks for expiries
+    shown_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChannelChange(Base):
+    """One event of the feed. `readers`: the read sets before and after, joined (who must hear of
+    it); `readers_after`: who sees the item after it."""
+
+    __tablename__ = "channel_changes"
+    __table_args__ = (Index("ix_channel_changes_channel_seq", "channel", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=False)
+    channel: Mapped[str] = mapped_column(String(16))
+    item_id: Mapped[int] = mapped_column(BigId)
+    version: Mapped[int | None]
+    source: Mapped[str | None] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(24))
+    visibility: Mapped[str] = mapped_column(String(16))
+    readers: Mapped[list[Any]]
+    readers_after: Mapped[list[Any]]
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
