@@ -2,7 +2,7 @@
 
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
-from app.channels.models import ChannelChange, ChannelFeed, ChannelItemState
+from app.channels.models import ChannelChange, ChannelFeed, ChannelItemState, ScreenPopRule
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
@@ -31,6 +31,7 @@ __all__ = [
            "Job",
            "RefreshToken",
            "Role",
+           "ScreenPopRule",
            "SearchLog",
            "SynonymGroup",
            "Tag",
