@@ -2,6 +2,7 @@
 
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
+from app.channels.models import ChannelFeedback, ChannelView, ChannelViewDay
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
@@ -18,6 +19,9 @@ __all__ = [
            "Base",
            "Blob",
            "BlobText",
+           "ChannelFeedback",
+           "ChannelView",
+           "ChannelViewDay",
            "Department",
            "DictionaryWord",
            "Item",
