@@ -272,7 +272,7 @@ class _El:
 
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 _SKIP = {"script", "style", "template", "head", "title", "noscript"}
-MAX_DEPTH = 100  # elements nested deeper count as their content only (no recursion error on 3,000 <div>s)
+MAX_DEPTH = 32  # elements nested deeper count as their content only (no recursion error on 3,000 <div>s)
 
 
 class _TreeBuilder(HTMLParser):
@@ -595,17 +595,20 @@ def plain_text(text: str, body_format: str) -> str:
         lines = (_WS.sub(" ", line).strip() for line in _scrub(html_lib.unescape(text)).splitlines())
         out = "\n".join(line for line in lines if line)
     else:
-        out = "\n".join(t for t in (_block_text(b) for b in _blocks_of(_parse(to_html(text, body_format)).children))
-                        if t)
+        out = _text_of_blocks(_blocks(to_html(text, body_format)))
     return out
+
+
+def _text_of_blocks(blocks: Iterable[Any]) -> str:
+    return "\n".join(t for t in (_block_text(b) for b in blocks) if t)
 
 
 def _blocks(html: str) -> tuple[Any, ...]:
     return tuple(_blocks_of(_parse(html).children))
 
 
-def first_image(html: str) -> str | None:
-    for block in _iter_blocks(_blocks(html)):
+def first_image(blocks: Iterable[Any]) -> str | None:
+    for block in _iter_blocks(blocks):
         if isinstance(block, ImageBlock):
             return block.src
     return None
@@ -627,6 +630,15 @@ _GRAPHEME = regex.compile(r"\X")
 def _graphemes(text: str) -> list[str]:
     """User-perceived characters: an emoji with its modifiers, ZWJ sequence or flag stays whole."""
     return _GRAPHEME.findall(text)
+
+
+def _graphemes_upto(text: str, chars: int) -> list[str]:
+    """The graphemes of about the first `chars` characters of `text` (a long body is not split whole),
+    the last one dropped when the prefix may have cut it."""
+    limit = chars + 64
+    if len(text) <= limit:
+        return _graphemes(text)
+    return _graphemes(text[:limit])[:-1]
 
 
 def _utf8_len(text: str) -> int:
@@ -655,7 +667,7 @@ def cut(text: str, max_bytes: int, url: str) -> tuple[str, bool]:
         return text, False
     link = "\n" + LINK_PREFIX + url
     budget = max_bytes - _utf8_len(link)
-    clusters = _graphemes(text)
+    clusters = _graphemes_upto(text, max_bytes)
     piece = _first_piece(clusters)
     if _utf8_len(piece) > budget:
         needed = _utf8_len(piece) + _utf8_len(link)
@@ -709,7 +721,10 @@ def _sentences(text: str) -> Iterator[str]:
 def news_description(text: str, title: str = "") -> str:
     """The first sentence(s) of `text` on one line, at most NEWS_DESCRIPTION_CHARS characters; a
     first line repeating the title is skipped."""
-    sentences = [s for s in _sentences(text) if s]
+    limit = NEWS_DESCRIPTION_CHARS * 8
+    sentences = [s for s in _sentences(text[:limit]) if s]
+    if len(text) > limit:
+        sentences = sentences[:-1]  # maybe cut by the prefix
     if sentences and title and sentences[0] == " ".join(title.split()):
         sentences = sentences[1:]
     out = ""
@@ -752,9 +767,10 @@ def _app(source: Source, max_bytes: int) -> AppRender:
 
 def _wechat(source: Source, max_bytes: int) -> WechatRender:
     own = source.answer("wechat")
-    full = plain_text(own or source.body, source.body_format)
+    body = _blocks(to_html(source.body, source.body_format))
+    full = plain_text(own, source.body_format) if own else _text_of_blocks(body)
     text, truncated = cut(full, max_bytes, source.web_url)
-    picurl = source.picurl or first_image(to_html(source.body, source.body_format))
+    picurl = source.picurl or first_image(body)
     news = WechatNews(title=source.title, description=news_description(full, source.title), url=source.web_url,
                       picurl=urljoin(source.web_url, picurl) if picurl else None)
     return WechatRender(item_id=source.item_id, version=source.version, title=source.title, text=text,

@@ -392,3 +392,34 @@ def test_cache_is_bounded_by_weight() -> None:
 
 def test_render_revision_is_an_int() -> None:
     assert isinstance(r.RENDER_REVISION, int) and r.RENDER_REVISION >= 1
+
+
+def test_wechat_long_body_default_limit() -> None:
+    s = source(long_body(200))
+    out = render(s, "wechat")
+    assert out.max_bytes == 2048 and out.truncated and out.bytes <= 2048
+    head = out.text.removesuffix(LINK)
+    full = "\n".join(f"第{i}步：請檢查光貓電源燈是否常亮，如不亮請更換電源適配器。" for i in range(200))
+    assert full.startswith(head) and head.endswith("。")
+    next_sentence = full[len(head):].split("。")[0] + "。"
+    assert len((head + next_sentence + LINK).encode()) > 2048  # the longest cut that fits
+
+
+# ---------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize("body", [
+    "<div>" * 3000 + "深層嵌套" + "</div>" * 3000,
+    "<ul>" * 500 + "<li>深层列表" + "</ul>" * 500,
+    "文字\ud800孤立代理",
+    "<ol start=\"abc\"><li>一</li></ol><table><tr></tr></table><p></p>",
+    "",
+])
+def test_odd_bodies_render_on_every_channel(body: str) -> None:
+    for channel in ("web", "app", "wechat", "agent"):
+        out = render(source(body, version_id=hash(body) % 10**9), channel)
+        out.model_dump_json()  # serializable: no lone surrogate left
+    text = render(source(body, version_id=hash(body) % 10**9), "wechat").text
+    for word in ("深層嵌套", "深层列表", "孤立代理"):
+        if word in body:
+            assert word in text
