@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.channels import service
 from app.channels.access import Caller
+from app.channels.events import record_view
 from app.channels.ratelimit import RateLimit
-from app.channels.render import AgentRender, AppRender, WebRender, WechatRender
+from app.channels.render import RenderedItem
 from app.channels.schemas import AnswersOut, CategoryTreeOut, ItemRef, RelatedOut
 from app.core.deps import DbSession
 from app.core.errors import PROBLEMS
@@ -21,7 +22,6 @@ from app.search.router import backend_of, search_log_of
 
 router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit])
 
-Rendered = WebRender | AppRender | WechatRender | AgentRender
 NOT_MODIFIED = {304: {"description": "Not modified: the copy named in If-None-Match is current"}}
 MaxBytes = Annotated[int, Query(ge=64, le=65_536, description="wechat: the text's limit in UTF-8 bytes")]
 
@@ -51,7 +51,7 @@ async def answers(
     return response
 
 
-@router.get("/items/{item_id}", response_model=Rendered, responses=NOT_MODIFIED)
+@router.get("/items/{item_id}", response_model=RenderedItem, responses=NOT_MODIFIED)
 async def item(
     request: Request,
     session: DbSession,
@@ -66,10 +66,11 @@ async def item(
     (坐席话术), the full body and the attachments. Strong ETag per version and rendering; 304 on
     If-None-Match. Anything the caller does not see on the channel is 404, like a missing id."""
     found = await service.shown_item(session, caller, item_id)
-    return await service.rendered_response(request, session, caller, found, max_bytes, q, search_id)
+    record_view(request, caller, item_id, found[1].number, q, search_id)
+    return await service.rendered_response(request, session, caller, found, max_bytes)
 
 
-@router.get("/items/by-external/{source}/{external_id}", response_model=Rendered, responses=NOT_MODIFIED)
+@router.get("/items/by-external/{source}/{external_id}", response_model=RenderedItem, responses=NOT_MODIFIED)
 async def item_by_external(
     request: Request,
     session: DbSession,
@@ -80,7 +81,8 @@ async def item_by_external(
 ) -> Response:
     """The same rendering, found by the id a synced system gave the item."""
     found = await service.shown_item_by_external(session, caller, source, external_id)
-    return await service.rendered_response(request, session, caller, found, max_bytes, None, None)
+    record_view(request, caller, found[0].id, found[1].number)
+    return await service.rendered_response(request, session, caller, found, max_bytes)
 
 
 @router.get("/categories", response_model=CategoryTreeOut)

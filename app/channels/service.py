@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from email.utils import format_datetime
-from functools import lru_cache
 
+from cachetools import LRUCache
 from fastapi import Request, Response
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -303,15 +303,21 @@ async def category_items(session: AsyncSession, caller: ChannelCaller, node_id: 
 # ---------------------------------------------------------------- one item, rendered
 
 
-@lru_cache(maxsize=4096)
+# A published version is immutable: rendered and serialized once per channel and parameters,
+# bounded by the bytes kept (64 MB per process).
+_serialized: LRUCache[tuple[Source, str, int], bytes] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
+
+
 def _rendered_json(source: Source, channel: str, max_bytes: int) -> bytes:
-    """A published version is immutable: rendered and serialized once per channel and parameters."""
-    return render(source, channel, max_bytes=max_bytes).model_dump_json().encode()
+    key = (source, channel, max_bytes)
+    out = _serialized.get(key)
+    if out is None:
+        out = _serialized[key] = render(source, channel, max_bytes=max_bytes).model_dump_json().encode()
+    return out
 
 
 async def rendered_response(request: Request, session: AsyncSession, caller: ChannelCaller,
-                            found: tuple[Item, ItemVersion], max_bytes: int, q: str | None,
-                            search_id: str | None) -> Response:
+                            found: tuple[Item, ItemVersion], max_bytes: int) -> Response:
     item, version = found
     channel = caller.channel
     max_bytes = max_bytes if channel == "wechat" else 0
