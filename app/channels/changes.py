@@ -36,6 +36,7 @@ KINDS = ("published", "updated", "unpublished", "archived", "expired", "visibili
 GONE = frozenset({"unpublished", "archived", "expired"})  # the item left the channel
 FEED_ROW = 1
 SWEEP_BATCH = 500
+RECONCILE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,11 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
     """Bring the feed up to date for these items, in the caller's transaction (no commit). Returns
     the events appended (empty when the feed already says what the channels show)."""
     ids = sorted(set(item_ids))
+    if len(ids) > RECONCILE_BATCH:  # a category's grants changed: thousands of items
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(ids), RECONCILE_BATCH):
+            out += await reconcile(session, ids[start:start + RECONCILE_BATCH])
+        return out
     if not ids:
         return []
     await session.flush()

@@ -21,7 +21,7 @@ from app.knowledge.models import Item
 from app.main import create_app
 from app.workers.outbox import enqueue
 from app.workers.worker import Worker
-from tests.conftest import Actor, assert_problem
+from tests.conftest import Actor, People, assert_problem
 from tests.knowledge.conftest import Kb
 
 ANON: dict[str, str] = {}
@@ -219,7 +219,8 @@ async def test_acl_changes_reach_the_feed_and_reconcile_is_idempotent(kb: Kb, ad
     assert await anon.sync() == []
 
 
-async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app: Any, settings: Any) -> None:
+async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app: Any, settings: Any,
+                            people: People) -> None:
     ids = [(await kb.publish(admin, title=f"5G套餐资费说明 第{i}版", visibility="public"))["id"] for i in range(3)]
     first = await changes(client, "web", ANON, limit=2)
     assert [e["item_id"] for e in first["items"]] == ids[:2] and first["has_more"] is True
@@ -250,6 +251,11 @@ async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app
     assert_problem(await client.get("/api/v1/changes", params={"channel": "fax"}), 404, "unknown_channel")
     assert_problem(await client.get("/api/v1/changes"), 422)
     assert_problem(await client.get("/api/v1/changes", params={"channel": "agent"}), 401)
+    nobody = await people.make("no.read", permissions=[])
+    assert_problem(await client.get("/api/v1/changes", params={"channel": "agent"}, headers=nobody.headers), 403)
+    assert_problem(await client.get("/api/v1/channels/fax/snapshot"), 404, "unknown_channel")
+    for limit in (0, 201):
+        assert_problem(await client.get("/api/v1/channels/web/snapshot", params={"limit": limit}), 422)
     wechat_bot = await kb.channel_client("wechat")
     assert_problem(await client.get("/api/v1/changes", params={"channel": "web"}, headers=wechat_bot.headers), 403,
                    "channel_mismatch")

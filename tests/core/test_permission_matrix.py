@@ -17,10 +17,12 @@ PUBLIC = {
     ("POST", "/api/v1/auth/token"),
     # IK (Elasticsearch) polls the dictionary without credentials; words only, internal network.
     ("GET", "/api/v1/search/ik-dictionary.txt"),
+    # The change feed: anonymous on the public channels, like the channel reads (tests/channels/test_changes.py).
+    ("GET", "/api/v1/changes"),
 }
 SIGNED_IN_ONLY = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/auth/revoke")}
 # Channel routes that answer anonymous callers with public content only.
-PUBLIC_PREFIXES: tuple[str, ...] = ()
+PUBLIC_PREFIXES: tuple[str, ...] = ("/api/v1/channels/",)
 
 
 def api_routes(app: Any) -> list[tuple[str, str]]:
