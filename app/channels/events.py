@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.channels.access import Caller, ChannelCaller
 from app.channels.models import ChannelFeedback, ChannelView, ChannelViewDay
+from app.channels.ratelimit import RateLimit
 from app.channels.service import shown, shown_item
 from app.core.batching import BatchWriter, Row, upsert
 from app.core.db import utcnow
@@ -178,7 +179,7 @@ async def helpfulness(session: AsyncSession, item_id: int) -> Helpfulness:
 
 # ---------------------------------------------------------------- routes
 
-router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS)
+router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit])
 
 
 @router.get("/hot", response_model=HotOut)

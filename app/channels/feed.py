@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from app.channels.access import Caller, ChannelCaller, channel_caller
 from app.channels.changes import GONE, KINDS, feed_position, read_events
+from app.channels.ratelimit import RateLimit
 from app.channels.service import shown_select
 from app.core.deps import DbSession
 from app.core.errors import PROBLEMS, AppError, BadRequest
@@ -31,7 +32,8 @@ from app.knowledge import acl
 from app.knowledge.models import Item, ItemVersion
 
 router = APIRouter(tags=["channels"], responses=PROBLEMS)
-channel_router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS)
+channel_router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS,
+                           dependencies=[RateLimit])
 
 SCAN_FACTOR = 10  # events examined per requested one (the rest are other readers' items)
 MAX_LIMIT = 200

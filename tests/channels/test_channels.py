@@ -210,6 +210,8 @@ async def test_bad_parameters(kb: Kb, admin: Actor, client: httpx.AsyncClient) -
     assert_problem(await client.get("/api/v1/channels/web/categories?include_empty=true"), 403)
     assert_problem(await client.get(f"/api/v1/channels/web/categories/{kb.nodes['挂失']}/items"), 404,
                    "category_not_found")
-    assert_problem(await client.get(f"/api/v1/channels/web/categories/{kb.nodes['宽带业务']}/items?cursor=%%%"), 422, "invalid_cursor")
+    parent = kb.nodes["宽带业务"]
+    assert_problem(await client.get(f"/api/v1/channels/web/categories/{parent}/items?cursor=%%%"), 422,
+                   "invalid_cursor")
     kb.app.state.settings.public_channels = ["web", "wechat"]
     assert_problem(await client.get(f"/api/v1/channels/wechat/items/{item['id']}?max_bytes=10"), 422)
