@@ -638,7 +638,8 @@ async def test_start_up_schedules_the_orphan_collection_once(settings: Settings)
     async def scheduled_after_start(hours: float) -> int:
         application = create_app(settings.model_copy(update={"orphan_collect_hours": hours}))
         async with LifespanManager(application), application.state.sessionmaker() as s:
-            return await s.scalar(select(func.count()).select_from(Job).where(Job.created_by == "scheduler")) or 0
+            return await s.scalar(select(func.count()).select_from(Job).where(
+                Job.created_by == "scheduler", Job.kind == "attachments.collect_orphans")) or 0
 
     assert await scheduled_after_start(0) == 0  # off: collected only when asked
     assert await scheduled_after_start(24) == 1
