@@ -20,7 +20,7 @@ PUBLIC = {
 }
 SIGNED_IN_ONLY = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/auth/revoke")}
 # Channel routes that answer anonymous callers with public content only.
-PUBLIC_PREFIXES: tuple[str, ...] = ()
+PUBLIC_PREFIXES: tuple[str, ...] = ("/api/v1/channels/",)
 
 
 def api_routes(app: Any) -> list[tuple[str, str]]:
