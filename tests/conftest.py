@@ -189,6 +189,7 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     # this test's searches and channel events, before the next test empties the database
     await base_app.state.search_log.flush()
     await base_app.state.channel_events.flush()
+    base_app.state.channel_events.forget_rankings()
 
 
 async def build_fresh_blobs(settings: Settings) -> dict[str, Any]:

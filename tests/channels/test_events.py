@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from app.channels.access import ChannelCaller, anonymous
 from app.channels.events import helpfulness, record_view
+from app.channels.events import hot as channel_hot
 from app.channels.models import ChannelFeedback, ChannelView, ChannelViewDay
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -110,6 +111,26 @@ async def test_hot_ranks_by_views_over_the_window(app: Any, client: httpx.AsyncC
     assert await hot(client, days=30, limit=1) == [(card, 9)]
 
 
+async def test_the_ranking_is_cached_for_its_ttl(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor) -> None:
+    broadband = await faq(kb, admin, "宽带无法上网怎么办")
+    roaming = await faq(kb, admin, "国际漫游如何开通")
+    await views(app, broadband, 2)
+    await app.state.channel_events.flush()
+    assert await hot(client) == [(broadband, 2)]
+    await views(app, roaming, 3)
+    await app.state.channel_events.flush()
+    assert await hot(client) == [(broadband, 2)]  # within hot_ttl: the same ranking ...
+    async with app.state.sessionmaker() as s:
+        await s.execute(update(Item).where(Item.id == broadband).values(valid_to=utcnow() - timedelta(minutes=1)))
+        await s.commit()
+    assert await hot(client) == []  # ... but what the caller sees (expired now) is checked on every request
+    app.state.channel_events.hot_ttl = 0
+    try:
+        assert await hot(client) == [(roaming, 3)]
+    finally:
+        app.state.channel_events.hot_ttl = 30.0
+
+
 async def test_days_and_limit_are_bounded(client: httpx.AsyncClient) -> None:
     for params in ({"days": 0}, {"days": 91}, {"days": "一周"}, {"limit": 0}, {"limit": 51}):
         assert_problem(await client.get(f"{WEB}/hot", params=params), 422, "validation_error")
@@ -134,6 +155,8 @@ async def test_hot_never_lists_what_the_caller_does_not_see_now(
         await s.execute(update(Item).where(Item.id == expired).values(valid_to=utcnow() - timedelta(hours=1)))
         await s.commit()
     assert await hot(client) == [(shown, 1)]
+    async with app.state.sessionmaker() as s:  # the full query (no cached ranking) says the same
+        assert [(h.item_id, h.views) for h in await channel_hot(s, visitor(), 7, 10)] == [(shown, 1)]
     wechat = await kb.channel_client("wechat")
     assert await hot(client, "/api/v1/channels/wechat", wechat.headers) == []  # its views were on web
     # staff see internal items on the agent channel, never the unpublished or expired one
