@@ -198,7 +198,7 @@ async def level_feed(app: Any) -> dict[str, Any]:
         return {"skipped": "no change feed (app.channels.changes) in this build"}
     rebuild = getattr(changes, "rebuild", None) or getattr(changes, "reconcile_all", None)
     if rebuild is None:
-        return {"skipped": f"app.channels.changes has no rebuild: {sorted(n for n in dir(changes) if not n[0] == '_')}"}
+        return {"skipped": f"app.channels.changes has no rebuild: {sorted(n for n in dir(changes) if n[0] != '_')}"}
     t = time.perf_counter()
     async with app.state.sessionmaker() as s:
         out = await rebuild(s)
@@ -499,12 +499,29 @@ async def screen_pop(client: Any, port: int, admin: dict[str, str], args: argpar
     return {**out, **cpu.figures, "rules": len(rules), "warmup_statuses": warm["statuses"]}
 
 
+async def probe(client: Any, kind: str, item_id: int, number: int, word: str, feed: dict[str, Any]) -> bool:
+    """Does `kind` (item, answers, changes) show version `number` of the item yet?"""
+    web = "/api/v1/channels/web"
+    if kind == "item":
+        r = await client.get(f"{web}/items/{item_id}")
+        return bool(r.status_code == 200 and r.json().get("version") == number)
+    if kind == "answers":
+        r = await client.get(f"{web}/answers", params={"q": word})
+        return r.status_code == 200 and any(a["item_id"] == item_id and a["version"] == number
+                                            for a in r.json()["items"])
+    r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": feed["cursor"], "limit": 1000})
+    if r.status_code != 200:
+        return False
+    body = r.json()
+    feed["cursor"] = body.get("next_cursor") or feed["cursor"]
+    return any(e.get("item_id") == item_id and e.get("version") == number for e in body.get("items", []))
+
+
 async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int], n: int,
                              has_changes: bool) -> dict[str, Any]:
     """n times: a draft edit + submit + approve + publish through the editors' API, then poll
     items/{id}, answers and /changes every 20 ms until all show the new version."""
-    web = "/api/v1/channels/web"
-    cursor = None
+    feed: dict[str, Any] = {"cursor": None}
     if has_changes:
         r = await client.get("/api/v1/changes", params={"channel": "web", "limit": 1000})
         ok(r)
@@ -514,6 +531,7 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
             r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": cursor, "limit": 1000})
             body = r.json()
             cursor = body.get("next_cursor") or cursor
+        feed["cursor"] = cursor
     totals, parts, publish_ms = [], {"item": [], "answers": [], "changes": []}, []
     misses = 0
     for k, item_id in enumerate(ids[:n]):
@@ -537,31 +555,12 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
         ok(r)
         publish_ms.append((time.perf_counter() - t) * 1000)
         seen: dict[str, float] = {}
-
-        async def item_ok() -> bool:
-            rr = await client.get(f"{web}/items/{item_id}")
-            return rr.status_code == 200 and rr.json().get("version") == number
-
-        async def answers_ok() -> bool:
-            rr = await client.get(f"{web}/answers", params={"q": word})
-            return rr.status_code == 200 and any(
-                a["item_id"] == item_id and a["version"] == number for a in rr.json()["items"])
-
-        async def changes_ok() -> bool:
-            nonlocal cursor
-            rr = await client.get("/api/v1/changes", params={"channel": "web", "cursor": cursor, "limit": 1000})
-            if rr.status_code != 200:
-                return False
-            body = rr.json()
-            cursor = body.get("next_cursor") or cursor
-            return any(e.get("item_id") == item_id and e.get("version") == number for e in body.get("items", []))
-
-        checks = {"item": item_ok, "answers": answers_ok, **({"changes": changes_ok} if has_changes else {})}
+        checks = ["item", "answers", *(["changes"] if has_changes else [])]
         deadline = t + 10
         while len(seen) < len(checks) and time.perf_counter() < deadline:
             tick = time.perf_counter()
             pending = [name for name in checks if name not in seen]
-            results = await asyncio.gather(*(checks[name]() for name in pending))
+            results = await asyncio.gather(*(probe(client, name, item_id, number, word, feed) for name in pending))
             now = (time.perf_counter() - t) * 1000
             for name, shown in zip(pending, results, strict=True):
                 if shown:
