@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.api import mount_routers
 from app.attachments.jobs import schedule_orphan_collection
+from app.channels.ratelimit import build_rate_limiter
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_error_handlers
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.services = await build_services(settings)
+        app.state.services["rate_limiter"] = build_rate_limiter(settings)
         search = app.state.services["search"]
         try:  # defaults and the managed dictionary before the first request; a database that is
             # down must not stop the process (readyz reports it, the next start retries)

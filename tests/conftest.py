@@ -175,6 +175,13 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     if previous is not None and hasattr(previous, "aclose"):  # the last test's S3 client
         await previous.aclose()
     services.update(fresh, settings=settings)
+    # A limiter of this test's own (its store under the test's data folder): no test is throttled by another's calls.
+    from app.channels.ratelimit import build_rate_limiter
+
+    previous_limiter = services.get("rate_limiter")
+    if previous_limiter is not None:
+        await previous_limiter.aclose()
+    services["rate_limiter"] = build_rate_limiter(settings)
     base_app.state.settings = settings
     async with base_app.state.sessionmaker() as s:
         await ensure_defaults(s)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.channels import service
 from app.channels.access import Caller
+from app.channels.ratelimit import RateLimit
 from app.channels.render import AgentRender, AppRender, WebRender, WechatRender
 from app.channels.schemas import AnswersOut, CategoryTreeOut, ItemRef, RelatedOut
 from app.core.deps import DbSession
@@ -18,7 +19,7 @@ from app.core.pagination import Page, Paging
 from app.core.schemas import Id
 from app.search.router import backend_of, search_log_of
 
-router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS)
+router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit])
 
 Rendered = WebRender | AppRender | WechatRender | AgentRender
 NOT_MODIFIED = {304: {"description": "Not modified: the copy named in If-None-Match is current"}}

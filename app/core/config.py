@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     # Where the full web answer lives, for the link under a cut WeChat text, e.g.
     # https://faq.example.com/kb/{item_id}; unset: this service's web channel rendering.
     web_answer_url: str = ""
+    # Rate limits of the channel read API (app/channels/ratelimit.py): "N/second|minute|hour|day"
+    # sustained with bursts up to N, per client or user, and per address for anonymous callers.
+    # A WeChat or APP backend client fronts many customers: its default is high.
+    rate_limit_enabled: bool = True
+    rate_limit_client: str = "6000/minute"
+    rate_limit_anonymous: str = "300/minute"
+    # sqlite: a file under data_dir shared by this machine's API processes; redis://host:6379/0
+    # for several hosts; memory: each process alone.
+    rate_limit_storage: str = "sqlite"
 
     log_level: str = "INFO"
 
@@ -105,6 +114,21 @@ class Settings(BaseSettings):
         bad = sorted(set(v) - {"web", "wechat", "app"})
         if bad:
             raise ValueError(f"KB_PUBLIC_CHANNELS takes web, wechat, app (agent is never public), got {bad}")
+        return v
+
+    @field_validator("rate_limit_client", "rate_limit_anonymous")
+    @classmethod
+    def _check_rate_limit(cls, v: str) -> str:
+        from app.channels.ratelimit import parse_limit
+
+        parse_limit(v)
+        return v
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_rate_storage(cls, v: str) -> str:
+        if v not in ("sqlite", "memory") and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"KB_RATE_LIMIT_STORAGE is sqlite, memory or redis://host:port/db, got {v!r}")
         return v
 
     @model_validator(mode="after")
