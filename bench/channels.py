@@ -65,7 +65,10 @@ from search_embedded import DOMAINS, QUESTION_FORMS, make_item
 from search_http import Connection, free_port, migrate, percentiles, settings_for, setup, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-FAQ_DEV = ROOT.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl"
+# ../shared/bench/faq_dev as for bench/relevance.py (also from a git worktree one level deeper).
+FAQ_DEV = next((p for p in (ROOT.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl",
+                            ROOT.parent.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl") if p.exists()),
+               None)
 BENCH_ENV = "bench-channels.json"
 PUBLISHER = "bench-publisher"
 PUBLIC_SHARE = 0.8
@@ -80,7 +83,8 @@ TARGETS = {
 # defaults (300/minute per anonymous address, 6000/minute per client) would answer 429 to a
 # load generator on one address. `--server-env KB_RATE_LIMIT_ENABLED=false` measures without it.
 RAISED_LIMITS = {"KB_RATE_LIMIT_ANONYMOUS": "100000000/minute", "KB_RATE_LIMIT_CLIENT": "100000000/minute"}
-RUNS = ("items_200", "items_304", "items_200_cold", "answers", "screen_pop", "publish")
+RUNS = ("items_200", "items_304", "items_200_paced", "items_200_cold", "answers", "answers_paced", "screen_pop",
+        "publish")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -280,7 +284,8 @@ def tree_ticks(root: int) -> int:
 
 
 class CpuMeter:
-    """Server CPU in cores over a run, the load generator's beside it, and the load average."""
+    """Server CPU in cores over a run, the load generators' beside it (wrk; this process, which
+    runs the paced client), and the load average."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
@@ -289,6 +294,7 @@ class CpuMeter:
         self.t, self.ticks = time.perf_counter(), tree_ticks(self.pid)
         self.children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.load = os.getloadavg()[0]
+        self.own = time.process_time()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -297,6 +303,7 @@ class CpuMeter:
         ch = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk = ch.ru_utime + ch.ru_stime - self.children.ru_utime - self.children.ru_stime
         self.figures = {"server_cpu_cores": round(used / wall, 2), "wrk_cpu_cores": round(wrk / wall, 2),
+                        "bench_process_cpu_cores": round((time.process_time() - self.own) / wall, 2),
                         "load_avg_1m": [round(self.load, 2), round(os.getloadavg()[0], 2)]}
 
 
@@ -394,8 +401,10 @@ async def run_wrk(work: Path, name: str, base: str, lines: list[str], seconds: i
 def real_queries(rng: random.Random, n: int) -> list[str]:
     """Half LCQMC user questions (real customers' words, open domain: many find little here), half
     call-center questions in the generator's words (the seeded content's domain)."""
+    if FAQ_DEV is None:
+        print("  (no ../shared/bench/faq_dev/queries.jsonl: call-center questions only)", flush=True)
     lcqmc = [json.loads(line)["query"] for line in FAQ_DEV.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if FAQ_DEV.exists() else []
+        if FAQ_DEV is not None else []
     out = []
     for k in range(n):
         if lcqmc and k % 2 == 0:
@@ -447,6 +456,17 @@ def ok(r: Any) -> Any:
     if r.status_code >= 400:
         raise SystemExit(f"{r.request.method} {r.request.url}: {r.status_code} {r.text[:500]}")
     return r
+
+
+async def paced_run(port: int, paths: list[str], rate: float, args: argparse.Namespace,
+                    pid: int) -> dict[str, Any]:
+    """`paced_paths` anonymous at `rate` for --paced-seconds over --connections, with the CPU."""
+    plan = [paths[k % len(paths)] for k in range(int(rate * args.paced_seconds))]
+    with CpuMeter(pid) as cpu:
+        out = await paced_paths(port, {}, plan, args.connections, rate)
+    out = {**out, **cpu.figures}
+    print(f"  paced at {rate:g}/s: {out}", flush=True)
+    return out
 
 
 async def token(client: Any, username: str, password: str) -> str:
@@ -627,6 +647,8 @@ async def over_http(data_dir: Path, jwt_secret: str, prepared: dict[str, Any],
                 out["items_200"] = await wrk("items_200", hot_paths)
             if "items_304" in runs:
                 out["items_304"] = await wrk("items_304", [f"{p}\t{e}" for p, e in zip(hot_paths, etags, strict=True)])
+            if "items_200_paced" in runs:  # latency AT the target rate (wrk's closed loop: at saturation)
+                out["items_200_paced"] = await paced_run(port, hot_paths, 1500, args, proc.pid)
             if "items_200_cold" in runs:
                 out["items_200_cold"] = await wrk("items_200_cold", [f"{web}/items/{i}" for i in cold])
             queries = real_queries(rng, 2000)
@@ -634,6 +656,9 @@ async def over_http(data_dir: Path, jwt_secret: str, prepared: dict[str, Any],
             if "answers" in runs:
                 await wrk("warmup_answers", answer_paths[-300:], 5)
                 out["answers"] = await wrk("answers", answer_paths)
+                out["answers"]["lcqmc_queries"] = FAQ_DEV is not None
+            if "answers_paced" in runs:
+                out["answers_paced"] = await paced_run(port, answer_paths, 250, args, proc.pid)
             if "screen_pop" not in runs:
                 pass
             elif "/api/v1/channels/agent/screen-pop" in routes and "/api/v1/screen-pop/rules" in routes:
@@ -684,6 +709,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
     parser.add_argument("--hot-ids", type=int, default=2000, help="ids the 200 and 304 runs cycle over")
+    parser.add_argument("--paced-seconds", type=float, default=15.0, help="length of the paced items/answers runs")
     parser.add_argument("--pop-rate", type=float, default=100.0, help="screen pops per second (paced)")
     parser.add_argument("--pop-seconds", type=float, default=20.0)
     parser.add_argument("--publishes", type=int, default=100)
