@@ -385,8 +385,10 @@ async def run_wrk(work: Path, name: str, base: str, lines: list[str], seconds: i
         raise SystemExit(f"wrk failed ({proc.returncode}):\n{text}")
     raw = json.loads(found.group(1))
     seconds_run = raw["duration_us"] / 1e6
+    rps = raw["requests"] / seconds_run
     return {
-        "rps": round(raw["requests"] / seconds_run, 1),
+        "rps": round(rps, 1),
+        "server_cpu_ms_per_request": round(cpu.figures["server_cpu_cores"] * 1000 / max(rps, 1e-9), 2),
         "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
         "max_ms": raw["max_us"] / 1000, "requests": raw["requests"], "statuses": raw["statuses"],
         "socket_errors": {k: v for k, v in raw["errors"].items() if v},
