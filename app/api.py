@@ -7,7 +7,11 @@ from fastapi import APIRouter, FastAPI
 
 from app.attachments.router import router as attachments_router
 from app.audit.router import router as audit_router
+from app.channels.events import router as channel_events_router
+from app.channels.feed import channel_router as snapshot_router
+from app.channels.feed import router as changes_router
 from app.channels.router import router as channels_router
+from app.channels.screenpop import router as screenpop_router
 from app.identity.router import auth_router
 from app.identity.router import router as identity_router
 from app.knowledge.router import router as knowledge_router
@@ -22,8 +26,9 @@ API_PREFIX = "/api/v1"
 def mount_routers(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX)
     # Routes are matched in order, one by one: the hot paths (search, channel reads) come first.
-    for r in (channels_router, search_router, knowledge_router, attachments_router, auth_router, identity_router,
-              audit_router, jobs_router, taxonomy_router):
+    for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
+              attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
+              changes_router, snapshot_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

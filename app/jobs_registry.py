@@ -1,6 +1,7 @@
 """Importing this module registers every job handler (each domain's `jobs.py`)."""
 
 from app.attachments import jobs as attachments_jobs  # noqa: F401
+from app.channels import jobs as channels_jobs  # noqa: F401
 from app.identity import jobs as identity_jobs  # noqa: F401
 from app.knowledge import jobs as knowledge_jobs  # noqa: F401
 from app.search import jobs as search_jobs  # noqa: F401

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.api import mount_routers
 from app.attachments.jobs import schedule_orphan_collection
+from app.channels.events import ChannelEvents
+from app.channels.jobs import schedule_sweep
 from app.channels.ratelimit import build_rate_limiter
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 await ensure_defaults(s)
                 if await schedule_orphan_collection(s, settings.orphan_collect_hours):
                     await s.commit()
+                if await schedule_sweep(s, settings.channel_sweep_seconds):
+                    await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):
                     log.warning("the search index is empty while items are published: a rebuild is queued")
@@ -86,7 +90,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                     log.info("bootstrap administrator created", extra={"user": settings.bootstrap_admin_user})
         stop = asyncio.Event()
         app.state.search_log = SearchLogBuffer(app.state.sessionmaker)
-        log_task = asyncio.create_task(app.state.search_log.run(stop))
+        app.state.channel_events = ChannelEvents(app.state.sessionmaker)
+        log_tasks = [asyncio.create_task(app.state.search_log.run(stop)),
+                     asyncio.create_task(app.state.channel_events.run(stop))]
         task = None
         # With `serve --workers N` and the embedded index, the process that took the index's
         # writer lock runs the worker; the others only read (README, "Scaling").
@@ -106,7 +112,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             if task is not None:
                 with suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
-            await log_task  # its last flush writes what is left
+            await asyncio.gather(*log_tasks)  # their last flushes write what is left
             await close_services(app.state.services)
             await engine.dispose()
 

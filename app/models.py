@@ -2,6 +2,15 @@
 
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
+from app.channels.models import (
+           ChannelChange,
+           ChannelFeed,
+           ChannelFeedback,
+           ChannelItemState,
+           ChannelView,
+           ChannelViewDay,
+           ScreenPopRule,
+)
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
@@ -18,6 +27,12 @@ __all__ = [
            "Base",
            "Blob",
            "BlobText",
+           "ChannelChange",
+           "ChannelFeed",
+           "ChannelFeedback",
+           "ChannelItemState",
+           "ChannelView",
+           "ChannelViewDay",
            "Department",
            "DictionaryWord",
            "Item",
@@ -27,6 +42,7 @@ __all__ = [
            "Job",
            "RefreshToken",
            "Role",
+           "ScreenPopRule",
            "SearchLog",
            "SynonymGroup",
            "Tag",

@@ -186,7 +186,9 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     async with base_app.state.sessionmaker() as s:
         await ensure_defaults(s)
     yield base_app
-    await base_app.state.search_log.flush()  # this test's searches, before the next test empties the database
+    # this test's searches and channel events, before the next test empties the database
+    await base_app.state.search_log.flush()
+    await base_app.state.channel_events.flush()
 
 
 async def build_fresh_blobs(settings: Settings) -> dict[str, Any]:

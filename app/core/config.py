@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # sqlite: a file under data_dir shared by this machine's API processes; redis://host:6379/0
     # for several hosts; memory: each process alone.
     rate_limit_storage: str = "sqlite"
+    # The change feed (GET /changes): how often the sweep emits expiries and starts (0: never), and
+    # how long events are kept (older cursors answer 410 resync_required).
+    channel_sweep_seconds: float = Field(30, ge=0)
+    changes_retention_days: float = Field(30, gt=0)
 
     log_level: str = "INFO"
 

@@ -254,9 +254,12 @@ async def items_under(session: AsyncSession, node_ids: Iterable[int]) -> list[in
 async def refresh_for_categories(session: AsyncSession, node_ids: Iterable[int]) -> list[int]:
     """After category grants change or nodes move: recompute the items below these nodes and queue
     their search documents for reindexing (in the caller's transaction). Returns the item ids."""
+    from app.channels.changes import reconcile  # late: it imports this module
+
     affected = await items_under(session, node_ids)
     if affected:
         await refresh_readers(session, affected)
+        await reconcile(session, affected)
         enqueue(session, "search.reindex_items", {"item_ids": affected})
     return affected
 
@@ -302,9 +305,12 @@ async def _replace(session: AsyncSession, actor: Principal, target_type: str, ta
 
 
 async def set_item_grants(session: AsyncSession, actor: Principal, item: Item, grants: list[GrantIn]) -> None:
+    from app.channels.changes import reconcile  # late: it imports this module
+
     before, after = await _replace(session, actor, "item", item.id, grants)
     item.updated_at = utcnow()  # the item's ETag changes with its ACL
     await refresh_readers(session, [item.id])
+    await reconcile(session, [item.id])
     record(session, actor, "item.acl_update", "item", item.id, before=before, after=after)
     enqueue(session, "search.reindex_items", {"item_ids": [item.id]})
     await session.commit()

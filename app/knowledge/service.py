@@ -34,6 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 import app.attachments.models  # noqa: F401 - declares ItemVersion.attachments, copied with versions
 from app.audit.service import changes, record
+from app.channels.changes import reconcile
 from app.core.db import like_pattern, utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, PreconditionFailed
 from app.core.etag import make_etag
@@ -374,6 +375,7 @@ async def update_item(session: AsyncSession, actor: Principal, item: Item, data:
         await session.flush()
         if before["visibility"] != after["visibility"]:
             await acl.refresh_readers(session, [item.id])
+        await reconcile(session, [item.id])  # visibility, validity or external id: what channels show
         record(session, actor, "item.update", "item", item.id, **changes(before, after))
         enqueue(session, "search.index_item", {"item_id": item.id})
         await session.commit()
@@ -451,6 +453,7 @@ async def delete_item(session: AsyncSession, actor: Principal, item: Item) -> No
         # Grants name their target without a foreign key; versions, readers and attachments cascade.
         await session.execute(delete(AclGrant).where(AclGrant.target_type == "item", AclGrant.target_id == item.id))
         await session.execute(delete(Item).where(Item.id == item.id))
+        await reconcile(session, [item.id])  # never published, so normally nothing to say
         await session.commit()
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
 from app.audit.service import record
+from app.channels.changes import reconcile
 from app.core.db import utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.pagination import PageParams, paginate_by_id
@@ -224,6 +225,7 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
     await session.flush()
     if action in ("publish", "unpublish", "archive"):
         await acl.refresh_readers(session, [item.id])
+        await reconcile(session, [item.id])  # the change feed, in this transaction
     enqueue(session, INDEX_JOB, {"item_id": item.id})
     return info
 
@@ -258,6 +260,7 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     version.updated_at = item.updated_at = now
     await session.flush()
     await acl.refresh_readers(session, [item.id])
+    await reconcile(session, [item.id])
     enqueue(session, INDEX_JOB, {"item_id": item.id})
     record(session, SCHEDULER, "item.publish", "item", item.id, version=number, from_state="approved",
            to_state="published", superseded=superseded, scheduled_for=publish_at)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.channels.changes import reconcile
 from app.search.backends.base import SearchBackend
 from app.search.indexing import build_documents, expected_versions, language_resources, searchable_item_ids
 from app.workers.models import Job
@@ -30,7 +31,10 @@ async def _sync(ctx: JobContext, item_ids: list[int]) -> dict[str, Any]:
     if errors:  # the job is retried; documents that succeeded are simply written again
         sample = "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
         raise RuntimeError(f"{len(errors)} documents failed: {sample}")
-    return {"indexed": len(docs), "removed": len(gone)}
+    # The change feed's safety net for changes that did not reconcile themselves (a category moved,
+    # inherited grants): last, so the feed's lock is held only until the worker commits.
+    events = await reconcile(ctx.session, item_ids)
+    return {"indexed": len(docs), "removed": len(gone), "feed_events": len(events)}
 
 
 @handler("search.index_item")
@@ -46,7 +50,7 @@ async def reindex_items(ctx: JobContext) -> dict[str, Any]:
     ids = ctx.payload.get("item_ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
         raise PermanentJobError("payload needs a list of integer item_ids")
-    out = {"indexed": 0, "removed": 0}
+    out = {"indexed": 0, "removed": 0, "feed_events": 0}
     for start in range(0, len(ids), BATCH):
         part = await _sync(ctx, ids[start : start + BATCH])
         out = {k: out[k] + part[k] for k in out}
