@@ -23,8 +23,8 @@ soon a publish shows in `items/{id}`, `answers` and the change feed.
 3. The index: per batch, the REAL document builder of the index jobs
    (`app.search.indexing.build_documents(session, ids)`, what `search.reindex_items` calls) and
    `backend.upsert`, so the index holds what the database says.
-4. When the change feed exists (`app.channels.changes`), its state is brought level with the
-   seeded items through its own rebuild, like after an import.
+4. The change feed: `app.channels.changes.reconcile(session, ids)` per batch, in the batch's
+   transaction, as every writer calls it (one `published` event per item and channel shown).
 5. Over HTTP: `python -m app serve` (KB_WORKERS=2: two API processes, one runs the job worker) on
    127.0.0.1, load from `wrk` (32 connections, 2 threads, a Lua script cycling over real ids and
    queries, `--latency`), all on the same 2 cores. Anonymous web reads (KB_PUBLIC_CHANNELS
@@ -127,7 +127,12 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> d
         first_item = int(await s.scalar(select(func.coalesce(func.max(Item.id), 0)))) + 1
         first_version = int(await s.scalar(select(func.coalesce(func.max(ItemVersion.id), 0)))) + 1
     owner = env["publisher_id"]
-    db_s = index_s = readers_s = 0.0
+    try:  # the change feed, reconciled in the same transaction as every writer does
+        from app.channels.changes import reconcile
+    except ImportError:
+        reconcile = None  # type: ignore[assignment]
+    events = 0
+    db_s = index_s = readers_s = feed_s = 0.0
     started = time.perf_counter()
     for start in range(0, items, batch):
         n = min(batch, items - start)
@@ -172,6 +177,10 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> d
             t2 = time.perf_counter()
             await acl.refresh_readers(s, ids)
             readers_s += time.perf_counter() - t2
+            if reconcile is not None:
+                t2 = time.perf_counter()
+                events += len(await reconcile(s, ids))
+                feed_s += time.perf_counter() - t2
             await s.commit()
         t3 = time.perf_counter()
         db_s += t3 - t
@@ -186,8 +195,9 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> d
         done = start + n
         if done % (batch * 20) == 0 or done == items:
             print(f"  seeded {done:,}/{items:,} ({done / (time.perf_counter() - started):,.0f} items/s; "
-                  f"database {db_s:.1f} s of which read sets {readers_s:.1f} s, index {index_s:.1f} s)", flush=True)
-    feed = await level_feed(app)
+                  f"database {db_s:.1f} s of which read sets {readers_s:.1f} s, feed {feed_s:.1f} s; "
+                  f"index {index_s:.1f} s)", flush=True)
+    feed = {"events": events, "seconds": round(feed_s, 1)} if reconcile is not None else {"skipped": "no feed"}
     async with sm() as s:
         if app.state.settings.database_url.startswith("sqlite"):
             await s.execute(text("ANALYZE"))
@@ -196,22 +206,6 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> d
     return {"items": items, "seed_items_per_s": round(items / seconds, 1), "seed_seconds": round(seconds, 1),
             "seed_database_s": round(db_s, 1), "seed_read_sets_s": round(readers_s, 1),
             "seed_index_s": round(index_s, 1), "feed": feed}
-
-
-async def level_feed(app: Any) -> dict[str, Any]:
-    """Bring the change feed's per-channel state level with the seeded items (its own rebuild)."""
-    try:
-        from app.channels import changes  # type: ignore[attr-defined]
-    except ImportError:
-        return {"skipped": "no change feed (app.channels.changes) in this build"}
-    rebuild = getattr(changes, "rebuild", None) or getattr(changes, "reconcile_all", None)
-    if rebuild is None:
-        return {"skipped": f"app.channels.changes has no rebuild: {sorted(n for n in dir(changes) if n[0] != '_')}"}
-    t = time.perf_counter()
-    async with app.state.sessionmaker() as s:
-        out = await rebuild(s)
-        await s.commit()
-    return {"seconds": round(time.perf_counter() - t, 1), "result": out if isinstance(out, (int, dict)) else None}
 
 
 async def web_ids(app: Any) -> list[int]:
@@ -535,7 +529,7 @@ async def probe(client: Any, kind: str, item_id: int, number: int, word: str, fe
         r = await client.get(f"{web}/answers", params={"q": word})
         return r.status_code == 200 and any(a["item_id"] == item_id and a["version"] == number
                                             for a in r.json()["items"])
-    r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": feed["cursor"], "limit": 1000})
+    r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": feed["cursor"], "limit": 200})
     if r.status_code != 200:
         return False
     body = r.json()
@@ -548,18 +542,13 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
     """n times: a draft edit + submit + approve + publish through the editors' API, then poll
     items/{id}, answers and /changes every 20 ms until all show the new version."""
     feed: dict[str, Any] = {"cursor": None}
-    if has_changes:
-        r = await client.get("/api/v1/changes", params={"channel": "web", "limit": 1000})
+    if has_changes:  # the feed's position now: the snapshot's changes_cursor (a one-item page)
+        r = await client.get("/api/v1/channels/web/snapshot", params={"limit": 1})
         ok(r)
-        body = r.json()
-        cursor = body.get("next_cursor") or body.get("cursor")
-        while body.get("items") and body.get("has_more", len(body["items"]) >= 1000):
-            r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": cursor, "limit": 1000})
-            body = r.json()
-            cursor = body.get("next_cursor") or cursor
-        feed["cursor"] = cursor
+        feed["cursor"] = r.json()["changes_cursor"]
     totals, parts, publish_ms = [], {"item": [], "answers": [], "changes": []}, []
     misses = 0
+    missed: set[str] = set()
     for k, item_id in enumerate(ids[:n]):
         word = f"qz{k:03d}{secrets.token_hex(3)}"
         r = await client.get(f"/api/v1/items/{item_id}", headers=admin)
@@ -594,11 +583,13 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
             await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - tick)))
         if len(seen) < len(checks):
             misses += 1
+            missed.update(c for c in checks if c not in seen)
             continue
         totals.append(max(seen.values()))
         for name, ms in seen.items():
             parts[name].append(ms)
-    return {"publishes": n, "not_visible_in_10s": misses, "visible_ms": percentiles(totals),
+    return {"publishes": n, "not_visible_in_10s": misses, "never_seen_by": sorted(missed),
+            "visible_ms": percentiles(totals),
             **{f"{k}_ms": percentiles(v) for k, v in parts.items() if v},
             "publish_request_ms": percentiles(publish_ms), "changes_measured": has_changes}
 
