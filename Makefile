@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak fuzz clean
+.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-attachments: install
 
 bench-soak: install
 	$(BIN)/python bench/soak.py
+
+# Channel read API under wrk (apt-get install -y wrk): items 200/304, answers, screen pop, publish visibility.
+bench-channels: install
+	$(BIN)/python bench/channels.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
