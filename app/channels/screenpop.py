@@ -355,7 +355,7 @@ async def screen_pop(
     business_code: Annotated[str | None, Query(max_length=64)] = None,
     caller_tags: Annotated[list[str] | None, Query(max_length=20,
                                                    description="Repeat or comma-separate: VIP,投诉")] = None,
-    q: Annotated[str, Query(max_length=20_000, description="Free text, searched like /search")] = "",
+    q: Annotated[str, Query(max_length=1_000, description="Free text, searched like /search")] = "",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Response:
     """The recommended items for a call, each with the agent script (坐席话术): pinned items of

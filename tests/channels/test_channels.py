@@ -190,12 +190,13 @@ async def test_by_external_id_and_related(kb: Kb, admin: Actor, client: httpx.As
     assert_problem(await client.get(f"/api/v1/channels/web/related/{hidden['id']}"), 404, "item_not_found")
 
 
-@pytest.mark.parametrize("q", ["", "宽带故障" * 1500, "😀😀", "宽带 AND (OR \"*", "Wi-Fi密碼忘記了 123"])
+@pytest.mark.parametrize("q", ["", "宽带故障" * 250, "宽带故障" * 251, "😀😀", "宽带 AND (OR \"*",
+                               "Wi-Fi密碼忘記了 123"])
 async def test_answers_take_any_query(kb: Kb, admin: Actor, client: httpx.AsyncClient, q: str) -> None:
     await kb.publish(admin, title="Wi-Fi密码忘记了怎么办", visibility="public")
     await drain(kb.app)
     r = await client.get("/api/v1/channels/web/answers", params={"q": q})
-    if not q:
+    if not q or len(q) > 1_000:
         assert_problem(r, 422)
         return
     assert r.status_code == 200, r.text
