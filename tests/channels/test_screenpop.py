@@ -355,7 +355,7 @@ async def test_screen_pop_bad_input_and_callers(
                          ({"caller_tags": ",".join(f"t{i}" for i in range(21))}, "too_many_caller_tags"),
                          ({"called": "1" * 41}, "validation_error")):
         assert_problem(await client.get(POP, headers=h, params=params), 422, code)
-    long = await pop(client, agent, called="10086", q="宽带 wifi " * 125)  # 1,000 characters: cut to 200, said in warnings
+    long = await pop(client, agent, called="10086", q="宽带 wifi " * 125)  # 1,000 characters, cut to 200
     assert long["warnings"] and ids(long)[0] in (world["offline"], world["los"])
     odd = await pop(client, agent, q='宽带 "OR" AND (*) 😀 Wi-Fi\\ 上网', called="10086", limit=50)
     assert len(odd["items"]) >= 2
