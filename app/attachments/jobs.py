@@ -17,7 +17,7 @@ from app.attachments.storage import BlobNotFound, BlobStore
 from app.core.db import utcnow
 from app.knowledge.models import Item, ItemVersion
 from app.workers.models import Job
-from app.workers.outbox import JobContext, PermanentJobError, enqueue, handler
+from app.workers.outbox import JobContext, PermanentJobError, enqueue, handler, schedule_recurring
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +159,11 @@ async def _stale(blobs: BlobStore, key: str, cutoff_ts: float) -> bool:
         return False
 
 
-SCHEDULER = "scheduler"  # created_by of the recurring collection
 
 
 async def schedule_orphan_collection(session: AsyncSession, every_hours: float, *, besides: int | None = None) -> bool:
-    """Keep one recurring collection queued, `every_hours` from now (`KB_ORPHAN_COLLECT_HOURS`; 0
-    turns it off). `besides`: a running collection that does not count (it is about to end)."""
-    if every_hours <= 0:
-        return False
-    stmt = select(Job.id).where(Job.kind == COLLECT_JOB, Job.created_by == SCHEDULER,
-                                Job.status.in_(("pending", "running")))
-    if besides is not None:
-        stmt = stmt.where(Job.id != besides)
-    if await session.scalar(stmt.limit(1)) is not None:
-        return False
-    enqueue(session, COLLECT_JOB, {}, run_after=utcnow() + timedelta(hours=every_hours), created_by=SCHEDULER,
-            max_attempts=3)
-    return True
+    """Keep one recurring collection queued (`KB_ORPHAN_COLLECT_HOURS`; 0 turns it off)."""
+    return await schedule_recurring(session, COLLECT_JOB, every_hours * 3600, besides=besides)
 
 
 @handler(COLLECT_JOB)

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.changes import SWEEP_BATCH, due_items, purge, reconcile
 from app.core.db import utcnow
-from app.workers.models import Job
-from app.workers.outbox import JobContext, enqueue, handler
+from app.workers.outbox import JobContext, handler, schedule_recurring
 
 SWEEP_JOB = "channels.sweep"
-SCHEDULER = "scheduler"  # created_by of the recurring sweep
 
 
 async def schedule_sweep(session: AsyncSession, every_seconds: float, *, besides: int | None = None) -> bool:
-    """Keep one recurring sweep queued, `every_seconds` from now (`KB_CHANNEL_SWEEP_SECONDS`; 0 turns
-    it off). `besides`: a running sweep that does not count (it is about to end)."""
-    if every_seconds <= 0:
-        return False
-    stmt = select(Job.id).where(Job.kind == SWEEP_JOB, Job.created_by == SCHEDULER,
-                                Job.status.in_(("pending", "running")))
-    if besides is not None:
-        stmt = stmt.where(Job.id != besides)
-    if await session.scalar(stmt.limit(1)) is not None:
-        return False
-    enqueue(session, SWEEP_JOB, {}, run_after=utcnow() + timedelta(seconds=every_seconds), created_by=SCHEDULER,
-            max_attempts=3)
-    return True
+    """Keep one recurring sweep queued (`KB_CHANNEL_SWEEP_SECONDS`; 0 turns it off)."""
+    return await schedule_recurring(session, SWEEP_JOB, every_seconds, besides=besides)
 
 
 @handler(SWEEP_JOB)

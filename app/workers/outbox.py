@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
@@ -68,3 +69,23 @@ def enqueue(
         job.max_attempts = max_attempts
     session.add(job)
     return job
+
+
+SCHEDULER = "scheduler"  # created_by of recurring jobs
+
+
+async def schedule_recurring(session: AsyncSession, kind: str, every_seconds: float, *,
+                             besides: int | None = None) -> bool:
+    """Keep one recurring `kind` job queued, `every_seconds` from now (0: off). `besides`: a running
+    one that does not count (it is about to end and schedules the next)."""
+    if every_seconds <= 0:
+        return False
+    stmt = select(Job.id).where(Job.kind == kind, Job.created_by == SCHEDULER,
+                                Job.status.in_(("pending", "running")))
+    if besides is not None:
+        stmt = stmt.where(Job.id != besides)
+    if await session.scalar(stmt.limit(1)) is not None:
+        return False
+    enqueue(session, kind, {}, run_after=utcnow() + timedelta(seconds=every_seconds), created_by=SCHEDULER,
+            max_attempts=3)
+    return True

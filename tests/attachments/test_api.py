@@ -597,9 +597,10 @@ async def test_orphan_collection_keeps_one_run_scheduled(app: Any, client: httpx
 
     from sqlalchemy import select, update
 
-    from app.attachments.jobs import SCHEDULER, schedule_orphan_collection
+    from app.attachments.jobs import schedule_orphan_collection
     from app.core.db import utcnow
     from app.workers.models import Job
+    from app.workers.outbox import SCHEDULER
 
     async def scheduled() -> list[Job]:
         async with app.state.sessionmaker() as s:
