@@ -62,7 +62,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from search_embedded import DOMAINS, QUESTION_FORMS, make_item
-from search_http import Connection, free_port, migrate, percentiles, settings_for, setup, stop_server, wait_ready
+from search_http import (
+    free_port,
+    migrate,
+    paced_requests,
+    percentiles,
+    settings_for,
+    setup,
+    stop_server,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # ../shared/bench/faq_dev as for bench/relevance.py (also from a git worktree one level deeper).
@@ -417,35 +426,10 @@ def real_queries(rng: random.Random, n: int) -> list[str]:
 
 async def paced_paths(port: int, headers: dict[str, str], paths: list[str], clients: int,
                       rate: float) -> dict[str, Any]:
-    """Open loop at `rate` requests/s over keep-alive connections (search_http's `Connection`)."""
+    """Open loop at `rate` requests/s over keep-alive connections (search_http's `paced_requests`)."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    queue = iter(enumerate(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}\r\n".encode() for p in paths))
-    latencies: list[float] = []
-    from_due: list[float] = []
-    statuses: dict[int, int] = {}
-    start = time.perf_counter() + 0.2
-
-    async def worker() -> None:
-        conn = await Connection.open(port)
-        try:
-            for i, request in queue:
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                t = time.perf_counter()
-                status = await conn.get(request)
-                end = time.perf_counter()
-                latencies.append((end - t) * 1000)
-                from_due.append((end - due) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            conn.close()
-
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    seconds = time.perf_counter() - start
-    return {**percentiles(latencies), "from_due": percentiles(from_due), "target_rate": rate,
-            "rps": round(len(latencies) / seconds, 1), "statuses": statuses}
+    requests = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}\r\n".encode() for p in paths]
+    return await paced_requests(port, requests, clients, rate)
 
 
 def ok(r: Any) -> Any:

@@ -393,19 +393,16 @@ async def closed_loop(port: int, headers: dict[str, str], plans: list[dict[str, 
     }
 
 
-async def paced(
-    port: int, headers: dict[str, str], plans: list[dict[str, Any]], clients: int, rate: float
-) -> dict[str, Any]:
-    """Open loop: search i is due at start + i / rate; `clients` connections take them in turn.
-    Latency is measured from the send; `from_due` also counts the wait for a free connection."""
-    queue = iter(enumerate(prepared_get(port, headers, p) for p in plans))
+async def paced_requests(port: int, requests: list[bytes], clients: int, rate: float) -> dict[str, Any]:
+    """Open loop: request i is due at start + i / rate; `clients` keep-alive connections take them
+    in turn. Latency is measured from the send; `from_due` also counts the wait for a free connection."""
+    queue = iter(enumerate(requests))
     latencies: list[float] = []
     from_due: list[float] = []
-    errors = 0
+    statuses: dict[int, int] = {}
     start, reconnects = time.perf_counter() + 0.2, Connection.reconnects
 
     async def worker() -> None:
-        nonlocal errors
         conn = await Connection.open(port)
         try:
             for i, request in queue:
@@ -418,20 +415,26 @@ async def paced(
                 end = time.perf_counter()
                 latencies.append((end - t) * 1000)
                 from_due.append((end - due) * 1000)
-                errors += status != 200
+                statuses[status] = statuses.get(status, 0) + 1
         finally:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     seconds = time.perf_counter() - start
-    return {
-        **percentiles(latencies),
-        "from_due": percentiles(from_due),
-        "target_rate": rate,
-        "searches_per_s": round(len(latencies) / seconds, 1),
-        "errors": errors,
-        "reconnects": Connection.reconnects - reconnects,
-    }
+    return {**percentiles(latencies), "from_due": percentiles(from_due), "target_rate": rate,
+            "rps": round(len(latencies) / seconds, 1), "statuses": statuses,
+            "reconnects": Connection.reconnects - reconnects}
+
+
+async def paced(
+    port: int, headers: dict[str, str], plans: list[dict[str, Any]], clients: int, rate: float
+) -> dict[str, Any]:
+    """`paced_requests` over searches."""
+    out = await paced_requests(port, [prepared_get(port, headers, p) for p in plans], clients, rate)
+    statuses = out.pop("statuses")
+    out["searches_per_s"] = out.pop("rps")
+    out["errors"] = sum(n for status, n in statuses.items() if status != 200)
+    return out
 
 
 async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
