@@ -18,7 +18,8 @@ SAMPLES_DIR = SHARED_DIR / "samples" / "tika"
 @pytest.fixture(scope="session")
 def samples() -> Path:
     if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"shared Tika samples not found at {SAMPLES_DIR} (set KB_SHARED_DIR to the shared folder)")
+        pytest.skip(f"the shared real-world samples are not at {SAMPLES_DIR}: these run when the checkout sits next to "
+                    "../shared (as in CI) or KB_SHARED_DIR points to it")
     return SAMPLES_DIR
 
 

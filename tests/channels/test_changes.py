@@ -282,7 +282,8 @@ async def test_a_slower_writer_that_started_first_is_not_skipped(kb: Kb, admin: 
     for that lock, so it takes its seq only after A committed, and a reader never sees B's event
     (a higher seq) while A's is still invisible: nobody skips A."""
     if db.kind != "postgresql":
-        pytest.skip("SQLite has one writer at a time: commit order is seq order by construction")
+        pytest.skip("SQLite has one writer at a time, so commit order is seq order by construction: this runs in the "
+                    "PostgreSQL leg of every run")
     a_item = (await kb.create(admin, title="宽带报装进度查询", visibility="public"))["id"]
     b_item = (await kb.create(admin, title="手机停机保号办理", visibility="public"))["id"]
     maker = app.state.sessionmaker

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from app.channels.ratelimit import parse_limit
 from app.core.config import Settings
 from tests.channels.ratelimit_app import with_probe
 from tests.conftest import assert_problem
-from tests.ops.served import free_port, serve_env
+from tests.ops.served import free_port, serve_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = "/api/v1/channels/web/probe"
@@ -36,19 +35,6 @@ async def limited_app(settings: Settings, **limits: Any) -> AsyncIterator[Any]:
 def client_at(app: Any, address: str) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=(address, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://kb.test")
-
-
-async def wait_up(base: str, proc: asyncio.subprocess.Process, seconds: float = 30) -> None:
-    """/healthz answers (readyz wants a worker, which these processes do not run)."""
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=base, timeout=5) as c:
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if (await c.get("/healthz")).status_code == 200:
-                    return
-            assert proc.returncode is None, "the server exited"
-            assert time.monotonic() < deadline, f"not up within {seconds} s"
-            await asyncio.sleep(0.1)
 
 
 async def statuses(c: httpx.AsyncClient, n: int, path: str = PROBE, **kw: Any) -> list[int]:
@@ -137,7 +123,8 @@ async def test_the_limit_holds_across_api_processes(settings: Settings, tmp_path
             sys.executable, "-m", "uvicorn", "tests.channels.ratelimit_app:factory", "--factory",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", cwd=ROOT, env=env))
     try:
-        await asyncio.gather(*(wait_up(f"http://127.0.0.1:{p}", proc) for p, proc in zip(ports, procs, strict=True)))
+        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{p}", proc, path="/healthz")
+                               for p, proc in zip(ports, procs, strict=True)))
         async with httpx.AsyncClient(timeout=10) as c:
             got = [(await c.get(f"http://127.0.0.1:{ports[i % 2]}{PROBE}")).status_code for i in range(12)]
             assert got == [200] * 8 + [429] * 4, got
@@ -162,7 +149,8 @@ def redis_url(tmp_path: Path) -> Any:
 
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server): the Redis store is not tested here")
+        pytest.skip("redis-server is not installed: the shared Redis store runs wherever it is (apt-get install "
+                    "redis-server); the SQLite store tests above run everywhere")
     port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL)

@@ -44,12 +44,14 @@ def serve_env(settings: Settings, data: Path, port: int, **extra: str) -> dict[s
     }
 
 
-async def wait_ready(base: str, server: asyncio.subprocess.Process, seconds: float = 30) -> None:
+async def wait_ready(base: str, server: asyncio.subprocess.Process, seconds: float = 30,
+                     path: str = "/readyz") -> None:
+    """`path` answers 200 (`/healthz` for processes that run no worker: readyz wants one)."""
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=base, timeout=5) as c:
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if (await c.get("/readyz")).status_code == 200:
+                if (await c.get(path)).status_code == 200:
                     return
             assert server.returncode is None, "the server exited"
             assert time.monotonic() < deadline, f"not ready within {seconds} s"

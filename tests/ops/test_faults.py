@@ -233,7 +233,7 @@ async def test_a_write_lock_held_past_the_busy_timeout_answers_503_with_retry_af
     """When SQLite's one writer slot stays taken past KB_SQLITE_BUSY_TIMEOUT_SECONDS, the write
     answers 503 database_busy (not 500), nothing of it is kept, and the same request later succeeds."""
     if database.kind != "sqlite":
-        pytest.skip("PostgreSQL has row locks, not one database write lock: this runs on SQLite only")
+        pytest.skip("PostgreSQL has row locks, not one database write lock: this runs in the SQLite leg of every run")
     application = create_app(
         settings.model_copy(update={"sqlite_busy_timeout_seconds": 0.3, "data_dir": settings.data_dir / "busy"})
     )
