@@ -14,6 +14,7 @@ from app.channels.router import router as channels_router
 from app.channels.screenpop import router as screenpop_router
 from app.identity.router import auth_router
 from app.identity.router import router as identity_router
+from app.imports.router import router as imports_router
 from app.knowledge.router import router as knowledge_router
 from app.ops.router import router as ops_router
 from app.search.router import router as search_router
@@ -28,7 +29,7 @@ def mount_routers(app: FastAPI) -> None:
     # Routes are matched in order, one by one: the hot paths (search, channel reads) come first.
     for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
               attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
-              changes_router, snapshot_router):
+              changes_router, snapshot_router, imports_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "X-Request-ID"])
     app.add_middleware(BodySizeLimitMiddleware, json_limit=settings.max_json_body_bytes,
-                       upload_limit=settings.max_upload_request_bytes)
+                       upload_limit=settings.max_upload_request_bytes, import_limit=settings.import_max_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -13,6 +13,7 @@ from app.channels.models import (
 )
 from app.core.db import Base
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
+from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
@@ -35,6 +36,10 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "ImportJob",
+           "ImportKey",
+           "ImportOutcome",
+           "ImportRowError",
            "Item",
            "ItemReader",
            "ItemType",
@@ -44,6 +49,8 @@ __all__ = [
            "Role",
            "ScreenPopRule",
            "SearchLog",
+           "SyncRecord",
+           "SyncSource",
            "SynonymGroup",
            "Tag",
            "Taxonomy",

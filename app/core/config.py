@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_upload_file_bytes: int = Field(300 * 1024 * 1024, ge=1)
     max_upload_request_bytes: int = Field(500 * 1024 * 1024, ge=1)
     extraction_max_file_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    # Bulk imports (app/imports): the uploaded file, what a ZIP may unpack to, local time of dates.
+    import_max_bytes: int = Field(2 * 1024**3, ge=1024)
+    import_max_unzipped_bytes: int = Field(4 * 1024**3, ge=1024)
+    import_timezone: str = "Asia/Shanghai"
     extraction_max_chars: int = Field(2_000_000, ge=1000)
     extraction_timeout_seconds: float = Field(60, gt=0)
 
@@ -126,6 +130,17 @@ class Settings(BaseSettings):
         from app.channels.ratelimit import parse_limit
 
         parse_limit(v)
+        return v
+
+    @field_validator("import_timezone")
+    @classmethod
+    def _check_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Asia/Shanghai)")
         return v
 
     @field_validator("rate_limit_storage")

@@ -117,10 +117,13 @@ class NulCharacterMiddleware:
 class BodySizeLimitMiddleware:
     """413 before a too-large body is read: by Content-Length, or while streaming."""
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int, import_limit: int | None = None,
+                 import_path: str = "/api/v1/imports") -> None:
         self.app = app
         self.json_limit = json_limit
         self.upload_limit = upload_limit
+        self.import_limit = import_limit or upload_limit
+        self.import_path = import_path  # bulk imports stream a file (NDJSON, CSV, XLSX, ZIP) to disk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,6 +132,8 @@ class BodySizeLimitMiddleware:
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
         limit = self.upload_limit if ctype.startswith("multipart/") else self.json_limit
+        if scope["path"] == self.import_path:
+            limit = self.import_limit
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reject(scope, receive, send, limit)

@@ -13,6 +13,8 @@ the modules of its scopes are implied, since a client is created for one purpose
 
 from __future__ import annotations
 
+import re
+
 SYSTEM_ACCESS = "system:access"
 ALL = "*"
 
@@ -57,8 +59,12 @@ def module_of(permission: str) -> str | None:
     return op[0] if op else None
 
 
+# `import:<source>`: write one sync source only (app/imports); `knowledge:import` writes all of them.
+SOURCE_SCOPE = re.compile(r"^import:[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
 def unknown(permissions: list[str]) -> list[str]:
-    return [p for p in permissions if p not in CATALOG]
+    return [p for p in permissions if p not in CATALOG and not SOURCE_SCOPE.match(p)]
 
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",

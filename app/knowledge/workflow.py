@@ -127,7 +127,7 @@ async def review_required(session: AsyncSession, item: Item) -> bool:
     return (await taxonomy.get_item_type(session, item.item_type)).review_required
 
 
-async def _publish_now(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
+async def publish_now(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
                        now: datetime) -> int | None:
     """Publish `version`, superseding the published one in the same transaction. Returns the
     number of the superseded version, if any."""
@@ -141,6 +141,15 @@ async def _publish_now(session: AsyncSession, actor: Principal, item: Item, vers
     version.published_at, version.published_by, version.publish_at = now, service.user_id(actor), None
     item.published_version_id, item.status = version.id, "published"
     return superseded
+
+
+async def archive_now(session: AsyncSession, item: Item, version: ItemVersion) -> None:
+    """Archive the item and its published `version`; an open version will never go out."""
+    item.status, item.published_version_id = "archived", None
+    version.state = "archived"
+    latest = await service.latest_version(session, item)
+    if latest.state in OPEN_STATES:
+        latest.publish_at = None  # nothing of an archived item goes out later
 
 
 # Audited actions that change a version's content; their entries carry the version's number.
@@ -210,14 +219,11 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
                                                  "publish_at": at.isoformat()},
                 run_after=at, created_by=actor.actor)
     elif action == "publish":
-        info["superseded"] = await _publish_now(session, actor, item, version, now)
+        info["superseded"] = await publish_now(session, actor, item, version, now)
     elif action == "unpublish":
         item.status, item.published_version_id = "unpublished", None
     elif action == "archive":
-        item.status, item.published_version_id = "archived", None
-        latest = await service.latest_version(session, item)
-        if latest.state in OPEN_STATES:
-            latest.publish_at = None  # nothing of an archived item goes out later
+        await archive_now(session, item, version)
     if action != "publish" or target != "published":
         version.state = target
     info["to_state"] = version.state
@@ -256,7 +262,7 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     if item.status == "archived":
         return {"skipped": "item archived"}
     now = utcnow()
-    superseded = await _publish_now(session, SCHEDULER, item, version, now)
+    superseded = await publish_now(session, SCHEDULER, item, version, now)
     version.updated_at = item.updated_at = now
     await session.flush()
     await acl.refresh_readers(session, [item.id])

@@ -30,11 +30,14 @@ class JobContext:
     services: dict[str, Any]  # shared outside systems: "search", "extractor", "blobs", "settings"
 
     async def report_progress(self, **progress: Any) -> None:
-        """Visible at once to GET /jobs/{id}, independent of the handler's transaction."""
+        """Visible at once to GET /jobs/{id}, independent of the handler's transaction. Renews the
+        lease too: a long job that reports progress is not taken for a crashed worker's."""
         async with self.sessionmaker() as s:
             job = await s.get(Job, self.job_id)
             if job is not None:
                 job.progress = {**job.progress, **progress}
+                if job.status == "running":
+                    job.locked_at = utcnow()
                 await s.commit()
 
 
