@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.models import AuditEntry
@@ -22,23 +23,31 @@ def record(
     **info: Any,
 ) -> AuditEntry:
     """Add an audit entry to the caller's transaction: it commits with the change it records."""
+    entry = AuditEntry(**entry_values(actor, action, target_type, target_id, before=before, after=after,
+                                      outcome=outcome, **info))
+    session.add(entry)
+    return entry
+
+
+def entry_values(actor: Principal | None, action: str, target_type: str | None = None, target_id: object = None,
+                 *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None, outcome: str = "ok",
+                 **info: Any) -> dict[str, Any]:
+    """The columns of an audit entry (`record` adds one; `record_many` inserts many in one statement)."""
     summary: dict[str, Any] = dict(info)
     if before is not None:
         summary["before"] = before
     if after is not None:
         summary["after"] = after
-    entry = AuditEntry(
-        actor=actor.actor if actor else "anonymous",
-        actor_name=actor.name if actor else "",
-        action=action,
-        outcome=outcome,
-        target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        request_id=request_id_var.get(),
-        summary=summary,
-    )
-    session.add(entry)
-    return entry
+    return {"actor": actor.actor if actor else "anonymous", "actor_name": actor.name if actor else "",
+            "action": action, "outcome": outcome, "target_type": target_type,
+            "target_id": None if target_id is None else str(target_id), "request_id": request_id_var.get(),
+            "summary": summary}
+
+
+async def record_many(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
+    """Bulk writers (imports): many entries of `entry_values`, one INSERT, in the caller's transaction."""
+    if entries:
+        await session.execute(insert(AuditEntry.__table__), entries)
 
 
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:

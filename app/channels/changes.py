@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, delete, exists, func, insert, select, update
+from sqlalchemy import String, and_, cast, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -175,16 +175,16 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
         first = last - len(events) + 1
         rows = [e.row(first + i, now) for i, e in enumerate(events)]
         await session.execute(insert(ChannelChange), rows)
-    for key in [(e.item_id, e.channel) for e in events] + silent:
-        item_id, channel = key
-        await session.execute(delete(ChannelItemState).where(ChannelItemState.item_id == item_id,
-                                                             ChannelItemState.channel == channel))
-        view = views.get(key)
-        if view is not None:
-            await session.execute(insert(ChannelItemState).values(
-                item_id=item_id, channel=channel, version=view.version, visibility=view.visibility,
-                readers=list(view.readers), source=view.source, external_id=view.external_id,
-                valid_to=view.valid_to, shown_at=now))
+    keys = [(e.item_id, e.channel) for e in events] + silent
+    if keys:  # one DELETE and one INSERT for the whole batch
+        await session.execute(delete(ChannelItemState).where(
+            tuple_(ChannelItemState.item_id, ChannelItemState.channel).in_(keys)))
+    states = [{"item_id": key[0], "channel": key[1], "version": view.version, "visibility": view.visibility,
+               "readers": list(view.readers), "source": view.source, "external_id": view.external_id,
+               "valid_to": view.valid_to, "shown_at": now}
+              for key in keys if (view := views.get(key)) is not None]
+    if states:
+        await session.execute(insert(ChannelItemState), states)
     return rows
 
 

@@ -31,12 +31,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.audit.service import record
+from app.audit.service import entry_values, record, record_many
 from app.channels.changes import reconcile
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -57,11 +57,11 @@ from app.imports.formats import ImportFileError, Limits, Row, open_reader
 from app.imports.models import COUNTS, ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge import acl, workflow
 from app.knowledge import service as knowledge
-from app.knowledge.models import OPEN_STATES, Item, ItemVersion
+from app.knowledge.models import OPEN_STATES, Item, ItemVersion, version_categories, version_tags
 from app.knowledge.schemas import CHANNELS, ContentFields
 from app.taxonomy import service as taxonomy
 from app.taxonomy.models import AttributeDefinition, Tag, Taxonomy, TaxonomyNode
-from app.workers.outbox import enqueue
+from app.workers.outbox import enqueue, enqueue_many
 
 log = logging.getLogger("app.imports")
 
@@ -254,6 +254,9 @@ class Plan:
     content: ItemVersion  # detached: the new content
     target: ItemVersion | None  # the sync's own open version to overwrite, or None for a new version
     item_fields: dict[str, Any]
+    created: bool
+    version: ItemVersion | None = None  # the version written
+    item_id: int | None = None  # the item written
 
 
 # Database errors a single row can cause (a concurrent writer, a value the database refuses): the
@@ -270,7 +273,6 @@ class Applier:
         self.job, self.source, self.actor, self.tz = job, source, actor, tz
         self.attachments = attachments
         self.lookups: Lookups | None = None
-        self._created: dict[str, Item] = {}  # external id -> item created by the current batch
 
     async def batch(self, session: AsyncSession, rows: list[Row], result: BatchResult, *,
                     isolate: bool = False) -> set[int]:
@@ -315,6 +317,7 @@ class Applier:
                                                     ItemVersion.number == Item.latest_version_no))
                 .where(Item.id.in_(changing)))).all()}
         written: set[int] = set()
+        plans: list[Plan] = []
         for row in parsed:
             item, rec = known.get(row.external_id, (None, None))
             try:
@@ -323,37 +326,43 @@ class Applier:
                         outcome = await self._row(session, row, digests[row.external_id], item, rec, latest)
                 else:
                     outcome = await self._row(session, row, digests[row.external_id], item, rec, latest)
-            except RowError as e:
-                result.fail(row.number, row.external_id, e.code, e.message, e.field)
-                continue
-            except AppError as e:
-                result.fail(row.number, row.external_id, e.code, e.detail or e.title, None)
-                continue
-            except ROW_DB_ERRORS as e:
-                if not isolate:
+            except (RowError, AppError, *ROW_DB_ERRORS) as e:
+                if isinstance(e, ROW_DB_ERRORS) and not isolate:
                     raise
-                result.fail(row.number, row.external_id, "row_refused",
-                            f"the database refused this row: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-                            None)
+                result.fail(row.number, row.external_id, *_row_failure(e))
+                continue
+            if isinstance(outcome, Plan):
+                plans.append(outcome)
                 continue
             result.counts[outcome] += 1
-            if outcome in ("created", "updated", "deleted"):
-                found = known.get(row.external_id, (None, None))[0] or self._created.pop(row.external_id)
-                written.add(found.id)
-                if outcome == "deleted":
-                    result.outcomes.append({"action": "deleted", "item_id": found.id, "external_id": row.external_id})
+            if outcome == "deleted" and item is not None:
+                written.add(item.id)
+                result.outcomes.append({"action": "deleted", "item_id": item.id, "external_id": row.external_id})
+        if isolate:  # one savepoint per row: the row the database refuses fails alone
+            done = []
+            for plan in plans:
+                try:
+                    async with session.begin_nested():
+                        await self._write(session, [plan])
+                    done.append(plan)
+                except ROW_DB_ERRORS as e:
+                    result.fail(plan.row.number, plan.row.external_id, *_row_failure(e))
+            plans = done
+        elif plans:
+            await self._write(session, plans)
+        for plan in plans:
+            result.counts["created" if plan.created else "updated"] += 1
+            assert plan.item_id is not None
+            written.add(plan.item_id)
         if written:
             await acl.refresh_readers(session, written)
             await reconcile(session, written)
-            for item_id in sorted(written):
-                enqueue(session, INDEX_JOB, {"item_id": item_id}, created_by=self.actor.actor)
+            await enqueue_many(session, INDEX_JOB, [{"item_id": i} for i in sorted(written)],
+                               created_by=self.actor.actor)
         return written
 
-    def clear_batch(self) -> None:
-        self._created.clear()
-
     async def _row(self, session: AsyncSession, row: RowData, digest: str, item: Item | None,
-                   rec: SyncRecord | None, latest: dict[int, ItemVersion]) -> str:
+                   rec: SyncRecord | None, latest: dict[int, ItemVersion]) -> str | Plan:
         if row.action == "delete":
             if item is None or item.status == "archived":
                 return "unchanged"
@@ -365,10 +374,7 @@ class Applier:
         if item is not None and rec is not None and rec.content_hash == digest and item.status != "archived":
             return "unchanged"
         plan = await self._prepare(session, row, digest, item, rec, latest.get(item.id) if item else None)
-        if plan is None:
-            return "unchanged"
-        await self._write(session, plan)
-        return "created" if item is None else "updated"
+        return "unchanged" if plan is None else plan
 
     async def _prepare(self, session: AsyncSession, row: RowData, digest: str, item: Item | None,
                        rec: SyncRecord | None, base: ItemVersion | None) -> Plan | None:
@@ -430,47 +436,127 @@ class Applier:
             if same_item and knowledge.snapshot(content) == knowledge.snapshot(base):
                 await _remember(session, item.id, self.source.name, digest, rec, base.number)
                 return None  # the first sync of an item that already says this
-        return Plan(row, digest, item, rec, content, target, fields)
+        return Plan(row, digest, item, rec, content, target, fields, created=item is None)
 
-    async def _write(self, session: AsyncSession, plan: Plan) -> None:
-        item, content, now = plan.item, plan.content, utcnow()
-        created = item is None
-        if item is None:
-            item = Item(status="draft", source=self.source.name, external_id=plan.row.external_id,
-                        latest_version_no=1, created_by=knowledge.user_id(self.actor), **plan.item_fields)
-            session.add(item)
-            await session.flush()
-            self._created[plan.row.external_id] = item
-        else:
-            for k, v in plan.item_fields.items():
-                setattr(item, k, v)
-        if self.attachments is not None and "attachments" in plan.row.fields:
-            content.attachments = await self.attachments.attach(session, self.actor, item,
-                                                                plan.row.fields["attachments"])
-        version = plan.target
-        if version is None:
-            content.item_id = item.id
-            version = content
-            session.add(version)
-            item.latest_version_no = version.number
-        else:  # overwrite the source's own open version with the new content
-            for name in knowledge.CONTENT_FIELDS:
-                setattr(version, name, getattr(content, name))
-            version.categories, version.tags = list(content.categories), list(content.tags)
-            version.attachments = list(content.attachments)
-        version.change_note = f"导入 import #{self.job.id} ({self.source.name})"
-        version.updated_at = item.updated_at = now
-        await session.flush()
+    async def _write(self, session: AsyncSession, plans: list[Plan]) -> None:
+        fresh = [p for p in plans if p.item is None and "attachments" not in p.row.fields]
+        if fresh:
+            await self._insert_new(session, fresh)
+        rest = [p for p in plans if p not in fresh]
+        if rest:
+            await self._write_orm(session, rest)
+
+    async def _insert_new(self, session: AsyncSession, plans: list[Plan]) -> None:
+        """New items in a handful of multi-row INSERTs for the whole batch: the ORM would insert
+        them one row at a time (SQLite cannot return generated ids of a multi-row insert in order,
+        so we return the natural keys with them)."""
+        now, publish = utcnow(), self.source.publish_mode == "publish"
+        author = knowledge.user_id(self.actor)
+        items_t, versions_t = Item.__table__, ItemVersion.__table__
+        item_rows = [{
+            "item_type": p.item_fields["item_type"], "owner_id": p.item_fields.get("owner_id"),
+            "status": "published" if publish else "draft", "visibility": p.item_fields["visibility"],
+            "valid_from": p.item_fields.get("valid_from"), "valid_to": p.item_fields.get("valid_to"),
+            "review_due": p.item_fields.get("review_due"), "source": self.source.name,
+            "external_id": p.row.external_id, "latest_version_no": 1, "row_version": 1, "created_by": author,
+            "created_at": now, "updated_at": now} for p in plans]
+        ids = dict((await session.execute(insert(items_t).returning(items_t.c.external_id, items_t.c.id),
+                                           item_rows)).all())
+        note = f"导入 import #{self.job.id} ({self.source.name})"
+        version_rows = []
+        for p in plans:
+            c = p.content
+            version_rows.append({
+                "item_id": ids[p.row.external_id], "number": 1, "state": "published" if publish else "in_review",
+                "title": c.title, "question": c.question, "similar_questions": list(c.similar_questions),
+                "body": c.body, "body_format": c.body_format, "channel_answers": dict(c.channel_answers),
+                "channels": list(c.channels), "attributes": dict(c.attributes), "change_note": note,
+                "author_id": author, "created_at": now, "updated_at": now, "submitted_at": None if publish else now,
+                "published_at": now if publish else None, "published_by": author if publish else None})
+        version_of = dict((await session.execute(
+            insert(versions_t).returning(versions_t.c.item_id, versions_t.c.id), version_rows)).all())
+        cats = [{"version_id": version_of[ids[p.row.external_id]], "node_id": n.id}
+                for p in plans for n in p.content.categories]
+        tags = [{"version_id": version_of[ids[p.row.external_id]], "tag_id": t.id}
+                for p in plans for t in p.content.tags]
+        if cats:
+            await session.execute(insert(version_categories), cats)
+        if tags:
+            await session.execute(insert(version_tags), tags)
+        if publish:
+            await session.execute(
+                update(items_t).where(items_t.c.id == bindparam("b_id"))
+                .values(published_version_id=bindparam("b_version")),
+                [{"b_id": item_id, "b_version": version_id} for item_id, version_id in version_of.items()])
+        await session.execute(insert(SyncRecord.__table__), [
+            {"item_id": ids[p.row.external_id], "source": self.source.name, "content_hash": p.digest, "version_no": 1,
+             "updated_at": now} for p in plans])
+        await record_many(session, [entry_values(
+            self.actor, "item.import", "item", ids[p.row.external_id], import_id=self.job.id, source=self.source.name,
+            external_id=p.row.external_id, version=1, outcome="created",
+            state="published" if publish else "in_review") for p in plans])
+        for p in plans:
+            p.item_id = ids[p.row.external_id]
+
+    async def _write_orm(self, session: AsyncSession, plans: list[Plan]) -> None:
+        """Changed items (and new ones with attachments) through the ORM, in a few flushes for all."""
+        now = utcnow()
+        for plan in plans:
+            if plan.item is None:
+                plan.item = Item(status="draft", source=self.source.name, external_id=plan.row.external_id,
+                                 latest_version_no=1, created_by=knowledge.user_id(self.actor), **plan.item_fields)
+                session.add(plan.item)
+            else:
+                for k, v in plan.item_fields.items():
+                    setattr(plan.item, k, v)
+        await session.flush()  # the new items' ids
+        for plan in plans:
+            item, content = plan.item, plan.content
+            assert item is not None
+            if self.attachments is not None and "attachments" in plan.row.fields:
+                content.attachments = await self.attachments.attach(session, self.actor, item,
+                                                                    plan.row.fields["attachments"])
+            version = plan.target
+            if version is None:
+                content.item_id = item.id
+                version = content
+                session.add(version)
+                item.latest_version_no = version.number
+            else:  # overwrite the source's own open version with the new content
+                for name in knowledge.CONTENT_FIELDS:
+                    setattr(version, name, getattr(content, name))
+                version.categories, version.tags = list(content.categories), list(content.tags)
+                version.attachments = list(content.attachments)
+            version.change_note = f"导入 import #{self.job.id} ({self.source.name})"
+            version.updated_at = item.updated_at = now
+            plan.version = version
+        await session.flush()  # the versions' ids
+        pairs = [(p.item, p.version) for p in plans if p.item is not None and p.version is not None]
         if self.source.publish_mode == "publish":
-            await workflow.publish_now(session, self.actor, item, version, now)
+            await workflow.publish_many(session, self.actor, pairs, now)
         else:
-            version.state, version.submitted_at = "in_review", now
-            if item.status == "archived":
-                item.status = "unpublished"  # revived by the source: waits for review
-        await _remember(session, item.id, self.source.name, plan.digest, plan.record, version.number)
-        record(session, self.actor, "item.import", "item", item.id, import_id=self.job.id, source=self.source.name,
-               external_id=plan.row.external_id, version=version.number,
-               outcome="created" if created else "updated", state=version.state)
+            for item, version in pairs:
+                version.state, version.submitted_at = "in_review", now
+                if item.status == "archived":
+                    item.status = "unpublished"  # revived by the source: waits for review
+        for plan in plans:
+            assert plan.item is not None and plan.version is not None
+            plan.item_id = plan.item.id
+            await _remember(session, plan.item.id, self.source.name, plan.digest, plan.record, plan.version.number)
+            record(session, self.actor, "item.import", "item", plan.item.id, import_id=self.job.id,
+                   source=self.source.name, external_id=plan.row.external_id, version=plan.version.number,
+                   outcome="created" if plan.created else "updated", state=plan.version.state)
+        await session.flush()
+
+
+def _row_failure(e: Exception) -> tuple[str, str, str | None]:
+    """(code, message, field) of a row's failure."""
+    if isinstance(e, RowError):
+        return e.code, e.message, e.field
+    if isinstance(e, AppError):
+        return e.code, e.detail or e.title, None
+    first = (str(e).splitlines() or [""])[0][:300]
+    return "row_refused", f"the database refused this row: {type(e).__name__}: {first}", None
 
 
 async def _remember(session: AsyncSession, item_id: int, source: str, digest: str, rec: SyncRecord | None,
@@ -712,8 +798,6 @@ class ImportRun:
                 await s.rollback()
                 applier.lookups = None
                 raise
-            finally:
-                applier.clear_batch()
             if job.dry_run:
                 await s.rollback()
                 assert applier.lookups is not None

@@ -127,20 +127,29 @@ async def review_required(session: AsyncSession, item: Item) -> bool:
     return (await taxonomy.get_item_type(session, item.item_type)).review_required
 
 
-async def publish_now(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
-                       now: datetime) -> int | None:
-    """Publish `version`, superseding the published one in the same transaction. Returns the
-    number of the superseded version, if any."""
-    old = await service.published_version(session, item)
-    superseded = None
-    if old is not None and old.id != version.id:
-        old.state = "superseded"
-        superseded = old.number
-        await session.flush()  # free the one-published slot before taking it
-    version.state = "published"
-    version.published_at, version.published_by, version.publish_at = now, service.user_id(actor), None
-    item.published_version_id, item.status = version.id, "published"
+async def publish_many(session: AsyncSession, actor: Principal, pairs: list[tuple[Item, ItemVersion]],
+                       now: datetime) -> dict[int, int]:
+    """Publish each `version` of its item, superseding the published ones in the same transaction
+    (one flush for all). Returns item id -> the number of the version it superseded."""
+    superseded: dict[int, int] = {}
+    for item, version in pairs:
+        old = await service.published_version(session, item)
+        if old is not None and old.id != version.id:
+            old.state = "superseded"
+            superseded[item.id] = old.number
+    if superseded:
+        await session.flush()  # free the one-published slots before taking them
+    for item, version in pairs:
+        version.state = "published"
+        version.published_at, version.published_by, version.publish_at = now, service.user_id(actor), None
+        item.published_version_id, item.status = version.id, "published"
     return superseded
+
+
+async def publish_now(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
+                      now: datetime) -> int | None:
+    """Publish `version`; returns the number of the version it superseded, if any."""
+    return (await publish_many(session, actor, [(item, version)], now)).get(item.id)
 
 
 async def archive_now(session: AsyncSession, item: Item, version: ItemVersion) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
@@ -72,6 +72,15 @@ def enqueue(
         job.max_attempts = max_attempts
     session.add(job)
     return job
+
+
+async def enqueue_many(session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *,
+                       created_by: str | None = None) -> None:
+    """Many jobs of one kind in one INSERT (bulk writers: an import batch queues an index job per item)."""
+    if payloads:
+        now = utcnow()
+        await session.execute(insert(Job.__table__), [
+            {"kind": kind, "payload": p, "run_after": now, "created_by": created_by} for p in payloads])
 
 
 SCHEDULER = "scheduler"  # created_by of recurring jobs
