@@ -12,9 +12,9 @@ engine write per batch) against the single-job path.
 2. single: one `search.index_item` job per item for the first --single items, drained by a
    `Worker(batch_handlers={})`: each job alone (one transaction, one build_documents, one upsert =
    one Tantivy commit, one reconcile), the path before batching.
-3. batched: the index emptied; --per-item jobs per item for every item (as several writers queue
-   them: coalesced), drained by the default `Worker`, then checked: every job done, every item in
-   the index.
+3. batched: the index emptied; --per-item jobs per item for every item, queued side by side (as
+   several writers touching one item queue them; coalesced when they fall in one batch), drained
+   by the default `Worker`, then checked: every job done, every item in the index.
 Figures: index jobs/s and items/s (wall), Tantivy commits. The last line is one JSON object.
 """
 
@@ -41,14 +41,15 @@ INDEX_JOB = "search.index_item"
 
 
 async def enqueue_jobs(app: Any, item_ids: list[int], per_item: int) -> int:
+    """`per_item` jobs per item, side by side (one item published, then edited: its writers' jobs)."""
     from app.workers.outbox import enqueue
 
     async with app.state.sessionmaker() as s:
-        for _ in range(per_item):
-            for start in range(0, len(item_ids), 2000):
-                for item_id in item_ids[start:start + 2000]:
+        for start in range(0, len(item_ids), 2000):
+            for item_id in item_ids[start:start + 2000]:
+                for _ in range(per_item):
                     enqueue(s, INDEX_JOB, {"item_id": item_id}, created_by="bench")
-                await s.commit()
+            await s.commit()
     return len(item_ids) * per_item
 
 
