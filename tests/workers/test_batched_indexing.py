@@ -4,10 +4,12 @@ PostgreSQL; failures of the batch, of one document or of one payload each end as
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 
 from app.core.db import utcnow
@@ -33,7 +35,7 @@ from app.workers.outbox import (
     enqueue,
 )
 from app.workers.worker import Worker
-from tests.conftest import Actor
+from tests.conftest import Actor, Database
 
 INDEX_JOB = "search.index_item"
 ITEM_TYPE = "hotline_faq"  # published without review: one call per version
@@ -281,3 +283,20 @@ def test_elasticsearch_per_document_errors_fail_only_their_items_jobs() -> None:
     assert out[1] == out[2] == {"item_id": 11, "indexed": 1, "removed": 0, "feed_events": 2, "coalesced": 2,
                                 "batch_jobs": 7, "batch_items": 4}
     assert out[6]["indexed"] == 1 and out[7]["removed"] == 1  # type: ignore[index]
+
+
+async def test_workers_sharing_an_index_flood_never_run_a_job_twice(admin: Actor, app: Any, db: Database) -> None:
+    if db.kind != "postgresql":
+        pytest.skip("several workers share a job table only on PostgreSQL (SKIP LOCKED); SQLite runs one")
+    actor = await principal_of(app, admin)
+    ids = await publish_items(app, actor, 30)
+    async with app.state.sessionmaker() as s:
+        for k in range(1440):
+            enqueue(s, INDEX_JOB, {"item_id": ids[k % len(ids)]})
+        await s.commit()
+    workers = [worker(app, worker_id=f"w{n}") for n in range(3)]
+    ran = await asyncio.gather(*(w.drain() for w in workers))
+    assert sum(ran) == 1500  # each job claimed once
+    jobs = await jobs_of(app)
+    assert {(j.status, j.attempts) for j in jobs} == {("done", 1)} and len(jobs) == 1500
+    assert set(await app.state.services["search"].indexed_versions()) == set(ids)
