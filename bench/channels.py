@@ -113,9 +113,10 @@ def body_html(text: str, rng: random.Random) -> str:
     return "".join(parts)
 
 
-async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> dict[str, Any]:
+async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, index: bool = True) -> dict[str, Any]:
     """Bulk rows as the service writes them, read sets by `acl.refresh_readers`, index by the
-    index jobs' document builder (see the module docstring)."""
+    index jobs' document builder (see the module docstring); `index=False` leaves the index alone
+    (bench/indexing.py queues index jobs instead)."""
     from sqlalchemy import func, insert, select, text, update
 
     from app.knowledge import acl
@@ -193,6 +194,8 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int) -> d
             await s.commit()
         t3 = time.perf_counter()
         db_s += t3 - t
+        if not index:
+            continue
         async with sm() as s:
             built, gone = await build_documents(s, ids)
         if gone or len(built) != n:

@@ -53,6 +53,52 @@ def handler(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
+@dataclass
+class BatchJob:
+    job_id: int
+    payload: dict[str, Any]
+    attempt: int
+
+
+@dataclass
+class BatchContext:
+    """Many jobs of one kind run in one transaction: the handler's writes and every job's state
+    commit together (the worker commits)."""
+
+    kind: str
+    jobs: list[BatchJob]
+    session: AsyncSession
+    sessionmaker: async_sessionmaker[AsyncSession]
+    services: dict[str, Any]
+
+
+# job id -> its result (done) or the exception it failed with: PermanentJobError parks it, any other
+# is retried with backoff. A job left out is done with an empty result. An exception raised by the
+# handler fails the whole batch (every job retried, nothing written).
+BatchOutcome = dict[int, dict[str, Any] | Exception]
+BatchHandlerFn = Callable[[BatchContext], Awaitable[BatchOutcome]]
+
+
+@dataclass(frozen=True)
+class BatchHandler:
+    fn: BatchHandlerFn
+    max_batch: int
+
+
+BATCH_HANDLERS: dict[str, BatchHandler] = {}
+
+
+def batch_handler(kind: str, *, max_batch: int = 500) -> Callable[[BatchHandlerFn], BatchHandlerFn]:
+    """Jobs of `kind` are claimed and run up to `max_batch` at a time. Keep a single-job `@handler`
+    of the same kind too: a worker built without batch handlers (or the bench's baseline) uses it."""
+
+    def register(fn: BatchHandlerFn) -> BatchHandlerFn:
+        BATCH_HANDLERS[kind] = BatchHandler(fn, max_batch)
+        return fn
+
+    return register
+
+
 def enqueue(
     session: AsyncSession,
     kind: str,

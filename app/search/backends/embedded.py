@@ -227,6 +227,7 @@ class EmbeddedBackend(SearchBackend):
         self._write_lock = asyncio.Lock()
         self._rebuild_lock = asyncio.Lock()
         self._journal: list[_Op] | None = None  # writes made while a rebuild runs
+        self.commits = 0  # Tantivy commits made by this instance (each costs a segment and a reader reload)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -382,9 +383,9 @@ class EmbeddedBackend(SearchBackend):
                 live.writer.rollback()
             raise SearchUnavailable(f"search index write failed: {exc}") from exc
 
-    @staticmethod
-    def _commit(live: _Live) -> None:
+    def _commit(self, live: _Live) -> None:
         live.writer.commit()
+        self.commits += 1
         live.index.reload()
 
     def _build_version(self, docs: Sequence[SearchDocument]) -> _Live:
