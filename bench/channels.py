@@ -12,7 +12,7 @@ soon a publish shows in `items/{id}`, `answers` and the change feed.
 2. Items IN THE DATABASE, in bulk. The per-item API path (create + submit + approve + publish, one
    transaction and one index job each) runs at ~36 items/s, i.e. 46 minutes for 100,000; so the
    rows are written with SQLAlchemy Core in batches, in the shapes `knowledge.service.create_item`
-   and `workflow._publish_now` write them: an `items` row (status published, 80 % visibility
+   and `workflow.publish_now` write them: an `items` row (status published, 80 % visibility
    public), one `item_versions` row (number 1, state published, sanitized HTML body, channel
    answers, channels spread as the generator spreads them), `version_categories` (the leaf node)
    and `version_tags`. The read sets (`item_readers`) are computed by the real code,

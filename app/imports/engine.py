@@ -636,7 +636,7 @@ class ImportRun:
             source = await s.scalar(select(SyncSource).where(SyncSource.name == job.source))
             s.expunge_all()
         if source is None:
-            return await self._finish_failed(JobFailed("unknown_source", f"the source {job.source!r} was deleted"))
+            return await self.finish_failed(JobFailed("unknown_source", f"the source {job.source!r} was deleted"))
         try:
             path = Path(job.file_path or "")
             if not await asyncio.to_thread(path.is_file):
@@ -656,9 +656,9 @@ class ImportRun:
             if job.mode == "full":
                 await self._archive(job, source)
         except ImportFileError as e:
-            return await self._finish_failed(JobFailed(e.code, e.message, **e.extra))
+            return await self.finish_failed(JobFailed(e.code, e.message, **e.extra))
         except JobFailed as e:
-            return await self._finish_failed(e)
+            return await self.finish_failed(e)
         async with self.sessionmaker() as s:
             job = await self._job(s)
             job.state, job.finished_at = "done", utcnow()
@@ -670,7 +670,7 @@ class ImportRun:
             s.expunge_all()
         return await self._cleanup(job)
 
-    async def _finish_failed(self, e: JobFailed) -> dict[str, Any]:
+    async def finish_failed(self, e: JobFailed) -> dict[str, Any]:
         log.info("import failed", extra={"import_id": self.import_id, "code": e.code})
         await self._set(state="failed", finished_at=utcnow(), error={"code": e.code, "message": e.message, **e.extra})
         async with self.sessionmaker() as s:

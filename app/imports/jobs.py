@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.imports.engine import ImportRun
+from app.imports.engine import ImportRun, JobFailed
+from app.imports.service import RUN_ATTEMPTS
 from app.workers.outbox import JobContext, PermanentJobError, handler
 
 
@@ -13,5 +14,12 @@ async def run_import(ctx: JobContext) -> dict[str, Any]:
     import_id = ctx.payload.get("import_id")
     if not isinstance(import_id, int):
         raise PermanentJobError("payload needs an integer import_id")
-    settings = ctx.services["settings"]
-    return await ImportRun(ctx.sessionmaker, settings, import_id, ctx.services, progress=ctx.report_progress).run()
+    run = ImportRun(ctx.sessionmaker, ctx.services["settings"], import_id, ctx.services,
+                    progress=ctx.report_progress)
+    try:
+        return await run.run()
+    except Exception as e:  # retried from the last committed batch; the last attempt fails the import
+        if ctx.attempt >= RUN_ATTEMPTS:
+            await run.finish_failed(JobFailed("internal_error", f"the import stopped after {ctx.attempt} attempts: "
+                                              f"{type(e).__name__}: {str(e)[:500]}"))
+        raise

@@ -35,6 +35,7 @@ from app.taxonomy.models import Taxonomy
 from app.workers.outbox import enqueue
 
 RUN_JOB = "imports.run"
+RUN_ATTEMPTS = 10  # a worker killed mid-import, the database gone for a while: the import resumes
 ALL_SOURCES = "knowledge:import"
 CHUNK = 1024 * 1024
 SHOWN_ERRORS = 50
@@ -226,7 +227,7 @@ async def create_import(session: AsyncSession, actor: Principal, settings: Setti
         if earlier is None:
             raise
         return earlier, True
-    work = enqueue(session, RUN_JOB, {"import_id": job.id}, created_by=actor.actor, max_attempts=10)
+    work = enqueue(session, RUN_JOB, {"import_id": job.id}, created_by=actor.actor, max_attempts=RUN_ATTEMPTS)
     await session.flush()
     job.job_id = work.id
     record(session, actor, "import.create", "import", job.id, source=source.name, mode=mode, format=fmt,
