@@ -11,17 +11,18 @@ import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import AppSettings, DbSession
-from app.core.errors import PROBLEMS, BadRequest, Forbidden, InvalidInput
+from app.core.errors import PROBLEMS, BadRequest, InvalidInput
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
-from app.identity.deps import CurrentPrincipal, Require
+from app.identity.deps import CurrentPrincipal, Require, deny
+from app.identity.principal import Principal
 from app.imports import service
 from app.imports.formats import CONTENT_TYPES
 from app.imports.models import ImportJob, ImportOutcome, ImportRowError, SyncSource
@@ -41,6 +42,17 @@ from app.imports.schemas import (
 
 router = APIRouter(tags=["imports"], responses=PROBLEMS)
 Manager = Require(service.ALL_SOURCES)
+
+
+async def _importer(request: Request, principal: CurrentPrincipal) -> Principal:
+    """Any import right at all (`knowledge:import` or an `import:<source>` scope); each route then
+    checks the source itself."""
+    if not service.may_import_any(principal):
+        raise await deny(request, principal, service.ALL_SOURCES)
+    return principal
+
+
+Importer = Annotated[Principal, Depends(_importer)]
 CSV_EXPORT_BATCH = 2000
 
 _BODY = {
@@ -65,9 +77,7 @@ async def create_source(body: SourceCreate, session: DbSession, principal: Manag
 
 
 @router.get("/sync-sources", response_model=Page[SourceOut], summary="The sync sources the caller may write")
-async def list_sources(session: DbSession, principal: CurrentPrincipal, page: Paging) -> Page[SourceOut]:
-    if not service.may_import_any(principal):
-        raise Forbidden("Needs knowledge:import or an import:<source> scope", code="forbidden")
+async def list_sources(session: DbSession, principal: Importer, page: Paging) -> Page[SourceOut]:
     stmt = select(SyncSource)
     if not principal.can(service.ALL_SOURCES):
         names = [p.removeprefix("import:") for p in principal.permissions if p.startswith("import:")]
@@ -78,7 +88,7 @@ async def list_sources(session: DbSession, principal: CurrentPrincipal, page: Pa
 
 @router.get("/sync-sources/{source}", response_model=SourceOut,
             summary="A source: policy, watermark, item count, last import")
-async def get_source(source: SourceName, session: DbSession, principal: CurrentPrincipal,
+async def get_source(source: SourceName, session: DbSession, principal: Importer,
                      response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     response.headers["ETag"] = service.source_etag(src)
@@ -97,7 +107,7 @@ async def update_source(source: SourceName, body: SourceUpdate, session: DbSessi
 
 @router.put("/sync-sources/{source}/watermark", response_model=SourceOut,
             summary="Write where the sync job left off; read it back with GET /sync-sources/{source}")
-async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: CurrentPrincipal,
+async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: Importer,
                         response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     src = await service.set_watermark(session, principal, src, body.watermark)
@@ -120,7 +130,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 @router.post("/imports", status_code=status.HTTP_202_ACCEPTED, response_model=ImportOut, openapi_extra=_BODY,
              summary="Import a file into a source (202: a job; the same Idempotency-Key answers the same job)")
 async def create_import(
-    request: Request, response: Response, session: DbSession, principal: CurrentPrincipal, settings: AppSettings,
+    request: Request, response: Response, session: DbSession, principal: Importer, settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source the rows belong to")],
     mode: Annotated[ImportMode, Query(description="incremental: only the rows sent; full: a complete snapshot, "
                                                   "items of the source it lacks are archived")] = "incremental",
@@ -155,10 +165,8 @@ async def create_import(
 
 
 @router.get("/imports", response_model=Page[ImportOut], summary="Import jobs, newest first")
-async def list_imports(session: DbSession, principal: CurrentPrincipal, page: Paging,
+async def list_imports(session: DbSession, principal: Importer, page: Paging,
                        source: SourceName | None = None, state: ImportState | None = None) -> Page[ImportOut]:
-    if not service.may_import_any(principal):
-        raise Forbidden("Needs knowledge:import or an import:<source> scope", code="forbidden")
     stmt = select(ImportJob)
     if source is not None:
         service.check_write(principal, source)
@@ -173,14 +181,14 @@ async def list_imports(session: DbSession, principal: CurrentPrincipal, page: Pa
 
 
 @router.get("/imports/{import_id}", response_model=ImportOut, summary="An import job: state, progress, report")
-async def get_import(import_id: Id, session: DbSession, principal: CurrentPrincipal) -> ImportOut:
+async def get_import(import_id: Id, session: DbSession, principal: Importer) -> ImportOut:
     return await service.import_out(session, await service.get_import(session, principal, import_id))
 
 
 @router.get("/imports/{import_id}/errors", response_model=Page[RowErrorOut],
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="Every row error, as JSON pages or (format=csv) one CSV file for Excel")
-async def import_errors(import_id: Id, session: DbSession, principal: CurrentPrincipal, page: Paging,
+async def import_errors(import_id: Id, session: DbSession, principal: Importer, page: Paging,
                         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Any:
     job = await service.get_import(session, principal, import_id)
     if format == "csv":
@@ -213,7 +221,7 @@ async def _errors_csv(session: Any, import_id: int) -> AsyncIterator[bytes]:
 
 @router.get("/imports/{import_id}/outcomes", response_model=Page[OutcomeOut],
             summary="The items a job archived (full sync) or deleted, with their external ids")
-async def import_outcomes(import_id: Id, session: DbSession, principal: CurrentPrincipal,
+async def import_outcomes(import_id: Id, session: DbSession, principal: Importer,
                           page: Paging) -> Page[OutcomeOut]:
     job = await service.get_import(session, principal, import_id)
     stmt = select(ImportOutcome).where(ImportOutcome.import_id == job.id)
