@@ -712,8 +712,10 @@ class ImportRun:
         async with self.sessionmaker() as s:  # a scan that was cut short starts again
             await s.execute(delete(ImportKey).where(ImportKey.import_id == job.id))
             await s.execute(delete(ImportRowError).where(ImportRowError.import_id == job.id))
+            found = {"encoding": getattr(reader, "encoding", None), "sheet": getattr(reader, "sheet", None)}
+            options = {**job.options, **{k: v for k, v in found.items() if v}}  # what the reader detected
             await s.execute(update(ImportJob).where(ImportJob.id == job.id).values(
-                state="scanning", started_at=utcnow(), columns=columns, warnings=warnings))
+                state="scanning", started_at=utcnow(), columns=columns, warnings=warnings, options=options))
             await s.commit()
         total = 0
         pending: dict[str, tuple[int, bool]] = {}
