@@ -297,9 +297,16 @@ class Applier:
             ImportKey.import_id == self.job.id, ImportKey.external_id.in_(ids)))).all())
         parsed = [p for p in parsed if first_rows.get(p.external_id, p.number) == p.number]  # repeats: reported
         digests: dict[str, str] = {}
+        hashed = []
         for row in parsed:
-            digests[row.external_id] = row.content_hash(
-                await self.attachments.hashes(row.fields.get("attachments", [])) if self.attachments else [])
+            try:
+                files = await self.attachments.hashes(row.fields.get("attachments", [])) if self.attachments else []
+            except RowError as e:  # a file the manifest names is missing
+                result.fail(row.number, row.external_id, e.code, e.message, e.field)
+                continue
+            digests[row.external_id] = row.content_hash(files)
+            hashed.append(row)
+        parsed = hashed
         # The cheap question first (a nightly re-import is mostly unchanged rows): which rows changed?
         current = (await session.execute(
             select(Item.external_id, Item.status, SyncRecord.content_hash)

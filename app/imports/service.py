@@ -212,6 +212,9 @@ async def create_import(session: AsyncSession, actor: Principal, settings: Setti
     except ImportFileError as e:
         await anyio.Path(path).unlink(missing_ok=True)
         raise InvalidInput(e.message, code=e.code, **e.extra)
+    named = path.with_suffix(f".{fmt}")  # readers (openpyxl) go by the file name's extension
+    await anyio.Path(path).rename(named)
+    path = named
     job = ImportJob(source=source.name, mode=mode, format=fmt, dry_run=dry_run,
                     confirm_mass_archive=confirm_mass_archive, options=options, state="queued", file_path=str(path),
                     file_bytes=size, file_sha256=sha256, idempotency_key=idempotency_key, created_by=actor.actor,
