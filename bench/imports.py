@@ -334,6 +334,8 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
                 out["rss_upload_mb"] = rss_mb()
                 out["import_s"] = await run_import_job(worker, spec.get("profile"))
                 out["rss_import_mb"] = rss_mb()
+                out["import_batches"] = batch_summary(BATCH_TIMES)
+                BATCH_TIMES.clear()
                 job = await import_state(client, headers, import_id)
                 if job["state"] != "done" or job["counts"]["created"] != n:
                     raise SystemExit(f"import {import_id}: {job['state']} {job['counts']} {job['error']} "
@@ -354,6 +356,7 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
                 again_id, out["reupload_s"] = await upload(client, headers, path, fmt)
                 out["reimport_s"] = await run_import_job(worker)
                 out["reimport_total_s"] = time.perf_counter() - t
+                out["reimport_batches"] = batch_summary(BATCH_TIMES)
                 job = await import_state(client, headers, again_id)
                 after = await job_counts(app)
                 out["reimport_counts"] = {k: v for k, v in job["counts"].items() if v}
@@ -425,10 +428,36 @@ async def overlap_run(app: Any, client: Any, headers: dict[str, str], sm: Any, s
     return out
 
 
+BATCH_TIMES: list[float] = []
+
+
+def time_batches() -> None:
+    """Record how long each committed batch of an import takes (wrapping, not changing, the
+    engine's `ImportRun._commit_batch`): a batch slower at the end of a file than at its start
+    is work that grows with what the database already holds."""
+    from app.imports.engine import ImportRun
+
+    inner = ImportRun._commit_batch
+
+    async def timed(self: Any, *a: Any, **kw: Any) -> None:
+        t = time.perf_counter()
+        await inner(self, *a, **kw)
+        BATCH_TIMES.append(time.perf_counter() - t)
+
+    ImportRun._commit_batch = timed  # type: ignore[method-assign]
+
+
+def batch_summary(times: list[float]) -> dict[str, Any]:
+    k = max(min(10, len(times) // 4), 1)
+    return {"batches": len(times), "first_ms": round(1000 * sum(times[:k]) / k),
+            "last_ms": round(1000 * sum(times[-k:]) / k)} if times else {}
+
+
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    time_batches()
     return asyncio.run(one_run(spec))
 
 
