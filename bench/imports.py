@@ -33,7 +33,7 @@ Figures per format and size:
              child per size, tracemalloc's peak over the import job alone (tracemalloc slows
              Python down, so that run is not timed). Sizes: --rows/10 and --rows, to show
              whether memory grows with the file.
---overlap adds a run where two `Worker.run_forever` loops share the sessionmaker: one holds the
+`--kinds overlap` adds a run where two `Worker.run_forever` loops share the sessionmaker: one holds the
 import job while the other indexes the batches it commits (SQLite serializes their writes).
 The last line is one JSON object.
 """
@@ -354,7 +354,7 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
                 before = await job_counts(app)
                 t = time.perf_counter()
                 again_id, out["reupload_s"] = await upload(client, headers, path, fmt)
-                out["reimport_s"] = await run_import_job(worker)
+                out["reimport_s"] = await run_import_job(worker, spec.get("profile_reimport"))
                 out["reimport_total_s"] = time.perf_counter() - t
                 out["reimport_batches"] = batch_summary(BATCH_TIMES)
                 job = await import_state(client, headers, again_id)
@@ -476,14 +476,18 @@ def main() -> None:
     parser.add_argument("--formats", default="ndjson,xlsx", help="comma-separated: ndjson, xlsx")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with faq_dev's corpus.jsonl")
     parser.add_argument("--no-small", action="store_true", help="skip the --rows/10 runs (timed and memory)")
-    parser.add_argument("--no-tracemalloc", action="store_true", help="skip the tracemalloc runs")
-    parser.add_argument("--overlap", action="store_true", help="also two run_forever workers side by side")
+    parser.add_argument("--kinds", default="timed,memory",
+                        help="runs per format and size: timed, memory (tracemalloc), overlap (--rows only)")
     parser.add_argument("--profile", default=None, help="pyinstrument of the --rows import job (.html or .txt)")
+    parser.add_argument("--profile-reimport", default=None, help="pyinstrument of the --rows re-import job")
     parser.add_argument("--tmp", default=None, help="folder for the files and data folders (default: system temp)")
     args = parser.parse_args()
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     if bad := [f for f in formats if f not in CTYPES]:
         raise SystemExit(f"unknown formats: {bad}")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if bad := [k for k in kinds if k not in ("timed", "memory", "overlap")]:
+        raise SystemExit(f"unknown kinds: {bad}")
     wall = time.perf_counter()
     questions = load_questions(args.data.resolve())
     sizes = ([max(args.rows // 10, 1)] if not args.no_small else []) + [args.rows]
@@ -505,13 +509,10 @@ def main() -> None:
                 samples = sample_rows(size, questions, SEARCH_CHECKS, seed=size)
                 base = {"path": str(files[fmt, size]), "format": fmt, "rows": size, "samples": samples,
                         "tmp": args.tmp}
-                kinds = ["timed"] + ([] if args.no_tracemalloc else ["memory"])
-                if args.overlap and size == args.rows:
-                    kinds.append("overlap")
-                for kind in kinds:
+                for kind in [k for k in kinds if k != "overlap" or size == args.rows]:
                     spec = {**base, "kind": kind}
-                    if kind == "timed" and size == args.rows and args.profile:
-                        spec["profile"] = args.profile
+                    if kind == "timed" and size == args.rows:
+                        spec["profile"], spec["profile_reimport"] = args.profile, args.profile_reimport
                     print(f"{fmt} {size:,} rows: {kind} run ...", flush=True)
                     res = in_child(spec)
                     res.pop("check", None)
@@ -520,20 +521,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    def get(fmt: str, size: int, kind: str) -> dict[str, Any]:
-        return next((r for r in results if (r["format"], r["rows"], r["kind"]) == (fmt, size, kind)), {})
+    def cell(r: dict[str, Any], key: str, width: int) -> str:
+        v = r.get(key, "-")
+        return f"{v:>{width},}" if isinstance(v, int) else f"{v:>{width}}"
 
-    print(f"\n{'format':<7} {'rows':>8} {'MB':>6} {'upload s':>9} {'import r/s':>11} {'e2e r/s':>9} "
+    print(f"\n{'format':<7} {'rows':>8} {'run':>8} {'MB':>6} {'upload s':>9} {'import r/s':>11} {'e2e r/s':>9} "
           f"{'reimport r/s':>13} {'re idx jobs':>12} {'RSS imp MB':>11} {'RSS end MB':>11} {'tracemalloc MB':>15}")
-    for fmt in formats:
-        for size in sizes:
-            t, m = get(fmt, size, "timed"), get(fmt, size, "memory")
-            print(f"{fmt:<7} {size:>8,} {t['file_mb']:>6} {t['upload_s']:>9} {t['import_rows_per_s']:>11,} "
-                  f"{t['e2e_rows_per_s']:>9,} {t['reimport_rows_per_s']:>13,} {t['reimport_index_jobs']:>12} "
-                  f"{t['rss_import_mb']:>11} {t['rss_end_mb']:>11} {m.get('tracemalloc_peak_mb', '-'):>15}")
-            if o := get(fmt, size, "overlap"):
-                print(f"{'':<7} {'overlap':>8} {'':>6} {o['upload_s']:>9} {o['import_rows_per_s']:>11,} "
-                      f"{o['e2e_rows_per_s']:>9,}   (two run_forever workers)")
+    for r in results:
+        print(f"{r['format']:<7} {r['rows']:>8,} {r['kind']:>8} {r['file_mb']:>6} {cell(r, 'upload_s', 9)} "
+              f"{cell(r, 'import_rows_per_s', 11)} {cell(r, 'e2e_rows_per_s', 9)} {cell(r, 'reimport_rows_per_s', 13)} "
+              f"{cell(r, 'reimport_index_jobs', 12)} {cell(r, 'rss_import_mb', 11)} {cell(r, 'rss_end_mb', 11)} "
+              f"{cell(r, 'tracemalloc_peak_mb', 15)}")
+    print("import r/s: the imports.run job alone (in a memory run: slowed by tracemalloc); e2e: upload start to "
+          "every row searchable; RSS: ru_maxrss high-water of the run's own process")
     load_after = os.getloadavg()
     summary = {"rows": args.rows, "formats": formats, "cpus": os.cpu_count(),
                "load_avg_before": round(load_before[0], 2), "load_avg_after": round(load_after[0], 2),
