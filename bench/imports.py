@@ -193,6 +193,12 @@ def rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+def rss_now_mb() -> float:
+    """Resident now (ru_maxrss cannot show growth below the high-water of startup)."""
+    with open("/proc/self/statm") as fh:
+        return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def migrate(database_url: str) -> None:
     from alembic import command
     from alembic.config import Config
@@ -333,7 +339,7 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
                 import_id, out["upload_s"] = await upload(client, headers, path, fmt)
                 out["rss_upload_mb"] = rss_mb()
                 out["import_s"] = await run_import_job(worker, spec.get("profile"))
-                out["rss_import_mb"] = rss_mb()
+                out["rss_import_mb"], out["rss_now_import_mb"] = rss_mb(), rss_now_mb()
                 out["import_batches"] = batch_summary(BATCH_TIMES)
                 BATCH_TIMES.clear()
                 job = await import_state(client, headers, import_id)
@@ -381,6 +387,7 @@ async def memory_run(client: Any, headers: dict[str, str], worker: Any, path: Pa
     import tracemalloc
 
     import_id, _ = await upload(client, headers, path, fmt)
+    out["rss_now_before_mb"] = rss_now_mb()
     tracemalloc.start()
     await run_import_job(worker)
     _, peak = tracemalloc.get_traced_memory()
@@ -389,6 +396,7 @@ async def memory_run(client: Any, headers: dict[str, str], worker: Any, path: Pa
     if job["state"] != "done" or job["counts"]["created"] != n:
         raise SystemExit(f"import {import_id}: {job['state']} {job['counts']}")
     out["tracemalloc_peak_mb"] = round(peak / 1e6, 1)
+    out["rss_now_after_mb"] = rss_now_mb()
     out["rss_import_mb"] = rss_mb()
     return out
 
@@ -396,8 +404,18 @@ async def memory_run(client: Any, headers: dict[str, str], worker: Any, path: Pa
 async def overlap_run(app: Any, client: Any, headers: dict[str, str], sm: Any, settings: Any, services: Any,
                       path: Path, fmt: str, n: int, out: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """Two `run_forever` loops: while one runs the import job, the other indexes its batches."""
+    import logging
+
     from app.workers.worker import Worker
 
+    failures: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            trace = getattr(record, "trace", "") or ""
+            failures.append(f"{getattr(record, 'kind', '?')}: {trace.strip().splitlines()[-1][:300] if trace else ''}")
+
+    logging.getLogger("app.worker").addHandler(Keep(logging.WARNING))
     stop = asyncio.Event()
     loops = [asyncio.create_task(Worker(sm, settings, services=services).run_forever(stop)) for _ in range(2)]
     try:
@@ -418,6 +436,14 @@ async def overlap_run(app: Any, client: Any, headers: dict[str, str], sm: Any, s
     finally:
         stop.set()
         await asyncio.gather(*loops)
+    from sqlalchemy import select
+
+    from app.workers.models import Job
+
+    async with sm() as s:  # a job that failed once and was retried (SQLite: the two loops' writes collide)
+        out["retried"] = [f"{k} attempt {a}: {(e or '')[:160]}" for k, a, e in (await s.execute(
+            select(Job.kind, Job.attempts, Job.last_error).where(Job.attempts > 1))).all()]
+    out["failures_logged"] = failures
     out["check"] = await check_searchable(app, client, headers, n, spec["samples"])
     out["rss_indexed_mb"] = rss_mb()
     out["tantivy_commits"] = services["search"].commits
