@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels fuzz clean
+.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels bench-imports fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-soak: install
 # Channel read API under wrk (apt-get install -y wrk): items 200/304, answers, screen pop, publish visibility.
 bench-channels: install
 	$(BIN)/python bench/channels.py
+
+# Bulk import through POST /api/v1/imports: 100,000 rows, NDJSON and XLSX (`bench/imports.py --rows N`).
+bench-imports: install
+	$(BIN)/python bench/imports.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
