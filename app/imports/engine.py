@@ -101,14 +101,20 @@ class Lookups:
     users: dict[str, int | None] = field(default_factory=dict)
     templates: dict[str, list[AttributeDefinition] | None] = field(default_factory=dict)
 
+    batch_objects: dict[tuple[str, str], Any] = field(default_factory=dict)  # this batch's session only
+
+    def new_batch(self) -> None:
+        self.batch_objects.clear()
+
     async def node(self, session: AsyncSession, token: str) -> TaxonomyNode:
+        cached = self.batch_objects.get(("node", token))
+        if cached is not None:
+            return cached
         node_id = self.nodes.get(token)
-        if node_id is not None:
-            found = await session.get(TaxonomyNode, node_id)
-            if found is not None:
-                return found
-        node = await self._resolve(session, token)
+        found = await session.get(TaxonomyNode, node_id) if node_id is not None else None
+        node = found or await self._resolve(session, token)
         self.nodes[token] = node.id
+        self.batch_objects[("node", token)] = node
         return node
 
     async def _resolve(self, session: AsyncSession, token: str) -> TaxonomyNode:
@@ -153,11 +159,14 @@ class Lookups:
         out: dict[int, Tag] = {}
         missing = []
         for name in names:
-            tag = await session.get(Tag, self.tags[name]) if name in self.tags else None
+            tag = self.batch_objects.get(("tag", name))
+            if tag is None and name in self.tags:
+                tag = await session.get(Tag, self.tags[name])
             if tag is None:
                 missing.append(name)
             else:
                 out[tag.id] = tag
+                self.batch_objects[("tag", name)] = tag
         if missing:
             try:
                 found = await taxonomy.resolve_tags(session, missing, create_missing=self.source.create_tags)
@@ -168,6 +177,7 @@ class Lookups:
                 tag = by_name.get(taxonomy.normalize_tag(name) or "")
                 if tag is not None:
                     self.tags[name] = tag.id
+                    self.batch_objects[("tag", name)] = tag
                     out[tag.id] = tag
         return list(out.values())
 
@@ -195,6 +205,7 @@ class Lookups:
         """After a rollback: what this batch created is gone; everything else stays valid."""
         self.nodes.clear()
         self.tags.clear()
+        self.batch_objects.clear()
 
 
 async def default_taxonomy(session: AsyncSession, source: SyncSource) -> int | None:
@@ -242,7 +253,7 @@ def _content(row: RowData) -> ContentFields:
         raise RowError(f"{name}: {err['msg']}", "invalid_value", name)
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
     """A validated row, ready to write: nothing of it touched the database yet (but for categories
     and tags the source's policy creates)."""
@@ -280,6 +291,7 @@ class Applier:
         `isolate`, each row in its own savepoint (slow; after a batch failed on a database error)."""
         if self.lookups is None:
             self.lookups = Lookups(self.source, await default_taxonomy(session, self.source))
+        self.lookups.new_batch()
         parsed: list[RowData] = []
         for r in rows:
             if r.error:
@@ -458,10 +470,12 @@ class Applier:
         return Plan(row, digest, item, rec, content, target, fields, created=item is None)
 
     async def _write(self, session: AsyncSession, plans: list[Plan]) -> None:
-        fresh = [p for p in plans if p.item is None and "attachments" not in p.row.fields]
+        fresh: list[Plan] = []
+        rest: list[Plan] = []
+        for p in plans:
+            (fresh if p.item is None and "attachments" not in p.row.fields else rest).append(p)
         if fresh:
             await self._insert_new(session, fresh)
-        rest = [p for p in plans if p not in fresh]
         if rest:
             await self._write_orm(session, rest)
 
