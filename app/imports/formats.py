@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import re
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator
@@ -125,6 +126,8 @@ def _found_format(path: Path) -> str:
         return "json"
     if text.startswith(b"{"):
         first = _first_nonblank_line(path)
+        if len(first) >= Limits.max_row_bytes and not first.endswith(b"\n"):
+            return "ndjson"  # a first line too long to check; the NDJSON reader reports it as a failed row
         try:
             value = json.loads(first)
         except ValueError:
@@ -616,48 +619,54 @@ class XlsxReader(Reader):
     def _scan(self, member: str) -> None:
         from openpyxl.utils.cell import range_boundaries
 
-        no_cache: list[str] = []
-        cell: dict[str, Any] = {}
-
-        def start(tag: str, attrs: dict[str, str]) -> None:
-            tag = tag.rpartition(":")[2]
-            if tag == "c":
-                cell.clear()
-                cell["r"] = attrs.get("r")
-            elif tag == "f":
-                cell["f"] = True
-            elif tag == "v":
-                cell["in_v"] = True
-            elif tag == "mergeCell" and attrs.get("ref"):
-                min_col, min_row, max_col, max_row = range_boundaries(attrs["ref"])
-                if min_row > self._header_row:
-                    self._merges.setdefault(min_row, []).append((min_row, min_col, max_row, max_col))
-
-        def text(data: str) -> None:
-            if cell.get("in_v") and data.strip():
-                cell["v"] = True  # openpyxl writes an empty <v></v> for a formula it could not compute
-
-        def end(tag: str) -> None:
-            tag = tag.rpartition(":")[2]
-            if tag == "v":
-                cell["in_v"] = False
-            elif tag == "c" and cell.get("f") and not cell.get("v"):
-                no_cache.append(cell.get("r") or "?")
-
-        parser = expat.ParserCreate()
-        parser.StartElementHandler = start
-        parser.EndElementHandler = end
-        parser.CharacterDataHandler = text
         try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(member) as f:
-                parser.ParseFile(f)
-        except (KeyError, zipfile.BadZipFile, expat.ExpatError, OSError) as exc:
+            with zipfile.ZipFile(self.path) as zf:
+                if not _sheet_mentions(zf, member, _FORMULA_OR_MERGE):
+                    return  # the common case: one fast byte search, no XML parsing
+                no_cache: list[str] = []
+                missing = 0
+                cell: dict[str, Any] = {}
+
+                def text(data: str) -> None:
+                    if data.strip():
+                        cell["v"] = True  # openpyxl writes an empty <v></v> for a formula it could not compute
+
+                def start(tag: str, attrs: dict[str, str]) -> None:
+                    tag = tag.rpartition(":")[2]
+                    if tag == "c":
+                        cell.clear()
+                        cell["r"] = attrs.get("r")
+                    elif tag == "f":
+                        cell["f"] = True
+                    elif tag == "v" and cell.get("f"):
+                        parser.CharacterDataHandler = text
+                    elif tag == "mergeCell" and attrs.get("ref"):
+                        min_col, min_row, max_col, max_row = range_boundaries(attrs["ref"])
+                        if min_row > self._header_row:
+                            self._merges.setdefault(min_row, []).append((min_row, min_col, max_row, max_col))
+
+                def end(tag: str) -> None:
+                    nonlocal missing
+                    tag = tag.rpartition(":")[2]
+                    if tag == "v":
+                        parser.CharacterDataHandler = None
+                    elif tag == "c" and cell.get("f") and not cell.get("v"):
+                        missing += 1
+                        if len(no_cache) < _FORMULA_WARNINGS:
+                            no_cache.append(cell.get("r") or "?")
+
+                parser = expat.ParserCreate()
+                parser.StartElementHandler = start
+                parser.EndElementHandler = end
+                with zf.open(member) as f:
+                    parser.ParseFile(f)
+        except (KeyError, zipfile.BadZipFile, expat.ExpatError, OSError, ValueError) as exc:
             raise ImportFileError(f"the XLSX cannot be read: {exc}", "bad_xlsx")
-        for ref in no_cache[:_FORMULA_WARNINGS]:
+        for ref in no_cache:
             self.warnings.append(f"formula cell {ref} has no cached value (read as empty; open and save the "
                                  "file in Excel to compute it)")
-        if len(no_cache) > _FORMULA_WARNINGS:
-            self.warnings.append(f"{len(no_cache) - _FORMULA_WARNINGS} more formula cells have no cached value")
+        if missing > len(no_cache):
+            self.warnings.append(f"{missing - len(no_cache)} more formula cells have no cached value")
 
     def _rows(self) -> Iterator[Row]:
         from openpyxl.utils import get_column_letter
@@ -698,6 +707,19 @@ class XlsxReader(Reader):
             for col in range(min_col, max_col + 1):
                 values[col - 1] = value
         return active
+
+
+_FORMULA_OR_MERGE = re.compile(rb"<(?:\w+:)?(?:f[\s>/]|mergeCell[\s>/])")
+
+
+def _sheet_mentions(zf: zipfile.ZipFile, member: str, pattern: re.Pattern[bytes]) -> bool:
+    tail = b""
+    with zf.open(member) as f:
+        while chunk := f.read(_CHUNK):
+            if pattern.search(tail + chunk):
+                return True
+            tail = chunk[-64:]
+    return False
 
 
 def _cell_value(value: Any) -> Any:

@@ -166,6 +166,17 @@ def test_ndjson_oversized_line_fails_alone_and_reading_goes_on(tmp_path: Path) -
     assert rows[2].values["external_id"] == "BNK-0003"
 
 
+def test_ndjson_columns_grow_with_keys_seen_after_the_first_thousand_rows(tmp_path: Path) -> None:
+    path = tmp_path / "faq.ndjson"
+    rows = [{"external_id": f"TEL-{i:04d}", "title": "宽带无法上网"} for i in range(1200)]
+    rows[1100]["tags"] = ["宽带"]
+    path.write_text(ndjson(rows), encoding="utf-8")
+    with open_reader(path, "ndjson", work_dir=tmp_path) as reader:
+        assert reader.columns == ["external_id", "title"]
+        assert len(list(reader.rows())) == 1200
+        assert reader.columns == ["external_id", "title", "tags"]
+
+
 def test_reader_rows_can_be_read_twice(tmp_path: Path) -> None:
     path = tmp_path / "faq.ndjson"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in FAQ), encoding="utf-8")
