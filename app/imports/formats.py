@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import math
 import weakref
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import IO, Any
-from xml.parsers import expat
 
 import ijson
 
@@ -41,7 +40,6 @@ _COLUMN_SCAN_ROWS = 1000
 _GB_FAMILY = frozenset({"gbk", "gb2312", "gb18030", "cp936", "euc_cn", "hz"})
 _SUPPORTED_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "big5", "big5hkscs", "cp950",
                                   "utf-16", "utf-16-le", "utf-16-be"})
-_FORMULA_WARNINGS = 10
 
 
 class ImportFileError(Exception):
@@ -124,6 +122,8 @@ def _found_format(path: Path) -> str:
         return "json"
     if text.startswith(b"{"):
         first = _first_nonblank_line(path)
+        if len(first) >= Limits.max_row_bytes and not first.endswith(b"\n"):
+            return "ndjson"  # a first line too long to check; the NDJSON reader reports it as a failed row
         try:
             value = json.loads(first)
         except ValueError:
@@ -431,7 +431,12 @@ def _delimiter(line: str) -> str:
     return best if counts[best] else ","
 
 
-def _header(cells: list[Any], where: str) -> list[tuple[int, str]]:
+def _too_large(row: int, limit: int) -> ImportFileError:
+    return ImportFileError(f"row {row} is longer than {limit} bytes (often a quote that is never closed; the rest "
+                           "of the file cannot be read reliably)", "row_too_large", row=row)
+
+
+def header_columns(cells: list[Any], where: str) -> list[tuple[int, str]]:
     """(position, name) of the named columns: names stripped (BOM, whitespace), trailing blanks dropped;
     a blank name in the middle leaves that column unnamed (a value under it is a row error)."""
     names = ["" if c is None else str(c).replace("\ufeff", "").strip() for c in cells]
@@ -457,39 +462,68 @@ class CsvReader(Reader):
         self.encoding = detect_csv_encoding(path, encoding)
         if csv.field_size_limit() < limits.max_row_bytes:
             csv.field_size_limit(limits.max_row_bytes)
-        try:
-            with self._open() as f:
-                self.delimiter = _delimiter(f.readline())
-        except UnicodeDecodeError as exc:
-            raise self._decode_error(exc, 1)
+        self.delimiter = ","
+        with open(path, "rb") as f:
+            self.delimiter = _delimiter(next(self._lines(f, lambda: 0), ""))
         header = next(self._records(), None)
-        self._header = _header(header[1] if header else [], "the CSV")
+        self._header = header_columns(header[1] if header else [], "the CSV")
         self._width = self._header[-1][0] + 1
         self.columns = [n for _, n in self._header]
 
-    def _open(self) -> IO[str]:
-        return open(self.path, encoding=self.encoding, newline="")
+    def _lines(self, f: IO[bytes], row: Callable[[], int]) -> Iterator[str]:
+        """Decoded lines, one at a time, so a decode error names its row and byte offset. Splitting the bytes
+        at \n is safe in UTF-8, GB18030 and Big5 (0x0A is never part of a multi-byte character); UTF-16 goes
+        through a text stream instead."""
+        assert self.encoding is not None
+        limit = self.limits.max_row_bytes
+        if self.encoding.startswith("utf-16"):
+            text = io.TextIOWrapper(f, encoding=self.encoding, newline="")
+            try:
+                while line := text.readline(limit + 1):
+                    if len(line) > limit:
+                        raise _too_large(row() + 1, limit)
+                    yield line
+            except UnicodeDecodeError as exc:
+                raise self._decode_error(exc, row() + 1, None)
+            return
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        offset = 0
+        while raw := f.readline(limit + 1):
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise _too_large(row() + 1, limit)
+            try:
+                yield decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                raise self._decode_error(exc, row() + 1, offset + max(exc.start, 0))
+            offset += len(raw)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise self._decode_error(exc, row() + 1, offset)
 
-    def _decode_error(self, exc: UnicodeDecodeError, row: int) -> ImportFileError:
-        return ImportFileError(f"the CSV is not valid {self.encoding} at row {row} ({exc.reason}): save it as "
-                               "UTF-8 or pass ?encoding=", "encoding_error", encoding=self.encoding, row=row)
+    def _decode_error(self, exc: UnicodeDecodeError, row: int, offset: int | None) -> ImportFileError:
+        where = f"row {row}" + ("" if offset is None else f", byte {offset}")
+        return ImportFileError(f"the CSV is not valid {self.encoding} at {where} ({exc.reason}): save it as "
+                               "UTF-8 or pass ?encoding=", "encoding_error", encoding=self.encoding, row=row,
+                               offset=offset)
 
     def _records(self) -> Iterator[tuple[int, list[str]]]:
         number = 0
-        with self._open() as f:
-            reader = csv.reader(f, delimiter=self.delimiter)
+        with open(self.path, "rb") as f:
+            reader = csv.reader(self._lines(f, lambda: number), delimiter=self.delimiter)
             while True:
                 try:
                     cells = next(reader)
                 except StopIteration:
                     return
-                except UnicodeDecodeError as exc:
-                    raise self._decode_error(exc, number + 1)
                 except csv.Error as exc:
-                    code = "row_too_large" if "field limit" in str(exc) else "csv_error"
-                    raise ImportFileError(f"the CSV cannot be read at row {number + 1}: {exc} (often a quote "
-                                          "that is never closed)", code, row=number + 1)
+                    if "field limit" in str(exc):
+                        raise _too_large(number + 1, self.limits.max_row_bytes)
+                    raise ImportFileError(f"the CSV cannot be read at row {number + 1}: {exc}", "csv_error",
+                                          row=number + 1)
                 number += 1
+                if number == 1 and cells:
+                    cells[0] = cells[0].removeprefix("\ufeff")
                 yield number, cells
 
     def _rows(self) -> Iterator[Row]:
@@ -500,8 +534,7 @@ class CsvReader(Reader):
             if not any(cells):
                 continue
             if sum(map(len, cells)) > limit:
-                raise ImportFileError(f"row {number} is longer than {limit} characters (often a quote that is "
-                                      "never closed)", "row_too_large", row=number)
+                raise _too_large(number, limit)
             values = {name: (cells[i] or None) if i < len(cells) else None for i, name in self._header}
             yield Row(number, values, self._stray(cells))
 
@@ -516,162 +549,6 @@ class CsvReader(Reader):
             if cells[i] and i not in named:
                 return f"cell {i + 1} has a value but its column has no header"
         return None
-
-
-# --- XLSX ------------------------------------------------------------------------------------------------------
-
-
-class XlsxReader(Reader):
-    """openpyxl in read-only mode with cached formula values; merged ranges and formulas without a cached
-    value come from one streaming pass over the sheet's XML (read-only mode does not expose them)."""
-
-    format = "xlsx"
-    _HEADER_SEARCH_ROWS = 100
-
-    def __init__(self, path: Path, limits: Limits, sheet: str | None) -> None:
-        super().__init__(path, limits)
-        wb = self._workbook()
-        try:
-            names = list(wb.sheetnames)
-            if sheet is not None and sheet not in names:
-                raise ImportFileError(f"the workbook has no sheet {sheet!r}; its sheets: {', '.join(names)}",
-                                      "unknown_sheet", sheet=sheet, sheets=names)
-            candidates = [n for n in names if hasattr(wb[n], "iter_rows") and sheet in (None, n)]
-            if not candidates:
-                raise ImportFileError("the workbook has no worksheet", "no_header")
-            chosen, header = candidates[0], self._find_header(wb[candidates[0]])
-            if sheet is None:
-                for name in candidates:
-                    found = self._find_header(wb[name])
-                    if found and "external_id" in [str(c).strip() for c in found[1] if c is not None]:
-                        chosen, header = name, found
-                        break
-            member = getattr(wb[chosen], "_worksheet_path", None)
-        finally:
-            wb.close()
-        self.sheet = chosen
-        others = [n for n in names if n != chosen]
-        if others:
-            self.warnings.append(f"sheets {', '.join(others)} ignored")
-        if header is None:
-            raise ImportFileError(f"sheet {chosen!r} has no header row: its first row must name the columns",
-                                  "no_header", sheet=chosen)
-        self._header_row = header[0]
-        self._header = _header(list(header[1]), f"sheet {chosen!r}")
-        self._width = self._header[-1][0] + 1
-        self.columns = [n for _, n in self._header]
-        self._merges: dict[int, list[tuple[int, int, int, int]]] = {}
-        if member:
-            self._scan(member.lstrip("/"))
-
-    def _workbook(self) -> Any:
-        from openpyxl import load_workbook
-
-        try:
-            return load_workbook(self.path, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many kinds on damaged files
-            raise ImportFileError(f"the XLSX cannot be read: {exc}", "bad_xlsx")
-
-    def _find_header(self, ws: Any) -> tuple[int, tuple[Any, ...]] | None:
-        ws.reset_dimensions()  # some writers store a wrong <dimension>; read every cell there is
-        for number, values in enumerate(ws.iter_rows(max_row=self._HEADER_SEARCH_ROWS, values_only=True), 1):
-            if any(v is not None and str(v).strip() for v in values):
-                return number, values
-        return None
-
-    def _scan(self, member: str) -> None:
-        from openpyxl.utils.cell import range_boundaries
-
-        no_cache: list[str] = []
-        cell: dict[str, Any] = {}
-
-        def start(tag: str, attrs: dict[str, str]) -> None:
-            tag = tag.rpartition(":")[2]
-            if tag == "c":
-                cell.clear()
-                cell["r"] = attrs.get("r")
-            elif tag == "f":
-                cell["f"] = True
-            elif tag == "v":
-                cell["in_v"] = True
-            elif tag == "mergeCell" and attrs.get("ref"):
-                min_col, min_row, max_col, max_row = range_boundaries(attrs["ref"])
-                if min_row > self._header_row:
-                    self._merges.setdefault(min_row, []).append((min_row, min_col, max_row, max_col))
-
-        def text(data: str) -> None:
-            if cell.get("in_v") and data.strip():
-                cell["v"] = True  # openpyxl writes an empty <v></v> for a formula it could not compute
-
-        def end(tag: str) -> None:
-            tag = tag.rpartition(":")[2]
-            if tag == "v":
-                cell["in_v"] = False
-            elif tag == "c" and cell.get("f") and not cell.get("v"):
-                no_cache.append(cell.get("r") or "?")
-
-        parser = expat.ParserCreate()
-        parser.StartElementHandler = start
-        parser.EndElementHandler = end
-        parser.CharacterDataHandler = text
-        try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(member) as f:
-                parser.ParseFile(f)
-        except (KeyError, zipfile.BadZipFile, expat.ExpatError, OSError) as exc:
-            raise ImportFileError(f"the XLSX cannot be read: {exc}", "bad_xlsx")
-        for ref in no_cache[:_FORMULA_WARNINGS]:
-            self.warnings.append(f"formula cell {ref} has no cached value (read as empty; open and save the "
-                                 "file in Excel to compute it)")
-        if len(no_cache) > _FORMULA_WARNINGS:
-            self.warnings.append(f"{len(no_cache) - _FORMULA_WARNINGS} more formula cells have no cached value")
-
-    def _rows(self) -> Iterator[Row]:
-        from openpyxl.utils import get_column_letter
-
-        wb = self._workbook()
-        try:
-            ws = wb[self.sheet]
-            ws.reset_dimensions()
-            active: list[tuple[tuple[int, int, int, int], Any]] = []
-            named = {i for i, _ in self._header}
-            for number, raw in enumerate(ws.iter_rows(min_row=self._header_row + 1, values_only=True),
-                                         self._header_row + 1):
-                values = [_cell_value(v) for v in raw]
-                empty = all(v is None for v in values)
-                if active or number in self._merges:
-                    active = self._fill(number, values, active)
-                if empty:
-                    continue
-                row = {name: values[i] if i < len(values) else None for i, name in self._header}
-                stray = next((i for i, v in enumerate(values) if v is not None and i not in named), None)
-                error = None
-                if stray is not None:
-                    error = (f"cell {get_column_letter(stray + 1)}{number} has a value but column "
-                             f"{get_column_letter(stray + 1)} has no header")
-                yield Row(number, row, error)
-        finally:
-            wb.close()
-
-    def _fill(self, number: int, values: list[Any], active: list[tuple[tuple[int, int, int, int], Any]]
-              ) -> list[tuple[tuple[int, int, int, int], Any]]:
-        """Every cell of a merged range gets its top-left value (people merge a category down a block)."""
-        for rng in self._merges.get(number, ()):
-            active.append((rng, values[rng[1] - 1] if rng[1] <= len(values) else None))
-        active = [(rng, v) for rng, v in active if rng[2] >= number]
-        for (_, min_col, _, max_col), value in active:
-            if len(values) < max_col:
-                values.extend([None] * (max_col - len(values)))
-            for col in range(min_col, max_col + 1):
-                values[col - 1] = value
-        return active
-
-
-def _cell_value(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if value == "":
-        return None
-    return value
 
 
 # --- ZIP -------------------------------------------------------------------------------------------------------
@@ -721,6 +598,8 @@ def _open(path: Path, fmt: str, *, work_dir: Path, encoding: str | None, sheet: 
     if fmt == "csv":
         return CsvReader(path, limits, encoding)
     if fmt == "xlsx":
+        from app.imports.xlsx import XlsxReader
+
         return XlsxReader(path, limits, sheet)
     if fmt == "zip":
         return ZipReader(path, limits, work_dir, encoding)
