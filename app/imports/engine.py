@@ -411,7 +411,11 @@ class Applier:
                 channel_answers={}, channels=list(self.source.channels or CHANNELS), attributes={}, change_note="",
                 author_id=knowledge.user_id(self.actor), categories=[], tags=[], attachments=[])
         await knowledge.apply_content(session, self.actor, scratch, content, _content(row))
-        attrs = {k[len(ATTR_PREFIX):]: v for k, v in f.items() if k.startswith(ATTR_PREFIX)}
+        # An empty cell of an attribute the item's type does not have is no value, not an unknown
+        # attribute: a sheet of several item types has the columns of all of them.
+        codes = {d.code for d in defs}
+        attrs = {k[len(ATTR_PREFIX):]: v for k, v in f.items() if k.startswith(ATTR_PREFIX)
+                 and (k[len(ATTR_PREFIX):] in codes or v not in (None, "", []))}
         try:
             content.attributes = taxonomy.validate_attribute_values(
                 defs, {**dict(content.attributes or {}), **attrs}, for_publish=True)
