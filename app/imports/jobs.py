@@ -1,9 +1,10 @@
-"""The worker's side of an import (job `imports.run`)."""
+"""The worker's side of an import (job `imports.run`) and of a large export (`imports.export`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.imports import export
 from app.imports.engine import ImportRun
 from app.workers.outbox import JobContext, PermanentJobError, handler
 
@@ -15,3 +16,12 @@ async def run_import(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError("payload needs an integer import_id")
     settings = ctx.services["settings"]
     return await ImportRun(ctx.sessionmaker, settings, import_id, ctx.services, progress=ctx.report_progress).run()
+
+
+@handler(export.EXPORT_JOB)
+async def run_export(ctx: JobContext) -> dict[str, Any]:
+    export_id = ctx.payload.get("export_id")
+    if not isinstance(export_id, int):
+        raise PermanentJobError("payload needs an integer export_id")
+    return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id,
+                                progress=ctx.report_progress, last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS)

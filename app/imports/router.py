@@ -1,4 +1,4 @@
-"""Bulk import and third-party sync: `/api/v1/sync-sources`, `/api/v1/imports`.
+"""Bulk import and third-party sync: `/api/v1/sync-sources`, `/api/v1/imports`, `/api/v1/exports`.
 
 A sync job sends its file as the request body (`curl --data-binary @faq.ndjson -H 'Content-Type:
 application/x-ndjson'`); the answer is 202 with the job, which a worker runs (see engine.py).
@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import AppSettings, DbSession
@@ -22,10 +26,12 @@ from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
 from app.identity.deps import CurrentPrincipal, Require
-from app.imports import service
+from app.imports import export, service
 from app.imports.formats import CONTENT_TYPES
 from app.imports.models import ImportJob, ImportOutcome, ImportRowError, SyncSource
 from app.imports.schemas import (
+    ExportFormat,
+    ExportOut,
     ImportFormat,
     ImportMode,
     ImportOut,
@@ -219,3 +225,61 @@ async def import_outcomes(import_id: Id, session: DbSession, principal: CurrentP
     stmt = select(ImportOutcome).where(ImportOutcome.import_id == job.id)
     rows, nxt = await paginate_by_id(session, stmt, ImportOutcome.id, page, descending=False)
     return Page(items=[OutcomeOut.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+# ---------------------------------------------------------------- exports
+
+_EXPORT_CONTENT = {200: {"description": "The file (up to KB_EXPORT_INLINE_MAX_ITEMS items)",
+                         "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                     for t in export.MEDIA_TYPES.values()}},
+                   202: {"model": ExportOut, "description": "More items: an export job; poll it, then fetch its file"}}
+
+
+@router.get("/exports", responses=_EXPORT_CONTENT, response_class=Response,
+            summary="Export a source's items with the import's columns (a job for large sets)")
+async def export_items(
+    request: Request, session: DbSession, principal: CurrentPrincipal, settings: AppSettings,
+    source: Annotated[SourceName, Query(description="The sync source whose items are written")],
+    format: Annotated[ExportFormat, Query(description="ndjson (systems), csv or xlsx (people)")] = "ndjson",
+    include_archived: Annotated[bool, Query(description="Archived items too (their last version)")] = False,
+) -> Response:
+    src = await service.get_source(session, principal, source)  # 404 unknown_source, 403 source_forbidden
+    plan = await export.plan(session, src, include_archived, ZoneInfo(settings.import_timezone))
+    if plan.total > settings.export_inline_max_items:
+        job = await export.start_job(session, principal, source=src.name, fmt=format,
+                                     include_archived=include_archived)
+        return JSONResponse(export.job_out(job).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/api/v1/exports/{job.id}"})
+    await session.close()  # the rows are read in sessions of their own, batch by batch
+    name = export.file_name(src.name, format)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Export-Rows": str(plan.total)}
+    reader = export.RowReader(request.app.state.sessionmaker, plan)
+    if format == "xlsx":  # a zip: written whole (in write-only mode) before it can be sent
+        folder = export.exports_dir(settings)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        path = folder / f"inline-{secrets.token_hex(8)}.xlsx"
+        try:
+            await export.write_file(reader, format, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return FileResponse(path, media_type=export.MEDIA_TYPES[format], headers=headers,
+                            background=BackgroundTask(path.unlink, missing_ok=True))
+    return StreamingResponse(export.stream(reader, format), media_type=export.MEDIA_TYPES[format], headers=headers)
+
+
+@router.get("/exports/{export_id}", response_model=ExportOut, summary="An export job: state, rows written")
+async def get_export(export_id: Id, session: DbSession, principal: CurrentPrincipal) -> ExportOut:
+    return export.job_out(await export.get_job(session, principal, export_id))
+
+
+@router.get("/exports/{export_id}/file", response_class=FileResponse,
+            responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}}},
+            summary="The file of a finished export (409 export_not_ready before)")
+async def export_file(export_id: Id, session: DbSession, principal: CurrentPrincipal) -> FileResponse:
+    job = await export.get_job(session, principal, export_id)
+    path = await anyio.to_thread.run_sync(export.job_file, job)
+    name = f"{job.source}-export-{job.id}.{job.format}"
+    return FileResponse(path, media_type=export.MEDIA_TYPES[job.format],
+                        headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                 "X-Export-Rows": str(job.rows)})
