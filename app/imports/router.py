@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy import select
 from starlette.background import BackgroundTask
@@ -25,7 +25,8 @@ from app.core.errors import PROBLEMS, BadRequest, Forbidden, InvalidInput
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
-from app.identity.deps import CurrentPrincipal, Require
+from app.identity.deps import CurrentPrincipal, Require, deny
+from app.identity.principal import Principal
 from app.imports import export, service
 from app.imports.formats import CONTENT_TYPES
 from app.imports.models import ImportJob, ImportOutcome, ImportRowError, SyncSource
@@ -47,6 +48,17 @@ from app.imports.schemas import (
 
 router = APIRouter(tags=["imports"], responses=PROBLEMS)
 Manager = Require(service.ALL_SOURCES)
+
+
+async def _sync_caller(request: Request, principal: CurrentPrincipal) -> Principal:
+    """Holds knowledge:import or some import:<source> (which source: checked by the route). Refused
+    before the parameters are looked at: 403 permission_denied, audited."""
+    if not service.may_import_any(principal):
+        raise await deny(request, principal, service.ALL_SOURCES)
+    return principal
+
+
+SyncCaller = Annotated[Principal, Depends(_sync_caller)]
 CSV_EXPORT_BATCH = 2000
 
 _BODY = {
@@ -238,7 +250,7 @@ _EXPORT_CONTENT = {200: {"description": "The file (up to KB_EXPORT_INLINE_MAX_IT
 @router.get("/exports", responses=_EXPORT_CONTENT, response_class=Response,
             summary="Export a source's items with the import's columns (a job for large sets)")
 async def export_items(
-    request: Request, session: DbSession, principal: CurrentPrincipal, settings: AppSettings,
+    request: Request, session: DbSession, principal: SyncCaller, settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source whose items are written")],
     format: Annotated[ExportFormat, Query(description="ndjson (systems), csv or xlsx (people)")] = "ndjson",
     include_archived: Annotated[bool, Query(description="Archived items too (their last version)")] = False,
@@ -269,14 +281,14 @@ async def export_items(
 
 
 @router.get("/exports/{export_id}", response_model=ExportOut, summary="An export job: state, rows written")
-async def get_export(export_id: Id, session: DbSession, principal: CurrentPrincipal) -> ExportOut:
+async def get_export(export_id: Id, session: DbSession, principal: SyncCaller) -> ExportOut:
     return export.job_out(await export.get_job(session, principal, export_id))
 
 
 @router.get("/exports/{export_id}/file", response_class=FileResponse,
             responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}}},
             summary="The file of a finished export (409 export_not_ready before)")
-async def export_file(export_id: Id, session: DbSession, principal: CurrentPrincipal) -> FileResponse:
+async def export_file(export_id: Id, session: DbSession, principal: SyncCaller) -> FileResponse:
     job = await export.get_job(session, principal, export_id)
     path = await anyio.to_thread.run_sync(export.job_file, job)
     name = f"{job.source}-export-{job.id}.{job.format}"

@@ -234,7 +234,7 @@ async def test_who_may_export_a_source(importer: Importer, kb: Kb, people: Peopl
     assert_problem(forbidden, 403, "source_forbidden")
     agent = await people.make(role="agent")
     assert_problem(await importer.client.get("/api/v1/exports", params={"source": "crm"}, headers=agent.headers),
-                   403, "source_forbidden")
+                   403, "permission_denied")  # no import permission at all
     assert_problem(await importer.client.get("/api/v1/exports", params={"source": "nosuch"},
                                              headers=importer.manager.headers), 404, "unknown_source")
     assert_problem(await importer.client.get("/api/v1/exports", params={"source": "crm", "format": "pdf"},
