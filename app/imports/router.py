@@ -21,7 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import AppSettings, DbSession
-from app.core.errors import PROBLEMS, BadRequest, Forbidden, InvalidInput
+from app.core.errors import PROBLEMS, BadRequest, InvalidInput
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
@@ -83,9 +83,7 @@ async def create_source(body: SourceCreate, session: DbSession, principal: Manag
 
 
 @router.get("/sync-sources", response_model=Page[SourceOut], summary="The sync sources the caller may write")
-async def list_sources(session: DbSession, principal: CurrentPrincipal, page: Paging) -> Page[SourceOut]:
-    if not service.may_import_any(principal):
-        raise Forbidden("Needs knowledge:import or an import:<source> scope", code="forbidden")
+async def list_sources(session: DbSession, principal: SyncCaller, page: Paging) -> Page[SourceOut]:
     stmt = select(SyncSource)
     if not principal.can(service.ALL_SOURCES):
         names = [p.removeprefix("import:") for p in principal.permissions if p.startswith("import:")]
@@ -96,7 +94,7 @@ async def list_sources(session: DbSession, principal: CurrentPrincipal, page: Pa
 
 @router.get("/sync-sources/{source}", response_model=SourceOut,
             summary="A source: policy, watermark, item count, last import")
-async def get_source(source: SourceName, session: DbSession, principal: CurrentPrincipal,
+async def get_source(source: SourceName, session: DbSession, principal: SyncCaller,
                      response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     response.headers["ETag"] = service.source_etag(src)
@@ -115,7 +113,7 @@ async def update_source(source: SourceName, body: SourceUpdate, session: DbSessi
 
 @router.put("/sync-sources/{source}/watermark", response_model=SourceOut,
             summary="Write where the sync job left off; read it back with GET /sync-sources/{source}")
-async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: CurrentPrincipal,
+async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: SyncCaller,
                         response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     src = await service.set_watermark(session, principal, src, body.watermark)
@@ -138,7 +136,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 @router.post("/imports", status_code=status.HTTP_202_ACCEPTED, response_model=ImportOut, openapi_extra=_BODY,
              summary="Import a file into a source (202: a job; the same Idempotency-Key answers the same job)")
 async def create_import(
-    request: Request, response: Response, session: DbSession, principal: CurrentPrincipal, settings: AppSettings,
+    request: Request, response: Response, session: DbSession, principal: SyncCaller, settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source the rows belong to")],
     mode: Annotated[ImportMode, Query(description="incremental: only the rows sent; full: a complete snapshot, "
                                                   "items of the source it lacks are archived")] = "incremental",
@@ -173,10 +171,8 @@ async def create_import(
 
 
 @router.get("/imports", response_model=Page[ImportOut], summary="Import jobs, newest first")
-async def list_imports(session: DbSession, principal: CurrentPrincipal, page: Paging,
+async def list_imports(session: DbSession, principal: SyncCaller, page: Paging,
                        source: SourceName | None = None, state: ImportState | None = None) -> Page[ImportOut]:
-    if not service.may_import_any(principal):
-        raise Forbidden("Needs knowledge:import or an import:<source> scope", code="forbidden")
     stmt = select(ImportJob)
     if source is not None:
         service.check_write(principal, source)
@@ -191,14 +187,14 @@ async def list_imports(session: DbSession, principal: CurrentPrincipal, page: Pa
 
 
 @router.get("/imports/{import_id}", response_model=ImportOut, summary="An import job: state, progress, report")
-async def get_import(import_id: Id, session: DbSession, principal: CurrentPrincipal) -> ImportOut:
+async def get_import(import_id: Id, session: DbSession, principal: SyncCaller) -> ImportOut:
     return await service.import_out(session, await service.get_import(session, principal, import_id))
 
 
 @router.get("/imports/{import_id}/errors", response_model=Page[RowErrorOut],
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="Every row error, as JSON pages or (format=csv) one CSV file for Excel")
-async def import_errors(import_id: Id, session: DbSession, principal: CurrentPrincipal, page: Paging,
+async def import_errors(import_id: Id, session: DbSession, principal: SyncCaller, page: Paging,
                         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Any:
     job = await service.get_import(session, principal, import_id)
     if format == "csv":
@@ -231,7 +227,7 @@ async def _errors_csv(session: Any, import_id: int) -> AsyncIterator[bytes]:
 
 @router.get("/imports/{import_id}/outcomes", response_model=Page[OutcomeOut],
             summary="The items a job archived (full sync) or deleted, with their external ids")
-async def import_outcomes(import_id: Id, session: DbSession, principal: CurrentPrincipal,
+async def import_outcomes(import_id: Id, session: DbSession, principal: SyncCaller,
                           page: Paging) -> Page[OutcomeOut]:
     job = await service.get_import(session, principal, import_id)
     stmt = select(ImportOutcome).where(ImportOutcome.import_id == job.id)

@@ -275,7 +275,7 @@ async def test_a_sync_client_writes_only_its_own_source(importer: Importer, kb: 
     assert_problem(await importer.client.patch("/api/v1/sync-sources/crm", json={"publish_mode": "review"},
                                                headers={**bot.headers, "If-Match": r.headers["etag"]}), 403)
     agent = await people.make(role="agent")
-    assert_problem(await importer.post(ndjson(ROWS[:1]), actor=agent), 403, "source_forbidden")
+    assert_problem(await importer.post(ndjson(ROWS[:1]), actor=agent), 403, "permission_denied")
     assert_problem(await importer.client.get("/api/v1/imports", headers=agent.headers), 403)
     assert_problem(await importer.post(ndjson(ROWS[:1]), source="nosuch"), 404, "unknown_source")
 
