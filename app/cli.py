@@ -108,6 +108,28 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--force", action="store_true", help="replace the data of a non-empty KB_DATA_DIR")
     o = sub.add_parser("export-openapi", help="write the OpenAPI document")
     o.add_argument("--out", type=Path, default=ROOT / "openapi" / "openapi.json")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help="the running service (env KB_URL, default http://127.0.0.1:8000)")
+    remote.add_argument("--client-id", help="a sync client with import:<source> (env KB_CLIENT_ID)")
+    remote.add_argument("--client-secret", help="its secret (env KB_CLIENT_SECRET)")
+    remote.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = sub.add_parser("import", parents=[remote], help="import a file into a sync source through a running service "
+                       "(exit 0 done, 1 rows or the job failed, 2 refused, 3 needs --confirm-mass-archive)")
+    i.add_argument("file", type=Path)
+    i.add_argument("--source", required=True)
+    i.add_argument("--mode", choices=["incremental", "full"], default="incremental")
+    i.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+    i.add_argument("--confirm-mass-archive", action="store_true",
+                   help="let a full sync archive more than the source's max_archive_share")
+    i.add_argument("--watermark", help="stored on the source when the job ends without failed rows")
+    i.add_argument("--format", choices=["ndjson", "json", "csv", "xlsx", "zip"], help="default: from the file")
+    i.add_argument("--encoding", help="CSV text encoding (default: detected)")
+    i.add_argument("--idempotency-key", help="default: from the file's SHA-256 and the options")
+    x = sub.add_parser("export", parents=[remote], help="export a sync source's items (the import's columns)")
+    x.add_argument("--source", required=True)
+    x.add_argument("--format", choices=["ndjson", "csv", "xlsx"], default="ndjson")
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--include-archived", action="store_true")
     args = parser.parse_args(argv)
 
     if args.cmd == "migrate":
@@ -151,6 +173,22 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"kb {args.cmd}: {exc}")
     elif args.cmd == "export-openapi":
         export_openapi(args.out)
+    elif args.cmd in ("import", "export"):
+        from app.imports import client
+
+        try:
+            creds = client.Credentials.from_env(args.url, args.client_id, args.client_secret)
+        except client.ClientError as exc:
+            sys.exit(f"kb {args.cmd}: {exc.message}")
+        ui = client.Ui(quiet=args.quiet)
+        if args.cmd == "import":
+            code = client.import_file(creds, args.file, source=args.source, mode=args.mode, dry_run=args.dry_run,
+                                      confirm_mass_archive=args.confirm_mass_archive, watermark=args.watermark,
+                                      fmt=args.format, encoding=args.encoding, key=args.idempotency_key, ui=ui)
+        else:
+            code = client.export_file(creds, args.out, source=args.source, fmt=args.format,
+                                      include_archived=args.include_archived, ui=ui)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(2 * 1024**3, ge=1024)
     import_max_unzipped_bytes: int = Field(4 * 1024**3, ge=1024)
     import_timezone: str = "Asia/Shanghai"
+    # An export of more items than this is a job (202) writing a file under data_dir/exports.
+    export_inline_max_items: int = Field(5000, ge=0)
     extraction_max_chars: int = Field(2_000_000, ge=1000)
     extraction_timeout_seconds: float = Field(60, gt=0)
 

@@ -178,15 +178,20 @@ def _parse_text_moment(text: str, name: str) -> datetime:
 
 
 def _attr_value(value: Any) -> Any:
-    """Attribute cells: texts as sent (the template's validation types them); a cell of several lines
-    becomes a list (multi_enum); XLSX dates become YYYY-MM-DD."""
+    """Attribute cells: as sent (the template's validation types them; a multi_enum cell is split
+    there, see `split_cell`); XLSX dates become YYYY-MM-DD."""
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _SPLIT.search(value):
+    return value
+
+
+def split_cell(value: Any) -> Any:
+    """A multi-value attribute written in one cell: one value per line or `|`-separated."""
+    if isinstance(value, str):
         return [v.strip() for v in _SPLIT.split(value) if v.strip()]
     return value
 

@@ -51,6 +51,7 @@ from app.imports.columns import (
     RowError,
     missing_columns,
     parse_row,
+    split_cell,
     unknown_columns,
 )
 from app.imports.formats import ImportFileError, Limits, Row, open_reader
@@ -448,7 +449,13 @@ class Applier:
                 channel_answers={}, channels=list(self.source.channels or CHANNELS), attributes={}, change_note="",
                 author_id=knowledge.user_id(self.actor), categories=[], tags=[], attachments=[])
         await knowledge.apply_content(session, self.actor, scratch, content, _content(row))
-        attrs = {k[len(ATTR_PREFIX):]: v for k, v in f.items() if k.startswith(ATTR_PREFIX)}
+        # An empty cell of an attribute the item's type does not have is no value, not an unknown
+        # attribute: a sheet of several item types has the columns of all of them.
+        codes = {d.code for d in defs}
+        attrs = {k[len(ATTR_PREFIX):]: v for k, v in f.items() if k.startswith(ATTR_PREFIX)
+                 and (k[len(ATTR_PREFIX):] in codes or v not in (None, "", []))}
+        multi = {d.code for d in defs if d.type == "multi_enum"}
+        attrs = {k: split_cell(v) if k in multi else v for k, v in attrs.items()}
         try:
             content.attributes = taxonomy.validate_attribute_values(
                 defs, {**dict(content.attributes or {}), **attrs}, for_publish=True)

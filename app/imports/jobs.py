@@ -1,9 +1,10 @@
-"""The worker's side of an import (job `imports.run`)."""
+"""The worker's side of an import (job `imports.run`) and of a large export (`imports.export`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.imports import export
 from app.imports.engine import ImportRun, JobFailed
 from app.imports.service import RUN_ATTEMPTS
 from app.workers.outbox import JobContext, PermanentJobError, handler
@@ -23,3 +24,12 @@ async def run_import(ctx: JobContext) -> dict[str, Any]:
             await run.finish_failed(JobFailed("internal_error", f"the import stopped after {ctx.attempt} attempts: "
                                               f"{type(e).__name__}: {str(e)[:500]}"))
         raise
+
+
+@handler(export.EXPORT_JOB)
+async def run_export(ctx: JobContext) -> dict[str, Any]:
+    export_id = ctx.payload.get("export_id")
+    if not isinstance(export_id, int):
+        raise PermanentJobError("payload needs an integer export_id")
+    return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id,
+                                progress=ctx.report_progress, last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS)

@@ -6,6 +6,7 @@
 - `ImportKey`: the external ids of a job's file, written by the scan before any content is
   touched: it finds duplicates in the file, counts what a full sync would archive, and is
   dropped when the job ends.
+- `ExportJob`: a large export, written to a file by the worker.
 - `SyncRecord`: per synced item, the hash of the row it was last written from (an unchanged row
   is a no-op) and the version the source wrote last.
 """
@@ -120,3 +121,27 @@ class SyncRecord(Base):
     # (it may be replaced); any other open version is an editor's draft, which the sync never overwrites.
     version_no: Mapped[int]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+EXPORT_STATES = ("queued", "running", "done", "failed")
+
+
+class ExportJob(IdMixin, TimestampMixin, Base):
+    """An export too large to stream at once: a worker writes the file under data_dir/exports."""
+
+    __tablename__ = "exports"
+    __table_args__ = (Index("ix_exports_source", "source", "id"),)
+
+    source: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))  # ndjson | csv | xlsx
+    include_archived: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    rows: Mapped[int] = mapped_column(default=0)  # written so far
+    rows_total: Mapped[int | None]  # items to write, counted when the job starts
+    file_path: Mapped[str | None] = mapped_column(String(500))  # under the data dir, once done
+    file_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_by: Mapped[str] = mapped_column(String(80))
+    error: Mapped[dict[str, Any] | None]
+    job_id: Mapped[int | None] = mapped_column(BigId)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

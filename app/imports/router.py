@@ -1,4 +1,4 @@
-"""Bulk import and third-party sync: `/api/v1/sync-sources`, `/api/v1/imports`.
+"""Bulk import and third-party sync: `/api/v1/sync-sources`, `/api/v1/imports`, `/api/v1/exports`.
 
 A sync job sends its file as the request body (`curl --data-binary @faq.ndjson -H 'Content-Type:
 application/x-ndjson'`); the answer is 202 with the job, which a worker runs (see engine.py).
@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import AppSettings, DbSession
@@ -23,10 +27,12 @@ from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
 from app.identity.deps import CurrentPrincipal, Require, deny
 from app.identity.principal import Principal
-from app.imports import service
+from app.imports import export, service
 from app.imports.formats import CONTENT_TYPES
 from app.imports.models import ImportJob, ImportOutcome, ImportRowError, SyncSource
 from app.imports.schemas import (
+    ExportFormat,
+    ExportOut,
     ImportFormat,
     ImportMode,
     ImportOut,
@@ -44,15 +50,15 @@ router = APIRouter(tags=["imports"], responses=PROBLEMS)
 Manager = Require(service.ALL_SOURCES)
 
 
-async def _importer(request: Request, principal: CurrentPrincipal) -> Principal:
-    """Any import right at all (`knowledge:import` or an `import:<source>` scope); each route then
-    checks the source itself."""
+async def _sync_caller(request: Request, principal: CurrentPrincipal) -> Principal:
+    """Holds knowledge:import or some import:<source> (which source: checked by the route). Refused
+    before the parameters are looked at: 403 permission_denied, audited."""
     if not service.may_import_any(principal):
         raise await deny(request, principal, service.ALL_SOURCES)
     return principal
 
 
-Importer = Annotated[Principal, Depends(_importer)]
+SyncCaller = Annotated[Principal, Depends(_sync_caller)]
 CSV_EXPORT_BATCH = 2000
 
 _BODY = {
@@ -77,7 +83,7 @@ async def create_source(body: SourceCreate, session: DbSession, principal: Manag
 
 
 @router.get("/sync-sources", response_model=Page[SourceOut], summary="The sync sources the caller may write")
-async def list_sources(session: DbSession, principal: Importer, page: Paging) -> Page[SourceOut]:
+async def list_sources(session: DbSession, principal: SyncCaller, page: Paging) -> Page[SourceOut]:
     stmt = select(SyncSource)
     if not principal.can(service.ALL_SOURCES):
         names = [p.removeprefix("import:") for p in principal.permissions if p.startswith("import:")]
@@ -88,7 +94,7 @@ async def list_sources(session: DbSession, principal: Importer, page: Paging) ->
 
 @router.get("/sync-sources/{source}", response_model=SourceOut,
             summary="A source: policy, watermark, item count, last import")
-async def get_source(source: SourceName, session: DbSession, principal: Importer,
+async def get_source(source: SourceName, session: DbSession, principal: SyncCaller,
                      response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     response.headers["ETag"] = service.source_etag(src)
@@ -107,7 +113,7 @@ async def update_source(source: SourceName, body: SourceUpdate, session: DbSessi
 
 @router.put("/sync-sources/{source}/watermark", response_model=SourceOut,
             summary="Write where the sync job left off; read it back with GET /sync-sources/{source}")
-async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: Importer,
+async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: SyncCaller,
                         response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     src = await service.set_watermark(session, principal, src, body.watermark)
@@ -130,7 +136,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 @router.post("/imports", status_code=status.HTTP_202_ACCEPTED, response_model=ImportOut, openapi_extra=_BODY,
              summary="Import a file into a source (202: a job; the same Idempotency-Key answers the same job)")
 async def create_import(
-    request: Request, response: Response, session: DbSession, principal: Importer, settings: AppSettings,
+    request: Request, response: Response, session: DbSession, principal: SyncCaller, settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source the rows belong to")],
     mode: Annotated[ImportMode, Query(description="incremental: only the rows sent; full: a complete snapshot, "
                                                   "items of the source it lacks are archived")] = "incremental",
@@ -165,7 +171,7 @@ async def create_import(
 
 
 @router.get("/imports", response_model=Page[ImportOut], summary="Import jobs, newest first")
-async def list_imports(session: DbSession, principal: Importer, page: Paging,
+async def list_imports(session: DbSession, principal: SyncCaller, page: Paging,
                        source: SourceName | None = None, state: ImportState | None = None) -> Page[ImportOut]:
     stmt = select(ImportJob)
     if source is not None:
@@ -181,14 +187,14 @@ async def list_imports(session: DbSession, principal: Importer, page: Paging,
 
 
 @router.get("/imports/{import_id}", response_model=ImportOut, summary="An import job: state, progress, report")
-async def get_import(import_id: Id, session: DbSession, principal: Importer) -> ImportOut:
+async def get_import(import_id: Id, session: DbSession, principal: SyncCaller) -> ImportOut:
     return await service.import_out(session, await service.get_import(session, principal, import_id))
 
 
 @router.get("/imports/{import_id}/errors", response_model=Page[RowErrorOut],
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="Every row error, as JSON pages or (format=csv) one CSV file for Excel")
-async def import_errors(import_id: Id, session: DbSession, principal: Importer, page: Paging,
+async def import_errors(import_id: Id, session: DbSession, principal: SyncCaller, page: Paging,
                         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Any:
     job = await service.get_import(session, principal, import_id)
     if format == "csv":
@@ -221,9 +227,67 @@ async def _errors_csv(session: Any, import_id: int) -> AsyncIterator[bytes]:
 
 @router.get("/imports/{import_id}/outcomes", response_model=Page[OutcomeOut],
             summary="The items a job archived (full sync) or deleted, with their external ids")
-async def import_outcomes(import_id: Id, session: DbSession, principal: Importer,
+async def import_outcomes(import_id: Id, session: DbSession, principal: SyncCaller,
                           page: Paging) -> Page[OutcomeOut]:
     job = await service.get_import(session, principal, import_id)
     stmt = select(ImportOutcome).where(ImportOutcome.import_id == job.id)
     rows, nxt = await paginate_by_id(session, stmt, ImportOutcome.id, page, descending=False)
     return Page(items=[OutcomeOut.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+# ---------------------------------------------------------------- exports
+
+_EXPORT_CONTENT = {200: {"description": "The file (up to KB_EXPORT_INLINE_MAX_ITEMS items)",
+                         "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                     for t in export.MEDIA_TYPES.values()}},
+                   202: {"model": ExportOut, "description": "More items: an export job; poll it, then fetch its file"}}
+
+
+@router.get("/exports", responses=_EXPORT_CONTENT, response_class=Response,
+            summary="Export a source's items with the import's columns (a job for large sets)")
+async def export_items(
+    request: Request, session: DbSession, principal: SyncCaller, settings: AppSettings,
+    source: Annotated[SourceName, Query(description="The sync source whose items are written")],
+    format: Annotated[ExportFormat, Query(description="ndjson (systems), csv or xlsx (people)")] = "ndjson",
+    include_archived: Annotated[bool, Query(description="Archived items too (their last version)")] = False,
+) -> Response:
+    src = await service.get_source(session, principal, source)  # 404 unknown_source, 403 source_forbidden
+    plan = await export.plan(session, src, include_archived, ZoneInfo(settings.import_timezone))
+    if plan.total > settings.export_inline_max_items:
+        job = await export.start_job(session, principal, source=src.name, fmt=format,
+                                     include_archived=include_archived)
+        return JSONResponse(export.job_out(job).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/api/v1/exports/{job.id}"})
+    await session.close()  # the rows are read in sessions of their own, batch by batch
+    name = export.file_name(src.name, format)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Export-Rows": str(plan.total)}
+    reader = export.RowReader(request.app.state.sessionmaker, plan)
+    if format == "xlsx":  # a zip: written whole (in write-only mode) before it can be sent
+        folder = export.exports_dir(settings)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        path = folder / f"inline-{secrets.token_hex(8)}.xlsx"
+        try:
+            await export.write_file(reader, format, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return FileResponse(path, media_type=export.MEDIA_TYPES[format], headers=headers,
+                            background=BackgroundTask(path.unlink, missing_ok=True))
+    return StreamingResponse(export.stream(reader, format), media_type=export.MEDIA_TYPES[format], headers=headers)
+
+
+@router.get("/exports/{export_id}", response_model=ExportOut, summary="An export job: state, rows written")
+async def get_export(export_id: Id, session: DbSession, principal: SyncCaller) -> ExportOut:
+    return export.job_out(await export.get_job(session, principal, export_id))
+
+
+@router.get("/exports/{export_id}/file", response_class=FileResponse,
+            responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}}},
+            summary="The file of a finished export (409 export_not_ready before)")
+async def export_file(export_id: Id, session: DbSession, principal: SyncCaller) -> FileResponse:
+    job = await export.get_job(session, principal, export_id)
+    path = await anyio.to_thread.run_sync(export.job_file, job)
+    name = f"{job.source}-export-{job.id}.{job.format}"
+    return FileResponse(path, media_type=export.MEDIA_TYPES[job.format],
+                        headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                 "X-Export-Rows": str(job.rows)})

@@ -114,3 +114,24 @@ class ImportOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+ExportFormat = Literal["ndjson", "csv", "xlsx"]
+ExportState = Literal["queued", "running", "done", "failed"]
+
+
+class ExportOut(Out):
+    id: int
+    source: str
+    format: str
+    include_archived: bool
+    state: ExportState
+    rows: int = Field(description="Rows written so far")
+    rows_total: int | None = Field(description="Items to write, counted when the job starts")
+    file_bytes: int
+    file: str | None = Field(description="Where to download the file, once done")
+    error: dict[str, Any] | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
