@@ -204,7 +204,9 @@ async def create_import(session: AsyncSession, actor: Principal, settings: Setti
             same = (earlier.file_sha256, earlier.source, earlier.mode, earlier.dry_run,
                     earlier.confirm_mass_archive) == (sha256, source.name, mode, dry_run, confirm_mass_archive)
             if not same:
-                raise Conflict("This Idempotency-Key was used for a different request (another file, source, mode, dry_run or confirmation); use a new key", code="idempotency_key_reused", import_id=earlier.id)
+                raise Conflict("This Idempotency-Key was used for a different request (another file, source, mode, "
+                               "dry_run or confirmation); use a new key", code="idempotency_key_reused",
+                               import_id=earlier.id)
             return earlier, True
     try:
         fmt = await anyio.to_thread.run_sync(sniff_format, path, declared)
