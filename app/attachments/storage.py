@@ -45,6 +45,15 @@ def check_range(start: int, end: int | None, total: int) -> int:
     return total - 1 if end is None else end
 
 
+
+def file_sha256(path: Path, chunk: int = 1024 * 1024) -> str:
+    """SHA-256 of a local file, read in chunks (blob keys, backups, import files)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
 class BlobTooLarge(Exception):
     def __init__(self, limit: int, received: int) -> None:
         super().__init__(f"blob exceeds the limit of {limit} bytes (received at least {received})")

@@ -7,7 +7,6 @@ the same job); a row's hash includes the files' hashes, so a changed file makes 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from app.attachments.detect import detect_file, safe_filename
 from app.attachments.models import Attachment
 from app.attachments.service import EXTRACT_JOB, MAX_ATTACHMENTS_PER_VERSION, StoredFile, _insert_blob
-from app.attachments.storage import BlobStore, BlobTooLarge
+from app.attachments.storage import BlobStore, BlobTooLarge, file_sha256
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.identity.principal import Principal
@@ -27,14 +26,6 @@ from app.knowledge.models import Item
 from app.workers.outbox import enqueue
 
 CHUNK = 1024 * 1024
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -55,7 +46,7 @@ class ZipFiles:
             if path is None:
                 raise RowError(f"the manifest names {name!r}, which is not in the ZIP", "attachment_missing",
                                "attachments")
-            self._hashes[name] = (path, await asyncio.to_thread(_sha256, path))
+            self._hashes[name] = (path, await asyncio.to_thread(file_sha256, path))
         return self._hashes[name]
 
     async def hashes(self, names: list[str]) -> list[str]:

@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from app.attachments.storage import file_sha256
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1024 * 1024
 FINAL = ("done", "failed", "needs_confirmation")
@@ -119,14 +121,6 @@ class KbClient:
 
 
 # ---------------------------------------------------------------- import
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def idempotency_key(sha256: str, params: dict[str, Any]) -> str:

@@ -24,7 +24,6 @@ PostgreSQL (the scaled deployment) is refused: use ``pg_dump`` plus a copy of th
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from app.attachments.storage import validate_key
+from app.attachments.storage import file_sha256, validate_key
 from app.core.config import Settings
 
 MANIFEST = "manifest.json"
@@ -76,14 +75,6 @@ def _sqlite_path(settings: Settings) -> Path:
     if not path or path == ":memory:":
         raise BackupError("the database is not a file")
     return Path(path)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _blob_path(root: Path, sha: str) -> Path:
@@ -168,7 +159,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
                 dest.commit()
                 dropped.append(sha)
                 continue
-            digest = _sha256_file(out)
+            digest = file_sha256(out)
             if digest != sha or out.stat().st_size != size:
                 raise BackupError(f"blob {sha} in {blob_root} is corrupt (its content hashes to {digest})")
             _fsync(out)
@@ -188,7 +179,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     finally:
         dest.close()
     _fsync(snapshot)
-    manifest["database"]["sha256"] = _sha256_file(snapshot)
+    manifest["database"]["sha256"] = file_sha256(snapshot)
     tmp = target / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     _fsync(tmp)
@@ -225,13 +216,13 @@ def verify(source: Path) -> dict[str, Any]:
     source = Path(source)
     manifest = read_manifest(source)
     db = source / DB_FILE
-    if not db.is_file() or _sha256_file(db) != manifest["database"]["sha256"]:
+    if not db.is_file() or file_sha256(db) != manifest["database"]["sha256"]:
         raise BackupError(f"{db} is missing or does not match the manifest's hash")
     for blob in manifest["blobs"]:
         path = _blob_path(source / BLOBS, blob["sha256"])
         if not path.is_file():
             raise BackupError(f"blob {blob['sha256']} listed in the manifest is missing from the backup")
-        if path.stat().st_size != blob["size"] or _sha256_file(path) != blob["sha256"]:
+        if path.stat().st_size != blob["size"] or file_sha256(path) != blob["sha256"]:
             raise BackupError(f"blob {blob['sha256']} in the backup is corrupt (its hash does not match)")
     return manifest
 

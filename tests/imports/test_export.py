@@ -16,11 +16,11 @@ from app.core.config import Settings
 from app.identity.models import User
 from app.knowledge.models import Item, ItemVersion
 from app.main import ensure_defaults
-from app.taxonomy.models import AttributeDefinition, ItemType, Taxonomy, TaxonomyNode, Template
+from app.taxonomy.models import Taxonomy, TaxonomyNode
 from app.taxonomy.service import forget_node_names
 from tests.conftest import Database, People, assert_problem
 from tests.imports.conftest import ROWS, Importer, ndjson
-from tests.knowledge.conftest import Kb
+from tests.knowledge.conftest import Kb, add_faq_template
 
 CSV = "text/csv"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -128,18 +128,7 @@ async def empty_instance(importer: Importer, db: Database, people: People) -> No
     async with importer.app.state.sessionmaker() as s:
         await ensure_defaults(s)
         s.add(Taxonomy(code="kb_category", name="知识分类"))
-        attrs = [AttributeDefinition(code="region", name="适用地区", type="enum", required=True,
-                                     options=["全国", "北京", "上海", "广东"]),
-                 AttributeDefinition(code="since_version", name="生效版本", type="text"),
-                 AttributeDefinition(code="speed", name="带宽(M)", type="number")]
-        s.add_all(attrs)
-        tmpl = Template(name="FAQ模板", attributes=attrs)
-        s.add(tmpl)
-        await s.flush()
-        faq = await s.get(ItemType, "faq")
-        assert faq is not None
-        faq.template_id = tmpl.id
-        s.add(ItemType(code="notice", name="紧急通知", review_required=False))
+        await add_faq_template(s)
         await s.commit()
     await people.make(OWNER, role="author")
     importer.manager = await people.make("kbadmin", role="kb_manager")

@@ -105,6 +105,23 @@ class Kb:
             return Actor(c, {"Authorization": f"Bearer {token}"})  # type: ignore[arg-type]
 
 
+async def add_faq_template(s: Any) -> None:
+    """The FAQ type's template (a required 适用地区, a text and a number) and the 紧急通知 type."""
+    region = AttributeDefinition(code="region", name="适用地区", type="enum", required=True,
+                                 options=["全国", "北京", "上海", "广东"])
+    since = AttributeDefinition(code="since_version", name="生效版本", type="text")
+    speed = AttributeDefinition(code="speed", name="带宽(M)", type="number")
+    s.add_all([region, since, speed])
+    await s.flush()
+    tmpl = Template(name="FAQ模板", attributes=[region, since, speed])
+    s.add(tmpl)
+    await s.flush()
+    faq = await s.get(ItemType, "faq")
+    assert faq is not None
+    faq.template_id = tmpl.id
+    s.add(ItemType(code="notice", name="紧急通知", review_required=False))
+
+
 async def _build(app: Any) -> tuple[int, dict[str, int]]:
     async with app.state.sessionmaker() as s:
         await ensure_default_item_types(s)
@@ -124,19 +141,7 @@ async def _build(app: Any) -> tuple[int, dict[str, int]]:
                 await s.flush()
                 c.path = f"{p.path}{c.id}/"
                 nodes[child] = c.id
-        region = AttributeDefinition(code="region", name="适用地区", type="enum", required=True,
-                                     options=["全国", "北京", "上海", "广东"])
-        since = AttributeDefinition(code="since_version", name="生效版本", type="text")
-        speed = AttributeDefinition(code="speed", name="带宽(M)", type="number")
-        s.add_all([region, since, speed])
-        await s.flush()
-        tmpl = Template(name="FAQ模板", attributes=[region, since, speed])
-        s.add(tmpl)
-        await s.flush()
-        faq = await s.get(ItemType, "faq")
-        assert faq is not None
-        faq.template_id = tmpl.id
-        s.add(ItemType(code="notice", name="紧急通知", review_required=False))
+        await add_faq_template(s)
         await s.commit()
         return tax.id, nodes
 
