@@ -35,7 +35,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from app.core.schemas import no_nul
 from app.knowledge.schemas import CHANNELS
 
 ANSWER_PREFIX = "answer."
@@ -85,10 +84,17 @@ class RowData:
     action: str
     fields: dict[str, Any] = field(default_factory=dict)
 
+    canonical: str = ""  # the fields as sorted JSON, made once by parse_row
+
     def content_hash(self, attachment_shas: list[str] | None = None) -> str:
-        canonical = json.dumps({"f": self.fields, "a": attachment_shas or []}, ensure_ascii=False, sort_keys=True,
-                               default=str, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        text = self.canonical or _canonical(self.fields)
+        if attachment_shas:
+            text += "\n" + "\n".join(attachment_shas)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str, separators=(",", ":"))
 
 
 def _text(value: Any, name: str) -> str:
@@ -198,10 +204,6 @@ def split_cell(value: Any) -> Any:
 
 def parse_row(number: int, values: dict[str, Any], tz: ZoneInfo) -> RowData:
     """Raw cells -> typed values, checked one column at a time (RowError names the column)."""
-    try:
-        no_nul(values)
-    except ValueError:
-        raise RowError("the row holds NUL characters (\\u0000), which no field may contain", "nul_character")
     raw_id = values.get("external_id")
     external_id = _text(raw_id, "external_id").strip() if raw_id is not None else ""
     if not external_id:
@@ -246,6 +248,10 @@ def parse_row(number: int, values: dict[str, Any], tz: ZoneInfo) -> RowData:
     if out.get("valid_from") and out.get("valid_to") and out["valid_to"] <= out["valid_from"]:
         raise RowError("valid_to must be after valid_from", "invalid_validity", "valid_to")
     row.fields = out
+    if "\x00" in external_id or any("\x00" in v if isinstance(v, str) else
+                                     isinstance(v, list) and any("\x00" in x for x in v) for v in out.values()):
+        raise RowError("the row holds NUL characters (\\u0000), which no field may contain", "nul_character")
+    row.canonical = _canonical(out)
     return row
 
 

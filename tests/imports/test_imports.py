@@ -350,3 +350,10 @@ async def test_a_killed_worker_resumes_the_import_without_duplicates(importer: I
     items = await importer.items()
     assert len(items) == total and all(len(v) == 1 for _, v in items.values())
     assert committed < total
+
+
+async def test_nul_characters_fail_the_row_not_the_database(importer: Importer) -> None:
+    await importer.source()
+    job = await importer.run(ndjson([{**ROWS[0], "title": "宽带\u0000故障"}, ROWS[1]]))
+    assert job["counts"]["created"] == 1 and job["counts"]["failed"] == 1
+    assert job["errors"][0]["code"] == "nul_character" and job["errors"][0]["external_id"] == "CRM-1001"
