@@ -60,9 +60,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's `app`, whatever the venv's editable install points at
 
-DEFAULT_DATA = ROOT.parent / "shared" / "bench" / "faq_dev"
-if not DEFAULT_DATA.is_dir():  # a git worktree one level deeper than the main checkout
-    DEFAULT_DATA = ROOT.parent.parent / "shared" / "bench" / "faq_dev"
+sys.path.insert(0, str(ROOT / "bench"))
+from relevance import DEFAULT_DATA  # noqa: E402 - where the faq_dev data lies, found one way
+
 ADMIN_USER = "bench-admin"
 SOURCE = "crm"
 INDEX_JOB = "search.index_item"
