@@ -27,12 +27,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import insert, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchapp import migrate  # noqa: E402
 
 from app.channels.access import ChannelCaller, anonymous  # noqa: E402
 from app.channels.events import ChannelEvents, hot  # noqa: E402
@@ -40,13 +40,6 @@ from app.channels.models import ChannelViewDay  # noqa: E402
 from app.core.db import make_engine, make_sessionmaker, utcnow  # noqa: E402
 from app.knowledge.models import Item, ItemReader, ItemVersion  # noqa: E402
 from app.taxonomy.service import ensure_default_item_types  # noqa: E402
-
-
-def migrate(url: str) -> None:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
 
 
 async def fill(maker: object, items: int, days: int, viewed_share: float) -> int:

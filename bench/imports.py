@@ -61,9 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's `app`, whatever the venv's editable install points at
 
 sys.path.insert(0, str(ROOT / "bench"))
+from benchapp import served  # noqa: E402
 from relevance import DEFAULT_DATA  # noqa: E402 - where the faq_dev data lies, found one way
 
-ADMIN_USER = "bench-admin"
 SOURCE = "crm"
 INDEX_JOB = "search.index_item"
 IMPORT_JOB = "imports.run"
@@ -199,16 +199,6 @@ def rss_now_mb() -> float:
         return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def migrate(database_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = database_url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-
-
 async def file_chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as fh:
         while chunk := await asyncio.to_thread(fh.read, CHUNK):
@@ -292,12 +282,7 @@ async def import_state(client: Any, headers: dict[str, str], import_id: int) -> 
 
 
 async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
-    import httpx
-    from asgi_lifespan import LifespanManager
-
     from app.core.config import Settings
-    from app.identity.service import ensure_admin
-    from app.main import create_app
     from app.workers.worker import Worker
 
     path, fmt, n = Path(spec["path"]), spec["format"], spec["rows"]
@@ -308,69 +293,58 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
         settings = Settings(_env_file=None, env="dev", data_dir=data_dir, worker_embedded=False,
                             job_backoff_seconds=0, worker_poll_seconds=0.05, jwt_secret=secrets.token_urlsafe(48),
                             log_level="WARNING")
-        await asyncio.to_thread(migrate, settings.database_url)
-        app = create_app(settings)
-        async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120):
-            password = secrets.token_urlsafe(18)
-            async with app.state.sessionmaker() as s:
-                await ensure_admin(s, ADMIN_USER, password)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
-                r = await client.post("/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN_USER,
-                                                                  "password": password})
-                r.raise_for_status()
-                headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-                r = await client.post("/api/v1/taxonomies", json={"code": "kb", "name": "知识分类"}, headers=headers)
-                r.raise_for_status()
-                r = await client.post("/api/v1/sync-sources", headers=headers, json={
-                    "name": SOURCE, "description": "CRM 知识库夜间同步 (bench)", "publish_mode": "publish",
-                    "create_categories": True, "create_tags": True, "item_type": "faq"})
-                r.raise_for_status()
-                sm, services = app.state.sessionmaker, app.state.services
-                worker = Worker(sm, settings, services=services)
-                await drain(worker)  # whatever the setup queued (an empty reindex, the language)
-                out["rss_setup_mb"] = rss_mb()
-                if spec["kind"] == "memory":
-                    return await memory_run(client, headers, worker, path, fmt, n, out)
-                if spec["kind"] == "overlap":
-                    return await overlap_run(app, client, headers, sm, settings, services, path, fmt, n, out, spec)
+        async with served(settings) as (app, client, headers):
+            r = await client.post("/api/v1/taxonomies", json={"code": "kb", "name": "知识分类"}, headers=headers)
+            r.raise_for_status()
+            r = await client.post("/api/v1/sync-sources", headers=headers, json={
+                "name": SOURCE, "description": "CRM 知识库夜间同步 (bench)", "publish_mode": "publish",
+                "create_categories": True, "create_tags": True, "item_type": "faq"})
+            r.raise_for_status()
+            sm, services = app.state.sessionmaker, app.state.services
+            worker = Worker(sm, settings, services=services)
+            await drain(worker)  # whatever the setup queued (an empty reindex, the language)
+            out["rss_setup_mb"] = rss_mb()
+            if spec["kind"] == "memory":
+                return await memory_run(client, headers, worker, path, fmt, n, out)
+            if spec["kind"] == "overlap":
+                return await overlap_run(app, client, headers, sm, settings, services, path, fmt, n, out, spec)
 
-                t0 = time.perf_counter()
-                import_id, out["upload_s"] = await upload(client, headers, path, fmt)
-                out["rss_upload_mb"] = rss_mb()
-                out["import_s"] = await run_import_job(worker, spec.get("profile"))
-                out["rss_import_mb"], out["rss_now_import_mb"] = rss_mb(), rss_now_mb()
-                out["import_batches"] = batch_summary(BATCH_TIMES)
-                BATCH_TIMES.clear()
-                job = await import_state(client, headers, import_id)
-                if job["state"] != "done" or job["counts"]["created"] != n:
-                    raise SystemExit(f"import {import_id}: {job['state']} {job['counts']} {job['error']} "
-                                     f"{job['errors'][:3]}")
-                jobs = await job_counts(app)
-                out["index_jobs"] = jobs.get(f"{INDEX_JOB}:pending", 0)
-                t = time.perf_counter()
-                await drain(worker)
-                out["index_s"] = time.perf_counter() - t
-                out["check"] = await check_searchable(app, client, headers, n, spec["samples"])
-                out["e2e_s"] = time.perf_counter() - t0
-                out["rss_indexed_mb"] = rss_mb()
-                out["tantivy_commits"] = services["search"].commits
+            t0 = time.perf_counter()
+            import_id, out["upload_s"] = await upload(client, headers, path, fmt)
+            out["rss_upload_mb"] = rss_mb()
+            out["import_s"] = await run_import_job(worker, spec.get("profile"))
+            out["rss_import_mb"], out["rss_now_import_mb"] = rss_mb(), rss_now_mb()
+            out["import_batches"] = batch_summary(BATCH_TIMES)
+            BATCH_TIMES.clear()
+            job = await import_state(client, headers, import_id)
+            if job["state"] != "done" or job["counts"]["created"] != n:
+                raise SystemExit(f"import {import_id}: {job['state']} {job['counts']} {job['error']} "
+                                 f"{job['errors'][:3]}")
+            jobs = await job_counts(app)
+            out["index_jobs"] = jobs.get(f"{INDEX_JOB}:pending", 0)
+            t = time.perf_counter()
+            await drain(worker)
+            out["index_s"] = time.perf_counter() - t
+            out["check"] = await check_searchable(app, client, headers, n, spec["samples"])
+            out["e2e_s"] = time.perf_counter() - t0
+            out["rss_indexed_mb"] = rss_mb()
+            out["tantivy_commits"] = services["search"].commits
 
-                # the same file again: every row unchanged, nothing to index
-                before = await job_counts(app)
-                t = time.perf_counter()
-                again_id, out["reupload_s"] = await upload(client, headers, path, fmt)
-                out["reimport_s"] = await run_import_job(worker, spec.get("profile_reimport"))
-                out["reimport_total_s"] = time.perf_counter() - t
-                out["reimport_batches"] = batch_summary(BATCH_TIMES)
-                job = await import_state(client, headers, again_id)
-                after = await job_counts(app)
-                out["reimport_counts"] = {k: v for k, v in job["counts"].items() if v}
-                out["reimport_index_jobs"] = sum(after.get(f"{INDEX_JOB}:{st}", 0) - before.get(f"{INDEX_JOB}:{st}", 0)
-                                                 for st in ("pending", "running", "done", "failed"))
-                if job["state"] != "done" or job["counts"]["unchanged"] != n:
-                    raise SystemExit(f"re-import {again_id}: {job['state']} {job['counts']}")
-                out["rss_end_mb"] = rss_mb()
+            # the same file again: every row unchanged, nothing to index
+            before = await job_counts(app)
+            t = time.perf_counter()
+            again_id, out["reupload_s"] = await upload(client, headers, path, fmt)
+            out["reimport_s"] = await run_import_job(worker, spec.get("profile_reimport"))
+            out["reimport_total_s"] = time.perf_counter() - t
+            out["reimport_batches"] = batch_summary(BATCH_TIMES)
+            job = await import_state(client, headers, again_id)
+            after = await job_counts(app)
+            out["reimport_counts"] = {k: v for k, v in job["counts"].items() if v}
+            out["reimport_index_jobs"] = sum(after.get(f"{INDEX_JOB}:{st}", 0) - before.get(f"{INDEX_JOB}:{st}", 0)
+                                             for st in ("pending", "running", "done", "failed"))
+            if job["state"] != "done" or job["counts"]["unchanged"] != n:
+                raise SystemExit(f"re-import {again_id}: {job['state']} {job['counts']}")
+            out["rss_end_mb"] = rss_mb()
         for key in [k for k in out if k.endswith("_s")]:
             out[key] = round(out[key], 2)
         out["import_rows_per_s"] = round(n / out["import_s"])

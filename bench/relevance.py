@@ -50,13 +50,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python bench/relevance.py` from anywhere
+from benchapp import served  # noqa: E402 - bench/ is on the path: this script's folder
 
 DEFAULT_DATA = ROOT.parent / "shared" / "bench" / "faq_dev"
 if not DEFAULT_DATA.is_dir():  # a git worktree one level deeper than the main checkout
     DEFAULT_DATA = ROOT.parent.parent / "shared" / "bench" / "faq_dev"
 ITEM_TYPE = "faq_dev"
 SOURCE = "faq_dev"
-ADMIN_USER = "bench-admin"
 INDEX_JOB = "search.index_item"
 TOP_K = 10
 
@@ -151,16 +151,6 @@ def baseline(data: str, limit_queries: int | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the service
-
-
-def migrate(database_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = database_url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
 
 
 async def drain_all(app: Any) -> int:
@@ -347,12 +337,7 @@ async def run_service(
     index_mode: str,
     sample: int,
 ) -> dict[str, Any]:
-    import httpx
-    from asgi_lifespan import LifespanManager
-
     from app.core.config import Settings
-    from app.identity.service import ensure_admin
-    from app.main import create_app
 
     settings = Settings(
         _env_file=None,
@@ -366,49 +351,36 @@ async def run_service(
     timings: dict[str, float] = {}
     data_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    await asyncio.to_thread(migrate, settings.database_url)
-    timings["migrate_s"] = time.perf_counter() - t
-    app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120):
-        password = secrets.token_urlsafe(18)
-        async with app.state.sessionmaker() as s:
-            await ensure_admin(s, ADMIN_USER, password)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
-            r = await client.post(
-                "/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN_USER, "password": password}
-            )
-            r.raise_for_status()
-            token = r.json()["access_token"]
-            headers = {"Authorization": f"Bearer {token}"}
+    async with served(settings, http_timeout=120) as (app, client, headers):
+        timings["start_s"] = time.perf_counter() - t  # migrations and the app's start-up
 
-            print(f"importing {len(corpus):,} items through POST /api/v1/imports (NDJSON) ...", flush=True)
-            t = time.perf_counter()
-            imported = await import_corpus(app, client, headers, corpus, data_dir)
-            item_to_doc = imported["item_to_doc"]
-            timings["import_s"] = time.perf_counter() - t
+        print(f"importing {len(corpus):,} items through POST /api/v1/imports (NDJSON) ...", flush=True)
+        t = time.perf_counter()
+        imported = await import_corpus(app, client, headers, corpus, data_dir)
+        item_to_doc = imported["item_to_doc"]
+        timings["import_s"] = time.perf_counter() - t
 
-            print(f"indexing ({index_mode}) ...", flush=True)
-            t = time.perf_counter()
-            indexing = await index_corpus(app, client, headers, index_mode)
-            timings["index_s"] = time.perf_counter() - t
-            indexing["seconds"] = round(timings["index_s"], 1)
-            summary = await job_summary(app)
-            print(f"  done in {timings['index_s']:.1f} s: {indexing}; job table: {summary}")
-            failed = {k: v for k, v in summary.items() if k.endswith((":failed", ":running"))}
-            if failed:
-                raise SystemExit(f"jobs failed or stuck: {failed}")
-            indexed = len(await app.state.services["search"].indexed_versions())
-            if indexed != len(corpus):
-                raise SystemExit(f"the index holds {indexed} items, expected {len(corpus)}")
+        print(f"indexing ({index_mode}) ...", flush=True)
+        t = time.perf_counter()
+        indexing = await index_corpus(app, client, headers, index_mode)
+        timings["index_s"] = time.perf_counter() - t
+        indexing["seconds"] = round(timings["index_s"], 1)
+        summary = await job_summary(app)
+        print(f"  done in {timings['index_s']:.1f} s: {indexing}; job table: {summary}")
+        failed = {k: v for k, v in summary.items() if k.endswith((":failed", ":running"))}
+        if failed:
+            raise SystemExit(f"jobs failed or stuck: {failed}")
+        indexed = len(await app.state.services["search"].indexed_versions())
+        if indexed != len(corpus):
+            raise SystemExit(f"the index holds {indexed} items, expected {len(corpus)}")
 
-            print(f"searching: {len(queries):,} queries through GET /api/v1/search (concurrency {concurrency}) ...")
-            t = time.perf_counter()
-            ranked, latencies = await run_queries(client, headers, queries, item_to_doc, concurrency)
-            timings["search_s"] = time.perf_counter() - t
-            if index_mode == "rebuild" and sample > 0:
-                indexing.update(await drain_sample(app, sample))
-                print(f"  per-item index jobs (measured after the queries): {indexing}")
+        print(f"searching: {len(queries):,} queries through GET /api/v1/search (concurrency {concurrency}) ...")
+        t = time.perf_counter()
+        ranked, latencies = await run_queries(client, headers, queries, item_to_doc, concurrency)
+        timings["search_s"] = time.perf_counter() - t
+        if index_mode == "rebuild" and sample > 0:
+            indexing.update(await drain_sample(app, sample))
+            print(f"  per-item index jobs (measured after the queries): {indexing}")
     return {"ranked": ranked, "timings": timings, "latencies": latencies, "indexing": indexing,
             "import": imported["import"]}
 
@@ -516,7 +488,7 @@ def main() -> None:
     )
     report_misses(queries, corpus, service["ranked"], base["ranked"], args.misses)
     print(
-        f"\ntimes: migrate {timings['migrate_s']:.1f} s, import {timings['import_s']:.1f} s "
+        f"\ntimes: start {timings['start_s']:.1f} s, import {timings['import_s']:.1f} s "
         f"({len(corpus) / timings['import_s']:,.0f} items/s; {service['import']}), indexing {timings['index_s']:.1f} s "
         f"{service['indexing']}, {len(queries):,} searches {timings['search_s']:.1f} s "
         f"(p50 {_pct(lat, 50):.1f} ms, p99 {_pct(lat, 99):.1f} ms per request), baseline {base['seconds']:.1f} s "

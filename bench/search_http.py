@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from benchapp import migrate
 from search_embedded import DOMAINS, SYNONYMS, _words, dir_size, make_item
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +85,6 @@ def settings_for(data_dir: Path, jwt_secret: str) -> Any:
         jwt_secret=jwt_secret,
         log_level="WARNING",
     )
-
-
-def migrate(database_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["url"] = database_url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
 
 
 # ---------------------------------------------------------------- queries
