@@ -27,9 +27,12 @@ run: seed
 worker: migrate
 	$(BIN)/python -m app worker
 
+# The suite runs on every core, at most 4 (pytest-xdist): each worker has its own databases and ports.
+TEST_WORKERS ?= auto --maxprocesses=4 --dist worksteal
+
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The fuzz stage alone, long: schemathesis with 200 examples per operation (make test runs 15).
 fuzz: install

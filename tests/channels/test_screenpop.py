@@ -300,7 +300,7 @@ async def test_items_the_agent_may_not_read_or_not_published_never_pop(
     archived = (await kb.publish(admin, title="2019年宽带提速公告", category_ids=[kb.nodes["宽带故障"]]))["id"]
     assert (await kb.act(admin, archived, 1, "archive")).status_code == 200
     expired = (await kb.publish(admin, title="双十一宽带优惠（已过期）", category_ids=[kb.nodes["宽带故障"]],
-                                valid_to=(utcnow() + timedelta(seconds=2)).isoformat()))["id"]
+                                valid_to=(utcnow() + timedelta(hours=1)).isoformat()))["id"]
     draft = (await kb.create(admin, title="宽带草稿"))["id"]
     await drain(app)
     pinned = [secret, gone, archived, draft, world["web_only"], world["los"]]
