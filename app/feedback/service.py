@@ -51,12 +51,10 @@ def version_url(item_id: int, number: int | None) -> str | None:
 
 
 def task_out(task: Task, title: str | None = None) -> TaskOut:
-    out = TaskOut.model_validate(task)
-    out.item_title = title
-    out.etag = etag_of(task)
-    out.fixed_version_url = version_url(task.item_id, task.fixed_version)
-    out.allowed_actions = allowed_actions(task.state)
-    return out
+    return TaskOut.model_validate({
+        **{name: getattr(task, name) for name in TaskOut.model_fields if hasattr(task, name)},
+        "item_title": title, "etag": etag_of(task), "fixed_version_url": version_url(task.item_id, task.fixed_version),
+        "allowed_actions": allowed_actions(task.state)})
 
 
 async def titles_of(session: AsyncSession, item_ids: set[int]) -> dict[int, str]:
@@ -68,7 +66,7 @@ async def titles_of(session: AsyncSession, item_ids: set[int]) -> dict[int, str]
         .where(Item.id.in_(item_ids),
                or_(ItemVersion.id == Item.published_version_id,
                    and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no))))
-    return dict(rows.tuples().all())
+    return {item_id: title for item_id, title in rows.all()}
 
 
 async def outs(session: AsyncSession, tasks: list[Task]) -> list[TaskOut]:
