@@ -31,7 +31,7 @@ from app.feedback.models import UNRESOLVED, Task
 from app.knowledge.models import Item, ItemVersion
 from app.knowledge.workflow import SCHEDULER
 
-BATCH = 5000
+BATCH = 2000
 tasks, items = Task.__table__, Item.__table__
 
 

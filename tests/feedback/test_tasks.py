@@ -30,11 +30,13 @@ async def test_transitions_and_if_match(client: httpx.AsyncClient, kb: Kb, agent
     assert body["current_etag"] != task["etag"]
     current = (await client.get(f"/api/v1/tasks/{task['id']}", headers=author.headers)).json()
     assert current["allowed_actions"] == ["fix", "dismiss"] and current["etag"] == body["current_etag"]
-    r = await task_act(client, author, task["id"], "dismiss", {"reason": "收费标准见另一条知识"}, if_match=current["etag"])
+    r = await task_act(client, author, task["id"], "dismiss", {"reason": "收费标准见另一条知识"},
+                       if_match=current["etag"])
     assert r.status_code == 200 and r.json()["allowed_actions"] == []
     body = assert_problem(await task_act(client, author, task["id"], "fix", {"version": 1}), 409, "invalid_transition")
     assert body["state"] == "dismissed" and body["allowed"] == []
-    assert_problem(await client.post("/api/v1/tasks/987654321/accept", headers={**author.headers, "If-Match": "*"}), 404)
+    missing = await client.post("/api/v1/tasks/987654321/accept", headers={**author.headers, "If-Match": "*"})
+    assert_problem(missing, 404, "task_not_found")
 
 
 async def test_who_sees_and_acts(client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor,
@@ -56,7 +58,8 @@ async def test_who_sees_and_acts(client: httpx.AsyncClient, kb: Kb, agent: Actor
     assert_problem(await client.get(f"/api/v1/tasks/{mine['id']}", headers=other_author.headers), 404, "task_not_found")
     assert_problem(await task_act(client, agent, mine["id"], "accept"), 404, "task_not_found")
     assert (await client.get("/api/v1/tasks", headers=other_author.headers)).json()["items"] == []
-    assert [t["id"] for t in (await client.get("/api/v1/tasks", headers=author.headers)).json()["items"]] == [mine["id"]]
+    own = (await client.get("/api/v1/tasks", headers=author.headers)).json()["items"]
+    assert [t["id"] for t in own] == [mine["id"]]
     # the unassigned one only managers (feedback:manage: publishers) see
     assert (await client.get("/api/v1/tasks", params={"assignee": "unassigned"},
                              headers=author.headers)).json()["items"] == []
