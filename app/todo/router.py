@@ -26,7 +26,8 @@ async def my_todo(
 ) -> TodoOut:
     """What waits for the caller: `reviews` (versions in review they may review; reviewers only),
     `error_reports` (open or accepted reports on their items), `review_due` (their items past the
-    review date) and `expiring` (their items whose valid_to is near), each with its `count` and
+    review date), `expiring` (their items whose valid_to is near) and, for holders of
+    feedback:manage, `unassigned` (tasks on items without an owner), each with its `count` and
     its first `limit` entries. Other domains add sections (app/todo/service.py)."""
     ctx = TodoContext(session=session, principal=principal, settings=settings, limit=limit, now=utcnow(),
                       expiring_within_days=expiring_within_days or settings.expiry_warning_days)

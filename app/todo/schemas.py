@@ -28,4 +28,5 @@ class TodoSection(BaseModel):
 class TodoOut(BaseModel):
     total: int
     sections: dict[str, TodoSection] = Field(
-        description="reviews (reviewers only), error_reports, review_due, expiring, and any other domain's")
+        description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
+                    "and any other domain's")

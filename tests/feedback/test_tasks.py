@@ -76,6 +76,10 @@ async def test_who_sees_and_acts(client: httpx.AsyncClient, kb: Kb, agent: Actor
     assert_problem(await client.get("/api/v1/tasks", params={"assignee": "everyone"}, headers=publisher.headers), 422)
     assert_problem(await client.get("/api/v1/tasks", params={"assignee": "99999999999999999999"},
                                     headers=publisher.headers), 422)
+    todo = (await client.get("/api/v1/me/todo", headers=publisher.headers)).json()["sections"]
+    assert todo["unassigned"]["count"] == 1 and todo["unassigned"]["items"][0]["task_id"] == unassigned["id"]
+    assert todo["unassigned"]["items"][0]["kind"] == "error_report"
+    assert "unassigned" not in (await client.get("/api/v1/me/todo", headers=author.headers)).json()["sections"]
     r = await task_act(client, publisher, unassigned["id"], "dismiss", {"reason": "该条知识即将下线"})
     assert r.status_code == 200 and r.json()["resolved_by"] == publisher.user.id
 
