@@ -2,6 +2,7 @@
 
 from app.attachments import jobs as attachments_jobs  # noqa: F401
 from app.channels import jobs as channels_jobs  # noqa: F401
+from app.feedback import jobs as feedback_jobs  # noqa: F401
 from app.identity import jobs as identity_jobs  # noqa: F401
 from app.imports import jobs as imports_jobs  # noqa: F401
 from app.knowledge import jobs as knowledge_jobs  # noqa: F401

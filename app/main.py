@@ -26,6 +26,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, NulCharacterMiddleware, RequestContextMiddleware
 from app.core.security import TokenCodec
+from app.feedback.jobs import schedule_reminders
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.search.indexing import language_resources
 from app.search.searchlog import SearchLogBuffer
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 if await schedule_orphan_collection(s, settings.orphan_collect_hours):
                     await s.commit()
                 if await schedule_sweep(s, settings.channel_sweep_seconds):
+                    await s.commit()
+                if await schedule_reminders(s, settings.review_reminder_hours):
                     await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):

@@ -12,6 +12,7 @@ from app.channels.models import (
            ScreenPopRule,
 )
 from app.core.db import Base
+from app.feedback.models import Task
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
@@ -53,6 +54,7 @@ __all__ = [
            "SyncSource",
            "SynonymGroup",
            "Tag",
+           "Task",
            "Taxonomy",
            "TaxonomyNode",
            "Template",

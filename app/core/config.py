@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     # how long events are kept (older cursors answer 410 resync_required).
     channel_sweep_seconds: float = Field(30, ge=0)
     changes_retention_days: float = Field(30, gt=0)
+    # Review reminders (app/feedback): how often the job flags items past review_due or expiring
+    # (0: never), how far ahead valid_to counts as expiring, and error reports per reporter and hour.
+    review_reminder_hours: float = Field(24, ge=0)
+    expiry_warning_days: int = Field(14, ge=1, le=365)
+    error_report_max_per_hour: int = Field(20, ge=1)
 
     log_level: str = "INFO"
 

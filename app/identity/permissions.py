@@ -38,6 +38,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "knowledge:acl": ("module:knowledge", "Manage item and category ACLs"),
     "taxonomy:manage": ("module:knowledge", "Manage taxonomies, tags, attributes, templates"),
     "channels:manage": ("module:knowledge", "Manage channel delivery: CTI screen-pop rules"),
+    "knowledge:owners": ("module:knowledge", "Reassign the items and open tasks of one owner to another"),
+    "feedback:report": ("module:knowledge", "Report errors in items (纠错) and follow one's own reports"),
+    "feedback:manage": ("module:knowledge", "See and resolve every task, unassigned ones included"),
     "search:query": ("module:search", "Search published content"),
     "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
     "attachments:download": ("module:attachments", "Download and preview attachment files"),
@@ -68,10 +71,10 @@ def unknown(permissions: list[str]) -> list[str]:
 
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
-          "knowledge:read", "search:query", "attachments:download"]
+          "knowledge:read", "search:query", "attachments:download", "feedback:report"]
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
-_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive"]
+_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners"]
 
 # Roles created by the first migration's seed and by `kb init`; admins may change them.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, cast, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
@@ -282,14 +282,20 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     return {"published": number, "item_id": item_id}
 
 
-async def review_queue(session: AsyncSession, principal: Principal, page: PageParams, state: str,
-                       four_eyes: bool = False) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
-    """Versions waiting in `state` (待办), oldest first, among the items the caller may read; with
-    four-eyes review, versions in review that the caller wrote are someone else's to approve."""
+def review_queue_stmt(principal: Principal, state: str, four_eyes: bool = False) -> Select[tuple[ItemVersion]]:
+    """The review queue's query (GET /reviews, the to-do list's `reviews` section counts it)."""
     stmt = (select(ItemVersion).join(Item, Item.id == ItemVersion.item_id)
             .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal)))
     if four_eyes and state == "in_review":
         stmt = stmt.where(~wrote(principal))
+    return stmt
+
+
+async def review_queue(session: AsyncSession, principal: Principal, page: PageParams, state: str,
+                       four_eyes: bool = False) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
+    """Versions waiting in `state` (待办), oldest first, among the items the caller may read; with
+    four-eyes review, versions in review that the caller wrote are someone else's to approve."""
+    stmt = review_queue_stmt(principal, state, four_eyes)
     versions, nxt = await paginate_by_id(session, stmt, ItemVersion.id, page, descending=False)
     items = {i.id: i for i in (await session.scalars(
         select(Item).where(Item.id.in_({v.item_id for v in versions})))).all()} if versions else {}
