@@ -38,6 +38,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "knowledge:acl": ("module:knowledge", "Manage item and category ACLs"),
     "taxonomy:manage": ("module:knowledge", "Manage taxonomies, tags, attributes, templates"),
     "channels:manage": ("module:knowledge", "Manage channel delivery: CTI screen-pop rules"),
+    "announcements:read": ("module:knowledge", "Read the announcements addressed to me, mark them read"),
+    "announcements:manage": ("module:knowledge", "Write announcements (公告), see who has not read them"),
     "search:query": ("module:search", "Search published content"),
     "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
     "attachments:download": ("module:attachments", "Download and preview attachment files"),
@@ -68,10 +70,10 @@ def unknown(permissions: list[str]) -> list[str]:
 
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
-          "knowledge:read", "search:query", "attachments:download"]
+          "knowledge:read", "search:query", "attachments:download", "announcements:read"]
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
-_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive"]
+_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "announcements:manage"]
 
 # Roles created by the first migration's seed and by `kb init`; admins may change them.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
