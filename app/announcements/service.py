@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.announcements.models import PRIORITIES, Announcement, AnnouncementRead
 from app.announcements.schemas import (
@@ -36,7 +38,7 @@ from app.announcements.schemas import (
 from app.audit.service import changes, record
 from app.channels.render import plain_text, to_html
 from app.core.db import like_pattern, utcnow
-from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
 from app.core.etag import make_etag
 from app.core.pagination import PageParams, decode_cursor, encode_cursor, paginate_by_id
 from app.core.schemas import MAX_ID
@@ -132,6 +134,18 @@ def _summary(a: Announcement) -> dict[str, Any]:
             "valid_to": a.valid_to.isoformat() if a.valid_to else None, "state": a.state}
 
 
+async def _flush(session: AsyncSession, a: Announcement) -> None:
+    """The optimistic lock on row_version caught a concurrent writer: 412, nothing written."""
+    id_ = a.id
+    try:
+        await session.flush()
+    except StaleDataError:
+        await session.rollback()
+        current = await session.scalar(select(Announcement.row_version).where(Announcement.id == id_))
+        raise PreconditionFailed("Someone changed this announcement at the same moment; reload and try again",
+                                 current_etag=make_etag("announcement", id_, current or 0), current_version=current)
+
+
 def _clean_body(body: str, body_format: str) -> str:
     return sanitize_html(body) if body_format == "html" else body
 
@@ -191,8 +205,8 @@ async def update(session: AsyncSession, actor: Principal, a: Announcement, data:
     if data.state is not None:
         _transition(a, data.state)
     a.updated_by = actor.actor
-    a.updated_at = utcnow()  # a change to the body alone is an UPDATE too: bump the row version
-    await session.flush()
+    a.updated_at = utcnow()  # every PATCH is an UPDATE: the ETag changes
+    await _flush(session, a)
     record(session, actor, "announcement.update", "announcement", a.id, **changes(before, _summary(a)))
     await session.commit()
     return a
@@ -202,7 +216,7 @@ async def withdraw(session: AsyncSession, actor: Principal, a: Announcement) -> 
     if a.state != "withdrawn":
         _transition(a, "withdrawn")
         a.updated_by = actor.actor
-        await session.flush()
+        await _flush(session, a)
         record(session, actor, "announcement.withdraw", "announcement", a.id)
         await session.commit()
     return a
@@ -311,30 +325,27 @@ async def mark_read(session: AsyncSession, principal: Principal, id_: int) -> Re
     a = await session.get(Announcement, id_)
     if a is None or not is_current(a) or not in_audience(a, principal):
         raise not_found(id_)
-    read_at = (await _reads(session, user_id, [id_])).get(id_)
-    if read_at is None:
-        read_at = utcnow()
-        try:
-            async with session.begin_nested():
-                session.add(AnnouncementRead(announcement_id=id_, user_id=user_id, read_at=read_at))
-        except IntegrityError:  # a concurrent first read won
-            read_at = (await _reads(session, user_id, [id_]))[id_]
-        await session.commit()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(insert(AnnouncementRead.__table__).values(  # a concurrent first read wins alike
+        announcement_id=id_, user_id=user_id, read_at=utcnow()).on_conflict_do_nothing())
+    read_at = (await _reads(session, user_id, [id_]))[id_]
+    await session.commit()
     return ReadOut(announcement_id=id_, read_at=read_at)
 
 
-def reader_role_ids(roles: Sequence[Role]) -> list[int]:
-    """Roles that on their own let a user read announcements (system access, the module, the permission)."""
-    module = OPERATIONS[READ][0]
-    return [r.id for r in roles
-            if ALL in r.permissions or {SYSTEM_ACCESS, module, READ} <= set(r.permissions)]
+def _may_read(roles: Sequence[Role]) -> Any:
+    """SQL: the user may read announcements, i.e. holds `*`, or system access, the module and the
+    permission, each through any of their roles (as `Principal.can` combines them)."""
+    def holding(*perms: str) -> Any:
+        ids = [r.id for r in roles if any(p in r.permissions for p in perms)]
+        return exists().where(user_roles.c.user_id == User.id, user_roles.c.role_id.in_(ids))
+
+    return or_(holding(ALL), and_(holding(SYSTEM_ACCESS), holding(OPERATIONS[READ][0]), holding(READ)))
 
 
 async def unread_users(session: AsyncSession, a: Announcement, page: PageParams) -> UnreadPage:
     """Active users in the audience who may read announcements and have not read this one."""
-    readers = reader_role_ids((await session.scalars(select(Role))).all())
-    conds: list[Any] = [User.is_active.is_(True),
-                        exists().where(user_roles.c.user_id == User.id, user_roles.c.role_id.in_(readers))]
+    conds: list[Any] = [User.is_active.is_(True), _may_read((await session.scalars(select(Role))).all())]
     if a.channels and AGENT not in a.channels:
         conds.append(false())  # shown to no staff member
     if a.roles:

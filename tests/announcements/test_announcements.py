@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.announcements.service import unread_for
 from app.core.security import hash_secret
-from app.identity.models import ApiClient
+from app.identity.models import ApiClient, Role, User
 from app.identity.service import load_principal
 from tests.conftest import Actor, People, assert_problem
 
@@ -58,8 +59,6 @@ async def test_mandatory_bulletin_shows_who_has_not_read_it(
     author = await people.make("sun.author", role="author")  # may read announcements, not an agent
     gone = await people.make("left.agent", role="agent")
     async with app.state.sessionmaker() as s:
-        from app.identity.models import User
-
         (await s.get(User, gone.user.id)).is_active = False  # type: ignore[union-attr]
         await s.commit()
     ann = await post(client, manager, title="【紧急】5G套餐资费调整通知", priority="urgent", mandatory=True,
@@ -229,3 +228,25 @@ async def test_public_channels(client: httpx.AsyncClient, people: People, manage
     app.state.settings.public_channels = ["web", "wechat"]
     items = (await client.get("/api/v1/channels/wechat/announcements")).json()["items"]
     assert [a["title"] for a in items] == ["微信：账单查询入口调整"]
+
+
+async def test_concurrent_reads_and_who_may_read(client: httpx.AsyncClient, people: People, manager: Actor,
+                                                 app: Any) -> None:
+    agent = await people.make("zheng.kefu", role="agent")
+    # access split over two roles still counts (as a principal's permissions combine); no access does not
+    split = await people.make("split.access", permissions=["system:access", "module:knowledge"])
+    auditor = await people.make("shen.audit", role="auditor")
+    async with app.state.sessionmaker() as s:
+        user = await s.get(User, split.user.id)
+        extra = Role(name="r_split_read", permissions=["announcements:read"])
+        user.roles = [*user.roles, extra]  # type: ignore[union-attr]
+        await s.commit()
+    ann = await post(client, manager, title="電費繳納系統維護公告", mandatory=True)
+    answers = await asyncio.gather(*(client.post(f"{API}/{ann['id']}/read", headers=agent.headers)
+                                     for _ in range(6)))
+    assert {r.status_code for r in answers} == {200} and len({r.json()["read_at"] for r in answers}) == 1
+    counts = (await client.get(f"{API}/{ann['id']}/unread", headers=manager.headers)).json()
+    names = [u["username"] for u in counts["items"]]
+    assert "split.access" in names and "shen.audit" not in names and "zheng.kefu" not in names
+    assert counts["read"] == 1 and counts["total"] == counts["read"] + counts["unread"]
+    assert_problem(await client.get("/api/v1/me/announcements", headers=auditor.headers), 403, "permission_denied")
