@@ -1,5 +1,6 @@
 """Every ORM model, imported so Alembic and the metadata see the whole schema."""
 
+from app.announcements.models import Announcement, AnnouncementRead
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
 from app.channels.models import (
@@ -22,6 +23,8 @@ from app.workers.models import Job, WorkerHeartbeat
 
 __all__ = [
            "AclGrant",
+           "Announcement",
+           "AnnouncementRead",
            "ApiClient",
            "Attachment",
            "AttributeDefinition",

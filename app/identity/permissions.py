@@ -41,6 +41,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "knowledge:owners": ("module:knowledge", "Reassign the items and open tasks of one owner to another"),
     "feedback:report": ("module:knowledge", "Report errors in items (纠错) and follow one's own reports"),
     "feedback:manage": ("module:knowledge", "See and resolve every task, unassigned ones included"),
+    "announcements:read": ("module:knowledge", "Read the announcements addressed to me, mark them read"),
+    "announcements:manage": ("module:knowledge", "Write announcements (公告), see who has not read them"),
     "search:query": ("module:search", "Search published content"),
     "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
     "attachments:download": ("module:attachments", "Download and preview attachment files"),
@@ -71,10 +73,11 @@ def unknown(permissions: list[str]) -> list[str]:
 
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
-          "knowledge:read", "search:query", "attachments:download", "feedback:report"]
+          "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read"]
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
-_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners"]
+_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners",
+              "announcements:manage"]
 
 # Roles created by the first migration's seed and by `kb init`; admins may change them.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {

@@ -29,4 +29,5 @@ class TodoOut(BaseModel):
     total: int
     sections: dict[str, TodoSection] = Field(
         description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
+                    "announcements (unread, mandatory first), "
                     "and any other domain's")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.announcements import todo as announcements
 from app.core.pagination import PageParams
 from app.feedback import todo as feedback
 from app.knowledge import workflow
@@ -27,3 +28,4 @@ todo_section("error_reports")(feedback.error_reports)
 todo_section("review_due")(feedback.review_due)
 todo_section("expiring")(feedback.expiring)
 todo_section("unassigned")(feedback.unassigned)
+todo_section("announcements")(announcements.unread)

@@ -37,7 +37,7 @@ async def test_existing_default_roles_get_the_new_permissions(kind: str, tmp_pat
                 await conn.execute(insert(Role.__table__).values(name=name, description="", permissions=perms,
                                                                   created_at=utcnow(), updated_at=utcnow()))
         await engine.dispose()
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.upgrade, cfg, "0012")
         roles = await _permissions(url)
         assert roles["agent"] == ["feedback:report", "knowledge:read", "system:access"]
         assert roles["publisher"] == ["feedback:manage", "feedback:report", "knowledge:owners", "knowledge:publish",

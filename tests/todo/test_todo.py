@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
-from app.todo import service as todo
-from app.todo.schemas import TodoEntry, TodoSection
 from tests.conftest import Actor, People, assert_problem
 from tests.todo.conftest import Kb, report
 
@@ -27,7 +22,7 @@ async def test_reviews_and_error_reports_of_a_reviewer(client: httpx.AsyncClient
     r = await client.get("/api/v1/me/todo", params={"limit": 2}, headers=reviewer.headers)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert list(body["sections"]) == ["reviews", "error_reports", "review_due", "expiring"]
+    assert list(body["sections"]) == ["reviews", "error_reports", "review_due", "expiring", "announcements"]
     reviews = body["sections"]["reviews"]
     assert reviews["count"] == 3 and [e["item_id"] for e in reviews["items"]] == waiting[:2]  # oldest first
     assert reviews["items"][0]["link"] == f"/api/v1/items/{waiting[0]}/versions/1"
@@ -49,19 +44,20 @@ async def test_bad_parameters_and_permissions(client: httpx.AsyncClient, people:
     assert_problem(await client.get("/api/v1/me/todo", headers=nobody.headers), 403, "permission_denied")
 
 
-@pytest.fixture
-def extra_section() -> Iterator[None]:
-    async def bulletins(ctx: todo.TodoContext) -> TodoSection | None:
-        entry = TodoEntry(kind="announcement", id=7, title="【紧急】全省宽带割接通知", link="/api/v1/announcements/7")
-        return TodoSection(count=1, items=[entry][: ctx.limit])
-
-    todo.todo_section("announcements")(bulletins)
-    yield
-    todo.SECTIONS.pop("announcements")
-
-
-async def test_another_domain_adds_a_section(client: httpx.AsyncClient, people: People, extra_section: None) -> None:
+async def test_an_unread_mandatory_bulletin_waits_until_it_is_read(client: httpx.AsyncClient,
+                                                                    people: People) -> None:
+    manager = await people.make("gao.jing", role="publisher")
     agent = await people.make("zheng.yi", role="agent")
+    r = await client.post("/api/v1/announcements", headers=manager.headers, json={
+        "title": "【紧急】全省宽带割接通知", "body": "<p>12月8日 0:00-6:00 全省FTTH割接，期间报障请安抚客户。</p>",
+        "mandatory": True, "priority": "urgent", "state": "published", "audience": {"roles": ["agent"]}})
+    assert r.status_code == 201, r.text
+    bulletin = r.json()["id"]
+    section = (await client.get("/api/v1/me/todo", headers=agent.headers)).json()["sections"]["announcements"]
+    assert section["count"] == 1
+    assert section["items"][0] | {"created_at": None} == section["items"][0] | {
+        "kind": "announcement", "id": bulletin, "title": "【紧急】全省宽带割接通知", "state": "mandatory",
+        "created_at": None}
+    assert (await client.post(f"/api/v1/announcements/{bulletin}/read", headers=agent.headers)).status_code < 300
     body = (await client.get("/api/v1/me/todo", headers=agent.headers)).json()
-    assert body["sections"]["announcements"]["items"][0]["title"] == "【紧急】全省宽带割接通知"
-    assert body["total"] == 1
+    assert body["sections"]["announcements"] == {"count": 0, "items": []} and body["total"] == 0
