@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # how long events are kept (older cursors answer 410 resync_required).
     channel_sweep_seconds: float = Field(30, ge=0)
     changes_retention_days: float = Field(30, gt=0)
+    # Analytics (app/analytics): how often the rollup job folds new search log rows and votes into the
+    # daily tables (0: never; reports then show the figures of the last rollup).
+    analytics_rollup_seconds: float = Field(300, ge=0)
 
     log_level: str = "INFO"
 
