@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from app.analytics.router import router as analytics_router
 from app.announcements.router import channel_router as announcements_channel_router
 from app.announcements.router import router as announcements_router
 from app.attachments.router import router as attachments_router
@@ -34,7 +35,7 @@ def mount_routers(app: FastAPI) -> None:
     for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
               attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
               changes_router, snapshot_router, imports_router, feedback_router, todo_router, announcements_router,
-              announcements_channel_router):
+              announcements_channel_router, analytics_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

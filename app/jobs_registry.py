@@ -1,5 +1,6 @@
 """Importing this module registers every job handler (each domain's `jobs.py`)."""
 
+from app.analytics import jobs as analytics_jobs  # noqa: F401
 from app.attachments import jobs as attachments_jobs  # noqa: F401
 from app.channels import jobs as channels_jobs  # noqa: F401
 from app.feedback import jobs as feedback_jobs  # noqa: F401

@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import jobs_registry  # noqa: F401 - registers every job handler
+from app.analytics.jobs import schedule_rollup
 from app.api import mount_routers
 from app.attachments.jobs import schedule_orphan_collection
 from app.channels.events import ChannelEvents
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 if await schedule_sweep(s, settings.channel_sweep_seconds):
                     await s.commit()
                 if await schedule_reminders(s, settings.review_reminder_hours):
+                    await s.commit()
+                if await schedule_rollup(s, settings.analytics_rollup_seconds):
                     await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):

@@ -1,5 +1,6 @@
 """Every ORM model, imported so Alembic and the metadata see the whole schema."""
 
+from app.analytics.models import FeedbackDay, RollupState, SearchDay
 from app.announcements.models import Announcement, AnnouncementRead
 from app.attachments.models import Attachment, Blob, BlobText, version_attachments
 from app.audit.models import AuditEntry
@@ -40,6 +41,7 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "FeedbackDay",
            "ImportJob",
            "ImportKey",
            "ImportOutcome",
@@ -51,7 +53,9 @@ __all__ = [
            "Job",
            "RefreshToken",
            "Role",
+           "RollupState",
            "ScreenPopRule",
+           "SearchDay",
            "SearchLog",
            "SyncRecord",
            "SyncSource",

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     review_reminder_hours: float = Field(24, ge=0)
     expiry_warning_days: int = Field(14, ge=1, le=365)
     error_report_max_per_hour: int = Field(20, ge=1)
+    # Analytics (app/analytics): how often the rollup job folds new search log rows and votes into the
+    # daily tables (0: never; reports then show the figures of the last rollup).
+    analytics_rollup_seconds: float = Field(300, ge=0)
 
     log_level: str = "INFO"
 

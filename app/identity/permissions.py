@@ -23,6 +23,7 @@ MODULES = {
     "module:search": "Search",
     "module:attachments": "Attachments",
     "module:admin": "Administration: users, roles, clients, jobs, audit",
+    "module:analytics": "Usage analytics and reports",
 }
 
 # operation/read/download permission -> (module, description)
@@ -49,6 +50,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "identity:manage": ("module:admin", "Manage users, roles, departments, clients"),
     "jobs:manage": ("module:admin", "See and retry background jobs"),
     "audit:read": ("module:admin", "Read the audit log"),
+    "analytics:read": ("module:analytics", "Read usage analytics: views, searches, helpfulness, stale, throughput"),
 }
 
 CATALOG: dict[str, str] = {
@@ -74,6 +76,7 @@ def unknown(permissions: list[str]) -> list[str]:
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
           "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read"]
+_ANALYST = ["module:analytics", "analytics:read"]
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
 _PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners",
@@ -88,6 +91,7 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "publisher": ("发布员 / publisher", _PUBLISHER),
     "kb_manager": ("知识管理员 / knowledge manager",
                    [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage",
-                     "channels:manage"]),
+                     "channels:manage", *_ANALYST]),
+    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics", [*_AGENT, *_ANALYST]),
     "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
 }
