@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from app.analytics.router import router as analytics_router
 from app.attachments.router import router as attachments_router
 from app.audit.router import router as audit_router
 from app.channels.events import router as channel_events_router
@@ -29,7 +30,7 @@ def mount_routers(app: FastAPI) -> None:
     # Routes are matched in order, one by one: the hot paths (search, channel reads) come first.
     for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
               attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
-              changes_router, snapshot_router, imports_router):
+              changes_router, snapshot_router, imports_router, analytics_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

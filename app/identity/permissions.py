@@ -44,6 +44,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "identity:manage": ("module:admin", "Manage users, roles, departments, clients"),
     "jobs:manage": ("module:admin", "See and retry background jobs"),
     "audit:read": ("module:admin", "Read the audit log"),
+    "analytics:read": ("module:admin", "Read usage analytics and the analytics report"),
 }
 
 CATALOG: dict[str, str] = {
