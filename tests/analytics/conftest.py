@@ -49,8 +49,8 @@ async def _search(client: httpx.AsyncClient, actor: Actor, q: str) -> None:
 
 @pytest.fixture
 async def seeded(app: Any, kb: Kb, admin: Actor, agent: Actor, client: httpx.AsyncClient) -> Seeded:
-    """Four published FAQs read on the website, agent searches (some finding nothing), website votes;
-    one FAQ past its review date, one expiring next week."""
+    """Five published FAQs, four of them read on the website; agent searches (some finding nothing),
+    website votes; one FAQ past its review date, one expiring next week."""
     today = utcnow().date()
     items = {
         "宽带无法上网怎么办？": await _publish(kb, admin, "宽带无法上网怎么办？"),
@@ -58,12 +58,14 @@ async def seeded(app: Any, kb: Kb, admin: Actor, agent: Actor, client: httpx.Asy
         "携號轉網辦理條件": await _publish(kb, admin, "携號轉網辦理條件",
                                        valid_to=(utcnow() + timedelta(days=7)).isoformat()),
         XSS_TITLE: await _publish(kb, admin, XSS_TITLE),
+        "电费缴纳渠道": await _publish(kb, admin, "电费缴纳渠道"),
     }
     await Worker(app.state.sessionmaker, app.state.settings, services=app.state.services).drain()  # index them
     await _view(client, items["宽带无法上网怎么办？"], 5)
     await _view(client, items["信用卡挂失流程"], 3)
+    await _view(client, items["携號轉網辦理條件"], 2)
     await _view(client, items[XSS_TITLE], 1)
-    for q in ["宽带", "宽带", "信用卡挂失", XSS_QUERY, XSS_QUERY, "电费发票怎么开"]:
+    for q in ["宽带", "宽带", "信用卡挂失", XSS_QUERY, XSS_QUERY, "燃气表读数异常"]:
         await _search(client, agent, q)
     for i, helpful in enumerate([False, False, False, True]):
         await _vote(client, items["信用卡挂失流程"], helpful, f"visitor-a{i:04d}")

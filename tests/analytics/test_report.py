@@ -43,8 +43,8 @@ async def test_report_shows_the_period_figures_escaped_under_a_strict_csp(
     assert f"统计期间：{today - timedelta(days=29)} 至 {today}" in page  # the default: the last 30 days
 
     # What a manager reads: most viewed, searched, zero-result, least helpful, stale.
-    assert row(page, "宽带无法上网怎么办？", 5) and row(page, "信用卡挂失流程", 3)
-    assert row(page, "宽带", 2) and row(page, "电费发票怎么开", 1)
+    assert row(page, "宽带无法上网怎么办？", 5) and row(page, "信用卡挂失流程", 3) and row(page, "携號轉網辦理條件", 2)
+    assert row(page, "宽带", 2) and row(page, "燃气表读数异常", 1)
     assert row(page, "&lt;script&gt;alert(1)&lt;/script&gt;", 2)  # a top query and a zero-result one
     assert row(page, "信用卡挂失流程", 1, 3, "25%")  # least helpful first
     assert not row(page, "宽带无法上网怎么办？", 2, 0, "100%")  # nobody found it unhelpful
@@ -60,11 +60,11 @@ async def test_report_shows_the_period_figures_escaped_under_a_strict_csp(
     assert set(charts) == {"chart-daily", "chart-top-items", "chart-top-queries", "chart-zero-result-queries",
                            "chart-least-helpful", "chart-stale", "chart-throughput"}
     assert XSS_QUERY[:23] + "…" in charts["chart-zero-result-queries"]["labels"]  # raw: drawn as text
-    assert charts["chart-top-items"]["datasets"][0]["data"] == [5, 3, 1]
+    assert charts["chart-top-items"]["datasets"][0]["data"] == [5, 3, 2, 1]
     assert XSS_TITLE[:23] + "…" in charts["chart-top-items"]["labels"]
     daily = charts["chart-daily"]
     assert daily["labels"][-1] == today.strftime("%m-%d") and len(daily["labels"]) == 30
-    assert [d["data"][-1] for d in daily["datasets"]] == [9, 6, 3]  # views, searches, zero-result today
+    assert [d["data"][-1] for d in daily["datasets"]] == [11, 6, 3]  # views, searches, zero-result today
 
     # The CSP allows exactly the inlined scripts and style, by hash; nothing may be fetched.
     csp = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
