@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels bench-imports fuzz clean
+.PHONY: run test browser install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels bench-imports fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ run: seed
 worker: migrate
 	$(BIN)/python -m app worker
 
+# The analytics report's browser test (tests/analytics/test_report_browser.py) drives Debian's chromium
+# through Playwright (no browser download); fonts-noto-cjk draws the Chinese labels.
+browser:
+	command -v chromium >/dev/null && fc-list 2>/dev/null | grep -q 'Noto Sans CJK' || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-noto-cjk)
+
 # The suite runs on every core, at most 4 (pytest-xdist): each worker has its own databases and ports.
 TEST_WORKERS ?= auto --maxprocesses=4 --dist worksteal
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(TEST_WORKERS)
 

@@ -1,0 +1,1 @@
+"""Usage analytics and the analytics report."""

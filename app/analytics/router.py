@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from app.analytics import service
+from app.analytics.report import REPORT_CSP, from_figures, render_report
 from app.analytics.schemas import (
     HelpfulnessOut,
     QueriesOut,
@@ -160,3 +161,24 @@ async def throughput(request: Request, session: DbSession, principal: Analyst, s
     return _answer(request, format, "throughput", scope, out, out.people,
                    ["user_id", "username", "display_name", "drafts_created", "submitted", "reviews_done",
                     "published", "median_hours_waited", "median_hours_to_review"])
+
+
+@router.get(
+    "/report.html",
+    response_class=Response,
+    summary="The analytics report of a period as one self-contained HTML page with charts",
+    responses={200: {"description": "The report page (scripts, style and data inlined; no external request)",
+                     "content": {"text/html": {"schema": {"type": "string"}}}}},
+)
+async def report_html(request: Request, session: DbSession, principal: Analyst, scope: Range) -> Response:
+    """For a manager to look at rather than read JSON: daily views, searches and zero-result
+    searches, top items, top and zero-result queries, the least helpful answers, stale knowledge and
+    author/reviewer throughput, as charts with tables beside them (the figures of the JSON endpoints).
+    Open it in a browser with the bearer token (or save it: it works offline)."""
+    for writer in (request.app.state.search_log, request.app.state.channel_events):
+        await writer.flush()  # the last half second's searches and views too
+    data = await service.report_data(session, principal, scope.start, scope.end, scope.channel, scope.category)
+    return Response(render_report(from_figures(data)), media_type="text/html; charset=utf-8", headers={
+        "Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer",
+    })
