@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test browser install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels bench-imports fuzz clean
+.PHONY: run test browser install migrate seed lint format openapi worker bench-search bench-relevance bench-attachments bench-soak bench-channels bench-imports bench-analytics fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,9 @@ bench-channels: install
 # Bulk import through POST /api/v1/imports: 100,000 rows, NDJSON and XLSX (`bench/imports.py --rows N`).
 bench-imports: install
 	$(BIN)/python bench/imports.py
+
+bench-analytics: install
+	$(BIN)/python bench/analytics.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
