@@ -98,7 +98,8 @@ async def all_items(c: httpx.AsyncClient, h: dict[str, str]) -> list[dict[str, A
 async def jobs(c: httpx.AsyncClient, h: dict[str, str], status: str) -> list[dict[str, Any]]:
     r = await c.get("/api/v1/jobs", headers=h, params={"status": status, "limit": 100})
     assert r.status_code == 200, r.text
-    recurring = ("attachments.collect_orphans", "channels.sweep")  # always one queued for its next run
+    # recurring jobs: always one queued for its next run
+    recurring = ("attachments.collect_orphans", "channels.sweep", "feedback.reminders", "analytics.rollup")
     return [j for j in r.json()["items"] if j["kind"] not in recurring]
 
 
