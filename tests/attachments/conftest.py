@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.attachments.extraction import InProcessTikaExtractor
+from tests.conftest import skip_outside_ci
 
 SIMPLIFIED = "宽带无法上网时，请先重启光猫，再检查指示灯。"
 TRADITIONAL = "寬頻無法上網時請重新啟動數據機"
@@ -18,8 +19,8 @@ SAMPLES_DIR = SHARED_DIR / "samples" / "tika"
 @pytest.fixture(scope="session")
 def samples() -> Path:
     if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"the shared real-world samples are not at {SAMPLES_DIR}: these run when the checkout sits next to "
-                    "../shared (as in CI) or KB_SHARED_DIR points to it")
+        skip_outside_ci(f"the shared real-world samples are not at {SAMPLES_DIR}: these run when the checkout sits "
+                        "next to ../shared (as in CI) or KB_SHARED_DIR points to it")
     return SAMPLES_DIR
 
 

@@ -17,7 +17,7 @@ from asgi_lifespan import LifespanManager
 from app.channels.ratelimit import parse_limit
 from app.core.config import Settings
 from tests.channels.ratelimit_app import with_probe
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, skip_outside_ci
 from tests.ops.served import free_port, serve_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,8 +149,8 @@ def redis_url(tmp_path: Path) -> Any:
 
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed: the shared Redis store runs wherever it is (apt-get install "
-                    "redis-server); the SQLite store tests above run everywhere")
+        skip_outside_ci("redis-server is not installed: the shared Redis store runs wherever it is (apt-get install "
+                        "redis-server; CI has it); the SQLite store tests above run everywhere")
     port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL)
