@@ -175,8 +175,7 @@ async def report_html(request: Request, session: DbSession, principal: Analyst, 
     searches, top items, top and zero-result queries, the least helpful answers, stale knowledge and
     author/reviewer throughput, as charts with tables beside them (the figures of the JSON endpoints).
     Open it in a browser with the bearer token (or save it: it works offline)."""
-    for writer in (request.app.state.search_log, request.app.state.channel_events):
-        await writer.flush()  # the last half second's searches and views too
+    await events_of(request).flush()  # this process's latest views (searches: as of the last rollup)
     data = await service.report_data(session, principal, scope.start, scope.end, scope.channel, scope.category)
     return Response(render_report(from_figures(data)), media_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
