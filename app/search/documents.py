@@ -54,6 +54,11 @@ class SearchDocument:
     valid_from: datetime | None
     valid_to: datetime | None
     updated_at: datetime
+    # Semantic leg (app/search/embedding): L2-normalized vectors of the item's short texts (title,
+    # standard and similar questions, channel answers' first sentence), all of `embedder`'s model.
+    # Empty when the embedder is off or failed: the item is then found by keyword only.
+    vectors: list[list[float]] = field(default_factory=list)
+    embedder: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +89,10 @@ class SearchQuery:
     explain: bool = False
     # Strict: a document must match `analysis.required_words` of the query words; loose: any one.
     strict: bool = True
+    # keyword: BM25 over the text fields; semantic: nearest `vector` among the documents' vectors,
+    # under the same ACL, channel and filter clauses (the service fuses the two for hybrid).
+    mode: Literal["keyword", "semantic"] = "keyword"
+    vector: list[float] | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +113,8 @@ class SearchHit:
     updated_at: datetime
     highlights: list[Highlight] = field(default_factory=list)
     explanation: str | None = None
+    # Title, standard and similar questions, for the service's fusion features.
+    questions: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
