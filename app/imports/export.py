@@ -10,6 +10,10 @@ into another instance gives the same content.
 - Lists: JSON arrays in NDJSON; one value per line in CSV and XLSX cells. Lists in every column
   and categories, tags, similar questions are sorted where the order carries no meaning, so
   two exports of the same content are the same bytes.
+- Who sees what: a sync client that may write the source (its scope) exports all of it, being the
+  system that sent it, as does a superuser; a user exports only the items their ACL lets them read
+  (`app/knowledge/acl.py`), so an export never shows an item the same user could not open. A job
+  keeps the ACL subjects of the user who started it.
 - Items are read in batches (keyset by id; versions, categories, tags and owners of a batch in a
   few queries), so memory stays flat. Up to `KB_EXPORT_INLINE_MAX_ITEMS` items stream in the
   response; more become a job (`imports.export`) writing a file under data_dir/exports.
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import raiseload, selectinload
 
@@ -42,7 +46,8 @@ from app.imports.engine import default_taxonomy
 from app.imports.models import ExportJob, SyncSource
 from app.imports.schemas import ExportOut
 from app.imports.service import may_write
-from app.knowledge.models import Item, ItemVersion
+from app.knowledge.acl import subjects_of
+from app.knowledge.models import Item, ItemReader, ItemVersion
 from app.taxonomy import service as taxonomy
 from app.taxonomy.models import TaxonomyNode
 from app.workers.outbox import enqueue
@@ -68,18 +73,30 @@ class Plan:
     columns: list[str]
     total: int
     tz: ZoneInfo
+    readers: list[str] | None = None  # ACL subjects the exporter stands for; None: every item
 
     def conditions(self) -> list[Any]:
         out = [Item.source == self.source]
         if not self.include_archived:
             out.append(Item.status != "archived")
+        if self.readers is not None:
+            out.append(exists().where(ItemReader.item_id == Item.id, ItemReader.subject.in_(self.readers)))
         return out
 
 
-async def plan(session: AsyncSession, source: SyncSource, include_archived: bool, tz: ZoneInfo) -> Plan:
+def readers_for(principal: Principal) -> list[str] | None:
+    """The ACL subjects an export is filtered by (module docstring): None for the source's sync
+    client and superusers."""
+    if principal.is_superuser or principal.kind == "client":
+        return None  # a client reaches here only with the source's scope (may_write)
+    return subjects_of(principal)
+
+
+async def plan(session: AsyncSession, source: SyncSource, include_archived: bool, tz: ZoneInfo,
+               readers: list[str] | None = None) -> Plan:
     """The columns (the attributes of the templates of the item types the source's items have) and
     the number of items."""
-    base = Plan(source.name, include_archived, await default_taxonomy(session, source), [], 0, tz)
+    base = Plan(source.name, include_archived, await default_taxonomy(session, source), [], 0, tz, readers)
     types = (await session.scalars(select(Item.item_type).where(*base.conditions()).distinct())).all()
     codes: set[str] = set()
     for item_type in types:
@@ -279,7 +296,8 @@ async def start_job(session: AsyncSession, actor: Principal, *, source: str, fmt
                     created_by=actor.actor)
     session.add(job)
     await session.flush()
-    work = enqueue(session, EXPORT_JOB, {"export_id": job.id}, created_by=actor.actor, max_attempts=EXPORT_ATTEMPTS)
+    work = enqueue(session, EXPORT_JOB, {"export_id": job.id, "readers": readers_for(actor)}, created_by=actor.actor,
+                   max_attempts=EXPORT_ATTEMPTS)
     await session.flush()
     job.job_id = work.id
     record(session, actor, "export.create", "export", job.id, source=source, format=fmt,
@@ -290,7 +308,9 @@ async def start_job(session: AsyncSession, actor: Principal, *, source: str, fmt
 
 async def get_job(session: AsyncSession, principal: Principal, export_id: int) -> ExportJob:
     job = await session.get(ExportJob, export_id)
-    if job is None or not may_write(principal, job.source):
+    # Its file was filtered by its starter's ACL: it is theirs (and a superuser's) alone.
+    mine = job is not None and (job.created_by == principal.actor or principal.is_superuser)
+    if job is None or not mine or not may_write(principal, job.source):
         raise NotFound(f"No export with id {export_id}", code="export_not_found")
     return job
 
@@ -314,7 +334,8 @@ def job_out(job: ExportJob) -> ExportOut:
 
 
 async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, export_id: int, *,
-                  progress: Callable[..., Awaitable[None]] | None = None, last_attempt: bool = True) -> dict[str, Any]:
+                  readers: list[str] | None = None, progress: Callable[..., Awaitable[None]] | None = None,
+                  last_attempt: bool = True) -> dict[str, Any]:
     """The worker's side: write the file, then mark the export done. A retried attempt starts over."""
 
     async def set_(**values: Any) -> None:
@@ -333,7 +354,7 @@ async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Sett
             await set_(state="failed", finished_at=utcnow(),
                        error={"code": "unknown_source", "message": f"the source {job.source!r} was deleted"})
             return {"state": "failed"}
-        p = await plan(s, source, job.include_archived, ZoneInfo(settings.import_timezone))
+        p = await plan(s, source, job.include_archived, ZoneInfo(settings.import_timezone), readers)
         fmt = job.format
     folder = exports_dir(settings)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)

@@ -31,5 +31,8 @@ async def run_export(ctx: JobContext) -> dict[str, Any]:
     export_id = ctx.payload.get("export_id")
     if not isinstance(export_id, int):
         raise PermanentJobError("payload needs an integer export_id")
-    return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id,
+    readers = ctx.payload.get("readers")
+    if readers is not None and not (isinstance(readers, list) and all(isinstance(r, str) for r in readers)):
+        raise PermanentJobError("payload readers must be a list of ACL subjects or null")
+    return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id, readers=readers,
                                 progress=ctx.report_progress, last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS)

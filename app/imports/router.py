@@ -252,7 +252,8 @@ async def export_items(
     include_archived: Annotated[bool, Query(description="Archived items too (their last version)")] = False,
 ) -> Response:
     src = await service.get_source(session, principal, source)  # 404 unknown_source, 403 source_forbidden
-    plan = await export.plan(session, src, include_archived, ZoneInfo(settings.import_timezone))
+    plan = await export.plan(session, src, include_archived, ZoneInfo(settings.import_timezone),
+                             export.readers_for(principal))
     if plan.total > settings.export_inline_max_items:
         job = await export.start_job(session, principal, source=src.name, fmt=format,
                                      include_archived=include_archived)

@@ -274,3 +274,44 @@ async def test_a_large_export_is_a_job_whose_file_matches_the_inline_export(
                    "export_not_found")
     assert_problem(await importer.client.get(f"/api/v1/exports/{jobs['csv']}/file", headers=other.headers), 404,
                    "export_not_found")
+
+
+async def test_an_export_shows_a_user_only_the_items_their_acl_lets_them_read(
+        importer: Importer, kb: Kb, people: People, admin: Any, settings: Settings) -> None:
+    """An item of the source restricted to the supervisors is left out of another user's export,
+    inline and as a job, and the job's file is its starter's alone; the source's own sync client and
+    a superuser export everything."""
+    await importer.source()
+    await importer.run(ndjson(ROWS))
+    async with importer.app.state.sessionmaker() as s:
+        restricted = await s.scalar(select(Item).where(Item.source == "crm",
+                                                        Item.external_id == ROWS[0]["external_id"]))
+        assert restricted is not None
+        restricted_id = restricted.id
+    supervisors = (await people.roles())["supervisor"]
+    r = await importer.client.put(f"/api/v1/items/{restricted_id}/acl", headers=admin.headers,
+                                  json={"grants": [{"subject": f"role:{supervisors.id}", "access": "read"}]})
+    assert r.status_code == 200, r.text
+    everyone = [row["external_id"] for row in ROWS]
+    others = everyone[1:]
+    manager_rows = parse_ndjson(await export(importer))
+    assert [row["external_id"] for row in manager_rows] == others
+    csv_rows = list(csv.DictReader(io.StringIO((await export(importer, "csv")).decode("utf-8-sig"))))
+    assert [row["external_id"] for row in csv_rows] == others
+    bot = await kb.channel_client(None, scopes=["import:crm"])
+    assert [row["external_id"] for row in parse_ndjson(await export(importer, actor=bot))] == everyone
+    assert [row["external_id"] for row in parse_ndjson(await export(importer, actor=admin))] == everyone
+    settings.export_inline_max_items = 1
+    started = await importer.client.get("/api/v1/exports", params={"source": "crm"}, headers=importer.manager.headers)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    await importer.drain()
+    got = (await importer.client.get(f"/api/v1/exports/{job_id}", headers=importer.manager.headers)).json()
+    assert got["state"] == "done" and got["rows"] == len(others), got
+    f = await importer.client.get(got["file"], headers=importer.manager.headers)
+    assert [row["external_id"] for row in parse_ndjson(f.content)] == others
+    # Another user who may import the source does not get the manager's file.
+    colleague = await people.make(role="kb_manager")
+    assert_problem(await importer.client.get(f"/api/v1/exports/{job_id}", headers=colleague.headers), 404,
+                   "export_not_found")
+    assert_problem(await importer.client.get(got["file"], headers=colleague.headers), 404, "export_not_found")
