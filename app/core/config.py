@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     import_timezone: str = "Asia/Shanghai"
     # An export of more items than this is a job (202) writing a file under data_dir/exports.
     export_inline_max_items: int = Field(5000, ge=0)
+    # An export job's file is deleted this long after it was written (0: kept until deleted by hand).
+    export_retention_hours: float = Field(72, ge=0)
     extraction_max_chars: int = Field(2_000_000, ge=1000)
     extraction_timeout_seconds: float = Field(60, gt=0)
 

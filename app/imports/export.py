@@ -58,6 +58,9 @@ EXPORT_FORMATS = ("ndjson", "csv", "xlsx")
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 EXPORT_JOB = "imports.export"
+EXPIRE_JOB = "imports.expire_exports"
+# A streamed XLSX is written whole first; one left behind by a crashed request goes after this long.
+INLINE_LEFTOVER_HOURS = 1.0
 EXPORT_ATTEMPTS = 3
 BATCH = 500
 BOM = "\ufeff"
@@ -316,6 +319,9 @@ async def get_job(session: AsyncSession, principal: Principal, export_id: int) -
 
 
 def job_file(job: ExportJob) -> Path:
+    if job.state == "expired":
+        raise Conflict(f"Export {job.id} was deleted after KB_EXPORT_RETENTION_HOURS; start a new one",
+                       code="export_expired", status=410, state=job.state)
     if job.state != "done" or not job.file_path or not Path(job.file_path).is_file():
         raise Conflict(f"Export {job.id} is {job.state}: its file is not there"
                        + (f" ({job.error.get('message')})" if job.error else ""),
@@ -379,3 +385,39 @@ async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Sett
     await set_(state="done", rows=rows, file_path=str(final), file_bytes=size, finished_at=utcnow())
     return {"state": "done", "rows": rows, "bytes": size}
 
+
+
+async def expire(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    """Delete the files of export jobs older than `KB_EXPORT_RETENTION_HOURS` (their state becomes
+    `expired`) and inline XLSX files a crashed request left behind."""
+    from datetime import timedelta
+
+    now = utcnow()
+    expired = 0
+    if settings.export_retention_hours > 0:
+        cutoff = now - timedelta(hours=settings.export_retention_hours)
+        jobs = (await session.scalars(select(ExportJob).where(
+            ExportJob.state == "done", ExportJob.finished_at < cutoff).limit(1000))).all()
+        for job in jobs:
+            if job.file_path:
+                await asyncio.to_thread(Path(job.file_path).unlink, missing_ok=True)
+            job.state, job.file_path = "expired", None
+            expired += 1
+        await session.commit()
+    leftovers = 0
+    folder = exports_dir(settings)
+    limit = now.timestamp() - INLINE_LEFTOVER_HOURS * 3600
+
+    def sweep_inline() -> int:
+        n = 0
+        for path in folder.glob("inline-*.xlsx") if folder.is_dir() else ():
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink(missing_ok=True)
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+    leftovers = await asyncio.to_thread(sweep_inline)
+    return {"expired": expired, "inline_leftovers": leftovers}

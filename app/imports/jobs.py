@@ -1,13 +1,16 @@
-"""The worker's side of an import (job `imports.run`) and of a large export (`imports.export`)."""
+"""The worker's side of an import (job `imports.run`), of a large export (`imports.export`) and the
+exports' retention (`imports.expire_exports`, recurring)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.imports import export
 from app.imports.engine import ImportRun, JobFailed
 from app.imports.service import RUN_ATTEMPTS
-from app.workers.outbox import JobContext, PermanentJobError, handler
+from app.workers.outbox import JobContext, PermanentJobError, handler, schedule_recurring
 
 
 @handler("imports.run")
@@ -36,3 +39,21 @@ async def run_export(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError("payload readers must be a list of ACL subjects or null")
     return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id, readers=readers,
                                 progress=ctx.report_progress, last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS)
+
+
+EXPIRE_EVERY_SECONDS = 3600.0
+
+
+async def schedule_expiry(session: AsyncSession, retention_hours: float, *, besides: int | None = None) -> bool:
+    """Keep one hourly retention run queued while `KB_EXPORT_RETENTION_HOURS` is set."""
+    every = min(EXPIRE_EVERY_SECONDS, retention_hours * 3600 / 4) if retention_hours > 0 else 0
+    return await schedule_recurring(session, export.EXPIRE_JOB, every, besides=besides)
+
+
+@handler(export.EXPIRE_JOB)
+async def expire_exports(ctx: JobContext) -> dict[str, Any]:
+    settings = ctx.services["settings"]
+    report: dict[str, Any] = await export.expire(ctx.session, settings)
+    report["next_scheduled"] = await schedule_expiry(ctx.session, settings.export_retention_hours,
+                                                     besides=ctx.job_id)
+    return report

@@ -21,7 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import AppSettings, DbSession
-from app.core.errors import PROBLEMS, BadRequest, InvalidInput
+from app.core.errors import PROBLEMS, BadRequest, InvalidInput, problem_response
 from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging, paginate_by_id
 from app.core.schemas import Id
@@ -283,8 +283,10 @@ async def get_export(export_id: Id, session: DbSession, principal: SyncCaller) -
 
 
 @router.get("/exports/{export_id}/file", response_class=FileResponse,
-            responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}}},
-            summary="The file of a finished export (409 export_not_ready before)")
+            responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}},
+                       410: problem_response("The file was deleted after KB_EXPORT_RETENTION_HOURS")},
+            summary="The file of a finished export (409 export_not_ready before, 410 export_expired after the "
+                    "retention)")
 async def export_file(export_id: Id, session: DbSession, principal: SyncCaller) -> FileResponse:
     job = await export.get_job(session, principal, export_id)
     path = await anyio.to_thread.run_sync(export.job_file, job)

@@ -117,7 +117,7 @@ class ImportOut(Out):
 
 
 ExportFormat = Literal["ndjson", "csv", "xlsx"]
-ExportState = Literal["queued", "running", "done", "failed"]
+ExportState = Literal["queued", "running", "done", "failed", "expired"]
 
 
 class ExportOut(Out):

@@ -315,3 +315,58 @@ async def test_an_export_shows_a_user_only_the_items_their_acl_lets_them_read(
     assert_problem(await importer.client.get(f"/api/v1/exports/{job_id}", headers=colleague.headers), 404,
                    "export_not_found")
     assert_problem(await importer.client.get(got["file"], headers=colleague.headers), 404, "export_not_found")
+
+
+async def test_export_files_are_deleted_after_the_retention(importer: Importer, settings: Settings) -> None:
+    """A finished job's file older than KB_EXPORT_RETENTION_HOURS is deleted by the hourly run, the
+    job says `expired` and its file answers 410; a younger one and its file stay. An XLSX a crashed
+    request left behind goes too."""
+    import os
+    import time
+    from datetime import timedelta
+    from pathlib import Path
+
+    from app.core.db import utcnow
+    from app.imports.export import EXPIRE_JOB, exports_dir
+    from app.imports.jobs import schedule_expiry
+    from app.imports.models import ExportJob
+    from app.workers.models import Job
+    from app.workers.outbox import SCHEDULER, enqueue
+
+    async with importer.app.state.sessionmaker() as s:  # as the start-up does: one run kept queued
+        assert await schedule_expiry(s, 0) is False  # retention off: no run
+        assert await schedule_expiry(s, settings.export_retention_hours) is True
+        await s.commit()
+        assert await schedule_expiry(s, settings.export_retention_hours) is False
+        queued = await s.scalar(select(Job).where(Job.kind == EXPIRE_JOB, Job.created_by == SCHEDULER))
+        assert queued is not None and queued.run_after - utcnow() > timedelta(minutes=59)
+    await importer.source()
+    await importer.run(ndjson(ROWS))
+    settings.export_inline_max_items = 1
+    ids = []
+    for _ in range(2):
+        r = await importer.client.get("/api/v1/exports", params={"source": "crm", "format": "csv"},
+                                      headers=importer.manager.headers)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    await importer.drain()
+    old, young = ids
+    leftover = exports_dir(settings) / "inline-0123456789abcdef.xlsx"
+    leftover.write_bytes(b"PK")
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    async with importer.app.state.sessionmaker() as s:
+        job = await s.get(ExportJob, old)
+        assert job is not None and job.file_path and Path(job.file_path).is_file()
+        old_file = Path(job.file_path)
+        job.finished_at = utcnow() - timedelta(hours=settings.export_retention_hours + 1)
+        enqueue(s, EXPIRE_JOB, {})
+        await s.commit()
+    await importer.drain()
+    h = importer.manager.headers
+    gone = (await importer.client.get(f"/api/v1/exports/{old}", headers=h)).json()
+    assert gone["state"] == "expired" and gone["file"] is None and not old_file.exists()
+    assert_problem(await importer.client.get(f"/api/v1/exports/{old}/file", headers=h), 410, "export_expired")
+    kept = (await importer.client.get(f"/api/v1/exports/{young}", headers=h)).json()
+    assert kept["state"] == "done"
+    assert (await importer.client.get(kept["file"], headers=h)).status_code == 200
+    assert not leftover.exists()
