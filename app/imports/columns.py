@@ -49,6 +49,30 @@ REQUIRED_COLUMNS = ("external_id",)
 ACTIONS = ("upsert", "delete")
 MAX_EXTERNAL_ID = 128
 _SPLIT = re.compile(r"\r\n|\r|\n|\|")
+
+
+def split_text(text: str) -> list[str]:
+    """A list written in one text cell (CSV, XLSX): one value per line or `|`-separated, or, when a
+    value itself holds a line break or `|`, a JSON array of texts (what the export writes then)."""
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                                            for v in parsed):
+            return [str(v).strip() for v in parsed if str(v).strip()]
+    return [v.strip() for v in _SPLIT.split(text) if v.strip()]
+
+
+def join_cell(values: list[Any]) -> str:
+    """The text cell `split_text` reads back as `values`."""
+    texts = [str(v) for v in values]
+    joined = "\n".join(texts)
+    if any(_SPLIT.search(t) for t in texts) or joined.lstrip().startswith("["):
+        return json.dumps(texts, ensure_ascii=False)
+    return joined
 # Excel counts days from 1899-12-30 (its 1900 leap-year bug folded in).
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 
@@ -123,8 +147,7 @@ def _list(value: Any, name: str) -> list[str]:
                 raise RowError(f"{name} must be a list of texts", "wrong_type", name)
             out.append(_text(v, name).strip())
         return [v for v in out if v]
-    text = _text(value, name)
-    return [v.strip() for v in _SPLIT.split(text) if v.strip()]
+    return split_text(_text(value, name))
 
 
 def excel_serial(value: float) -> datetime:
@@ -196,9 +219,9 @@ def _attr_value(value: Any) -> Any:
 
 
 def split_cell(value: Any) -> Any:
-    """A multi-value attribute written in one cell: one value per line or `|`-separated."""
+    """A multi-value attribute written in one cell (`split_text`)."""
     if isinstance(value, str):
-        return [v.strip() for v in _SPLIT.split(value) if v.strip()]
+        return split_text(value)
     return value
 
 

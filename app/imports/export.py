@@ -7,7 +7,8 @@ into another instance gives the same content.
   token is a node id to the import); nodes of other taxonomies as their id, which only the same
   instance resolves. Tags by name, the owner by user name, `answer.<channel>` only the channel's
   own answer, dates of validity ISO 8601 with the offset of `KB_IMPORT_TIMEZONE`.
-- Lists: JSON arrays in NDJSON; one value per line in CSV and XLSX cells. Lists in every column
+- Lists: JSON arrays in NDJSON; one value per line in CSV and XLSX cells, or a JSON array in the
+  cell when a value itself holds a line break or `|`. Lists in every column
   and categories, tags, similar questions are sorted where the order carries no meaning, so
   two exports of the same content are the same bytes.
 - Who sees what: a sync client that may write the source (its scope) exports all of it, being the
@@ -41,7 +42,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
 from app.identity.models import User
 from app.identity.principal import Principal
-from app.imports.columns import ANSWER_PREFIX, ATTR_PREFIX, export_columns
+from app.imports.columns import ANSWER_PREFIX, ATTR_PREFIX, export_columns, join_cell
 from app.imports.engine import default_taxonomy
 from app.imports.models import ExportJob, SyncSource
 from app.imports.schemas import ExportOut
@@ -195,11 +196,12 @@ def ndjson_line(row: dict[str, Any]) -> str:
 
 
 def text_cell(value: Any) -> str:
-    """A CSV cell: lists one value per line (the import splits on line breaks)."""
+    """A CSV or XLSX cell: lists one value per line, or a JSON array when a value holds a line break
+    or `|` (columns.join_cell; the import reads both)."""
     if value is None:
         return ""
     if isinstance(value, list):
-        return "\n".join(str(v) for v in value)
+        return join_cell(value)
     return str(value)
 
 

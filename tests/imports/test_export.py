@@ -55,7 +55,8 @@ async def build_content(importer: Importer, kb: Kb, people: People) -> None:
     # Markdown, published, then a new version waiting in review: the published one is exported.
     first = await kb.publish(
         editor, source="crm", external_id="KB-0001", title="5G套餐如何变更", question="5G套餐怎么改",
-        similar_questions=["换5G套餐", "套餐降档怎么办", "换5G套餐"],
+        # A value holding "|" survives CSV and XLSX too (written as a JSON array in the cell).
+        similar_questions=["换5G套餐", "套餐降档怎么办", "换5G套餐", "5G|4G 套餐怎么选"],
         body="## 变更步骤\n\n1. 登录中国移动 APP\n2. 选择 **套餐变更**，次月生效\n", body_format="markdown",
         channel_answers={"agent": "您好，套餐变更次月1日生效，我这边帮您登记。", "wechat": "回复【套餐】办理变更"},
         channels=["agent", "wechat", "app"], category_ids=[kb.nodes["套餐资费"]], tags=["5G", "套餐"],
@@ -149,7 +150,8 @@ async def test_the_export_writes_the_import_columns_with_the_published_or_latest
                          "UT-2001"]  # by id; the archived CRM-1999 only with include_archived
     first = got["KB-0001"]
     assert first["title"] == "5G套餐如何变更"  # the published version, not the one in review
-    assert first["similar_questions"] == ["换5G套餐", "套餐降档怎么办"] and first["body_format"] == "markdown"
+    assert first["similar_questions"] == ["换5G套餐", "套餐降档怎么办", "5G|4G 套餐怎么选"]
+    assert first["body_format"] == "markdown"
     assert first["categories"] == ["手机业务/套餐资费"] and first["tags"] == ["5G", "套餐"]
     assert first["channels"] == ["agent", "wechat", "app"] and first["answer.web"] is None
     assert first["answer.wechat"] == "回复【套餐】办理变更"
@@ -176,7 +178,9 @@ async def test_the_export_writes_the_import_columns_with_the_published_or_latest
     sheet = [[*r, *[None] * (len(rows[0]) - len(r))] for r in book.active.iter_rows(values_only=True)]
     assert sheet[0] == list(rows[0]) and len(sheet) == 9
     cells = {r[0]: dict(zip(sheet[0], r, strict=True)) for r in sheet[1:]}
-    assert cells["KB-0001"]["similar_questions"] == "换5G套餐\n套餐降档怎么办" and cells["KB-0001"]["attr.speed"] == 500
+    # a value holding "|": the cell is a JSON array (one value per line elsewhere)
+    assert cells["KB-0001"]["similar_questions"] == '["换5G套餐", "套餐降档怎么办", "5G|4G 套餐怎么选"]'
+    assert cells["KB-0001"]["attr.speed"] == 500
     assert cells["CRM-1004"]["title"] == "帳戶凍結怎麼辦"
 
 
@@ -370,3 +374,16 @@ async def test_export_files_are_deleted_after_the_retention(importer: Importer, 
     assert kept["state"] == "done"
     assert (await importer.client.get(kept["file"], headers=h)).status_code == 200
     assert not leftover.exists()
+
+
+def test_a_list_cell_reads_back_as_written() -> None:
+    """One value per line, or a JSON array when a value holds `|` or a line break or the cell would
+    start with "[" (a plain "[急] ..." question stays one value)."""
+    from app.imports.columns import join_cell, split_text
+
+    for values in (["宽带报修", "光猫红灯"], ["5G|4G 套餐怎么选", "换套餐"], ["[急] 停电报修"], ["第一行\n第二行"],
+                   ["[\"a\"]"], ["信用卡", "額度"]):
+        assert split_text(join_cell(values)) == values, values
+    assert join_cell(["宽带报修", "光猫红灯"]) == "宽带报修\n光猫红灯"
+    assert split_text("宽带报修|光猫红灯") == ["宽带报修", "光猫红灯"]  # what people type
+    assert split_text("[急] 停电报修") == ["[急] 停电报修"]  # not JSON: one value
