@@ -16,12 +16,12 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from app.channels.access import Caller, ChannelCaller, channel_caller
 from app.channels.changes import GONE, KINDS, feed_position, read_events
-from app.channels.ratelimit import RateLimit
+from app.channels.ratelimit import RateLimit, check_rate
 from app.channels.service import shown_select
 from app.core.deps import DbSession
 from app.core.errors import PROBLEMS, AppError, BadRequest
@@ -108,6 +108,7 @@ def _sees(caller: ChannelCaller, subjects: set[str], readers: list[str]) -> bool
 @router.get("/changes", response_model=ChangesPage, summary="The change feed of a channel (ordered, resumable)")
 async def changes(
     request: Request,
+    response: Response,
     session: DbSession,
     principal: MaybePrincipal,
     channel: Annotated[str, Query(max_length=16, description="agent, web, wechat or app")],
@@ -121,6 +122,8 @@ async def changes(
     restarts and processes; malformed: 400 `invalid_cursor`; older than the retention
     (`KB_CHANGES_RETENTION_DAYS`): 410 `resync_required`. Without a cursor: from the oldest event kept."""
     caller = await channel_caller(request, principal, channel)
+    if policy := await check_rate(request, caller):
+        response.headers["RateLimit-Policy"] = policy
     head, floor = await feed_position(session)
     after = floor
     if cursor is not None:

@@ -43,7 +43,7 @@ from pyrate_limiter import (
     WallClock,
 )
 
-from app.channels.access import Caller
+from app.channels.access import Caller, ChannelCaller
 from app.core.config import Settings
 from app.core.errors import RateLimited
 
@@ -234,21 +234,22 @@ def _policy(rate: Rate) -> str:
     return f"{rate.limit};w={rate.interval // 1000}"
 
 
-async def rate_limit(request: Request, response: Response, caller: Caller) -> None:
-    """The channel routers' dependency: 429 `rate_limited` with `Retry-After` past the caller's limit."""
+async def check_rate(request: Request, caller: ChannelCaller) -> str | None:
+    """429 `rate_limited` with `Retry-After` past the caller's limit; else the `RateLimit-Policy`
+    header's value (None when limits are off). For routes that resolve their caller themselves
+    (the change feed, the screen pop); the channel routers use the `RateLimit` dependency."""
     limiter: RateLimiter | None = request.app.state.services.get("rate_limiter")
     if limiter is None:
-        return
+        return None
     anonymous = caller.is_anonymous
     try:
         wait_ms = await limiter.check(caller.key, anonymous)
     except Exception:  # the shared store (Redis) is down: serve the answers rather than fail them
         log.warning("rate limit store unavailable; request admitted unchecked", exc_info=True)
-        return
+        return None
     rate = limiter.rate(anonymous)
     if wait_ms is None:
-        response.headers["RateLimit-Policy"] = _policy(rate)
-        return
+        return _policy(rate)
     retry = max(1, math.ceil(wait_ms / 1000))
     who = "this address" if anonymous else "this client"
     raise RateLimited(
@@ -258,6 +259,13 @@ async def rate_limit(request: Request, response: Response, caller: Caller) -> No
                  "RateLimit": f"limit={rate.limit}, remaining=0, reset={retry}"},
         limit=rate.limit, window_seconds=rate.interval // 1000, retry_after=retry,
     )
+
+
+async def rate_limit(request: Request, response: Response, caller: Caller) -> None:
+    """The channel routers' dependency (`check_rate`)."""
+    policy = await check_rate(request, caller)
+    if policy:
+        response.headers["RateLimit-Policy"] = policy
 
 
 RateLimit = Depends(rate_limit)

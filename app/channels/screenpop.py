@@ -31,6 +31,7 @@ from sqlalchemy.orm import raiseload
 from app.audit.service import changes, record
 from app.channels.access import AGENT, channel_caller
 from app.channels.models import ScreenPopRule
+from app.channels.ratelimit import check_rate
 from app.channels.schemas import (
     MatchedRuleOut,
     ScreenPopItemOut,
@@ -363,6 +364,7 @@ async def screen_pop(
     `q`. Staff with `knowledge:read` or an agent-channel client; only what the caller may read on
     the agent channel ever appears."""
     caller = await channel_caller(request, principal, AGENT)
+    policy = await check_rate(request, caller)
     number = normalize_called(called) if called else None
     path = normalize_ivr_path(ivr_path) if ivr_path else None
     code = normalize_business_code(business_code) if business_code else None
@@ -442,5 +444,7 @@ async def screen_pop(
     body = ScreenPopOut(called=number, ivr_path=path, business_code=code,
                         rules=[MatchedRuleOut(id=r.id, name=r.name, priority=r.priority) for r in rules],
                         items=items, search_id=search_id, warnings=warnings)
-    return Response(body.model_dump_json(), media_type="application/json",
-                    headers={"Cache-Control": "private, no-store"})
+    headers = {"Cache-Control": "private, no-store"}
+    if policy:
+        headers["RateLimit-Policy"] = policy
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
