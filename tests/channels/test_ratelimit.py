@@ -93,20 +93,20 @@ async def test_the_change_feed_and_the_screen_pop_count_against_the_same_limit(s
     """The routes that resolve their caller themselves are limited too, on the caller's one count: a
     web visitor's feed polling, an agent softphone's screen pops."""
     softphone = await kb.channel_client("agent")
-    async with limited_app(settings, rate_limit_anonymous="3/minute", rate_limit_client="4/minute") as app:
-        async with client_at(app, "198.51.100.60") as c:
-            first = await c.get("/api/v1/changes", params={"channel": "web"})
-            assert first.status_code == 200 and first.headers["RateLimit-Policy"] == "3;w=60"
-            assert (await c.get(PROBE)).status_code == 200  # the channel reads share the count
-            assert (await c.get("/api/v1/changes", params={"channel": "web"})).status_code == 200
-            r = await c.get("/api/v1/changes", params={"channel": "web"})
-            assert_problem(r, 429, "rate_limited")
-            assert int(r.headers["Retry-After"]) >= 1
-            pops = [await c.get("/api/v1/channels/agent/screen-pop", params={"called": "10086"},
-                                headers=softphone.headers) for _ in range(5)]
-            assert [p.status_code for p in pops] == [200] * 4 + [429]
-            assert pops[0].headers["RateLimit-Policy"] == "4;w=60"
-            assert_problem(pops[-1], 429, "rate_limited")
+    async with (limited_app(settings, rate_limit_anonymous="3/minute", rate_limit_client="4/minute") as app,
+                client_at(app, "198.51.100.60") as c):
+        first = await c.get("/api/v1/changes", params={"channel": "web"})
+        assert first.status_code == 200 and first.headers["RateLimit-Policy"] == "3;w=60"
+        assert (await c.get(PROBE)).status_code == 200  # the channel reads share the count
+        assert (await c.get("/api/v1/changes", params={"channel": "web"})).status_code == 200
+        r = await c.get("/api/v1/changes", params={"channel": "web"})
+        assert_problem(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1
+        pops = [await c.get("/api/v1/channels/agent/screen-pop", params={"called": "10086"},
+                            headers=softphone.headers) for _ in range(5)]
+        assert [p.status_code for p in pops] == [200] * 4 + [429]
+        assert pops[0].headers["RateLimit-Policy"] == "4;w=60"
+        assert_problem(pops[-1], 429, "rate_limited")
 
 
 async def test_requests_are_allowed_again_once_the_wait_passes(settings: Settings) -> None:
