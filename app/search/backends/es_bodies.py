@@ -1213,9 +1213,8 @@ def semantic_result(response: Mapping[str, Any], query: SearchQuery, model: str 
         hit = search_hit(raw)
         hit.score = cosine_from_score(_es_score(raw))
         if query.explain:
-            hit.explanation = f"{hit.score:g} = cosine similarity of the item's nearest vector to the query" + (
-                f" ({model})" if model else ""
-            )
+            of_model = f" ({model})" if model else ""
+            hit.explanation = f"{hit.score:g} = cosine similarity of the item's nearest vector to the query{of_model}"
         hits.append(hit)
     return SearchResult(
         total=_total(response), hits=hits, facets=_facets(response), took_ms=float(response.get("took", 0))
