@@ -127,6 +127,7 @@ def test_mapping_declares_every_field(ik_body: dict[str, Any]) -> None:
         "valid_to": "date",
         "updated_at": "date",
         "suggest": "nested",
+        "embedder": "keyword",
     }
     assert {name: spec["type"] for name, spec in props.items()} == expected
     assert set(props["answer"]["properties"]) == {"agent", "web", "wechat", "app"}
@@ -234,7 +235,8 @@ def test_long_text_has_offsets_for_the_unified_highlighter(ik_body: dict[str, An
 def test_attachments_nested_and_all_text_built_by_the_app(ik_body: dict[str, Any]) -> None:
     assert ik_body["mappings"]["properties"]["attachments"]["type"] == "nested"
     assert "copy_to" not in {key for key, _ in walk(ik_body["mappings"])}
-    assert ik_body["mappings"]["_source"] == {"excludes": ["all_text"]}
+    # all_text and the vectors are indexed, not kept in _source (rebuilt from the database)
+    assert ik_body["mappings"]["_source"] == {"excludes": ["all_text", "vectors"]}
 
 
 def test_category_paths_have_a_path_hierarchy_sub_field(ik_body: dict[str, Any]) -> None:

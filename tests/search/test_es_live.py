@@ -12,9 +12,11 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
@@ -26,6 +28,7 @@ from app.search.documents import (
     SearchDocument,
     SearchFilters,
     SearchQuery,
+    SearchResult,
 )
 from tests.search.conftest import search_doc
 
@@ -236,3 +239,137 @@ async def test_rebuild_swaps_aliases(es: ElasticsearchBackend, admin: AsyncElast
     found = await ids(es, "宽带故障")  # the new index answers as the old one did (see above)
     assert found[0] == 1 and sorted(found) == [1, 5]
     assert await ids(es, "火星移民") == []
+
+
+# --------------------------------------------------------------------------- semantic leg
+
+# Hand-made 8-dimensional "embeddings" along meaning axes, so the nearest document is known
+# without an embedding model: 0 infants' medical claims, 1 broadband repair, 3 lost cards,
+# 5 billing; 6 and 7 are noise.
+MODEL = "live-test-8d"
+
+
+def axes(*weights: tuple[int, float]) -> list[float]:
+    vector = np.zeros(8, dtype=np.float32)
+    vector[6:] = 0.05
+    for axis, weight in weights:
+        vector[axis] = weight
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+SEMANTIC_DOCS = [
+    doc(
+        11,
+        "婴儿医疗险理赔材料",
+        question="婴儿看病的费用怎么报销？",
+        similar_questions=["新生儿住院可以理赔吗"],
+        vectors=[axes((0, 1.0)), axes((0, 0.9), (5, 0.2))],
+        embedder=MODEL,
+    ),
+    doc(12, "宽带上门维修时间", vectors=[axes((1, 1.0))], embedder=MODEL, tags=["宽带"]),
+    doc(
+        13,
+        "信用卡挂失内部流程",
+        body_text="坐席核实身份后在核心系统登记挂失。",
+        vectors=[axes((3, 1.0))],
+        embedder=MODEL,
+        acl_principals=["role:agent"],
+        channels=["agent"],
+    ),
+    doc(14, "信用卡挂失（客户自助）", vectors=[axes((3, 0.8), (5, 0.5))], embedder=MODEL),
+    doc(15, "营业厅营业时间", body_text="营业厅每天 9:00 至 18:00 营业。"),  # the embedder was off for it
+    doc(16, "携号转网办理条件", vectors=[axes((2, 1.0))], embedder="another-model-8d"),
+]
+
+
+@pytest.fixture(scope="module")
+async def sem(admin: AsyncElasticsearch) -> AsyncIterator[ElasticsearchBackend]:
+    prefix = f"kbtest_{uuid.uuid4().hex[:8]}"
+    backend = ElasticsearchBackend(
+        ES_URL or "", analyzer=ANALYZER, index_prefix=prefix, refresh="wait_for", vector_model=MODEL, vector_dims=8
+    )
+    try:
+        await backend.open()
+        assert await backend.upsert(SEMANTIC_DOCS) == {d.item_id: None for d in SEMANTIC_DOCS}
+        yield backend
+    finally:
+        await backend.close()
+        resolved = await admin.indices.resolve_index(name=f"{prefix}_*", expand_wildcards="all")
+        for entry in resolved.body.get("indices", []):
+            await admin.indices.delete(index=entry["name"])
+        with contextlib.suppress(NotFoundError):
+            await admin.synonyms.delete_synonym(id=backend.synonyms_set)
+
+
+async def nearest(
+    es: ElasticsearchBackend, vector: list[float], principals: list[str] = PUBLIC, **kw: Any
+) -> SearchResult:
+    return await es.search(SearchQuery(text="", principals=principals, mode="semantic", vector=vector, **kw))
+
+
+async def test_knn_returns_the_nearest_document(sem: ElasticsearchBackend) -> None:
+    # "宝宝看病能报销吗": no word in common with 婴儿医疗险理赔材料, but the nearest meaning
+    query = axes((0, 0.95), (5, 0.1))
+    result = await nearest(sem, query)
+    assert result.hits[0].item_id == 11
+    expected = max(float(np.dot(query, v)) for v in SEMANTIC_DOCS[0].vectors)
+    assert result.hits[0].score == pytest.approx(expected, abs=0.05)  # int8 quantized
+    assert result.hits[0].questions == ["婴儿医疗险理赔材料", "婴儿看病的费用怎么报销？", "新生儿住院可以理赔吗"]
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    second = await nearest(sem, query, offset=1, limit=1)
+    assert [h.item_id for h in second.hits] == [result.hits[1].item_id] and second.total == result.total
+
+
+async def test_acl_and_channel_apply_inside_the_knn(sem: ElasticsearchBackend) -> None:
+    lost_card = axes((3, 1.0))
+    agent = await nearest(sem, lost_card, ["role:agent", "public"], channel="agent", limit=1)
+    assert [h.item_id for h in agent.hits] == [13]
+    # the public caller's single nearest result is the nearest one they may read, not an
+    # empty page left by a filter applied after the top 1 was chosen
+    public = await nearest(sem, lost_card, PUBLIC, channel="wechat", limit=1)
+    assert [h.item_id for h in public.hits] == [14]
+    everything = await nearest(sem, lost_card, PUBLIC, limit=50)
+    assert 13 not in [h.item_id for h in everything.hits]
+    assert everything.total == len(everything.hits) == 3  # 11, 12, 14: the readable documents with vectors
+    assert {f.value: f.count for f in everything.facets["type"]} == {"faq": 3}
+    assert (await nearest(sem, lost_card, [])).hits == []
+    tagged = await nearest(sem, lost_card, PUBLIC, filters=SearchFilters(tags=["宽带"]))
+    assert [h.item_id for h in tagged.hits] == [12]
+
+
+async def test_documents_without_vectors_stay_keyword_searchable(sem: ElasticsearchBackend) -> None:
+    state = await sem.vector_state()
+    assert state == {11: MODEL, 12: MODEL, 13: MODEL, 14: MODEL, 15: None, 16: None}  # 16: another model
+    assert 15 in await ids(sem, "营业时间", principals=PUBLIC)
+    assert 16 in await ids(sem, "携号转网", principals=PUBLIC)
+    semantic = await nearest(sem, axes((2, 1.0)), limit=50)
+    assert not {15, 16} & {h.item_id for h in semantic.hits}
+
+
+async def test_semantic_leg_runs_on_the_basic_licence(sem: ElasticsearchBackend, admin: AsyncElasticsearch) -> None:
+    licence = (await admin.license.get()).body["license"]["type"]
+    if licence != "basic":
+        pytest.skip(f"the cluster has a {licence} licence: cannot show that basic suffices")
+    assert (await nearest(sem, axes((1, 1.0)), limit=1)).hits[0].item_id == 12
+
+
+async def test_a_new_model_gets_a_new_index_version(sem: ElasticsearchBackend, admin: AsyncElasticsearch) -> None:
+    before, _ = await sem.aliases()
+    assert await sem.index_vectors() == b.VectorSpec(MODEL, 8)
+    switched = ElasticsearchBackend(
+        ES_URL or "", analyzer=ANALYZER, index_prefix=sem.prefix, refresh="wait_for", vector_model="live-test-4d"
+    )
+    try:
+        four = [replace(d, vectors=[[1.0, 0.0, 0.0, 0.0]], embedder="live-test-4d") for d in SEMANTIC_DOCS[:2]]
+        # into the 8-dim index, a 4-dim model's vectors are left out, never mixed in
+        assert await switched.upsert(four) == {11: None, 12: None}
+        assert (await switched.vector_state())[11] is None
+        await switched.rebuild([*four, *SEMANTIC_DOCS[2:]])
+        after, _ = await switched.aliases()
+        assert after != before and not await admin.indices.exists(index=before[0])
+        assert await switched.index_vectors() == b.VectorSpec("live-test-4d", 4)
+        assert (await switched.vector_state())[11] == "live-test-4d"
+        found = await nearest(switched, [1.0, 0.0, 0.0, 0.0])
+        assert {h.item_id for h in found.hits} == {11, 12}
+    finally:
+        await switched.close()

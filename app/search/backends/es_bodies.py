@@ -19,18 +19,29 @@ Choices worth knowing:
 - Suggestions are a `nested` list of candidate texts (title, questions) with an
   edge-ngram field and a pinyin sub-field, queried under the same ACL/channel/status
   filter as search; completion suggesters cannot filter by ACL and are not used.
+- The semantic leg: each document's vectors (title, questions, first answer sentences) sit
+  in a `nested` list of `dense_vector` (`vectors.v`, cosine, `int8_hnsw`); a top-level
+  `knn` search scores a document by its nearest vector, under the same `filter_clauses`
+  as keyword search (applied during the HNSW search, never after it). Every index holds the
+  vectors of one model only (`VectorSpec`, recorded in the mapping's `_meta`); vectors of
+  another model or length are left out of the document (it stays keyword-searchable). Both
+  `dense_vector` and kNN are basic-licence features; the `rrf`/`linear` retrievers are not
+  (Enterprise), so BM25 and kNN are fused in the service.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from textwrap import indent
 from typing import Any, Literal
 
+import numpy as np
 import opencc
 
 from app.search import ranking
@@ -102,6 +113,19 @@ HIGHLIGHT_FIELDS: tuple[str, ...] = (
     "body",
 )
 _WHOLE_VALUE_FIELDS = frozenset({"title", "question", "similar_questions"})
+
+# Semantic leg. The k nearest documents a semantic search considers (at least; more when a
+# page reaches past them), and the HNSW candidates per shard: more candidates, better recall
+# under restrictive filters, slower. Elasticsearch caps both at 10,000.
+VECTOR_FIELD = "vectors.v"
+KNN_K = 100
+KNN_CANDIDATES_FACTOR = 2
+KNN_MIN_CANDIDATES = 200
+MAX_KNN = 10_000
+MAX_VECTOR_DIMS = 4096  # dense_vector's limit
+# Decimals kept per vector component in the bulk body: the index quantizes to int8 anyway,
+# and 17 significant digits would triple the request size.
+VECTOR_DECIMALS = 6
 
 RESULT_SOURCE: list[str] = [
     "item_id",
@@ -305,7 +329,112 @@ def _text(*, highlighted: bool = True, phrase: bool = False) -> dict[str, Any]:
     return field
 
 
-def mappings(pinyin: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    """The one embedding model (and its vector length) whose vectors an index holds."""
+
+    model: str
+    dims: int
+
+    def __post_init__(self) -> None:
+        if not self.model or not 1 <= self.dims <= MAX_VECTOR_DIMS:
+            raise ValueError(f"invalid vector spec {self.model!r}/{self.dims}: dims must be 1..{MAX_VECTOR_DIMS}")
+
+
+def vectors_mapping(spec: VectorSpec) -> dict[str, Any]:
+    """`vectors`: one nested entry per embedded text, `v` its vector.
+
+    Cosine rather than dot_product: Elasticsearch refuses a dot_product vector that is not
+    of unit length within 1e-4, and the vectors are sent rounded (VECTOR_DECIMALS); with
+    cosine it normalizes them itself at no query cost. `int8_hnsw` keeps a quarter of the
+    float vectors' memory for the graph search (the floats stay on disk); set explicitly so
+    the default (`bbq_hnsw` for 384+ dims since 9.1) cannot change the recall between versions.
+    """
+    return {
+        "type": "nested",
+        "dynamic": "strict",
+        "properties": {
+            "v": {
+                "type": "dense_vector",
+                "element_type": "float",
+                "dims": spec.dims,
+                "index": True,
+                "similarity": "cosine",
+                "index_options": {"type": "int8_hnsw", "m": 16, "ef_construction": 100},
+            }
+        },
+    }
+
+
+def vector_meta(spec: VectorSpec) -> dict[str, Any]:
+    """The mapping's `_meta`: which model's vectors the index holds."""
+    return {"embedder": spec.model, "vector_dims": spec.dims}
+
+
+def vector_mapping_update(spec: VectorSpec) -> dict[str, Any]:
+    """Keyword arguments of `indices.put_mapping` adding the vectors to an index created
+    without them (a new field and `_meta` are the only changes a live mapping accepts)."""
+    return {"meta": vector_meta(spec), "properties": {"vectors": vectors_mapping(spec)}}
+
+
+def mapping_vector_spec(mappings_: Mapping[str, Any]) -> VectorSpec | None:
+    """The VectorSpec of one index's `mappings` (from `GET <index>/_mapping`), None without vectors.
+
+    The field's dims are the truth; the model name comes from `_meta`. Vectors mapped
+    without a model name (not written by this backend) count as none: nothing is added to them.
+    """
+    field = (((mappings_.get("properties") or {}).get("vectors") or {}).get("properties") or {}).get("v") or {}
+    model = (mappings_.get("_meta") or {}).get("embedder")
+    dims = field.get("dims")
+    if field.get("type") != "dense_vector" or not isinstance(model, str) or not isinstance(dims, int):
+        return None
+    try:
+        return VectorSpec(model, dims)
+    except ValueError:
+        return None
+
+
+# What `GET <alias>/_mapping` returns of each index for `mapping_vector_spec` (`dynamic` is
+# always set, so every index appears in the answer even without vectors).
+VECTOR_MAPPING_FILTER = "*.mappings._meta,*.mappings.dynamic,*.mappings.properties.vectors"
+
+
+def index_vector_specs(response: Mapping[str, Any]) -> dict[str, VectorSpec | None]:
+    """index name -> its VectorSpec, from a `GET <alias>/_mapping` answer."""
+    return {name: mapping_vector_spec(body.get("mappings") or {}) for name, body in response.items()}
+
+
+def document_vectors(doc: SearchDocument, spec: VectorSpec | None) -> list[list[float]]:
+    """The vectors of `doc` the index of `spec` takes, rounded to VECTOR_DECIMALS: all of them
+    when they are of its model, none otherwise (so one index never mixes two models' vectors).
+    Vectors that cannot be indexed are left out: another length, a non-finite component, or
+    zero length (cosine refuses those)."""
+    if spec is None or doc.embedder != spec.model:
+        return []
+    rows = [vector for vector in doc.vectors if len(vector) == spec.dims]
+    if not rows:
+        return []
+    matrix = np.asarray(rows, dtype=np.float64)
+    usable = np.isfinite(matrix).all(axis=1) & (np.abs(matrix).sum(axis=1) > 0)
+    return np.round(matrix[usable], VECTOR_DECIMALS).tolist()
+
+
+def choose_vector_spec(docs: Iterable[SearchDocument], preferred: str | None = None) -> VectorSpec | None:
+    """The VectorSpec for a new index holding `docs`: the model (and length) most of their
+    vectors are of, `preferred` (the service's current embedder) first when any document
+    carries it. Documents of other models are indexed without vectors."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for doc in docs:
+        if doc.embedder and doc.vectors and 1 <= len(doc.vectors[0]) <= MAX_VECTOR_DIMS:
+            counts[(doc.embedder, len(doc.vectors[0]))] += 1
+    if not counts:
+        return None
+    ranked = sorted(counts.items(), key=lambda entry: (entry[0][0] != preferred, -entry[1], entry[0]))
+    model, dims = ranked[0][0]
+    return VectorSpec(model, dims)
+
+
+def mappings(pinyin: bool = True, vectors: VectorSpec | None = None) -> dict[str, Any]:
     suggest_text: dict[str, Any] = {
         "type": "text",
         "analyzer": "kb_suggest_index",
@@ -320,10 +449,11 @@ def mappings(pinyin: bool = True) -> dict[str, Any]:
                 "search_analyzer": "kb_suggest_pinyin_search",
             }
         }
-    return {
+    body: dict[str, Any] = {
         "dynamic": "strict",
-        # all_text repeats every other text field: indexed, not stored.
-        "_source": {"excludes": ["all_text"]},
+        # all_text repeats every other text field, and the vectors are rebuilt from the
+        # database when needed: indexed, not stored in _source (a 384-dim vector is ~3 KB of JSON).
+        "_source": {"excludes": ["all_text", "vectors"]},
         "properties": {
             "item_id": {"type": "long"},
             "version_id": {"type": "long"},
@@ -369,8 +499,14 @@ def mappings(pinyin: bool = True) -> dict[str, Any]:
                 "dynamic": "strict",
                 "properties": {"text": suggest_text, "primary": {"type": "boolean"}},
             },
+            # The model of the document's vectors; null when it has none (keyword only).
+            "embedder": {"type": "keyword"},
         },
     }
+    if vectors is not None:
+        body["_meta"] = vector_meta(vectors)
+        body["properties"]["vectors"] = vectors_mapping(vectors)
+    return body
 
 
 def index_settings(analyzer: Analyzer, synonyms_set: str, *, pinyin: bool = True) -> dict[str, Any]:
@@ -391,11 +527,15 @@ def create_index_body(
     *,
     pinyin: bool = True,
     aliases: Mapping[str, Mapping[str, Any]] | None = None,
+    vectors: VectorSpec | None = None,
 ) -> dict[str, Any]:
-    """Body of `PUT /<index>` (settings, mappings and optionally its aliases)."""
+    """Body of `PUT /<index>` (settings, mappings and optionally its aliases).
+
+    Without `vectors` the index has no vector field yet: the first documents carrying
+    vectors add it (`vector_mapping_update`)."""
     body: dict[str, Any] = {
         "settings": index_settings(analyzer, synonyms_set, pinyin=pinyin),
-        "mappings": mappings(pinyin),
+        "mappings": mappings(pinyin, vectors),
     }
     if aliases:
         body["aliases"] = {name: dict(spec) for name, spec in aliases.items()}
@@ -501,12 +641,15 @@ def document_id(item_id: int) -> str:
     return str(item_id)
 
 
-def document_body(doc: SearchDocument) -> dict[str, Any]:
-    """The `_source` indexed for one item.
+def document_body(doc: SearchDocument, vectors: VectorSpec | None = None) -> dict[str, Any]:
+    """The `_source` indexed for one item, into an index holding `vectors`' model.
 
     Answers for channels outside CHANNELS are dropped (the mapping is strict). `all_text`
     leaves the per-channel answers out: one channel must not match on another's script.
+    Vectors of another model than the index's (or none) leave the document keyword-only,
+    `embedder: null`.
     """
+    kept = document_vectors(doc, vectors)
     answers = {ch: text for ch, text in doc.channel_answers.items() if ch in CHANNELS and text}
     parts = [
         doc.title,
@@ -524,7 +667,7 @@ def document_body(doc: SearchDocument) -> dict[str, Any]:
         text = text.strip()
         if text and any(ch.isalnum() for ch in text):
             suggest[text] = suggest.get(text, False) or primary
-    return {
+    body: dict[str, Any] = {
         "item_id": doc.item_id,
         "version_id": doc.version_id,
         "version_no": doc.version_no,
@@ -551,10 +694,14 @@ def document_body(doc: SearchDocument) -> dict[str, Any]:
         "valid_to": es_datetime(doc.valid_to) if doc.valid_to else None,
         "updated_at": es_datetime(doc.updated_at),
         "suggest": [{"text": text, "primary": primary} for text, primary in suggest.items()],
+        "embedder": doc.embedder if kept else None,
     }
+    if kept:
+        body["vectors"] = [{"v": vector} for vector in kept]
+    return body
 
 
-def index_action(doc: SearchDocument, index: str) -> dict[str, Any]:
+def index_action(doc: SearchDocument, index: str, vectors: VectorSpec | None = None) -> dict[str, Any]:
     """One `helpers.async_streaming_bulk` action.
 
     External versioning with the item's version number: a write carrying an older version
@@ -568,7 +715,7 @@ def index_action(doc: SearchDocument, index: str) -> dict[str, Any]:
         "_id": document_id(doc.item_id),
         "version": doc.version_no,
         "version_type": "external_gte",
-        "_source": document_body(doc),
+        "_source": document_body(doc, vectors),
     }
 
 
@@ -584,7 +731,7 @@ def filter_clauses(
     channel: str | None,
     filters: SearchFilters,
 ) -> list[dict[str, Any]]:
-    """Filter-context clauses shared by search, suggest and (later) kNN legs.
+    """Filter-context clauses shared by keyword search, kNN search and suggest.
 
     The ACL clause is always first and always present: no principals → nothing matches.
     Within one filter any listed value matches (statuses, types, values of one attribute);
@@ -811,6 +958,55 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
     return body
 
 
+def knn_k(query: SearchQuery) -> int:
+    """How many nearest documents a semantic search takes: KNN_K, or as far as the page reaches."""
+    return min(max(KNN_K, max(0, query.offset) + max(0, query.limit)), MAX_KNN)
+
+
+def knn_body(query: SearchQuery, *, model: str | None = None) -> dict[str, Any]:
+    """Body of `POST <read alias>/_search` for a semantic `SearchQuery` (mode="semantic").
+
+    A top-level `knn` over the nested `vectors.v`: a document scores by its nearest vector
+    (nested kNN takes the best child). `filter` is exactly the keyword search's
+    `filter_clauses`, on top-level fields, applied *during* the HNSW search as a pre-filter,
+    so the k results are the k nearest the caller may read: never a top-k cut short by a
+    filter applied afterwards, never a count that includes what they may not read. With
+    `model` (the embedder of `query.vector`) only documents whose vectors are of that model
+    are compared. `from`/`size` page over the k results; `hits.total` is how many of them
+    came back (at most k). Aggregations run over those k documents. No highlights: nothing
+    matched word for word. The sort only breaks ties.
+    """
+    if not query.vector:
+        raise ValueError("a semantic query needs a query vector")
+    k = knn_k(query)
+    offset = min(max(0, query.offset), k)
+    size = max(0, min(query.limit, k - offset))
+    filters = filter_clauses(query.principals, query.channel, query.filters)
+    if model is not None:
+        filters.append({"term": {"embedder": model}})
+    body: dict[str, Any] = {
+        "knn": {
+            "field": VECTOR_FIELD,
+            "query_vector": [float(x) for x in query.vector],
+            "k": k,
+            "num_candidates": min(max(k * KNN_CANDIDATES_FACTOR, KNN_MIN_CANDIDATES), MAX_KNN),
+            "filter": filters,
+        },
+        "from": offset,
+        "size": size,
+        "track_total_hits": True,
+        "_source": list(RESULT_SOURCE),
+        "sort": [
+            {"_score": {"order": "desc"}},
+            {"updated_at": {"order": "desc"}},
+            {"item_id": {"order": "asc"}},
+        ],
+    }
+    if query.facets:
+        body["aggs"] = {name: {"terms": {"field": FACETS[name], "size": size_}} for name, size_ in FACET_SIZES.items()}
+    return body
+
+
 def relax(query: SearchQuery, result: SearchResult) -> bool:
     """Whether a strict search's empty result calls for the loose leg (any one word)."""
     return query.strict and result.total == 0 and bool(query.text.strip())
@@ -880,12 +1076,21 @@ def suggest_body(
     }
 
 
-def indexed_versions_body(pit_id: str, search_after: Sequence[Any] | None, size: int = 1000) -> dict[str, Any]:
-    """One page of a point-in-time walk over every document (item_id, version_no)."""
+VERSIONS_SOURCE: tuple[str, ...] = ("item_id", "version_no")
+VECTOR_STATE_SOURCE: tuple[str, ...] = ("item_id", "embedder")
+
+
+def indexed_versions_body(
+    pit_id: str,
+    search_after: Sequence[Any] | None,
+    size: int = 1000,
+    source: Sequence[str] = VERSIONS_SOURCE,
+) -> dict[str, Any]:
+    """One page of a point-in-time walk over every document (item_id and `source`)."""
     body: dict[str, Any] = {
         "size": size,
         "query": {"match_all": {}},
-        "_source": ["item_id", "version_no"],
+        "_source": list(source),
         "pit": {"id": pit_id, "keep_alive": "1m"},
         "sort": [{"_shard_doc": "asc"}],
         "track_total_hits": False,
@@ -954,10 +1159,12 @@ def search_hit(hit: Mapping[str, Any]) -> SearchHit:
         updated_at=parse_es_datetime(source["updated_at"]),
         highlights=highlights,
         explanation=_explanation_text(explanation) if explanation else None,
+        questions=[q for q in _questions(hit) if q],
     )
 
 
 def _questions(hit: Mapping[str, Any]) -> list[str]:
+    """Title, standard question and similar questions of a hit (for reranking and fusion)."""
     source = hit.get("_source") or {}
     return [source.get("title") or "", source.get("question") or "", *(source.get("similar_questions") or ())]
 
@@ -975,11 +1182,7 @@ def _ranked_hit(ranked: ranking.Ranked[Mapping[str, Any]]) -> SearchHit:
     return hit
 
 
-def search_result(response: Mapping[str, Any], query: SearchQuery) -> SearchResult:
-    """The result of a `search_body(ranking.engine_query(query))` response: the page `query`
-    asked for, its first results reranked by the question match (app.search.ranking)."""
-    hits = response.get("hits") or {}
-    total = hits.get("total", 0)
+def _facets(response: Mapping[str, Any]) -> dict[str, list[FacetValue]]:
     facets: dict[str, list[FacetValue]] = {}
     aggregations = response.get("aggregations") or {}
     for name in FACETS:
@@ -989,10 +1192,56 @@ def search_result(response: Mapping[str, Any], query: SearchQuery) -> SearchResu
                 FacetValue(value=str(b.get("key_as_string", b["key"])), count=int(b["doc_count"]))
                 for b in agg.get("buckets", [])
             ]
+    return facets
+
+
+def _total(response: Mapping[str, Any]) -> int:
+    total = (response.get("hits") or {}).get("total", 0)
+    return int(total["value"] if isinstance(total, Mapping) else total)
+
+
+def cosine_from_score(score: float) -> float:
+    """Elasticsearch scores a cosine kNN hit (1 + cosine) / 2; the hit carries the cosine."""
+    return max(-1.0, min(1.0, 2.0 * score - 1.0))
+
+
+def semantic_result(response: Mapping[str, Any], query: SearchQuery, model: str | None = None) -> SearchResult:
+    """The result of a `knn_body(query)` response: hits in the engine's order, each scored by
+    the cosine similarity of the item's nearest vector to the query vector."""
+    hits: list[SearchHit] = []
+    for raw in (response.get("hits") or {}).get("hits", []):
+        hit = search_hit(raw)
+        hit.score = cosine_from_score(_es_score(raw))
+        if query.explain:
+            of_model = f" ({model})" if model else ""
+            hit.explanation = f"{hit.score:g} = cosine similarity of the item's nearest vector to the query{of_model}"
+        hits.append(hit)
     return SearchResult(
-        total=int(total["value"] if isinstance(total, Mapping) else total),
+        total=_total(response), hits=hits, facets=_facets(response), took_ms=float(response.get("took", 0))
+    )
+
+
+def vector_state_page(response: Mapping[str, Any]) -> tuple[dict[int, str | None], list[Any] | None, str | None]:
+    """(item_id -> model of its vectors or None, search_after or None, the refreshed PIT id)."""
+    found: dict[int, str | None] = {}
+    last_sort: list[Any] | None = None
+    hits = (response.get("hits") or {}).get("hits", [])
+    for hit in hits:
+        source = hit.get("_source") or {}
+        model = source.get("embedder")
+        found[int(source.get("item_id", hit.get("_id")))] = model if isinstance(model, str) and model else None
+        last_sort = hit.get("sort")
+    return found, last_sort if hits else None, response.get("pit_id")
+
+
+def search_result(response: Mapping[str, Any], query: SearchQuery) -> SearchResult:
+    """The result of a `search_body(ranking.engine_query(query))` response: the page `query`
+    asked for, its first results reranked by the question match (app.search.ranking)."""
+    hits = response.get("hits") or {}
+    return SearchResult(
+        total=_total(response),
         hits=[_ranked_hit(r) for r in ranking.rerank(query, hits.get("hits", []), _es_score, _questions)],
-        facets=facets,
+        facets=_facets(response),
         took_ms=float(response.get("took", 0)),
     )
 
