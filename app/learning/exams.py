@@ -342,6 +342,9 @@ async def _open_for_writing(session: AsyncSession, e: Exam, p: Paper, a: Attempt
     if await expire_if_due(session, e, p, a, now):
         raise Conflict("The time for this exam is over; what you saved before the deadline was submitted",
                        code="deadline_passed", deadline=a.deadline.isoformat())
+    if a.state != "in_progress" and a.auto_submitted:
+        raise Conflict("The time for this exam ran out; what you saved before the deadline was submitted",
+                       code="deadline_passed", deadline=a.deadline.isoformat())
     if a.state != "in_progress":
         raise Conflict("You have already submitted this exam", code="already_submitted")
 
