@@ -20,6 +20,7 @@ from app.identity.router import auth_router
 from app.identity.router import router as identity_router
 from app.imports.router import router as imports_router
 from app.knowledge.router import router as knowledge_router
+from app.learning.router import router as learning_router
 from app.ops.router import router as ops_router
 from app.search.router import router as search_router
 from app.taxonomy.router import router as taxonomy_router
@@ -35,7 +36,7 @@ def mount_routers(app: FastAPI) -> None:
     for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
               attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
               changes_router, snapshot_router, imports_router, feedback_router, todo_router, announcements_router,
-              announcements_channel_router, analytics_router):
+              announcements_channel_router, analytics_router, learning_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

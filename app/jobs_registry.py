@@ -7,4 +7,5 @@ from app.feedback import jobs as feedback_jobs  # noqa: F401
 from app.identity import jobs as identity_jobs  # noqa: F401
 from app.imports import jobs as imports_jobs  # noqa: F401
 from app.knowledge import jobs as knowledge_jobs  # noqa: F401
+from app.learning import jobs as learning_jobs  # noqa: F401
 from app.search import jobs as search_jobs  # noqa: F401

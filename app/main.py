@@ -30,6 +30,7 @@ from app.core.security import TokenCodec
 from app.feedback.jobs import schedule_reminders
 from app.identity.service import ensure_admin, ensure_default_roles
 from app.imports.jobs import schedule_expiry
+from app.learning.jobs import schedule_sweep as schedule_learning_sweep
 from app.search.indexing import language_resources
 from app.search.searchlog import SearchLogBuffer
 from app.search.service import rebuild_if_empty
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 if await schedule_rollup(s, settings.analytics_rollup_seconds):
                     await s.commit()
                 if await schedule_expiry(s, settings.export_retention_hours):
+                    await s.commit()
+                if await schedule_learning_sweep(s, settings.learning_sweep_seconds):
                     await s.commit()
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):

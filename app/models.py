@@ -18,6 +18,16 @@ from app.feedback.models import Task
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
+from app.learning.models import (
+           Attempt,
+           Exam,
+           ExamAudience,
+           LearningState,
+           Paper,
+           Question,
+           QuestionCategory,
+           QuestionItem,
+)
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
@@ -28,6 +38,7 @@ __all__ = [
            "AnnouncementRead",
            "ApiClient",
            "Attachment",
+           "Attempt",
            "AttributeDefinition",
            "AuditEntry",
            "Base",
@@ -41,6 +52,8 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "Exam",
+           "ExamAudience",
            "FeedbackDay",
            "ImportJob",
            "ImportKey",
@@ -51,6 +64,11 @@ __all__ = [
            "ItemType",
            "ItemVersion",
            "Job",
+           "LearningState",
+           "Paper",
+           "Question",
+           "QuestionCategory",
+           "QuestionItem",
            "RefreshToken",
            "Role",
            "RollupState",

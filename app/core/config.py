@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # Analytics (app/analytics): how often the rollup job folds new search log rows and votes into the
     # daily tables (0: never; reports then show the figures of the last rollup).
     analytics_rollup_seconds: float = Field(300, ge=0)
+    # Training and exams (app/learning): how often the sweep flags questions whose items were
+    # republished and submits attempts whose time ran out (0: never; attempts are then still
+    # submitted when their agent next touches them).
+    learning_sweep_seconds: float = Field(30, ge=0)
 
     log_level: str = "INFO"
 

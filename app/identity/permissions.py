@@ -24,6 +24,7 @@ MODULES = {
     "module:attachments": "Attachments",
     "module:admin": "Administration: users, roles, clients, jobs, audit",
     "module:analytics": "Usage analytics and reports",
+    "module:learning": "Training and exams (培训考试)",
 }
 
 # operation/read/download permission -> (module, description)
@@ -51,6 +52,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "jobs:manage": ("module:admin", "See and retry background jobs"),
     "audit:read": ("module:admin", "Read the audit log"),
     "analytics:read": ("module:analytics", "Read usage analytics: views, searches, helpfulness, stale, throughput"),
+    "learning:study": ("module:learning", "Take the exams assigned to me, see my own results"),
+    "learning:manage": ("module:learning",
+                        "Question bank (answer keys included), papers, exams, grading, everyone's results"),
 }
 
 CATALOG: dict[str, str] = {
@@ -75,8 +79,10 @@ def unknown(permissions: list[str]) -> list[str]:
 
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
-          "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read"]
+          "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read",
+          "module:learning", "learning:study"]
 _ANALYST = ["module:analytics", "analytics:read"]
+_TRAINER = ["learning:manage"]  # with _AGENT's module:learning
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
 _PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners",
@@ -91,7 +97,8 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "publisher": ("发布员 / publisher", _PUBLISHER),
     "kb_manager": ("知识管理员 / knowledge manager",
                    [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage",
-                     "channels:manage", *_ANALYST]),
-    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics", [*_AGENT, *_ANALYST]),
+                     "channels:manage", *_ANALYST, *_TRAINER]),
+    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics, runs training and exams",
+                   [*_AGENT, *_ANALYST, *_TRAINER]),
     "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
 }

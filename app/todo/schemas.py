@@ -29,5 +29,6 @@ class TodoOut(BaseModel):
     total: int
     sections: dict[str, TodoSection] = Field(
         description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
-                    "announcements (unread, mandatory first), "
+                    "announcements (unread, mandatory first), exams (open, not submitted, nearest deadline "
+                    "first), grading (learning:manage: attempts waiting for short-answer grading), "
                     "and any other domain's")

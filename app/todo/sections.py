@@ -6,6 +6,7 @@ from app.announcements import todo as announcements
 from app.core.pagination import PageParams
 from app.feedback import todo as feedback
 from app.knowledge import workflow
+from app.learning import todo as learning
 from app.todo.schemas import TodoEntry, TodoSection
 from app.todo.service import TodoContext, count_of, todo_section
 
@@ -29,3 +30,5 @@ todo_section("review_due")(feedback.review_due)
 todo_section("expiring")(feedback.expiring)
 todo_section("unassigned")(feedback.unassigned)
 todo_section("announcements")(announcements.unread)
+todo_section("exams")(learning.open_exams)
+todo_section("grading")(learning.grading)

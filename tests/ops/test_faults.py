@@ -100,7 +100,7 @@ async def jobs(c: httpx.AsyncClient, h: dict[str, str], status: str) -> list[dic
     assert r.status_code == 200, r.text
     # recurring jobs: always one queued for its next run
     recurring = ("attachments.collect_orphans", "channels.sweep", "feedback.reminders", "analytics.rollup",
-                 "imports.expire_exports")
+                 "imports.expire_exports", "learning.sweep")
     return [j for j in r.json()["items"] if j["kind"] not in recurring]
 
 
