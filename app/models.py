@@ -14,11 +14,13 @@ from app.channels.models import (
            ScreenPopRule,
 )
 from app.core.db import Base
+from app.experts.models import ExpertAnswer, ExpertProfile, ExpertQuestion, QuestionRoute
 from app.feedback.models import Task
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
+from app.study.models import StudyPath, StudyPathItem
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
 
@@ -41,6 +43,9 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "ExpertAnswer",
+           "ExpertProfile",
+           "ExpertQuestion",
            "FeedbackDay",
            "ImportJob",
            "ImportKey",
@@ -51,12 +56,15 @@ __all__ = [
            "ItemType",
            "ItemVersion",
            "Job",
+           "QuestionRoute",
            "RefreshToken",
            "Role",
            "RollupState",
            "ScreenPopRule",
            "SearchDay",
            "SearchLog",
+           "StudyPath",
+           "StudyPathItem",
            "SyncRecord",
            "SyncSource",
            "SynonymGroup",

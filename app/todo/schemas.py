@@ -29,5 +29,7 @@ class TodoOut(BaseModel):
     total: int
     sections: dict[str, TodoSection] = Field(
         description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
-                    "announcements (unread, mandatory first), "
+                    "announcements (unread, mandatory first), expert_questions (routed to me, unanswered by me), "
+                    "answered_questions (my questions with an answer to accept), study (my unfinished learning "
+                    "paths), "
                     "and any other domain's")
