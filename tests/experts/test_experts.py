@@ -129,8 +129,8 @@ async def test_tags_route_and_fallback_goes_to_managers(kb: Kb, client: httpx.As
     assert (await todo(client, manager))["expert_questions"]["count"] == 1
     assert (await todo(client, on_leave))["expert_questions"]["count"] == 0
     # A manager answers without being an expert; the asker closes instead of accepting.
-    r = await client.post(f"/api/v1/questions/{q['id']}/answers", json={"body": "降档次月生效，合约期内按协议收取违约金。"},
-                          headers=manager.headers)
+    r = await client.post(f"/api/v1/questions/{q['id']}/answers",
+                          json={"body": "降档次月生效，合约期内按协议收取违约金。"}, headers=manager.headers)
     assert r.status_code == 201, r.text
     r = await client.post(f"/api/v1/questions/{q['id']}/close", json={"reason": "已在营业厅解决"},
                           headers=asker.headers)
@@ -148,8 +148,8 @@ async def test_wrong_transitions(kb: Kb, client: httpx.AsyncClient, people: Peop
     base = f"/api/v1/questions/{q['id']}"
     # Nothing to accept yet: an answer id of another question is 404, and open → resolved is not a move.
     assert_problem(await client.post(f"{base}/answers/999999/accept", headers=asker.headers), 404, "answer_not_found")
-    answer = (await client.post(f"{base}/answers", json={"body": "挂失前 48 小时内的盗刷可申请调查，调查期间暂缓还款。"},
-                                headers=expert.headers)).json()
+    answer = (await client.post(f"{base}/answers", headers=expert.headers,
+                                json={"body": "挂失前 48 小时内的盗刷可申请调查，调查期间暂缓还款。"})).json()
     assert (await client.post(f"{base}/answers/{answer['id']}/accept", headers=asker.headers)).status_code == 200
     body = assert_problem(await client.post(f"{base}/answers/{answer['id']}/accept", headers=asker.headers), 409,
                           "invalid_transition")
@@ -183,7 +183,8 @@ async def test_bad_inputs(kb: Kb, client: httpx.AsyncClient, people: People, pub
     missing = assert_problem(await ask(client, asker, item_id=987654321), 404, "item_not_found")
     assert hidden["detail"].replace(str(secret["id"]), "N") == missing["detail"].replace("987654321", "N")
     assert (await ask(client, asker, item_id=readable["id"])).status_code == 201
-    body = assert_problem(await ask(client, asker, category_ids=[kb.nodes["宽带故障"], 777777]), 422, "unknown_category")
+    body = assert_problem(await ask(client, asker, category_ids=[kb.nodes["宽带故障"], 777777]), 422,
+                          "unknown_category")
     assert body["unknown"] == [777777] and body["field"] == "category_ids"
     assert_problem(await ask(client, asker, tags=["不存在的标签"]), 422, "unknown_tag")
     assert_problem(await ask(client, asker, title=""), 422, "validation_error")
