@@ -65,7 +65,8 @@ async def get_expert(session: DbSession, actor: Participant, user_id: Id, respon
 async def put_expert(session: DbSession, actor: Manager, user_id: Id, body: ProfileIn, response: Response,
                      if_match: IfMatch = None) -> ProfileOut:
     """Make a user an expert (201) or replace their profile (200; `If-Match` required: 428 without,
-    412 when stale). Unknown categories or tags: 422 `unknown_category` / `unknown_tag`."""
+    412 when stale). Unknown categories or tags: 422 `unknown_category` / `unknown_tag`; a user
+    whose roles do not grant `experts:answer`: 422 `not_an_answerer`."""
     p, user, created = await service.put_profile(session, actor, user_id, body, if_match)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["ETag"] = service.profile_etag(p)

@@ -100,6 +100,12 @@ async def _check_taxonomy(session: AsyncSession, category_ids: list[int],
     return [n.id for n in nodes], [t.name for t in found]
 
 
+def _may_answer(user: User) -> bool:
+    """As `Principal.can` combines a user's roles: `*`, or system access, the module and experts:answer."""
+    held = {p for r in user.roles for p in r.permissions}
+    return ALL in held or {SYSTEM_ACCESS, OPERATIONS[ANSWER][0], ANSWER} <= held
+
+
 def profile_out(p: ExpertProfile, user: User) -> ProfileOut:
     return ProfileOut(user_id=p.user_id, username=user.username, display_name=user.display_name, bio=p.bio,
                       category_ids=list(p.categories), tags=list(p.tags), available=p.available,
@@ -124,6 +130,9 @@ async def put_profile(session: AsyncSession, actor: Principal, user_id: int, dat
     from app.core.etag import check_if_match
 
     user = await _user(session, user_id)
+    if not _may_answer(user):
+        raise InvalidInput(f"{user.username} may not answer questions: give them a role with {ANSWER!r} first",
+                           code="not_an_answerer", field="user_id")
     categories, tags = await _check_taxonomy(session, list(data.category_ids), list(data.tags))
     p = await session.get(ExpertProfile, user_id)
     created = p is None

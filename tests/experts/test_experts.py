@@ -195,6 +195,9 @@ async def test_bad_inputs(kb: Kb, client: httpx.AsyncClient, people: People, pub
                                     headers=manager.headers), 422, "unknown_category")
     assert_problem(await client.put(f"/api/v1/experts/{expert.user.id}", json={}, headers=asker.headers), 403,
                    "permission_denied")
+    auditor = await people.make("shen.ji", role="auditor")  # may not answer: never routed questions
+    assert_problem(await client.put(f"/api/v1/experts/{auditor.user.id}", json={}, headers=manager.headers), 422,
+                   "not_an_answerer")
     profile = await make_expert(client, manager, expert, category_ids=[kb.nodes["宽带业务"]])
     url = f"/api/v1/experts/{expert.user.id}"
     assert_problem(await client.put(url, json={"bio": "新简介"}, headers=manager.headers), 428)
