@@ -31,5 +31,5 @@ class TodoOut(BaseModel):
         description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
                     "announcements (unread, mandatory first), expert_questions (routed to me, unanswered by me), "
                     "answered_questions (my questions with an answer to accept), study (my unfinished learning "
-                    "paths), "
+                    "paths), case_proposals (my best-practice drafts and rejected proposals), "
                     "and any other domain's")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.announcements import todo as announcements
+from app.cases import todo as cases
 from app.core.pagination import PageParams
 from app.experts import todo as experts
 from app.feedback import todo as feedback
@@ -34,3 +35,4 @@ todo_section("announcements")(announcements.unread)
 todo_section("expert_questions")(experts.expert_questions)
 todo_section("answered_questions")(experts.answered_questions)
 todo_section("study")(study.study)
+todo_section("case_proposals")(cases.case_proposals)

@@ -97,6 +97,18 @@ async def test_agents_create_nothing_but_cases(kb: Kb, client: httpx.AsyncClient
     await kb.ok(author, faq["id"], 1, "submit")
     assert_problem(await kb.act(supervisor, faq["id"], 1, "approve"), 403, "permission_denied")
     assert (await client.get("/api/v1/reviews", headers=supervisor.headers)).json()["items"] == []
+    # Rejected by the supervisor: back on the proposer's to-do list with the reason, reworked, resubmitted.
+    r = await kb.edit(agent, case["id"], {"attributes": {**CASE["attributes"]}})
+    assert r.status_code == 200, r.text
+    await kb.ok(agent, case["id"], 1, "submit")
+    r = await kb.act(supervisor, case["id"], 1, "reject", {"reason": "请补充退费工单号"})
+    assert r.status_code == 200, r.text
+    section = (await client.get("/api/v1/me/todo", headers=agent.headers)).json()["sections"]["case_proposals"]
+    assert [(e["item_id"], e["state"]) for e in section["items"]] == [(case["id"], "rejected")]
+    assert (await kb.get(agent, case["id"])).json()["version"]["review_note"] == "请补充退费工单号"
+    await kb.ok(agent, case["id"], 1, "reopen", "submit")
+    section = (await client.get("/api/v1/me/todo", headers=agent.headers)).json()["sections"]["case_proposals"]
+    assert section["count"] == 0
     # The proposer may withdraw their submitted case again and delete it while it was never published.
     other_case = (await propose(client, agent, title="宽带报障一次解决的沟通话术")).json()
     await kb.ok(agent, other_case["id"], 1, "submit", "withdraw")
