@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.attachments.api_helpers import CTYPE, multipart
+from tests.attachments.api_helpers import CTYPE, drain, multipart
 from tests.conftest import Actor, People, assert_problem
 from tests.knowledge.conftest import Kb
 
@@ -68,6 +68,11 @@ async def test_an_agents_case_is_published_after_a_supervisors_approval(
     await kb.ok(supervisor, case["id"], 1, "approve", "publish")
     r = await client.get(f"/api/v1/channels/agent/items/{case['id']}", headers=colleague.headers)
     assert r.status_code == 200 and "老人误开国际漫游" in r.text
+    # The softphone shows the whole case, and search finds it by what happened on the call.
+    assert "<h3>处理</h3>" in r.json()["html"] and "提交特殊退费工单" in r.json()["html"]
+    await drain(kb.app)
+    hits = (await client.get("/api/v1/search", params={"q": "误触开通国际漫游"}, headers=colleague.headers)).json()
+    assert case["id"] in [h["item_id"] for h in hits["items"]]
     published = (await kb.get(colleague, case["id"])).json()
     assert published["status"] == "published" and published["version"]["attributes"] == CASE["attributes"]
     # Published, the case belongs to the knowledge base: its proposer no longer edits it.
