@@ -18,6 +18,7 @@ from app import jobs_registry  # noqa: F401 - registers every job handler
 from app.analytics.jobs import schedule_rollup
 from app.api import mount_routers
 from app.attachments.jobs import schedule_orphan_collection
+from app.cases.defaults import ensure_case_type
 from app.channels.events import ChannelEvents
 from app.channels.jobs import schedule_sweep
 from app.channels.ratelimit import build_rate_limiter
@@ -57,6 +58,7 @@ async def ensure_defaults(session: AsyncSession) -> None:
     """Default roles and item types exist on every database (idempotent; admins may change them)."""
     await ensure_default_roles(session)
     await ensure_default_item_types(session)
+    await ensure_case_type(session)
     await session.commit()
 
 

@@ -14,6 +14,7 @@ from app.channels.models import (
            ScreenPopRule,
 )
 from app.core.db import Base
+from app.experts.models import ExpertAnswer, ExpertProfile, ExpertQuestion, QuestionRoute
 from app.feedback.models import Task
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
@@ -29,6 +30,7 @@ from app.learning.models import (
            QuestionItem,
 )
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
+from app.study.models import StudyPath, StudyPathItem
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
 
@@ -54,6 +56,9 @@ __all__ = [
            "DictionaryWord",
            "Exam",
            "ExamAudience",
+           "ExpertAnswer",
+           "ExpertProfile",
+           "ExpertQuestion",
            "FeedbackDay",
            "ImportJob",
            "ImportKey",
@@ -69,12 +74,15 @@ __all__ = [
            "Question",
            "QuestionCategory",
            "QuestionItem",
+           "QuestionRoute",
            "RefreshToken",
            "Role",
            "RollupState",
            "ScreenPopRule",
            "SearchDay",
            "SearchLog",
+           "StudyPath",
+           "StudyPathItem",
            "SyncRecord",
            "SyncSource",
            "SynonymGroup",

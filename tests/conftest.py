@@ -163,6 +163,9 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     from app.taxonomy.service import forget_node_names
 
     forget_node_names()  # node ids restart in the emptied database
+    from app.channels.render import cache_clear as forget_renders
+
+    forget_renders()  # so do version ids on SQLite: a render cached by version id must not outlive its test
     services = base_app.state.services
     search = services["search"]
     if search.analyzer.resources != LanguageResources():  # a test changed the dictionary or synonyms

@@ -39,7 +39,7 @@ from app.core.schemas import Id, VersionNo
 from app.identity.deps import Require, deny
 from app.identity.principal import Principal
 from app.knowledge import service as knowledge
-from app.knowledge.deps import accessible_item
+from app.knowledge.deps import Writer, accessible_item
 from app.knowledge.models import Item
 from app.search.schemas import JobAccepted
 from app.workers.outbox import enqueue
@@ -47,7 +47,6 @@ from app.workers.outbox import enqueue
 router = APIRouter(tags=["attachments"], responses=PROBLEMS)
 
 Reader = Require("knowledge:read")
-Editor = Require("knowledge:edit")
 Downloader = Require("attachments:download")
 JobsAdmin = Require("jobs:manage")
 
@@ -83,7 +82,7 @@ async def _out(session: DbSession, principal: Principal, item: Item, atts: list[
                served_id: Id | None = None) -> list[AttachmentOut]:
     blobs = await service.blobs_for(session, [a.sha256 for a in atts])
     versions = await service.version_numbers(session, [a.id for a in atts])
-    editor = knowledge.is_editor(principal)
+    editor = knowledge.sees_open_versions(principal, item)
     out = []
     for a in atts:
         numbers = [n for vid, n in versions[a.id] if editor or vid == served_id]
@@ -102,7 +101,7 @@ async def _visible(request: Request, session: DbSession, principal: Principal,
     except NotFound:
         raise _not_found(attachment_id)
     versions = (await service.version_numbers(session, [att.id]))[att.id]
-    if not knowledge.is_editor(principal):
+    if not knowledge.sees_open_versions(principal, item):
         served = await knowledge.served_version(session, principal, item)
         versions = [(vid, n) for vid, n in versions if served is not None and vid == served.id]
     if not versions:
@@ -128,7 +127,7 @@ async def _with_read(request: Request, principal: Principal) -> None:
                         413: problem_response("file_too_large or payload_too_large"),
                         415: problem_response("Not multipart/form-data"),
                         422: problem_response("empty_file, invalid_file_name, no_files, malformed_multipart")})
-async def upload(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
+async def upload(request: Request, response: Response, session: DbSession, actor: Writer, item_id: Id,
                  if_match: IfMatch = None) -> UploadOut:
     """Attach one or many files (multipart field `files`, any format) to the item's open draft; without
     one, a new draft is copied from the latest version first. Files are streamed to storage and stored
@@ -186,7 +185,7 @@ async def list_attachments(
 
 @router.delete("/items/{item_id}/attachments/{attachment_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={409: problem_response("item_archived or version_locked")})
-async def remove(request: Request, session: DbSession, actor: Editor, item_id: Id, attachment_id: Id,
+async def remove(request: Request, session: DbSession, actor: Writer, item_id: Id, attachment_id: Id,
                  if_match: IfMatch = None) -> Response:
     """Take the attachment off the open draft (copied from the latest version if none is open); the
     published version keeps it until the draft is published. Needs `If-Match` (428 without it, 412

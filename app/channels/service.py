@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
 from app.attachments.models import Attachment, version_attachments
+from app.cases.display import shown_body
 from app.channels.access import AGENT, ChannelCaller
 from app.channels.render import RENDER_REVISION, AttachmentRef, Source, render
 from app.channels.schemas import (
@@ -341,7 +342,8 @@ async def rendered_response(request: Request, session: AsyncSession, caller: Cha
                                           url=a.url) for a in links)
     source = Source(
         item_id=item.id, version=version.number, version_id=version.id, title=version.title,
-        question=version.question, similar_questions=tuple(version.similar_questions or ()), body=version.body,
+        question=version.question, similar_questions=tuple(version.similar_questions or ()),
+        body=shown_body(item.item_type, version),
         body_format=version.body_format, answers=tuple(sorted((version.channel_answers or {}).items())),
         attachments=attachments, web_url=wurl)
     response.body = _rendered_json(source, channel, max_bytes)

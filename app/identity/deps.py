@@ -77,3 +77,20 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
 def Require(permission: str) -> type[Principal]:
     """`principal: Require("knowledge:publish")` — the caller, known to hold that permission."""
     return Annotated[Principal, Depends(require(permission))]  # type: ignore[return-value]
+
+
+def require_any(*permissions: str) -> Callable[..., Awaitable[Principal]]:
+    """The caller holds at least one of `permissions` (the route narrows further, e.g. a permission
+    scoped to one item type); a refusal names the first, the general one."""
+    async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
+        if not any(principal.can(p) for p in permissions):
+            raise await deny(request, principal, permissions[0])
+        return principal
+
+    dependency.__name__ = "require_any_" + "_".join(p.replace(":", "_") for p in permissions)
+    return dependency
+
+
+def RequireAny(*permissions: str) -> type[Principal]:
+    """`principal: RequireAny("knowledge:create", "knowledge:propose_case")`."""
+    return Annotated[Principal, Depends(require_any(*permissions))]  # type: ignore[return-value]

@@ -45,6 +45,15 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "feedback:manage": ("module:knowledge", "See and resolve every task, unassigned ones included"),
     "announcements:read": ("module:knowledge", "Read the announcements addressed to me, mark them read"),
     "announcements:manage": ("module:knowledge", "Write announcements (公告), see who has not read them"),
+    "knowledge:propose_case": ("module:knowledge", "Propose best-practice cases (item type `case` only): create, "
+                                                   "edit and submit one's own proposals, never review or publish"),
+    "knowledge:approve_case": ("module:knowledge", "Review, publish, unpublish and archive best-practice cases "
+                                                   "(item type `case` only)"),
+    "study:read": ("module:knowledge", "My learning paths (学习路径), my progress, what changed since I read it"),
+    "study:manage": ("module:knowledge", "Write learning paths, see every agent's progress"),
+    "experts:ask": ("module:knowledge", "Ask the expert network (专家问答), accept an answer, close my question"),
+    "experts:answer": ("module:knowledge", "Answer the questions routed to me as an expert"),
+    "experts:manage": ("module:knowledge", "Expert profiles; see and answer every question, turn answers into drafts"),
     "search:query": ("module:search", "Search published content"),
     "search:manage": ("module:search", "Dictionary, synonyms, reindex"),
     "attachments:download": ("module:attachments", "Download and preview attachment files"),
@@ -80,13 +89,14 @@ def unknown(permissions: list[str]) -> list[str]:
 
 _AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
           "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read",
-          "module:learning", "learning:study"]
+          "module:learning", "learning:study", "study:read", "experts:ask", "experts:answer",
+          "knowledge:propose_case"]
 _ANALYST = ["module:analytics", "analytics:read"]
 _TRAINER = ["learning:manage"]  # with _AGENT's module:learning
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
 _PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners",
-              "announcements:manage"]
+              "announcements:manage", "experts:manage"]
 
 # Roles created by the first migration's seed and by `kb init`; admins may change them.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
@@ -97,8 +107,8 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "publisher": ("发布员 / publisher", _PUBLISHER),
     "kb_manager": ("知识管理员 / knowledge manager",
                    [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage",
-                     "channels:manage", *_ANALYST, *_TRAINER]),
-    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics, runs training and exams",
-                   [*_AGENT, *_ANALYST, *_TRAINER]),
+                     "channels:manage", "study:manage", *_ANALYST, *_TRAINER]),
+    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics, approves cases, runs training "
+                   "and exams", [*_AGENT, *_ANALYST, *_TRAINER, "knowledge:approve_case", "study:manage"]),
     "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
 }

@@ -21,10 +21,10 @@ from app.core.errors import PROBLEMS, Forbidden, InvalidInput, NotFound
 from app.core.etag import IfMatch, check_if_match, not_modified
 from app.core.pagination import Page, Paging
 from app.core.schemas import Id, VersionNo
-from app.identity.deps import CurrentPrincipal, Require, deny, record_denial, require
+from app.identity.deps import CurrentPrincipal, Require, RequireAny, deny, record_denial, require_any
 from app.identity.principal import Principal
-from app.knowledge import acl, service, workflow
-from app.knowledge.deps import accessible_item, item_not_found
+from app.knowledge import acl, proposals, service, workflow
+from app.knowledge.deps import Writer, accessible_item, item_not_found
 from app.knowledge.diff import diff_versions
 from app.knowledge.models import Item, ItemVersion
 from app.knowledge.schemas import (
@@ -62,8 +62,9 @@ async def item_out(session: DbSession, principal: Principal, item: Item, version
                    response: Response | None = None) -> ItemOut:
     published = await service.published_version(session, item)
     allowed: list[str] = []
-    if service.is_editor(principal) and item.status != "archived":
-        allowed = workflow.allowed_actions(version.state, await workflow.review_required(session, item))
+    if service.sees_open_versions(principal, item) and item.status != "archived":
+        allowed = [a for a in workflow.allowed_actions(version.state, await workflow.review_required(session, item))
+                   if proposals.may_transition(principal, item, version, a, workflow.PERMISSIONS[a])]
     etag = service.etag_of(item)
     if response is not None:
         response.headers["ETag"] = etag
@@ -81,9 +82,13 @@ async def item_out(session: DbSession, principal: Principal, item: Item, version
 
 
 @router.post("/items", response_model=ItemOut, status_code=status.HTTP_201_CREATED)
-async def create_item(session: DbSession, actor: Require("knowledge:create"), body: ItemCreate,
+async def create_item(request: Request, session: DbSession,
+                      actor: RequireAny("knowledge:create", proposals.PROPOSE_CASE), body: ItemCreate,
                       response: Response) -> ItemOut:
-    """Create an item with its first version, a draft."""
+    """Create an item with its first version, a draft. `knowledge:propose_case` alone creates items of
+    type `case` only (a best-practice proposal; any other type is 403 `permission_denied`)."""
+    if not proposals.may_create(actor, body.item_type):
+        raise await deny(request, actor, "knowledge:create")
     item, version = await service.create_item(session, actor, body)
     return await item_out(session, actor, item, version, response)
 
@@ -158,7 +163,7 @@ async def get_draft(request: Request, response: Response, session: DbSession, ac
 
 
 @router.patch("/items/{item_id}/draft", response_model=VersionOut)
-async def save_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
+async def save_draft(request: Request, response: Response, session: DbSession, actor: Writer, item_id: Id,
                      body: DraftUpdate, if_match: IfMatch = None) -> VersionOut:
     """Edit the open draft; without one, a new draft is copied from the latest version first.
     Only the fields sent change (`null` clears). A rejected version becomes a draft again; one in
@@ -171,7 +176,7 @@ async def save_draft(request: Request, response: Response, session: DbSession, a
 
 
 @router.delete("/items/{item_id}/draft", response_model=VersionOut)
-async def discard_draft(request: Request, response: Response, session: DbSession, actor: Editor, item_id: Id,
+async def discard_draft(request: Request, response: Response, session: DbSession, actor: Writer, item_id: Id,
                         if_match: IfMatch = None) -> VersionOut:
     """Throw the open draft away (a rejected version too); returns the version that is the latest
     again. In review or approved: 409 `version_locked` (withdraw first). No draft: 404 `no_draft`.
@@ -184,7 +189,7 @@ async def discard_draft(request: Request, response: Response, session: DbSession
 
 
 @router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_item(request: Request, session: DbSession, actor: Editor, item_id: Id,
+async def delete_item(request: Request, session: DbSession, actor: Writer, item_id: Id,
                       if_match: IfMatch = None) -> None:
     """Delete an item created by mistake: only while its one version is a draft (or rejected) that
     was never published. Anything else answers 409 `item_not_deletable` (or `version_locked`):
@@ -248,6 +253,8 @@ def _add_transition(action: str) -> None:
         item = await accessible_item(request, session, actor, item_id, write=True, edit=action == "reopen")
         check_if_match(if_match, service.etag_of(item), item.row_version)
         version = await service.version_no(session, item, number)
+        if not proposals.may_transition(actor, item, version, action, workflow.PERMISSIONS[action]):
+            raise await deny(request, actor, workflow.PERMISSIONS[action], "item", item_id)
         if action == "withdraw" and not workflow.may_withdraw(actor, version):
             raise await deny(request, actor, "knowledge:review", "item", item_id)
         try:
@@ -263,10 +270,13 @@ def _add_transition(action: str) -> None:
     allowed_from = sorted({r.source for r in workflow.RULES if r.action == action})
     router.post(
         f"/items/{{item_id}}/versions/{{number}}/{action}", response_model=ItemOut,
-        dependencies=[Depends(require(workflow.PERMISSIONS[action]))], summary=workflow.SUMMARIES[action],
+        dependencies=[Depends(require_any(workflow.PERMISSIONS[action], proposals.SCOPED_FOR_ACTION[action]))],
+        summary=workflow.SUMMARIES[action],
         description=f"{workflow.SUMMARIES[action]}. From: {', '.join(allowed_from)}. Needs "
                     f"`{workflow.PERMISSIONS[action]}` and `If-Match`; a transition not allowed from the "
-                    "version's state answers 409 `invalid_transition` with the `allowed` actions."
+                    "version's state answers 409 `invalid_transition` with the `allowed` actions. On a best-practice "
+                    f"case, `{proposals.SCOPED_FOR_ACTION[action]}` stands in for it (app/knowledge/proposals.py); "
+                    "nobody approves or publishes a case version they wrote."
                     + (" With four-eyes review on (`KB_FOUR_EYES`), the version's author or anyone who changed "
                        "it gets 403 `four_eyes`." if action == "approve" else ""),
     )(endpoint)
@@ -277,12 +287,13 @@ for _action in workflow.ACTIONS:
 
 
 @router.get("/reviews", response_model=Page[ReviewOut])
-async def reviews(request: Request, session: DbSession, principal: Require("knowledge:review"), page: Paging,
+async def reviews(request: Request, session: DbSession,
+                  principal: RequireAny("knowledge:review", proposals.APPROVE_CASE), page: Paging,
                   state: Literal["in_review", "approved", "rejected"] = "in_review") -> Page[ReviewOut]:
     """The reviewer's queue (待办), oldest first: versions in review (or approved and waiting to be
     published, or rejected), among the items the caller may read. With four-eyes review
     (`KB_FOUR_EYES`), versions in review the caller wrote or changed are left out: another
-    reviewer approves them."""
+    reviewer approves them. Holders of `knowledge:approve_case` alone see the best-practice cases."""
     rows, nxt = await workflow.review_queue(session, principal, page, state,
                                             four_eyes=request.app.state.settings.four_eyes)
     return Page(items=[ReviewOut(

@@ -41,7 +41,7 @@ from app.core.etag import make_etag
 from app.core.pagination import PageParams, paginate_by_id
 from app.identity.models import User
 from app.identity.principal import Principal
-from app.knowledge import acl
+from app.knowledge import acl, proposals
 from app.knowledge.models import OPEN_STATES, AclGrant, Item, ItemVersion, version_categories, version_tags
 from app.knowledge.schemas import CHANNELS, MAX_SIMILAR_QUESTIONS, ContentFields, ItemCreate, ItemUpdate
 from app.taxonomy import service as taxonomy
@@ -101,6 +101,12 @@ def normalize_questions(questions: list[str], standard: str = "") -> list[str]:
 def is_editor(principal: Principal) -> bool:
     """Editors see every version; readers (only knowledge:read) see the published one."""
     return any(principal.can(p) for p in EDITOR_PERMISSIONS)
+
+
+def sees_open_versions(principal: Principal, item: Item) -> bool:
+    """Editors, and for a proposal type (app/knowledge/proposals.py) its proposer and approvers, see
+    every version of the item; other readers the published one."""
+    return is_editor(principal) or proposals.sees_open_versions(principal, item)
 
 
 def etag_of(item: Item) -> str:
@@ -178,7 +184,7 @@ async def published_version(session: AsyncSession, item: Item) -> ItemVersion | 
 async def served_version(session: AsyncSession, principal: Principal, item: Item) -> ItemVersion | None:
     """The version this caller sees (ACL already checked): editors the latest; readers the published
     one, while valid and shown on their channel; None when there is nothing to show them."""
-    if is_editor(principal):
+    if sees_open_versions(principal, item):
         return await latest_version(session, item)
     if item.status != "published" or not acl.is_valid_at(item):
         return None
@@ -584,7 +590,7 @@ async def list_items(
 async def list_versions(session: AsyncSession, principal: Principal, item: Item,
                         page: PageParams) -> tuple[list[ItemVersion], str | None]:
     stmt = select(ItemVersion).where(ItemVersion.item_id == item.id)
-    if not is_editor(principal):
+    if not sees_open_versions(principal, item):
         served = await served_version(session, principal, item)
         stmt = stmt.where(ItemVersion.id == (served.id if served else -1))
     return await paginate_by_id(session, stmt, ItemVersion.id, page)
@@ -593,7 +599,7 @@ async def list_versions(session: AsyncSession, principal: Principal, item: Item,
 async def get_version(session: AsyncSession, principal: Principal, item: Item, number: int) -> ItemVersion:
     """Editors read any version; readers only the one served to them."""
     version = await version_no(session, item, number)
-    if not is_editor(principal):
+    if not sees_open_versions(principal, item):
         served = await served_version(session, principal, item)
         if served is None or served.id != version.id:
             raise NotFound(f"Item {item.id} has no version {number}", code="version_not_found")

@@ -37,7 +37,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.pagination import PageParams, paginate_by_id
 from app.identity.principal import Principal
-from app.knowledge import acl, service
+from app.knowledge import acl, proposals, service
 from app.knowledge.models import OPEN_STATES, Item, ItemVersion
 from app.knowledge.schemas import TransitionIn
 from app.taxonomy import service as taxonomy
@@ -202,8 +202,9 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
     target = target_state(action, from_state, await review_required(session, item))
     service.ensure_not_archived(item)
     _check_input(action, data)
-    if action == "approve" and four_eyes:
-        await _check_four_eyes(session, actor, item, version)
+    if (action == "approve" and four_eyes) or (
+            action in ("approve", "publish") and proposals.is_proposal_type(item.item_type)):
+        await _check_four_eyes(session, actor, item, version)  # a proposal: always
     info: dict[str, Any] = {"version": version.number, "from_state": from_state}
     if data.note:
         info["note"] = data.note
@@ -286,6 +287,8 @@ def review_queue_stmt(principal: Principal, state: str, four_eyes: bool = False)
     """The review queue's query (GET /reviews, the to-do list's `reviews` section counts it)."""
     stmt = (select(ItemVersion).join(Item, Item.id == ItemVersion.item_id)
             .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal)))
+    if not principal.can("knowledge:review"):  # an approver of proposal types only (app/knowledge/proposals.py)
+        stmt = stmt.where(Item.item_type.in_(proposals.approvable_types(principal)))
     if four_eyes and state == "in_review":
         stmt = stmt.where(~wrote(principal))
     return stmt

@@ -107,6 +107,7 @@ async def build_documents(session: AsyncSession, item_ids: Sequence[int]) -> tup
 
 
 def _document(item: Item, version: ItemVersion, readers: list[str], texts: list[AttachmentText]) -> SearchDocument:
+    from app.cases.display import shown_body
     from app.knowledge.service import answer_for
 
     paths = [n.path.strip("/") for n in version.categories]
@@ -125,7 +126,7 @@ def _document(item: Item, version: ItemVersion, readers: list[str], texts: list[
         title=version.title,
         question=version.question or "",
         similar_questions=list(version.similar_questions or []),
-        body_text=plain_text(version.body or "", version.body_format),
+        body_text=plain_text(shown_body(item.item_type, version), version.body_format),
         channel_answers={
             c: plain_text(answer_for(version, c), version.body_format)
             for c in CHANNELS

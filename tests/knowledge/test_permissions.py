@@ -34,7 +34,8 @@ async def test_every_endpoint_needs_a_caller_and_a_permission(
 
 
 async def test_readers_cannot_write(kb: Kb, client: httpx.AsyncClient, people: People) -> None:
-    agent = await people.make("zhang.wei", role="agent")
+    # A pure reader: the agent role also proposes best-practice cases (tests/knowledge/test_cases.py).
+    agent = await people.make("zhang.wei", permissions=["system:access", "module:knowledge", "knowledge:read"])
     writes = [("POST", "/api/v1/items"), ("PATCH", "/api/v1/items/1"), ("PATCH", "/api/v1/items/1/draft"),
               ("DELETE", "/api/v1/items/1/draft"), ("DELETE", "/api/v1/items/1"),
               ("GET", "/api/v1/items/1/draft"), ("POST", "/api/v1/items/1/versions/1/restore"),

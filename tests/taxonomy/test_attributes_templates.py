@@ -54,7 +54,9 @@ async def test_attribute_definitions_and_templates(client: httpx.AsyncClient, mg
         assert_problem(await client.post(url, json=bad, headers=h), 422, "validation_error")
 
     page = (await client.get(url, headers=agent.headers)).json()
-    assert [a["code"] for a in page["items"]] == ["fee", "effective_date", "handling_note", "region", "channels"]
+    # oldest first: the best-practice case type's own attributes (app/cases/defaults.py) come from start-up
+    assert [a["code"] for a in page["items"]] == ["case_situation", "case_handling", "case_outcome",
+                                                  "fee", "effective_date", "handling_note", "region", "channels"]
     assert [a["code"] for a in (await client.get(url, params={"q": "地区"}, headers=h)).json()["items"]] == ["region"]
     assert (await client.get(f"{url}/{region['id']}", headers=agent.headers)).json()["name"] == "适用地区"
     assert_problem(await client.get(f"{url}/999999", headers=h), 404, "attribute_not_found")
@@ -91,7 +93,8 @@ async def test_attribute_definitions_and_templates(client: httpx.AsyncClient, mg
     assert [a["code"] for a in r.json()["attributes"]] == ["effective_date", "region"]
     got = await client.get(f"{API}/templates/{tmpl['id']}", headers=agent.headers)
     assert [a["code"] for a in got.json()["attributes"]] == ["effective_date", "region"]
-    assert [t["name"] for t in (await client.get(f"{API}/templates", headers=agent.headers)).json()] == ["资费政策模板"]
+    names = [t["name"] for t in (await client.get(f"{API}/templates", headers=agent.headers)).json()]
+    assert names == ["最佳实践案例 / best-practice case", "资费政策模板"]  # the first from app/cases/defaults.py
 
     body = assert_problem(await client.post(f"{API}/templates", headers=h, json={
         "name": "公告模板", "attribute_ids": [fee["id"], 999999, 999998]}), 422, "unknown_attribute")
@@ -170,10 +173,10 @@ async def test_item_types_and_their_templates(client: httpx.AsyncClient, mgr: Ac
         assert [t.code for t in first] == [t.code for t in again] == ["faq", "article", "policy", "announcement"]
         assert (await service.ensure_default_item_types(s))[2].name == "政策制度"
         await s.commit()
-        assert len((await s.scalars(select(ItemType))).all()) == 4
+        assert len((await s.scalars(select(ItemType))).all()) == 5  # and `case` (app/cases/defaults.py)
     types = (await client.get(f"{API}/item-types", headers=agent.headers)).json()
     assert {t["code"]: t["name"] for t in types} == {"faq": "常见问题", "article": "文章", "policy": "政策制度",
-                                                    "announcement": "公告"}
+                                                    "announcement": "公告", "case": "最佳实践案例"}
 
     fee = await attribute(client, h, "fee", "资费", "number", required=True)
     region = await attribute(client, h, "region", "适用地区", "enum", options=["北京", "上海"])

@@ -22,7 +22,8 @@ async def test_reviews_and_error_reports_of_a_reviewer(client: httpx.AsyncClient
     r = await client.get("/api/v1/me/todo", params={"limit": 2}, headers=reviewer.headers)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert list(body["sections"]) == ["reviews", "error_reports", "review_due", "expiring", "announcements", "exams"]
+    assert list(body["sections"]) == ["reviews", "error_reports", "review_due", "expiring", "announcements", "exams",
+                                      "expert_questions", "answered_questions", "study", "case_proposals"]
     reviews = body["sections"]["reviews"]
     assert reviews["count"] == 3 and [e["item_id"] for e in reviews["items"]] == waiting[:2]  # oldest first
     assert reviews["items"][0]["link"] == f"/api/v1/items/{waiting[0]}/versions/1"
