@@ -18,7 +18,7 @@ from app.feedback.models import Task
 from app.identity.models import ApiClient, Department, RefreshToken, Role, User, user_roles
 from app.imports.models import ImportJob, ImportKey, ImportOutcome, ImportRowError, SyncRecord, SyncSource
 from app.knowledge.models import AclGrant, Item, ItemReader, ItemVersion, version_categories, version_tags
-from app.search.models import DictionaryWord, SearchLog, SynonymGroup
+from app.search.models import DictionaryWord, EmbeddingCache, SearchLog, SynonymGroup
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
 
@@ -41,6 +41,7 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "EmbeddingCache",
            "FeedbackDay",
            "ImportJob",
            "ImportKey",
