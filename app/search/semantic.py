@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.search.analysis import compact
 from app.search.documents import SearchDocument
 from app.search.embedding import Embedder, EmbedderUnavailable, clip, make_embedder
@@ -42,23 +43,41 @@ _SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 class Semantic:
     """The configured embedder of this process, or the reason it is not there."""
 
-    def __init__(self, name: str, embedder: Embedder | None = None, error: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        embedder: Embedder | None = None,
+        error: str | None = None,
+        *,
+        candidates: int = 100,
+        min_score: float = 0.86,
+        duplicate_min_score: float = 0.93,
+    ) -> None:
         self.name = name
         self.embedder = embedder
         self.error = error
+        self.candidates = candidates  # KB_SEMANTIC_CANDIDATES
+        self.min_score = min_score  # KB_SEMANTIC_MIN_SCORE
+        self.duplicate_min_score = duplicate_min_score  # KB_DUPLICATE_MIN_SCORE
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod
-    def load(cls, name: str) -> Semantic:
+    def load(cls, settings: Settings) -> Semantic:
+        name = settings.embedder
+        tuning = {
+            "candidates": settings.semantic_candidates,
+            "min_score": settings.semantic_min_score,
+            "duplicate_min_score": settings.duplicate_min_score,
+        }
         try:
             embedder = make_embedder(name)
         except EmbedderUnavailable as e:
             log.error("the semantic search leg is down: %s", e)
-            return cls(name, None, str(e))
+            return cls(name, None, str(e), **tuning)
         except Exception as e:  # a model that cannot load must not stop the service
             log.exception("the semantic search leg is down")
-            return cls(name, None, f"{type(e).__name__}: {e}")
-        return cls(name, embedder)
+            return cls(name, None, f"{type(e).__name__}: {e}", **tuning)
+        return cls(name, embedder, **tuning)
 
     @property
     def available(self) -> bool:
@@ -128,7 +147,9 @@ def cache_key(model: str, text: str) -> str:
     return hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()
 
 
-async def embed_documents(session: AsyncSession, semantic: Semantic | None, docs: Sequence[SearchDocument]) -> str | None:
+async def embed_documents(
+    session: AsyncSession, semantic: Semantic | None, docs: Sequence[SearchDocument]
+) -> str | None:
     """Fill `vectors` and `embedder` of each document, from the cache or the embedder in batches.
 
     Never raises for the embedder: on failure the documents keep no vectors (they are indexed

@@ -645,9 +645,8 @@ class EmbeddedBackend(SearchBackend):
         picked = picked[:want]
         facets: dict[str, list[FacetValue]] = {}
         if query.facets and picked:
-            window = Query.boolean_query(
-                [(Occur.Must, allowed), (Occur.Must, Query.term_set_query(self.schema, "item_id", [p[0] for p in picked]))]
-            )
+            nearest = Query.term_set_query(self.schema, "item_id", [p[0] for p in picked])
+            window = Query.boolean_query([(Occur.Must, allowed), (Occur.Must, nearest)])
             facets, _ = self._facets(searcher, window)
         words = analyzer.query_words(query.text) if query.highlight and query.text.strip() else []
         terms = [t for w in words for t in (w.term, *w.synonyms, *w.parts)]
