@@ -148,6 +148,9 @@ async def reindex_all(ctx: JobContext) -> dict[str, Any]:
     for start in range(0, len(ids), BATCH):
         batch, _ = await _documents(ctx, ids[start : start + BATCH])
         docs += batch
+        # The embedding cache rows written so far (idempotent): committed before the progress
+        # report's own transaction, which SQLite's one writer would otherwise make wait.
+        await ctx.session.commit()
         await ctx.report_progress(done=min(start + BATCH, len(ids)), total=len(ids), phase="reading")
     await ctx.report_progress(done=len(ids), total=len(ids), phase="indexing")
     await backend.rebuild(docs)
