@@ -207,7 +207,8 @@ async def test_similar_items_and_possible_duplicates(client: httpx.AsyncClient, 
                                                      kb: dict[str, int], app: Any) -> None:
     h = admin.headers
     r = await client.post("/api/v1/items", headers=h, json={
-        "title": "小孩发高烧如何处理", "question": "小孩发高烧如何处理", "body": "先物理降温。", "visibility": "public"})
+        "title": "小孩发高烧如何处理", "question": "小孩发高烧如何处理", "body": "先物理降温。",
+        "visibility": "public"})
     assert r.status_code == 201, r.text
     draft = r.json()
     assert [d["item_id"] for d in draft["possible_duplicates"]] == [kb["baby"]]
