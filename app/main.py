@@ -34,7 +34,7 @@ from app.imports.jobs import schedule_expiry
 from app.learning.jobs import schedule_sweep as schedule_learning_sweep
 from app.search.indexing import language_resources
 from app.search.searchlog import SearchLogBuffer
-from app.search.service import rebuild_if_empty
+from app.search.service import rebuild_if_empty, revectorize_if_needed
 from app.services import build
 from app.services import close as close_services
 from app.taxonomy.service import ensure_default_item_types
@@ -95,6 +95,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):
                     log.warning("the search index is empty while items are published: a rebuild is queued")
+                elif search.writable and (queued := await revectorize_if_needed(
+                        s, search, app.state.services.get("semantic"))):
+                    log.warning("indexed items lack vectors of the loaded embedder: %s queued", queued)
         except Exception:
             log.exception("start-up data could not be loaded")
         if settings.bootstrap_admin_user and settings.bootstrap_admin_password:

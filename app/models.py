@@ -29,7 +29,7 @@ from app.learning.models import (
            QuestionCategory,
            QuestionItem,
 )
-from app.search.models import DictionaryWord, SearchLog, SynonymGroup
+from app.search.models import DictionaryWord, EmbeddingCache, SearchLog, SynonymGroup
 from app.study.models import StudyPath, StudyPathItem
 from app.taxonomy.models import AttributeDefinition, ItemType, Tag, Taxonomy, TaxonomyNode, Template
 from app.workers.models import Job, WorkerHeartbeat
@@ -54,6 +54,7 @@ __all__ = [
            "ChannelViewDay",
            "Department",
            "DictionaryWord",
+           "EmbeddingCache",
            "Exam",
            "ExamAudience",
            "ExpertAnswer",

@@ -140,6 +140,7 @@ def settings(db: Database, tmp_path: Path) -> Settings:
         job_backoff_seconds=0,
         jwt_secret="test-secret-" + "x" * 40,
         login_max_failures=5,
+        embedder="off",  # the semantic leg's tests switch it on (tests/search/test_semantic.py)
     )
 
 
@@ -148,7 +149,7 @@ async def base_app(database: Database, tmp_path_factory: pytest.TempPathFactory)
     """One app per database for the session: building FastAPI's routes and opening the search
     engine cost about a second, which every test would pay again."""
     base = Settings(_env_file=None, env="test", database_url=database.url, worker_embedded=False,
-                    data_dir=tmp_path_factory.mktemp("app"), jwt_secret="test-secret-" + "x" * 40)
+                    data_dir=tmp_path_factory.mktemp("app"), jwt_secret="test-secret-" + "x" * 40, embedder="off")
     application = create_app(base)
     async with LifespanManager(application):
         yield application
@@ -178,6 +179,9 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     if previous is not None and hasattr(previous, "aclose"):  # the last test's S3 client
         await previous.aclose()
     services.update(fresh, settings=settings)
+    from app.search.semantic import Semantic
+
+    services["semantic"] = Semantic("off")  # a test that switched the embedder on leaves it off
     # A limiter of this test's own (its store under the test's data folder): no test is throttled by another's calls.
     from app.channels.ratelimit import build_rate_limiter
 

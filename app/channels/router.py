@@ -18,7 +18,7 @@ from app.core.deps import DbSession
 from app.core.errors import PROBLEMS
 from app.core.pagination import Page, Paging
 from app.core.schemas import Id
-from app.search.router import backend_of, search_log_of
+from app.search.router import backend_of, search_log_of, semantic_of
 
 router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit])
 
@@ -47,7 +47,7 @@ async def answers(
     the caller sees on the channel, each with the channel's answer text and the question it
     matched. On `agent`, also related items and the attachments the agent may open."""
     out = await service.answers(session, backend_of(request), search_log_of(request), caller, q, limit,
-                                base_url=str(request.base_url))
+                                base_url=str(request.base_url), semantic=semantic_of(request))
     response = _json(out)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -118,4 +118,5 @@ async def related(
     """Items related to one the caller sees: sharing its categories or tags first, then similar by
     search on its question."""
     found = await service.shown_item(session, caller, item_id)
-    return await service.related(session, backend_of(request), search_log_of(request), caller, found, limit)
+    return await service.related(session, backend_of(request), search_log_of(request), caller, found, limit,
+                                 semantic_of(request))

@@ -421,7 +421,8 @@ async def screen_pop(
         try:
             out = await search_service.search(
                 session, backend, request.app.state.search_log, caller.principal,
-                search_service.SearchParams(q=q, channel=AGENT, limit=limit, highlight=False, facets=False))
+                search_service.SearchParams(q=q, channel=AGENT, limit=limit, highlight=False, facets=False),
+                request.app.state.services.get("semantic"))
         except AppError as e:
             if e.status != 503:
                 raise

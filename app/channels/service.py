@@ -43,6 +43,7 @@ from app.search.analysis import normalize
 from app.search.backends.base import SearchBackend
 from app.search.indexing import plain_text
 from app.search.searchlog import SearchLogBuffer
+from app.search.semantic import Semantic
 from app.search.service import SearchParams
 from app.taxonomy.models import Taxonomy, TaxonomyNode
 
@@ -154,9 +155,9 @@ def may_download(caller: ChannelCaller) -> bool:
 
 
 async def answers(session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, caller: ChannelCaller,
-                  q: str, limit: int, *, base_url: str) -> AnswersOut:
+                  q: str, limit: int, *, base_url: str, semantic: Semantic | None = None) -> AnswersOut:
     found = await search_service.search(session, backend, search_log, caller.principal, SearchParams(
-        q=q, channel=caller.channel, limit=limit, highlight=False, facets=False))
+        q=q, channel=caller.channel, limit=limit, highlight=False, facets=False), semantic)
     ids = [h.item_id for h in found.items]
     # The index may trail the database by a moment (a version unpublished a second ago): what is
     # served is checked against the database, never the index alone.
@@ -206,14 +207,14 @@ async def related_by_taxonomy(session: AsyncSession, caller: ChannelCaller, item
 
 
 async def related(session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, caller: ChannelCaller,
-                  found: tuple[Item, ItemVersion], limit: int) -> list[RelatedOut]:
+                  found: tuple[Item, ItemVersion], limit: int, semantic: Semantic | None = None) -> list[RelatedOut]:
     item, version = found
     out = await related_by_taxonomy(session, caller, item.id, version.id, limit)
     if len(out) < limit:
         seen = {item.id, *(r.item_id for r in out)}
         hits = await search_service.search(session, backend, search_log, caller.principal, SearchParams(
             q=version.question or version.title, channel=caller.channel, limit=limit + len(seen),
-            highlight=False, facets=False))
+            highlight=False, facets=False), semantic)
         more = [h.item_id for h in hits.items if h.item_id not in seen]
         extra = await refs(session, caller, more)
         out += [RelatedOut(**extra[i].model_dump(), reason="similar") for i in more if i in extra]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core.db import utcnow
 from app.core.deps import DbSession
-from app.core.errors import PROBLEMS, Forbidden, InvalidInput, NotFound
+from app.core.errors import PROBLEMS, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from app.core.etag import IfMatch, check_if_match, not_modified
 from app.core.pagination import Page, Paging
 from app.core.schemas import Id, VersionNo
@@ -43,6 +43,9 @@ from app.knowledge.schemas import (
     VersionOut,
     VersionSummary,
 )
+from app.search import service as search_service
+from app.search.backends.base import SearchUnavailable
+from app.search.schemas import SimilarItemOut
 
 router = APIRouter(tags=["knowledge"], responses=PROBLEMS)
 
@@ -86,11 +89,43 @@ async def create_item(request: Request, session: DbSession,
                       actor: RequireAny("knowledge:create", proposals.PROPOSE_CASE), body: ItemCreate,
                       response: Response) -> ItemOut:
     """Create an item with its first version, a draft. `knowledge:propose_case` alone creates items of
-    type `case` only (a best-practice proposal; any other type is 403 `permission_denied`)."""
+    type `case` only (a best-practice proposal; any other type is 403 `permission_denied`).
+    `possible_duplicates` lists published items that seem to answer the same question (never fails
+    the create: empty when search is down)."""
     if not proposals.may_create(actor, body.item_type):
         raise await deny(request, actor, "knowledge:create")
     item, version = await service.create_item(session, actor, body)
-    return await item_out(session, actor, item, version, response)
+    out = await item_out(session, actor, item, version, response)
+    out.possible_duplicates = await _duplicates(request, actor, item.id, version)
+    return out
+
+
+def _questions(version: ItemVersion) -> list[str]:
+    return [version.question or version.title, version.title, *(version.similar_questions or [])]
+
+
+async def _duplicates(request: Request, actor: Principal, item_id: int, version: ItemVersion) -> list[SimilarItemOut]:
+    services = request.app.state.services
+    return await search_service.possible_duplicates(services.get("search"), services.get("semantic"), actor,
+                                                    item_id, _questions(version))
+
+
+@router.get("/items/{item_id}/similar", response_model=list[SimilarItemOut])
+async def similar(request: Request, session: DbSession, principal: Reader, item_id: Id,
+                  limit: Annotated[int, Query(ge=1, le=50)] = 10) -> list[SimilarItemOut]:
+    """Published items that answer the same question as this one (near duplicates), from the keyword
+    and semantic legs under the caller's read ACL, best first, without the item itself."""
+    item = await accessible_item(request, session, principal, item_id)
+    version = await service.served_version(session, principal, item)
+    if version is None:
+        raise item_not_found(item_id)
+    services = request.app.state.services
+    try:
+        return await search_service.similar_items(services["search"], services.get("semantic"), principal,
+                                                  item.id, _questions(version), limit)
+    except SearchUnavailable as e:
+        raise ServiceUnavailable(f"Search is unavailable: {e}", code="search_unavailable",
+                                 headers={"Retry-After": "5"})
 
 
 @router.get("/items", response_model=Page[ItemSummary])
@@ -264,7 +299,10 @@ def _add_transition(action: str) -> None:
             if e.code == "four_eyes":  # audited like any other refusal
                 await record_denial(request, actor, "four_eyes", "item", item_id)
             raise
-        return await item_out(session, actor, item, version, response)
+        out = await item_out(session, actor, item, version, response)
+        if action == "submit":  # the reviewer sees the likely duplicates with the submission
+            out.possible_duplicates = await _duplicates(request, actor, item.id, version)
+        return out
 
     endpoint.__name__ = f"{action}_version"
     allowed_from = sorted({r.source for r in workflow.RULES if r.action == action})

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
 from app.core.schemas import Id, Out, Schema
+from app.search.schemas import SimilarItemOut
 
 Channel = Literal["agent", "web", "wechat", "app"]
 CHANNELS: tuple[str, ...] = ("agent", "web", "wechat", "app")
@@ -173,6 +174,9 @@ class ItemOut(Out):
     version: VersionOut = Field(description="Editors see the latest version; readers the published one")
     allowed_actions: list[str] = Field(default_factory=list,
                                        description="Workflow actions allowed on `version` now")
+    possible_duplicates: list[SimilarItemOut] | None = Field(
+        None, description="On create and submit: published items that seem to answer the same question "
+        "(GET /items/{id}/similar for the full list); empty when none, null elsewhere")
 
 
 class ItemSummary(Out):

@@ -46,9 +46,12 @@ async def readyz(request: Request) -> Any:
             checks["search"] = "ok" if await search.health() else "index missing"
         except Exception as e:
             checks["search"] = f"unreachable: {type(e).__name__}"
+    # The semantic leg is reported but never makes the service unready: keyword search works alone.
+    semantic = request.app.state.services.get("semantic")
+    detail = {"semantic_search": semantic.status()} if semantic is not None else {}
     if all(v == "ok" for v in checks.values()):
-        return {"status": "ready", "checks": checks}
-    return problem(503, "not_ready", "Not ready", "Some checks failed", checks=checks)
+        return {"status": "ready", "checks": checks, **detail}
+    return problem(503, "not_ready", "Not ready", "Some checks failed", checks=checks, **detail)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -57,6 +57,8 @@ class SearchDocument:
     # Semantic leg (app/search/embedding): L2-normalized vectors of the item's short texts (title,
     # standard and similar questions, channel answers' first sentence), all of `embedder`'s model.
     # Empty when the embedder is off or failed: the item is then found by keyword only.
+    # Filled by app.search.semantic.embed_documents as one (n, dims) float32 numpy array (a row
+    # per text); read it with `numpy.asarray(doc.vectors, dtype=...)` (lists work the same).
     vectors: list[list[float]] = field(default_factory=list)
     embedder: str | None = None
 
@@ -93,6 +95,7 @@ class SearchQuery:
     # under the same ACL, channel and filter clauses (the service fuses the two for hybrid).
     mode: Literal["keyword", "semantic"] = "keyword"
     vector: list[float] | None = None
+    embedder: str | None = None  # the model of `vector`: only documents embedded by it are compared
 
 
 @dataclass(slots=True)

@@ -8,7 +8,9 @@ from sqlalchemy import select
 
 from app.channels.changes import reconcile
 from app.search.backends.base import SearchBackend
+from app.search.documents import SearchDocument
 from app.search.indexing import build_documents, expected_versions, language_resources, searchable_item_ids
+from app.search.semantic import Semantic, drop_other_models, embed_documents
 from app.workers.models import Job
 from app.workers.outbox import (
     BatchContext,
@@ -26,6 +28,18 @@ BATCH = 500
 INDEX_BATCH = 500
 
 
+def _semantic(ctx: JobContext | BatchContext) -> Semantic | None:
+    return ctx.services.get("semantic")
+
+
+async def _documents(ctx: JobContext | BatchContext, item_ids: list[int]) -> tuple[list[SearchDocument], list[int]]:
+    """The items' documents with their vectors (from the cache, else embedded now). An embedder
+    failure never fails the job: those documents are indexed for keyword search only."""
+    docs, gone = await build_documents(ctx.session, item_ids)
+    await embed_documents(ctx.session, _semantic(ctx), docs)
+    return docs, gone
+
+
 def _backend(ctx: JobContext | BatchContext) -> SearchBackend:
     backend = ctx.services.get("search")
     if backend is None:
@@ -35,7 +49,7 @@ def _backend(ctx: JobContext | BatchContext) -> SearchBackend:
 
 async def _sync(ctx: JobContext, item_ids: list[int]) -> dict[str, Any]:
     backend = _backend(ctx)
-    docs, gone = await build_documents(ctx.session, item_ids)
+    docs, gone = await _documents(ctx, item_ids)
     errors = {k: v for k, v in (await backend.upsert(docs)).items() if v} if docs else {}
     if gone:
         await backend.delete(gone)
@@ -94,7 +108,7 @@ async def index_items(ctx: BatchContext) -> BatchOutcome:
     if not jobs_of:
         return out
     backend = _backend(ctx)
-    docs, gone = await build_documents(ctx.session, list(jobs_of))
+    docs, gone = await _documents(ctx, list(jobs_of))
     errors = await backend.upsert(docs) if docs else {}
     if gone:
         await backend.delete(gone)
@@ -127,14 +141,20 @@ async def reindex_all(ctx: JobContext) -> dict[str, Any]:
         await backend.open()
     await backend.set_language(await language_resources(ctx.session))
     ids = await searchable_item_ids(ctx.session)
+    semantic = _semantic(ctx)
+    if semantic is not None and semantic.model:
+        await drop_other_models(ctx.session, semantic.model)
     docs = []
     for start in range(0, len(ids), BATCH):
-        batch, _ = await build_documents(ctx.session, ids[start : start + BATCH])
+        batch, _ = await _documents(ctx, ids[start : start + BATCH])
         docs += batch
+        # The embedding cache rows written so far (idempotent): committed before the progress
+        # report's own transaction, which SQLite's one writer would otherwise make wait.
+        await ctx.session.commit()
         await ctx.report_progress(done=min(start + BATCH, len(ids)), total=len(ids), phase="reading")
     await ctx.report_progress(done=len(ids), total=len(ids), phase="indexing")
     await backend.rebuild(docs)
-    return {"indexed": len(docs)}
+    return {"indexed": len(docs), "with_vectors": sum(1 for d in docs if d.embedder)}
 
 
 @handler("search.language")
@@ -149,8 +169,11 @@ async def apply_language(ctx: JobContext) -> dict[str, Any]:
 
 @handler("search.check_consistency")
 async def check_consistency(ctx: JobContext) -> dict[str, Any]:
-    """Compare the index with the database; with repair=true, fix every difference."""
-    indexed = await _backend(ctx).indexed_versions()
+    """Compare the index with the database; with repair=true, fix every difference. With an
+    embedder loaded, items without vectors of its model (embedder down when they were indexed,
+    an index of another model) are listed too, and repaired by embedding them again."""
+    backend = _backend(ctx)
+    indexed = await backend.indexed_versions()
     expected = await expected_versions(ctx.session)
     missing = sorted(set(expected) - set(indexed))
     stale = sorted(i for i in expected if i in indexed and indexed[i] != expected[i])
@@ -163,8 +186,19 @@ async def check_consistency(ctx: JobContext) -> dict[str, Any]:
         "extra": extra[:1000],
         "repaired": False,
     }
-    if ctx.payload.get("repair") and (missing or stale or extra):
-        await _sync(ctx, missing + stale + extra)
+    without: list[int] = []
+    semantic = _semantic(ctx)
+    if semantic is not None and semantic.model:
+        lacking = await backend.items_lacking_vectors(semantic.model)
+        if lacking is not None:
+            others = set(missing) | set(stale) | set(extra)
+            without = [i for i in lacking if i not in others]
+            report.update(vector_model=semantic.model, without_vectors=without[:1000])
+    elif semantic is not None and semantic.name != "off":
+        report["vector_model"] = None
+        report["semantic"] = semantic.status()
+    if ctx.payload.get("repair") and (missing or stale or extra or without):
+        await _sync(ctx, missing + stale + extra + without)
         report["repaired"] = True
     return report
 

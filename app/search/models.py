@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigId, IdMixin, TimestampMixin, utcnow
@@ -44,3 +44,16 @@ class SearchLog(IdMixin, Base):
     clicked_item_id: Mapped[int | None] = mapped_column(BigId)
     clicked_position: Mapped[int | None]
     clicked_at: Mapped[datetime | None]
+
+
+class EmbeddingCache(Base):
+    """Vectors of short texts by content hash (sha256 of model and text): a reindex or a new
+    version with unchanged questions embeds nothing again. Shared by every process and host
+    (the index jobs may run anywhere); rows of other models are dropped by a full reindex."""
+
+    __tablename__ = "search_embeddings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(120), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, little-endian, `dims` values
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

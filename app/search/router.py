@@ -32,6 +32,7 @@ from app.search.schemas import (
     WordsIn,
 )
 from app.search.searchlog import SearchLogBuffer
+from app.search.semantic import Semantic
 
 router = APIRouter(prefix="/search", tags=["search"], responses=PROBLEMS)
 
@@ -46,6 +47,10 @@ def backend_of(request: Request) -> SearchBackend:
 
 def search_log_of(request: Request) -> SearchLogBuffer:
     return request.app.state.search_log
+
+
+def semantic_of(request: Request) -> Semantic | None:
+    return request.app.state.services.get("semantic")
 
 
 @router.get("", response_model=SearchOut)
@@ -69,6 +74,11 @@ async def search(
     highlight: bool = True,
     facets: bool = True,
     explain: bool = False,
+    mode: Annotated[
+        Literal["keyword", "semantic", "hybrid"] | None,
+        Query(description="keyword (words), semantic (meaning) or hybrid (both, fused); default hybrid when an "
+                          "embedder is loaded, else keyword"),
+    ] = None,
 ) -> Response:
     """Chinese full-text search over titles, questions, bodies, channel answers and attachment text,
     filtered inside the engine by the caller's read ACL and channel."""
@@ -89,8 +99,10 @@ async def search(
         highlight=highlight,
         facets=facets,
         explain=explain,
+        mode=mode,
     )
-    out = await service.search(session, backend_of(request), search_log_of(request), principal, params)
+    out = await service.search(session, backend_of(request), search_log_of(request), principal, params,
+                               semantic_of(request))
     # Serialized here, once: returned as a model, FastAPI would validate and convert it again
     # (ten hits with highlights and the facet lists, on every search).
     return Response(out.model_dump_json(), media_type="application/json")

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import dataclasses
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,14 +15,26 @@ from app.core.db import get_or_404, utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from app.core.pagination import decode_cursor, encode_cursor
 from app.identity.principal import Principal
+from app.search import fusion, ranking
 from app.search.analysis import normalize
 from app.search.backends.base import SearchBackend, SearchUnavailable
-from app.search.documents import SearchFilters, SearchQuery, SearchResult, Suggestion
+from app.search.documents import SearchFilters, SearchHit, SearchQuery, SearchResult, Suggestion
+from app.search.embedding import EmbedderUnavailable
+from app.search.fusion import Candidate
 from app.search.indexing import principals_for_search, searchable_item_ids
 from app.search.jobs import pending_rebuild
 from app.search.models import DictionaryWord, SearchLog, SynonymGroup
-from app.search.schemas import FacetOut, HighlightOut, HitOut, SearchOut, SynonymIn, SynonymPatch
+from app.search.schemas import (
+    FacetOut,
+    HighlightOut,
+    HitOut,
+    SearchOut,
+    SimilarItemOut,
+    SynonymIn,
+    SynonymPatch,
+)
 from app.search.searchlog import SearchLogBuffer
+from app.search.semantic import Semantic
 from app.taxonomy.models import AttributeDefinition
 from app.taxonomy.service import node_names
 from app.workers.outbox import enqueue
@@ -48,6 +62,7 @@ class SearchParams:
     highlight: bool = True
     facets: bool = True
     explain: bool = False
+    mode: str | None = None  # keyword | semantic | hybrid; None: hybrid when an embedder is loaded
 
 
 def channel_for(principal: Principal, asked: str | None) -> str | None:
@@ -100,7 +115,12 @@ async def _labels(session: AsyncSession, result: SearchResult) -> dict[str, str]
 
 
 async def search(
-    session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, principal: Principal, p: SearchParams
+    session: AsyncSession,
+    backend: SearchBackend,
+    search_log: SearchLogBuffer,
+    principal: Principal,
+    p: SearchParams,
+    semantic: Semantic | None = None,
 ) -> SearchOut:
     warnings: list[str] = []
     text = p.q or ""
@@ -152,8 +172,16 @@ async def search(
         facets=p.facets,
         explain=p.explain,
     )
+    mode = p.mode or ("hybrid" if semantic is not None and semantic.available else "keyword")
+    vector = None
+    if mode != "keyword" and text.strip() and p.sort != "updated":
+        vector = await _query_vector(semantic, text, warnings)
     try:
-        result = await backend.search(query)
+        if vector is None:
+            result, mode_used = await backend.search(query), "keyword"
+        else:
+            assert semantic is not None
+            result, mode_used = await _semantic_search(backend, semantic, query, vector, mode, warnings)
     except SearchUnavailable as e:
         await _rebuild_if_missing(session, backend)
         raise ServiceUnavailable(f"Search is unavailable: {e}", code="search_unavailable", headers={"Retry-After": "5"})
@@ -164,7 +192,7 @@ async def search(
         channel=channel,
         query=(p.q or "")[:500],
         normalized=normalized[:500],
-        filters=_filters_summary(p, statuses),
+        filters={**_filters_summary(p, statuses), **({"mode": mode_used} if mode_used != "keyword" else {})},
         total=result.total,
         zero_result=result.total == 0,
         took_ms=round(result.took_ms, 2),
@@ -205,8 +233,99 @@ async def search(
         next_cursor=encode_cursor({"offset": nxt}) if nxt < result.total and nxt <= MAX_OFFSET else None,
         took_ms=round(result.took_ms, 2),
         relaxed=result.relaxed,
+        mode=mode,
+        mode_used=mode_used,
         warnings=warnings,
     )
+
+
+SEMANTIC_UNAVAILABLE = "semantic_unavailable"
+
+
+async def _query_vector(semantic: Semantic | None, text: str, warnings: list[str]) -> list[float] | None:
+    """The query's vector, or None with a `semantic_unavailable` warning (keyword search then)."""
+    if semantic is None or not semantic.available:
+        reason = "the embedder is off" if semantic is None or semantic.name == "off" else semantic.status()
+        warnings.append(f"{SEMANTIC_UNAVAILABLE}: {reason}; keyword results only")
+        return None
+    try:
+        return await semantic.query_vector(text)
+    except EmbedderUnavailable as e:
+        warnings.append(f"{SEMANTIC_UNAVAILABLE}: {e}; keyword results only")
+        return None
+
+
+async def _semantic_search(
+    backend: SearchBackend, semantic: Semantic, query: SearchQuery, vector: list[float], mode: str,
+    warnings: list[str],
+) -> tuple[SearchResult, str]:
+    """A semantic or hybrid search. Both legs run inside the engine under the same ACL, channel and
+    filters, each from the top through `window` items (so pages of one query stay consistent);
+    the page is cut from the fused list. `total` of a hybrid search counts the fused window plus
+    the keyword matches beyond it (an estimate: some of those may be in the window already)."""
+    window = max(semantic.candidates, query.offset + query.limit)
+    semantic_query = replace(query, mode="semantic", vector=vector, embedder=semantic.model, offset=0, limit=window)
+    page = slice(query.offset, query.offset + query.limit)
+    if mode == "semantic":
+        found = await backend.search(semantic_query)
+        found.total = min(found.total, window)
+        found.hits = found.hits[page]
+        return found, "semantic"
+    keyword = await backend.search(replace(query, offset=0, limit=window))
+    try:
+        meaning = await backend.search(replace(semantic_query, facets=query.facets and keyword.total == 0))
+    except SearchUnavailable as e:
+        warnings.append(f"{SEMANTIC_UNAVAILABLE}: {e}; keyword results only")
+        keyword.hits = keyword.hits[page]
+        return keyword, "keyword"
+    candidates: dict[int, Candidate] = {}
+    hits: dict[int, SearchHit] = {}
+    for rank, hit in enumerate(keyword.hits):
+        candidates[hit.item_id] = Candidate(hit.item_id, keyword_rank=rank, keyword_score=hit.score,
+                                            questions=hit.questions)
+        hits[hit.item_id] = hit
+    for rank, hit in enumerate(meaning.hits):
+        found_by_words = candidates.get(hit.item_id)
+        if found_by_words is not None:
+            found_by_words.semantic_rank, found_by_words.semantic_score = rank, hit.score
+        elif hit.score >= semantic.min_score:  # meaning alone must be close to count
+            candidates[hit.item_id] = Candidate(hit.item_id, semantic_rank=rank, semantic_score=hit.score,
+                                                questions=hit.questions)
+            hits[hit.item_id] = hit
+    fused = fuse(query.text, list(candidates.values()))
+    page_hits = []
+    for candidate, score in fused[page]:
+        hit = hits[candidate.item_id]
+        explanation = None
+        if query.explain:
+            explanation = (
+                f"fused {score:.6f}: keyword rank {_rank(candidate.keyword_rank)}, semantic rank "
+                f"{_rank(candidate.semantic_rank)} (cosine {_cosine(candidate.semantic_score)})"
+                + (f"; keyword: {hit.explanation}" if candidate.keyword_rank is not None and hit.explanation else "")
+            )
+        page_hits.append(dataclasses.replace(hit, score=score, explanation=explanation))
+    beyond = max(0, keyword.total - len(keyword.hits))
+    return SearchResult(
+        total=len(fused) + beyond,
+        hits=page_hits,
+        facets=keyword.facets if keyword.total else meaning.facets,
+        took_ms=keyword.took_ms + meaning.took_ms,
+        relaxed=keyword.relaxed,
+    ), "hybrid"
+
+
+def fuse(query_text: str, candidates: list[Candidate]) -> list[tuple[Candidate, float]]:
+    """The one place the legs are merged: the learned fuser when app.search.fusion has one."""
+    learned = getattr(fusion, "fuse", None)
+    return learned(query_text, candidates) if learned is not None else fusion.rrf(candidates)
+
+
+def _rank(rank: int | None) -> str:
+    return "-" if rank is None else str(rank + 1)
+
+
+def _cosine(score: float | None) -> str:
+    return "-" if score is None else f"{score:.4f}"
 
 
 def _filters_summary(p: SearchParams, statuses: list[str]) -> dict[str, Any]:
@@ -246,6 +365,21 @@ async def rebuild_if_empty(session: AsyncSession, backend: SearchBackend) -> boo
     if not await searchable_item_ids(session, limit=1) or await backend.document_count() > 0:
         return False
     return await _queue_rebuild(session, "index empty at start-up")
+
+
+async def revectorize_if_needed(session: AsyncSession, backend: SearchBackend, semantic: Semantic | None) -> str | None:
+    """At start-up: items indexed without vectors of the loaded model (the embedder was off or
+    down, or another model made them) are indexed again; from the embedding cache where it can."""
+    if semantic is None or semantic.model is None:
+        return None
+    lacking = await backend.items_lacking_vectors(semantic.model)
+    if not lacking:
+        return None
+    if len(lacking) * 2 > await backend.document_count():
+        return "reindex" if await _queue_rebuild(session, f"vectors missing or not of {semantic.model}") else None
+    enqueue(session, "search.reindex_items", {"item_ids": lacking}, created_by="system")
+    await session.commit()
+    return "reindex_items"
 
 
 async def suggest(
@@ -371,3 +505,71 @@ async def start_job(session: AsyncSession, actor: Principal, kind: str, payload:
     record(session, actor, kind, "job", job.id, **payload)
     await session.commit()
     return job.id
+
+
+# ---------------------------------------------------------------- near duplicates
+
+LIKELY_DUPLICATE_MATCH = 0.6  # character overlap of two questions (ranking.question_match)
+
+
+async def similar_items(
+    backend: SearchBackend,
+    semantic: Semantic | None,
+    principal: Principal,
+    item_id: int | None,
+    texts: list[str],
+    limit: int = 10,
+) -> list[SimilarItemOut]:
+    """Published items answering the question of `texts` (title, standard question, similar
+    questions), from both legs under the caller's ACL, without `item_id` itself, best first.
+
+    score = max(cosine of the item's question with the other item's nearest text, character
+    overlap of their best pair of questions); `likely_duplicate` past KB_DUPLICATE_MIN_SCORE or
+    LIKELY_DUPLICATE_MATCH. Raises SearchUnavailable when the engine is down; an embedder that
+    fails leaves the keyword leg alone."""
+    texts = [t.strip()[:MAX_QUERY_CHARS] for t in texts if t and t.strip()]
+    if not texts:
+        return []
+    text = texts[0]
+    base = SearchQuery(text=text, principals=principals_for_search(principal), channel=None,
+                       filters=SearchFilters(statuses=["published"]), limit=limit + 1, highlight=False,
+                       facets=False, strict=False)
+    found: dict[int, SearchHit] = {hit.item_id: hit for hit in (await backend.search(base)).hits}
+    cosine: dict[int, float] = {}
+    if semantic is not None and semantic.available:
+        try:
+            vector = await semantic.query_vector(text)
+        except EmbedderUnavailable:
+            vector = None
+        if vector is not None:
+            near = await backend.search(replace(base, mode="semantic", vector=vector, embedder=semantic.model))
+            for hit in near.hits:
+                found.setdefault(hit.item_id, hit)
+                cosine[hit.item_id] = hit.score
+    threshold = semantic.duplicate_min_score if semantic is not None else 1.0
+    out = []
+    for other, hit in found.items():
+        if other == item_id:
+            continue
+        match = max(ranking.question_match(t, hit.questions) for t in texts)
+        sem = cosine.get(other)
+        out.append(SimilarItemOut(
+            item_id=other, title=hit.title, item_type=hit.item_type, score=round(max(match, sem or 0.0), 4),
+            semantic_score=None if sem is None else round(sem, 4), question_match=round(match, 4),
+            likely_duplicate=match >= LIKELY_DUPLICATE_MATCH or (sem is not None and sem >= threshold)))
+    out.sort(key=lambda s: (-s.score, s.item_id))
+    return out[:limit]
+
+
+async def possible_duplicates(
+    backend: SearchBackend | None, semantic: Semantic | None, principal: Principal, item_id: int, texts: list[str]
+) -> list[SimilarItemOut]:
+    """The likely duplicates shown on item create and submit: never fails the write."""
+    if backend is None:
+        return []
+    try:
+        found = await similar_items(backend, semantic, principal, item_id, texts, limit=10)
+    except Exception:  # search down or failing: the editor's write goes through without the hint
+        logging.getLogger(__name__).warning("possible duplicates not computed", exc_info=True)
+        return []
+    return [s for s in found if s.likely_duplicate][:5]

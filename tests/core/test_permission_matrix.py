@@ -41,6 +41,7 @@ async def test_every_route_is_in_the_matrix(app: Any) -> None:
     routes = api_routes(app)
     assert len(routes) >= 20  # the matrix below must really cover the API
     assert set(routes) >= PUBLIC | SIGNED_IN_ONLY
+    assert ("GET", "/api/v1/items/{item_id}/similar") in routes  # near duplicates: knowledge:read and the item ACL
 
 
 async def test_anonymous_is_refused_everywhere(app: Any, client: httpx.AsyncClient) -> None:

@@ -72,6 +72,11 @@ class SearchBackend(ABC):
     async def indexed_versions(self) -> dict[int, int]:
         """item_id -> version_no of everything in the index (for the consistency check)."""
 
+    async def items_lacking_vectors(self, model: str) -> list[int] | None:
+        """Items in the index without vectors of `model` (none, or another model's); None when
+        this engine cannot tell (the consistency check then skips the vector part)."""
+        return None
+
     @abstractmethod
     async def document_count(self) -> int:
         """How many items the index holds (cheap: checked at every start)."""

@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tantivy
 from tantivy import Occur, Query
 
@@ -63,6 +64,7 @@ from app.search.analysis import (
     required_words,
 )
 from app.search.backends.base import RebuildFailed, SearchBackend, SearchUnavailable
+from app.search.backends.vectors import VectorStore, vector_hash
 from app.search.documents import (
     CHANNELS,
     FACET_SIZES,
@@ -79,7 +81,7 @@ from app.search.documents import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 POINTER_FILE = "CURRENT"
 LANGUAGE_FILE = "LANGUAGE"
 META_FILE = "meta.json"  # Tantivy's; replaced at every commit
@@ -118,6 +120,11 @@ SUGGEST_SIMILAR_CHARS = 12
 # Text beyond this many characters in one field value (a 300-page attachment) is stored
 # but not indexed: analyzing it would take seconds and hundreds of MB for little gain.
 MAX_INDEXED_CHARS = 200_000
+
+# Semantic leg: candidates checked against the filter query per round (growing x4), and how many
+# are walked before the allowed ids are read from Tantivy instead.
+SEMANTIC_CHUNK = 64
+SEMANTIC_WALK_MAX = 4096
 
 HIGHLIGHT_FRAGMENT_CHARS = 100
 HIGHLIGHT_FRAGMENTS = 2
@@ -166,6 +173,12 @@ def _build_schema() -> tantivy.Schema:
     for name in ("valid_from", "valid_to", "updated_at"):
         builder.add_integer_field(name, indexed=True, fast=True)
     builder.add_bytes_field("source", stored=True)
+    # Semantic leg: the item's vectors (float16, row after row), the model that made them
+    # (indexed: the semantic filter keeps only the query's model) and a hash of both (fast: a
+    # reader finds the items whose vectors changed without reading stored documents).
+    builder.add_bytes_field("vec", stored=True)
+    builder.add_text_field("vecmodel", tokenizer_name="raw", index_option="basic")
+    builder.add_unsigned_field("vec_hash", fast=True)
     return builder.build()
 
 
@@ -174,6 +187,8 @@ class _Live:
     path: Path
     index: tantivy.Index
     writer: Any  # tantivy.IndexWriter; None once closed
+    generation: int = 0  # bumped at every reader reload; the vectors follow it
+    vectors: VectorStore | None = None
 
 
 Stamp = tuple[int, int, int] | None  # (inode, mtime_ns, size) of a file that is replaced, never edited
@@ -387,6 +402,7 @@ class EmbeddedBackend(SearchBackend):
         live.writer.commit()
         self.commits += 1
         live.index.reload()
+        live.generation += 1
 
     def _build_version(self, docs: Sequence[SearchDocument]) -> _Live:
         """A new index version with every document, or RebuildFailed (nothing kept) as on Elasticsearch:
@@ -442,6 +458,9 @@ class EmbeddedBackend(SearchBackend):
     async def search(self, query: SearchQuery) -> SearchResult:
         live, analyzer = await self._reading()
         try:
+            if query.mode == "semantic":
+                # numpy over every vector: in a thread (BLAS releases the GIL), never on the loop.
+                return await asyncio.to_thread(self._semantic_sync, live, analyzer, query)
             return self._search_sync(live, analyzer, query)
         except SearchUnavailable:
             raise
@@ -459,6 +478,23 @@ class EmbeddedBackend(SearchBackend):
         except Exception as exc:
             log.exception("embedded suggest failed")
             raise SearchUnavailable(f"suggest failed: {exc}") from exc
+
+    async def items_lacking_vectors(self, model: str) -> list[int]:
+        """Items without vectors of `model` (none, or another model's): the consistency check."""
+        live, _ = await self._reading()
+
+        def find() -> list[int]:
+            searcher = live.index.searcher()
+            if searcher.num_docs == 0:
+                return []
+            query = Query.boolean_query(
+                [(Occur.Must, Query.all_query()), (Occur.MustNot, Query.term_query(self.schema, "vecmodel", model))]
+            )
+            found = searcher.search(query, searcher.num_docs, count=False)
+            ids = searcher.fast_field_values("item_id", [address for _, address in found.hits])
+            return sorted(int(i) for i in ids if i is not None)
+
+        return await asyncio.to_thread(find)
 
     async def indexed_versions(self) -> dict[int, int]:
         live, _ = await self._reading()
@@ -546,12 +582,108 @@ class EmbeddedBackend(SearchBackend):
                     updated_at=datetime.fromisoformat(source["upd"]),
                     highlights=self._highlights(source, pattern, query.channel) if pattern else [],
                     explanation=explanation,
+                    questions=[source["title"], source["q"], *source["sq"]],
                 )
             )
         took = (time.perf_counter() - started) * 1000
         return SearchResult(
             total=total if total is not None else found.count or 0, hits=hits, facets=facets, took_ms=took
         )
+
+    def _semantic_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
+        """The nearest items to `query.vector` among those the ACL, channel and filters allow.
+
+        Every item is scored (exact), then candidates are walked best first and Tantivy says
+        which of them the filter query accepts, a chunk at a time, until the page is full: a
+        page is never short while allowed items remain, and nothing the caller may not read
+        leaves this method, not even in the total or the facets. When the nearest items are
+        mostly forbidden (a narrow ACL or filter), after SEMANTIC_WALK_MAX candidates the allowed
+        ids are read from Tantivy once and ranked directly.
+        """
+        started = time.perf_counter()
+        model = query.embedder
+        if not query.vector or not model:
+            return SearchResult(total=0, hits=[])
+        store = live.vectors
+        assert store is not None
+        generation = live.generation  # before the searcher: a newer searcher only refreshes again
+        searcher = live.index.searcher()
+        with store.lock:
+            store.refresh(searcher, generation)
+            best = store.scores(np.asarray(query.vector, dtype=np.float32), model)
+            slot_item = store.slot_item[: len(best)].copy()
+        filters = self._filter_queries(query.principals, query.channel, query.filters)
+        allowed = Query.boolean_query(
+            [(Occur.Must, f) for f in filters] + [(Occur.Must, Query.term_query(self.schema, "vecmodel", model))]
+        )
+        total = int(searcher.search(allowed, 1, count=True).count or 0)
+        limit = max(0, min(query.limit, MAX_LIMIT))
+        offset = max(0, query.offset)
+        want = min(offset + limit, total)
+        scored = int(np.isfinite(best).sum())
+        picked: list[tuple[int, float, tantivy.DocAddress]] = []  # (item id, cosine, address)
+        checked = 0
+        chunk = max(2 * want, SEMANTIC_CHUNK)
+        while len(picked) < want and checked < scored and checked < SEMANTIC_WALK_MAX:
+            upto = min(scored, checked + chunk)
+            top = np.argpartition(-best, upto - 1)[:upto] if upto < len(best) else np.arange(len(best))
+            top = top[np.argsort(-best[top], kind="stable")][checked:upto]
+            ids = [int(i) for i in slot_item[top]]
+            accepted = self._accepted(searcher, allowed, ids)
+            picked += [(i, float(best[slot]), accepted[i]) for i, slot in zip(ids, top, strict=True) if i in accepted]
+            checked, chunk = upto, chunk * 4
+        if len(picked) < want and checked < scored:
+            found = searcher.search(allowed, total, count=False)
+            addresses = [address for _, address in found.hits]
+            slot_of = {int(item): slot for slot, item in enumerate(slot_item) if np.isfinite(best[slot])}
+            pairs = [
+                (int(i), a) for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
+                if i is not None and int(i) in slot_of
+            ]
+            pairs.sort(key=lambda p: -best[slot_of[p[0]]])
+            picked = [(i, float(best[slot_of[i]]), a) for i, a in pairs[:want]]
+        picked = picked[:want]
+        facets: dict[str, list[FacetValue]] = {}
+        if query.facets and picked:
+            nearest = Query.term_set_query(self.schema, "item_id", [p[0] for p in picked])
+            window = Query.boolean_query([(Occur.Must, allowed), (Occur.Must, nearest)])
+            facets, _ = self._facets(searcher, window)
+        words = analyzer.query_words(query.text) if query.highlight and query.text.strip() else []
+        terms = [t for w in words for t in (w.term, *w.synonyms, *w.parts)]
+        pattern = highlight_pattern(terms) if terms else None
+        hits = []
+        for item_id, cosine, address in picked[offset : offset + limit]:
+            source = json.loads(searcher.doc(address)["source"][0])
+            hits.append(
+                SearchHit(
+                    item_id=item_id,
+                    version_no=source["v"],
+                    score=cosine,
+                    title=source["title"],
+                    item_type=source["type"],
+                    updated_at=datetime.fromisoformat(source["upd"]),
+                    highlights=self._highlights(source, pattern, query.channel) if pattern else [],
+                    explanation=f"cosine {cosine:.4f} of the query with the item's nearest text ({model})"
+                    if query.explain
+                    else None,
+                    questions=[source["title"], source["q"], *source["sq"]],
+                )
+            )
+        return SearchResult(total=total, hits=hits, facets=facets, took_ms=(time.perf_counter() - started) * 1000)
+
+    def _accepted(self, searcher: tantivy.Searcher, allowed: Query, ids: list[int]) -> dict[int, tantivy.DocAddress]:
+        """Which of `ids` the filter query accepts, with their document addresses."""
+        if not ids:
+            return {}
+        query = Query.boolean_query(
+            [(Occur.Must, allowed), (Occur.Must, Query.term_set_query(self.schema, "item_id", ids))]
+        )
+        found = searcher.search(query, len(ids), count=False)
+        addresses = [address for _, address in found.hits]
+        return {
+            int(i): a for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
+            if i is not None
+        }
 
     def _suggest_sync(
         self, live: _Live, prefix: str, principals: list[str], channel: str | None, limit: int
@@ -763,6 +895,16 @@ class EmbeddedBackend(SearchBackend):
             "py": pinyin,
         }
         tdoc.add_bytes("source", json.dumps(source, ensure_ascii=False).encode())
+        if doc.embedder and len(doc.vectors):
+            packed = np.asarray(doc.vectors, dtype="<f2")
+            if packed.ndim != 2 or not np.isfinite(packed).all():
+                raise ValueError(f"vectors of item {doc.item_id} are not a finite (n, dims) matrix")
+            blob = packed.tobytes()
+            tdoc.add_bytes("vec", f"{doc.embedder}\n{packed.shape[1]}\n".encode() + blob)
+            tdoc.add_text("vecmodel", doc.embedder)
+            tdoc.add_unsigned("vec_hash", vector_hash(doc.embedder, blob))
+        else:
+            tdoc.add_unsigned("vec_hash", 0)
         return tdoc
 
     # ------------------------------------------------------------------ highlights
@@ -848,6 +990,7 @@ class EmbeddedBackend(SearchBackend):
             meta = _stamp(live.path / META_FILE)
             if meta is not None and meta != self._seen.meta:
                 live.index.reload()
+                live.generation += 1
                 self._seen.meta = meta
             language = _stamp(self.index_dir / LANGUAGE_FILE)
             if language is not None and language != self._seen.language:
@@ -868,7 +1011,7 @@ class EmbeddedBackend(SearchBackend):
         index = tantivy.Index(self.schema, path=str(path), reuse=True)
         index.config_reader(reload_policy="manual")
         writer = index.writer(heap_size=self._writer_heap, num_threads=self._writer_threads) if write else None
-        return _Live(path=path, index=index, writer=writer)
+        return _Live(path=path, index=index, writer=writer, vectors=VectorStore())
 
     @staticmethod
     def _close_live(live: _Live) -> None:
