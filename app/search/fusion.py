@@ -64,7 +64,7 @@ class Candidate:
 
     item_id: int
     keyword_rank: int | None = None
-    keyword_score: float | None = None
+    keyword_score: float | None = None  # the hit's score as the backend returns it (after the rerank)
     semantic_rank: int | None = None
     semantic_score: float | None = None  # cosine of the query with the item's best vector
     questions: list[str] = field(default_factory=list)  # title, standard and similar questions
