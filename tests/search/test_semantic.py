@@ -81,7 +81,9 @@ async def kb(client: httpx.AsyncClient, admin: Actor, app: Any) -> dict[str, int
 async def test_customer_words_find_the_answer_by_meaning(client: httpx.AsyncClient, admin: Actor,
                                                          kb: dict[str, int]) -> None:
     h = admin.headers
-    for query, expected in (("小宝宝身上很烫", kb["baby"]), ("家里上不了网", kb["broadband"]), ("自来水的钱在哪交", kb["water"])):
+    customer_words = (("小宝宝身上很烫", kb["baby"]), ("家里上不了网", kb["broadband"]),
+                      ("自来水的钱在哪交", kb["water"]))
+    for query, expected in customer_words:
         keyword = await search(client, h, query, mode="keyword")
         assert expected not in ids(keyword) and keyword["mode_used"] == "keyword"
         semantic = await search(client, h, query, mode="semantic")
@@ -197,7 +199,8 @@ async def test_vectors_of_another_model_or_a_deleted_index_are_rebuilt(
     async with app.state.sessionmaker() as s:
         cached = await s.scalar(select(func.count()).select_from(EmbeddingCache))
     shutil.rmtree(backend.index_dir)  # the index and the vectors stored in it are gone
-    assert_problem(await client.get("/api/v1/search", params={"q": "小宝宝身上很烫"}, headers=h), 503, "search_unavailable")
+    r = await client.get("/api/v1/search", params={"q": "小宝宝身上很烫"}, headers=h)
+    assert_problem(r, 503, "search_unavailable")
     await drain(app)  # the rebuild queued by that failure: every vector from the cache, none embedded again
     assert ids(await search(client, h, "小宝宝身上很烫", mode="semantic"))[0] == kb["baby"]
     async with app.state.sessionmaker() as s:
