@@ -574,3 +574,25 @@ async def test_open_with_a_configured_embedder(fake_es: FakeES, caplog: pytest.L
     finally:
         await es.close()
     assert ElasticsearchBackend("http://localhost:9200", vector_model=E5).vectors is None  # no length: not known
+
+
+async def test_items_lacking_vectors_of_the_loaded_model(fake_es: FakeES, backend: ElasticsearchBackend) -> None:
+    """What the start-up and the consistency check reindex: items indexed without the loaded model's
+    vectors; every item when the live index holds another model's (only a rebuild switches it)."""
+
+    def walk(index_model: Any) -> None:
+        pages = iter([
+            {"pit_id": "p2", "hits": {"hits": [
+                {"_id": "1", "_source": {"item_id": 1, "embedder": E5}, "sort": [0]},
+                {"_id": "2", "_source": {"item_id": 2, "embedder": None}, "sort": [1]}]}},
+            {"pit_id": "p2", "hits": {"hits": []}},
+        ])
+        fake_es.on("GET", "/kbt/_mapping", lambda _c: _mapping_answer("kbt_ik_v1", index_model))
+        fake_es.on("POST", "/kbt/_pit", (200, {"id": "p1"}))
+        fake_es.on("POST", "/_search", lambda _call: (200, next(pages)))
+        fake_es.on("DELETE", "/_pit", (200, {"succeeded": True, "num_freed": 1}))
+
+    walk(E5_SPEC)
+    assert await backend.items_lacking_vectors(E5) == [2]
+    walk(SMALL)  # the index was built with another model: everything goes again
+    assert await backend.items_lacking_vectors(E5) == [1, 2]

@@ -425,6 +425,15 @@ class ElasticsearchBackend(SearchBackend):
             found.update(bodies.versions_page(page)[0])
         return found
 
+    async def items_lacking_vectors(self, model: str) -> list[int]:
+        """Items without vectors of `model`: every item when the live index holds another model's
+        vectors (only a rebuild, a new index version, switches it), else those indexed without."""
+        spec = await self.index_vectors()
+        state = await self.vector_state()
+        if spec is not None and spec.model != model:
+            return sorted(state)
+        return sorted(item_id for item_id, got in state.items() if got != model)
+
     async def vector_state(self) -> dict[int, str | None]:
         """item_id -> the model of its indexed vectors, or None when it is indexed without
         (embedder off, failed, or its vectors were of another model than the index's).
