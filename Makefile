@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test browser install migrate seed lint format openapi worker bench-search bench-relevance bench-embedders train-fusion bench-attachments bench-soak bench-channels bench-imports bench-analytics bench-learning fuzz clean
+.PHONY: run test browser install migrate seed lint format openapi worker bench-search bench-relevance bench-embedders bench-vectors train-fusion bench-attachments bench-soak bench-channels bench-imports bench-analytics bench-learning fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-search: install
 
 bench-relevance: install
 	$(BIN)/python bench/relevance.py
+
+# The semantic leg at 100,000 items: vector memory, latency under ACL and filters, embedding throughput.
+bench-vectors: install
+	$(BIN)/python bench/vectors.py
 
 bench-embedders: install
 	$(BIN)/python bench/embedders.py

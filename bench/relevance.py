@@ -26,7 +26,9 @@ and overlaps the import and indexing): `rank_bm25.BM25Okapi(k1=1.5, b=0.75)` ove
 tokens, tokens that are whitespace or only punctuation dropped, ties broken by corpus order.
 
 Metrics: Recall@1, Recall@5 (share of queries whose one relevant item is in the top k) and
-MRR@10 (mean 1/rank, 0 beyond rank 10). The last line of output is one JSON object.
+MRR@10 (mean 1/rank, 0 beyond rank 10), with latency per request, for each `mode` (keyword,
+semantic, hybrid; keyword only with `--embedder off`), on every query and on the fifth whose
+target items the learned fusion never saw in training. The last line of output is one JSON object.
 The data set is internal evaluation data (see its README): nothing of it is written to the repo.
 """
 
@@ -299,7 +301,8 @@ async def import_corpus(app: Any, client: Any, headers: dict[str, str], corpus: 
 
 
 async def run_queries(
-    client: Any, headers: dict[str, str], queries: list[Q], item_to_doc: dict[int, str], concurrency: int
+    client: Any, headers: dict[str, str], queries: list[Q], item_to_doc: dict[int, str], concurrency: int,
+    mode: str = "keyword",
 ) -> tuple[dict[str, list[str]], list[float]]:
     ranked: dict[str, list[str]] = {}
     latencies: list[float] = []
@@ -309,10 +312,13 @@ async def run_queries(
     async def one(q: Q) -> None:
         async with gate:
             t = time.perf_counter()
-            r = await client.get("/api/v1/search", params={"q": q.query, "limit": TOP_K}, headers=headers)
+            r = await client.get("/api/v1/search", params={"q": q.query, "limit": TOP_K, "mode": mode},
+                                 headers=headers)
             latencies.append((time.perf_counter() - t) * 1000)
         if r.status_code != 200:
             raise SystemExit(f"search failed for {q.qid}: {r.status_code} {r.text[:300]}")
+        if r.json()["mode_used"] != mode:
+            raise SystemExit(f"asked for {mode}, the service ran {r.json()['mode_used']}: {r.json()['warnings']}")
         hits = r.json()["items"]
         out = []
         for hit in hits:
@@ -336,6 +342,7 @@ async def run_service(
     concurrency: int,
     index_mode: str,
     sample: int,
+    embedder: str,
 ) -> dict[str, Any]:
     from app.core.config import Settings
 
@@ -347,6 +354,7 @@ async def run_service(
         job_backoff_seconds=0,
         jwt_secret=secrets.token_urlsafe(48),
         log_level="WARNING",
+        embedder=embedder,
     )
     timings: dict[str, float] = {}
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -374,10 +382,15 @@ async def run_service(
         if indexed != len(corpus):
             raise SystemExit(f"the index holds {indexed} items, expected {len(corpus)}")
 
-        print(f"searching: {len(queries):,} queries through GET /api/v1/search (concurrency {concurrency}) ...")
-        t = time.perf_counter()
-        ranked, latencies = await run_queries(client, headers, queries, item_to_doc, concurrency)
-        timings["search_s"] = time.perf_counter() - t
+        modes = ["keyword", "semantic", "hybrid"] if embedder != "off" else ["keyword"]
+        ranked: dict[str, dict[str, list[str]]] = {}
+        latencies: dict[str, list[float]] = {}
+        for mode in modes:
+            print(f"searching ({mode}): {len(queries):,} queries through GET /api/v1/search "
+                  f"(concurrency {concurrency}) ...", flush=True)
+            t = time.perf_counter()
+            ranked[mode], latencies[mode] = await run_queries(client, headers, queries, item_to_doc, concurrency, mode)
+            timings[f"search_{mode}_s"] = time.perf_counter() - t
         if index_mode == "rebuild" and sample > 0:
             indexing.update(await drain_sample(app, sample))
             print(f"  per-item index jobs (measured after the queries): {indexing}")
@@ -434,6 +447,8 @@ def main() -> None:
         default="drain",
         help="drain: the import's index jobs, 500 per batch (default); rebuild: one search.reindex_all job",
     )
+    parser.add_argument("--embedder", default=None,
+                        help="KB_EMBEDDER of the service (default: the service's default; off: keyword only)")
     parser.add_argument(
         "--drain-sample", type=int, default=500,
         help="with --index rebuild: queued index jobs run afterwards as one batch, to measure their rate",
@@ -442,6 +457,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     wall = time.perf_counter()
+    from app.search.embedding import DEFAULT_EMBEDDER
+
+    embedder = args.embedder or DEFAULT_EMBEDDER
     data = args.data.resolve()
     corpus, queries = load(data, args.limit_queries)
     print(f"data {data}: {len(corpus):,} items, {len(queries):,} queries", flush=True)
@@ -458,7 +476,7 @@ def main() -> None:
         future: Future[dict[str, Any]] = pool.submit(baseline, str(data), args.limit_queries)
         try:
             service = asyncio.run(
-                run_service(data_dir, corpus, queries, args.concurrency, args.index, args.drain_sample)
+                run_service(data_dir, corpus, queries, args.concurrency, args.index, args.drain_sample, embedder)
             )
         except BaseException:
             for process in list(getattr(pool, "_processes", {}).values()):  # do not wait minutes for it
@@ -471,40 +489,42 @@ def main() -> None:
         base = future.result()
         waited = time.perf_counter() - t
 
-    ranks = [rank_of(q.relevant, service["ranked"][q.qid]) for q in queries]
-    base_ranks = [rank_of(q.relevant, base["ranked"][q.qid]) for q in queries]
-    ours, theirs = metrics(ranks), metrics(base_ranks)
-    timings = service["timings"]
-    lat = service["latencies"]
+    from train_fusion import in_validation  # the learned fusion's held-back fifth of faq_dev
 
-    print(f"\n{'system':<34} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR@10':>7}")
-    for name, m in (("service GET /api/v1/search", ours), ("baseline jieba + BM25Okapi", theirs)):
-        print(f"{name:<34} {m['recall@1']:>7.4f} {m['recall@5']:>7.4f} {m['recall@10']:>7.4f} {m['mrr@10']:>7.4f}")
-    delta = ours["mrr@10"] - theirs["mrr@10"]
-    print(
-        f"{'difference (service - baseline)':<34} {ours['recall@1'] - theirs['recall@1']:>+7.4f} "
-        f"{ours['recall@5'] - theirs['recall@5']:>+7.4f} {ours['recall@10'] - theirs['recall@10']:>+7.4f} "
-        f"{delta:>+7.4f}"
-    )
-    report_misses(queries, corpus, service["ranked"], base["ranked"], args.misses)
+    base_ranks = [rank_of(q.relevant, base["ranked"][q.qid]) for q in queries]
+    theirs = metrics(base_ranks)
+    held = [i for i, q in enumerate(queries) if in_validation(q.relevant)]
+    timings = service["timings"]
+    results: dict[str, dict[str, Any]] = {}
+    print(f"\n{'system':<34} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR@10':>7}   {'held-out fifth: R@1':>20} "
+          f"{'MRR@10':>7}   {'p50 ms':>7} {'p99 ms':>7}")
+    rows: list[tuple[str, dict[str, float], dict[str, float], list[float]]] = []
+    for mode, ranked in service["ranked"].items():
+        ranks = [rank_of(q.relevant, ranked[q.qid]) for q in queries]
+        rows.append((f"service mode={mode}", metrics(ranks), metrics([ranks[i] for i in held]),
+                     service["latencies"][mode]))
+        results[mode] = {**metrics(ranks), "held_out": metrics([ranks[i] for i in held]),
+                         "p50_ms": round(_pct(service["latencies"][mode], 50), 2),
+                         "p99_ms": round(_pct(service["latencies"][mode], 99), 2)}
+    rows.append(("baseline jieba + BM25Okapi", theirs, metrics([base_ranks[i] for i in held]), []))
+    for name, m, h, lat in rows:
+        speed = f"{_pct(lat, 50):>7.1f} {_pct(lat, 99):>7.1f}" if lat else f"{'':>7} {'':>7}"
+        print(f"{name:<34} {m['recall@1']:>7.4f} {m['recall@5']:>7.4f} {m['recall@10']:>7.4f} {m['mrr@10']:>7.4f}   "
+              f"{h['recall@1']:>20.4f} {h['mrr@10']:>7.4f}   {speed}")
+    print(f"(held-out fifth: the {len(held):,} queries whose target item the learned fusion never saw in training, "
+          "bench/train_fusion.py)")
+    best = "hybrid" if "hybrid" in service["ranked"] else "keyword"
+    report_misses(queries, corpus, service["ranked"][best], base["ranked"], args.misses)
+    searches = ", ".join(f"{mode} {timings[f'search_{mode}_s']:.1f} s" for mode in service["ranked"])
     print(
         f"\ntimes: start {timings['start_s']:.1f} s, import {timings['import_s']:.1f} s "
         f"({len(corpus) / timings['import_s']:,.0f} items/s; {service['import']}), indexing {timings['index_s']:.1f} s "
-        f"{service['indexing']}, {len(queries):,} searches {timings['search_s']:.1f} s "
-        f"(p50 {_pct(lat, 50):.1f} ms, p99 {_pct(lat, 99):.1f} ms per request), baseline {base['seconds']:.1f} s "
-        f"in a child process (waited {waited:.1f} s for it), wall {time.perf_counter() - wall:.1f} s"
+        f"{service['indexing']} (embedder {embedder}), {len(queries):,} searches per mode: {searches}; "
+        f"baseline {base['seconds']:.1f} s in a child process (waited {waited:.1f} s for it), "
+        f"wall {time.perf_counter() - wall:.1f} s"
     )
-    print(
-        json.dumps(
-            {
-                "recall@1": ours["recall@1"],
-                "recall@5": ours["recall@5"],
-                "mrr@10": ours["mrr@10"],
-                "queries": len(queries),
-                "baseline": {k: theirs[k] for k in ("recall@1", "recall@5", "mrr@10")},
-            }
-        )
-    )
+    print(json.dumps({"embedder": embedder, "queries": len(queries), "modes": results,
+                      "baseline": {k: theirs[k] for k in ("recall@1", "recall@5", "mrr@10")}}))
 
 
 if __name__ == "__main__":
