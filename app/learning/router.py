@@ -14,6 +14,7 @@ from app.core.etag import IfMatch, check_if_match
 from app.core.pagination import Page, Paging
 from app.core.schemas import Id
 from app.identity.deps import Require
+from app.identity.principal import Principal
 from app.learning import exams, generation, service
 from app.learning.schemas import (
     AnswersIn,
@@ -53,8 +54,8 @@ def _backend(request: Request) -> SearchBackend:
     return request.app.state.services["search"]
 
 
-async def _question(session: DbSession, question_id: int, response: Response) -> QuestionOut:
-    q = await service.get_question(session, question_id)
+async def _question(session: DbSession, actor: Principal, question_id: int, response: Response) -> QuestionOut:
+    q = await service.get_question(session, question_id, actor)
     response.headers["ETag"] = service.etag_of(q)
     return await service.out(session, q)
 
@@ -83,7 +84,7 @@ async def list_questions(
     q: Annotated[str | None, Query(max_length=100, description="Stem contains")] = None,
 ) -> Page[QuestionOut]:
     """The bank, newest first."""
-    rows, nxt = await service.list_questions(session, page, state=state, kind=kind, difficulty=difficulty,
+    rows, nxt = await service.list_questions(session, page, actor, state=state, kind=kind, difficulty=difficulty,
                                              category=category, needs_review=needs_review, item_id=item_id, q=q)
     return Page(items=await service.outs(session, rows), next_cursor=nxt)
 
@@ -106,7 +107,7 @@ async def approve_questions(session: DbSession, actor: Manager, body: ApproveMan
 
 @router.get("/learning/questions/{question_id}", response_model=QuestionOut)
 async def get_question(session: DbSession, actor: Manager, question_id: Id, response: Response) -> QuestionOut:
-    return await _question(session, question_id, response)
+    return await _question(session, actor, question_id, response)
 
 
 @router.patch("/learning/questions/{question_id}", response_model=QuestionOut)
@@ -114,10 +115,10 @@ async def update_question(session: DbSession, actor: Manager, question_id: Id, b
                           response: Response, if_match: IfMatch = None) -> QuestionOut:
     """If-Match required (428 without, 412 when stale). Changing an approved question's content
     sends it back to draft."""
-    q = await service.get_question(session, question_id)
+    q = await service.get_question(session, question_id, actor)
     check_if_match(if_match, service.etag_of(q), q.row_version)
     await service.update_question(session, actor, q, body)
-    return await _question(session, question_id, response)
+    return await _question(session, actor, question_id, response)
 
 
 @router.post("/learning/questions/{question_id}/approve", response_model=QuestionOut)
@@ -125,20 +126,20 @@ async def approve_question(session: DbSession, actor: Manager, question_id: Id, 
                            if_match: IfMatch = None) -> QuestionOut:
     """draft → approved; a question flagged `needs_review` is approved again, its links moved to
     the items' current versions."""
-    q = await service.get_question(session, question_id)
+    q = await service.get_question(session, question_id, actor)
     check_if_match(if_match, service.etag_of(q), q.row_version)
     await service.approve(session, actor, q)
-    return await _question(session, question_id, response)
+    return await _question(session, actor, question_id, response)
 
 
 @router.post("/learning/questions/{question_id}/retire", response_model=QuestionOut)
 async def retire_question(session: DbSession, actor: Manager, question_id: Id, response: Response,
                           if_match: IfMatch = None) -> QuestionOut:
     """Out of use: no new paper takes it (papers already made keep their copy)."""
-    q = await service.get_question(session, question_id)
+    q = await service.get_question(session, question_id, actor)
     check_if_match(if_match, service.etag_of(q), q.row_version)
     await service.retire(session, actor, q)
-    return await _question(session, question_id, response)
+    return await _question(session, actor, question_id, response)
 
 
 # ---------------------------------------------------------------- papers

@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -19,7 +19,7 @@ from app.core.etag import make_etag
 from app.core.pagination import PageParams, paginate_by_id
 from app.identity.principal import Principal
 from app.knowledge import acl
-from app.knowledge.models import Item, ItemVersion
+from app.knowledge.models import Item, ItemReader, ItemVersion
 from app.learning.models import OBJECTIVE, Paper, Question, QuestionCategory, QuestionItem
 from app.learning.schemas import (
     ItemLink,
@@ -189,8 +189,24 @@ async def out(session: AsyncSession, q: Question) -> QuestionOut:
     return (await outs(session, [q]))[0]
 
 
-async def get_question(session: AsyncSession, question_id: int) -> Question:
+def readable_by(principal: Principal) -> Any:
+    """SQL condition on `Question`: the caller may read every item it is linked to (its answer
+    and its wrong options are those items' content), so the bank never shows a manager the
+    answer of an item their ACL hides."""
+    if principal.is_superuser:
+        return true()
+    hidden = select(QuestionItem.question_id).where(
+        QuestionItem.question_id == Question.id,
+        ~exists().where(ItemReader.item_id == QuestionItem.item_id,
+                        ItemReader.subject.in_(acl.subjects_of(principal))))
+    return ~exists(hidden)
+
+
+async def get_question(session: AsyncSession, question_id: int, principal: Principal | None = None) -> Question:
     q = await session.get(Question, question_id)
+    if q is not None and principal is not None and not principal.is_superuser:
+        visible = await session.scalar(select(Question.id).where(Question.id == q.id, readable_by(principal)))
+        q = q if visible is not None else None
     if q is None:
         raise NotFound(f"No question with id {question_id}", code="question_not_found")
     return q
@@ -206,10 +222,10 @@ async def subtree(session: AsyncSession, node_ids: Iterable[int]) -> list[int]:
         or_(*[TaxonomyNode.path.like(p.replace("%", "\\%") + "%", escape="\\") for p in paths])))).all())
 
 
-async def list_questions(session: AsyncSession, page: PageParams, *, state: str | None, kind: str | None,
-                         difficulty: int | None, category: int | None, needs_review: bool | None,
+async def list_questions(session: AsyncSession, page: PageParams, principal: Principal, *, state: str | None,
+                         kind: str | None, difficulty: int | None, category: int | None, needs_review: bool | None,
                          item_id: int | None, q: str | None) -> tuple[list[Question], str | None]:
-    stmt = select(Question)
+    stmt = select(Question).where(readable_by(principal))
     if state:
         stmt = stmt.where(Question.state == state)
     if kind:

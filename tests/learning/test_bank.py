@@ -76,6 +76,18 @@ async def test_generation_reads_under_the_callers_acl(client: httpx.AsyncClient,
     (q,) = r.json()["created"]
     assert "处理办法第 3 种。" not in [o["text"] for o in q["options"]]
     assert r.json()["skipped"][0]["reason"] == "not_found"
+    # A question an administrator wrote on the restricted item: its answer is that item's content,
+    # so the bank does not show it to the supervisor (404 like a missing one); the admin sees it.
+    r = await call(client, "POST", f"{API}/questions", admin, json={
+        "kind": "single_choice", "stem": "宽带故障3怎么处理？", "options": ["处理办法第 3 种。", "重启路由器"],
+        "answer": ["A"], "items": [{"item_id": items[3]["id"]}]})
+    assert r.status_code == 201, r.text
+    hidden = r.json()["id"]
+    listed = (await call(client, "GET", f"{API}/questions", sup)).json()["items"]
+    assert hidden not in [x["id"] for x in listed] and q["id"] in [x["id"] for x in listed]
+    assert_problem(await call(client, "GET", f"{API}/questions/{hidden}", sup), 404, "question_not_found")
+    assert_problem(await call(client, "POST", f"{API}/questions/{hidden}/retire", sup), 404, "question_not_found")
+    assert (await call(client, "GET", f"{API}/questions/{hidden}", admin)).status_code == 200
 
 
 async def test_republishing_an_item_flags_its_questions(client: httpx.AsyncClient, kb: Kb, publisher: Actor,
