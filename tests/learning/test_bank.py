@@ -4,18 +4,18 @@ when an item is republished, short answers and the grader's queue, the migration
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from app.core.db import make_engine, utcnow
 from app.identity.models import Role
 from tests.conftest import BACKENDS, Actor, People, alembic_config, assert_problem, create_database
+from tests.feedback.test_migration import _permissions
 from tests.learning.conftest import Kb, call, drain, faq, sweep
 from tests.learning.helpers import API, exam, paper, question
 
@@ -164,14 +164,6 @@ async def test_short_answers_wait_for_the_grader(client: httpx.AsyncClient, supe
     r = await call(client, "GET", "/api/v1/audit", await people.make("root", role="admin"),
                    params={"action": "attempt.grade"})
     assert r.status_code == 200 and len(r.json()["items"]) == 1
-
-
-async def _permissions(url: str) -> dict[str, list[str]]:
-    engine = make_engine(url)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT name, permissions FROM roles"))).all()
-    await engine.dispose()
-    return {name: sorted(p if isinstance(p, list) else json.loads(p)) for name, p in rows}
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
