@@ -45,6 +45,7 @@ from app.core.schemas import MAX_ID
 from app.identity.models import Department, Role, User, user_roles
 from app.identity.permissions import ALL, OPERATIONS, SYSTEM_ACCESS
 from app.identity.principal import Principal
+from app.identity.service import department_paths, role_ids_by_name
 from app.knowledge.service import check_validity, sanitize_html
 
 READ = "announcements:read"
@@ -90,22 +91,8 @@ def _html(a: Announcement) -> str:
 
 async def resolve_audience(session: AsyncSession, audience: AudienceIn) -> tuple[list[int], list[int], list[str]]:
     """Role names -> ids and known department ids; 422 naming the field for anything unknown."""
-    names = list(dict.fromkeys(audience.roles))
-    role_ids: list[int] = []
-    if names:
-        found = dict((await session.execute(select(Role.name, Role.id).where(Role.name.in_(names)))).all())
-        unknown = [n for n in names if n not in found]
-        if unknown:
-            raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field="audience.roles",
-                               unknown=unknown)
-        role_ids = sorted(found[n] for n in names)
-    dept_ids = sorted(set(audience.departments))
-    if dept_ids:
-        known = set((await session.scalars(select(Department.id).where(Department.id.in_(dept_ids)))).all())
-        unknown_ids = [d for d in dept_ids if d not in known]
-        if unknown_ids:
-            raise InvalidInput(f"Unknown department id(s): {', '.join(map(str, unknown_ids))}",
-                               code="unknown_department", field="audience.departments", unknown=unknown_ids)
+    role_ids = sorted((await role_ids_by_name(session, audience.roles, "audience.roles")).values())
+    dept_ids = sorted(await department_paths(session, audience.departments, "audience.departments"))
     return role_ids, dept_ids, sorted(set(audience.channels))
 
 

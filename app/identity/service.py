@@ -261,6 +261,33 @@ async def delete_role(session: AsyncSession, actor: Principal, role_id: int) -> 
 # ---------------------------------------------------------------- departments
 
 
+async def role_ids_by_name(session: AsyncSession, names: list[str], field: str) -> dict[str, int]:
+    """Role names an audience was given (announcements, exams, learning paths) -> ids; 422
+    `unknown_role` naming `field` for any that does not exist."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    found = dict((await session.execute(select(Role.name, Role.id).where(Role.name.in_(names)))).all())
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field=field,
+                           unknown=unknown)
+    return {n: found[n] for n in names}
+
+
+async def department_paths(session: AsyncSession, ids: list[int], field: str) -> dict[int, str]:
+    """Department ids an audience was given -> their paths; 422 `unknown_department` naming `field`."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    found = dict((await session.execute(select(Department.id, Department.path).where(Department.id.in_(ids)))).all())
+    unknown = [d for d in ids if d not in found]
+    if unknown:
+        raise InvalidInput(f"Unknown department id(s): {', '.join(map(str, unknown))}", code="unknown_department",
+                           field=field, unknown=unknown)
+    return found
+
+
 async def list_departments(session: AsyncSession) -> list[Department]:
     return list((await session.scalars(select(Department).order_by(Department.path, Department.id))).all())
 

@@ -27,8 +27,9 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.etag import make_etag
 from app.core.pagination import PageParams, paginate_by_id
-from app.identity.models import Department, Role, User
+from app.identity.models import Department, User
 from app.identity.principal import Principal
+from app.identity.service import department_paths, role_ids_by_name
 from app.learning.models import Attempt, Exam, ExamAudience, Paper
 from app.learning.schemas import (
     AttemptOut,
@@ -66,22 +67,10 @@ def attempt_etag(a: Attempt) -> str:
 async def _audience(session: AsyncSession, data: ExamCreate) -> list[str]:
     aud = data.audience
     subjects: list[str] = []
-    names = list(dict.fromkeys(aud.roles))
-    if names:
-        found = dict((await session.execute(select(Role.name, Role.id).where(Role.name.in_(names)))).all())
-        unknown = [n for n in names if n not in found]
-        if unknown:
-            raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field="audience.roles",
-                               unknown=unknown)
-        subjects += [f"role:{found[n]}" for n in names]
-    depts = list(dict.fromkeys(aud.departments))
-    if depts:
-        known = set((await session.scalars(select(Department.id).where(Department.id.in_(depts)))).all())
-        unknown_ids = [d for d in depts if d not in known]
-        if unknown_ids:
-            raise InvalidInput(f"Unknown department id(s): {', '.join(map(str, unknown_ids))}",
-                               code="unknown_department", field="audience.departments", unknown=unknown_ids)
-        subjects += [f"dept:{d}" for d in depts]
+    roles = await role_ids_by_name(session, aud.roles, "audience.roles")
+    subjects += [f"role:{role_id}" for role_id in roles.values()]
+    departments = await department_paths(session, list(dict.fromkeys(aud.departments)), "audience.departments")
+    subjects += [f"dept:{d}" for d in dict.fromkeys(aud.departments) if d in departments]
     users = list(dict.fromkeys(aud.users))
     if users:
         active = dict((await session.execute(select(User.id, User.is_active).where(User.id.in_(users)))).all())

@@ -32,6 +32,7 @@ from app.core.etag import make_etag
 from app.core.pagination import PageParams, paginate_by_id
 from app.identity.models import Department, Role, User, user_roles
 from app.identity.principal import Principal
+from app.identity.service import department_paths, role_ids_by_name
 from app.knowledge import acl
 from app.knowledge.diff import diff_versions
 from app.knowledge.models import Item, ItemVersion
@@ -73,25 +74,11 @@ async def get(session: AsyncSession, id_: int) -> StudyPath:
 
 
 async def _role_ids(session: AsyncSession, names: list[str]) -> list[int]:
-    names = list(dict.fromkeys(names))
-    found = dict((await session.execute(select(Role.name, Role.id).where(Role.name.in_(names)))).all())
-    unknown = [n for n in names if n not in found]
-    if unknown:
-        raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field="roles",
-                           unknown=unknown)
-    return sorted(found[n] for n in names)
+    return sorted((await role_ids_by_name(session, names, "roles")).values())
 
 
 async def _department_paths(session: AsyncSession, ids: list[int]) -> dict[int, str]:
-    ids = sorted(set(ids))
-    if not ids:
-        return {}
-    found = dict((await session.execute(select(Department.id, Department.path).where(Department.id.in_(ids)))).all())
-    unknown = [d for d in ids if d not in found]
-    if unknown:
-        raise InvalidInput(f"Unknown department id(s): {', '.join(map(str, unknown))}", code="unknown_department",
-                           field="departments", unknown=unknown)
-    return found
+    return await department_paths(session, ids, "departments")
 
 
 def _path_ids(path: str) -> list[int]:
