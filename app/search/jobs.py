@@ -144,6 +144,7 @@ async def reindex_all(ctx: JobContext) -> dict[str, Any]:
     semantic = _semantic(ctx)
     if semantic is not None and semantic.model:
         await drop_other_models(ctx.session, semantic.model)
+        await ctx.session.commit()  # a short write: the lock is not held through the embedding
     docs = []
     for start in range(0, len(ids), BATCH):
         batch, _ = await _documents(ctx, ids[start : start + BATCH])

@@ -184,8 +184,7 @@ async def embed_documents(
                 key = keys[text]
                 vectors[key] = vector.astype(np.float32)
                 rows_in.append({"key": key, "model": model, "vector": vector.astype("<f2").tobytes()})
-            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            await session.execute(insert(EmbeddingCache).values(rows_in).on_conflict_do_nothing())
+            await _remember(session, rows_in)
     except EmbedderUnavailable as e:
         log.warning("embedding failed; %d document(s) indexed without vectors: %s", len(docs), e)
         error = str(e)
@@ -199,6 +198,15 @@ async def embed_documents(
         else:
             doc.vectors, doc.embedder = [], None
     return error
+
+
+async def _remember(session: AsyncSession, rows: list[dict[str, object]]) -> None:
+    """Cache rows in a short transaction of their own: the index job's transaction must not take
+    SQLite's one write lock here and hold it through the engine write (every other writer would wait)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    async with AsyncSession(session.bind) as own:
+        await own.execute(insert(EmbeddingCache).values(rows).on_conflict_do_nothing())
+        await own.commit()
 
 
 async def drop_other_models(session: AsyncSession, model: str) -> int:
