@@ -35,11 +35,30 @@ API_PREFIX = "/api/v1"
 def mount_routers(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX)
     # Routes are matched in order, one by one: the hot paths (search, channel reads) come first.
-    for r in (screenpop_router, channels_router, channel_events_router, search_router, knowledge_router,
-              attachments_router, auth_router, identity_router, audit_router, jobs_router, taxonomy_router,
-              changes_router, snapshot_router, imports_router, feedback_router, todo_router, announcements_router,
-              announcements_channel_router, analytics_router, learning_router, study_router,
-              experts_router):
+    for r in (
+        screenpop_router,
+        channels_router,
+        channel_events_router,
+        search_router,
+        knowledge_router,
+        attachments_router,
+        auth_router,
+        identity_router,
+        audit_router,
+        jobs_router,
+        taxonomy_router,
+        changes_router,
+        snapshot_router,
+        imports_router,
+        feedback_router,
+        todo_router,
+        announcements_router,
+        announcements_channel_router,
+        analytics_router,
+        learning_router,
+        study_router,
+        experts_router,
+    ):
         api.include_router(r)
     app.include_router(api)
     app.include_router(ops_router)

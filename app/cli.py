@@ -113,14 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     remote.add_argument("--client-id", help="a sync client with import:<source> (env KB_CLIENT_ID)")
     remote.add_argument("--client-secret", help="its secret (env KB_CLIENT_SECRET)")
     remote.add_argument("--quiet", action="store_true", help="no progress bar")
-    i = sub.add_parser("import", parents=[remote], help="import a file into a sync source through a running service "
-                       "(exit 0 done, 1 rows or the job failed, 2 refused, 3 needs --confirm-mass-archive)")
+    i = sub.add_parser(
+        "import",
+        parents=[remote],
+        help="import a file into a sync source through a running service "
+        "(exit 0 done, 1 rows or the job failed, 2 refused, 3 needs --confirm-mass-archive)",
+    )
     i.add_argument("file", type=Path)
     i.add_argument("--source", required=True)
     i.add_argument("--mode", choices=["incremental", "full"], default="incremental")
     i.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
-    i.add_argument("--confirm-mass-archive", action="store_true",
-                   help="let a full sync archive more than the source's max_archive_share")
+    i.add_argument(
+        "--confirm-mass-archive",
+        action="store_true",
+        help="let a full sync archive more than the source's max_archive_share",
+    )
     i.add_argument("--watermark", help="stored on the source when the job ends without failed rows")
     i.add_argument("--format", choices=["ndjson", "json", "csv", "xlsx", "zip"], help="default: from the file")
     i.add_argument("--encoding", help="CSV text encoding (default: detected)")
@@ -163,12 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         try:
             if args.cmd == "backup":
                 m = backup(get_settings(), args.dir)
-                print(f"backup in {args.dir}: revision {m['alembic_revision']}, {m['counts'].get('items', 0)} items, "
-                      f"{len(m['blobs'])} blobs")
+                print(
+                    f"backup in {args.dir}: revision {m['alembic_revision']}, {m['counts'].get('items', 0)} items, "
+                    f"{len(m['blobs'])} blobs"
+                )
             else:
                 m = restore(get_settings(), args.dir, force=args.force)
-                print(f"restored {args.dir} into {get_settings().data_dir}: {m['counts'].get('items', 0)} items, "
-                      f"{len(m['blobs'])} blobs, {m['indexed']} documents indexed")
+                print(
+                    f"restored {args.dir} into {get_settings().data_dir}: {m['counts'].get('items', 0)} items, "
+                    f"{len(m['blobs'])} blobs, {m['indexed']} documents indexed"
+                )
         except BackupError as exc:
             sys.exit(f"kb {args.cmd}: {exc}")
     elif args.cmd == "export-openapi":
@@ -182,12 +193,23 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"kb {args.cmd}: {exc.message}")
         ui = client.Ui(quiet=args.quiet)
         if args.cmd == "import":
-            code = client.import_file(creds, args.file, source=args.source, mode=args.mode, dry_run=args.dry_run,
-                                      confirm_mass_archive=args.confirm_mass_archive, watermark=args.watermark,
-                                      fmt=args.format, encoding=args.encoding, key=args.idempotency_key, ui=ui)
+            code = client.import_file(
+                creds,
+                args.file,
+                source=args.source,
+                mode=args.mode,
+                dry_run=args.dry_run,
+                confirm_mass_archive=args.confirm_mass_archive,
+                watermark=args.watermark,
+                fmt=args.format,
+                encoding=args.encoding,
+                key=args.idempotency_key,
+                ui=ui,
+            )
         else:
-            code = client.export_file(creds, args.out, source=args.source, fmt=args.format,
-                                      include_archived=args.include_archived, ui=ui)
+            code = client.export_file(
+                creds, args.out, source=args.source, fmt=args.format, include_archived=args.include_archived, ui=ui
+            )
         sys.exit(code)
 
 

@@ -95,8 +95,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                 await search.set_language(await language_resources(s))
                 if search.writable and await rebuild_if_empty(s, search):
                     log.warning("the search index is empty while items are published: a rebuild is queued")
-                elif search.writable and (queued := await revectorize_if_needed(
-                        s, search, app.state.services.get("semantic"))):
+                elif search.writable and (
+                    queued := await revectorize_if_needed(s, search, app.state.services.get("semantic"))
+                ):
                     log.warning("indexed items lack vectors of the loaded embedder: %s queued", queued)
         except Exception:
             log.exception("start-up data could not be loaded")
@@ -108,8 +109,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         stop = asyncio.Event()
         app.state.search_log = SearchLogBuffer(app.state.sessionmaker)
         app.state.channel_events = ChannelEvents(app.state.sessionmaker)
-        log_tasks = [asyncio.create_task(app.state.search_log.run(stop)),
-                     asyncio.create_task(app.state.channel_events.run(stop))]
+        log_tasks = [
+            asyncio.create_task(app.state.search_log.run(stop)),
+            asyncio.create_task(app.state.channel_events.run(stop)),
+        ]
         task = None
         # With `serve --workers N` and the embedded index, the process that took the index's
         # writer lock runs the worker; the others only read (README, "Scaling").
@@ -149,10 +152,20 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     # Added last = outermost: request id first, then limits, then CORS.
     app.add_middleware(NulCharacterMiddleware)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "X-Request-ID"])
-    app.add_middleware(BodySizeLimitMiddleware, json_limit=settings.max_json_body_bytes,
-                       upload_limit=settings.max_upload_request_bytes, import_limit=settings.import_max_bytes)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "X-Request-ID"],
+        )
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        json_limit=settings.max_json_body_bytes,
+        upload_limit=settings.max_upload_request_bytes,
+        import_limit=settings.import_max_bytes,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -33,8 +33,12 @@ async def _department(session: AsyncSession, name: str, parent: Department | Non
 
 
 DEMO_WORDS = ["5G畅享套餐", "光猫", "携号转网", "宽带报修", "网上国网"]
-DEMO_SYNONYMS = [["上不了网", "无法上网", "断网", "连不上网"], ["宽带", "宽频", "寬頻"], ["挂失", "丢卡", "卡丢了"],
-                 ["电费", "电价", "电钱"]]
+DEMO_SYNONYMS = [
+    ["上不了网", "无法上网", "断网", "连不上网"],
+    ["宽带", "宽频", "寬頻"],
+    ["挂失", "丢卡", "卡丢了"],
+    ["电费", "电价", "电钱"],
+]
 
 
 async def _seed_language(session: AsyncSession) -> list[str]:
@@ -62,8 +66,15 @@ async def seed_demo(session: AsyncSession) -> list[str]:
     }
     for username, display, role, dept in DEMO_USERS[1:]:
         if await session.scalar(select(User).where(User.username == username)) is None:
-            session.add(User(username=username, display_name=display, password_hash=hash_secret(DEMO_PASSWORD),
-                             roles=[roles[role]], department_id=depts[dept].id if dept else None))
+            session.add(
+                User(
+                    username=username,
+                    display_name=display,
+                    password_hash=hash_secret(DEMO_PASSWORD),
+                    roles=[roles[role]],
+                    department_id=depts[dept].id if dept else None,
+                )
+            )
     await session.commit()
     content = await seed_knowledge_demo(session)
     content += await _seed_language(session)

@@ -19,10 +19,13 @@ def build_search(settings: Settings, semantic: Semantic | None = None) -> Search
 
         assert settings.es_url
         embedder = semantic.embedder if semantic is not None else None
-        return ElasticsearchBackend(settings.es_url, analyzer=settings.es_analyzer,
-                                    index_prefix=settings.es_index_prefix,
-                                    vector_model=embedder.model if embedder else None,
-                                    vector_dims=embedder.dims if embedder else None)
+        return ElasticsearchBackend(
+            settings.es_url,
+            analyzer=settings.es_analyzer,
+            index_prefix=settings.es_index_prefix,
+            vector_model=embedder.model if embedder else None,
+            vector_dims=embedder.dims if embedder else None,
+        )
     from app.search.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(settings.data_dir / "search")

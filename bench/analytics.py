@@ -40,8 +40,18 @@ from imports import SOURCE, drain, load_questions, rows, run_import_job, upload,
 from relevance import DEFAULT_DATA  # noqa: E402
 
 CHANNELS = ("agent", "web", "wechat", "app")
-ROUTES = ("views", "top-items", "searches", "top-queries", "zero-result-queries", "unclicked-queries",
-          "helpfulness", "stale", "throughput", "report.html")
+ROUTES = (
+    "views",
+    "top-items",
+    "searches",
+    "top-queries",
+    "zero-result-queries",
+    "unclicked-queries",
+    "helpfulness",
+    "stale",
+    "throughput",
+    "report.html",
+)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -61,9 +71,20 @@ async def setup_items(app: Any, client: Any, headers: dict[str, str], settings: 
 
     r = await client.post("/api/v1/taxonomies", json={"code": "kb", "name": "知识分类"}, headers=headers)
     r.raise_for_status()
-    r = await client.post("/api/v1/sync-sources", headers=headers, json={
-        "name": SOURCE, "description": "CRM 知识库 (bench)", "publish_mode": "publish", "create_categories": True,
-        "create_tags": True, "item_type": "faq", "visibility": "public", "channels": list(CHANNELS)})
+    r = await client.post(
+        "/api/v1/sync-sources",
+        headers=headers,
+        json={
+            "name": SOURCE,
+            "description": "CRM 知识库 (bench)",
+            "publish_mode": "publish",
+            "create_categories": True,
+            "create_tags": True,
+            "item_type": "faq",
+            "visibility": "public",
+            "channels": list(CHANNELS),
+        },
+    )
     r.raise_for_status()
     path = tmp / "items.ndjson"
     write_ndjson(path, rows(n, load_questions(DEFAULT_DATA)))
@@ -89,21 +110,53 @@ async def record(app: Any, ids: list[int], queries: list[str], n: int, flush_eve
         roll = rng.random()
         if roll < 0.60:
             item = rng.choice(hot) if rng.random() < 0.7 else rng.choice(ids)
-            events.append({"kind": "view", "at": at, "channel": channel, "item_id": item, "version": 1,
-                           "actor": None, "address": f"10.{i % 250}.{i % 7}.1", "query": None, "search_id": None})
+            events.append(
+                {
+                    "kind": "view",
+                    "at": at,
+                    "channel": channel,
+                    "item_id": item,
+                    "version": 1,
+                    "actor": None,
+                    "address": f"10.{i % 250}.{i % 7}.1",
+                    "query": None,
+                    "search_id": None,
+                }
+            )
             counts["view"] += 1
         elif roll < 0.98:
             q = rng.choice(queries) if rng.random() < 0.9 else f"燃气表{rng.randrange(10_000)}号读数异常"
             zero = q.startswith("燃气表")
-            log.append({"search_id": secrets.token_hex(16), "at": at, "actor": "bench", "channel": channel,
-                        "query": q, "normalized": q, "filters": {}, "total": 0 if zero else 10,
-                        "zero_result": zero, "took_ms": 3.0,
-                        "clicked_item_id": None if zero or rng.random() < 0.5 else rng.choice(ids)})
+            log.append(
+                {
+                    "search_id": secrets.token_hex(16),
+                    "at": at,
+                    "actor": "bench",
+                    "channel": channel,
+                    "query": q,
+                    "normalized": q,
+                    "filters": {},
+                    "total": 0 if zero else 10,
+                    "zero_result": zero,
+                    "took_ms": 3.0,
+                    "clicked_item_id": None if zero or rng.random() < 0.5 else rng.choice(ids),
+                }
+            )
             counts["search"] += 1
         else:
-            events.append({"kind": "vote", "at": at, "channel": channel, "item_id": rng.choice(ids), "version": 1,
-                           "voter": f"visitor:{rng.randrange(50_000):08d}", "helpful": rng.random() < 0.7,
-                           "comment": None, "search_id": None})
+            events.append(
+                {
+                    "kind": "vote",
+                    "at": at,
+                    "channel": channel,
+                    "item_id": rng.choice(ids),
+                    "version": 1,
+                    "voter": f"visitor:{rng.randrange(50_000):08d}",
+                    "helpful": rng.random() < 0.7,
+                    "comment": None,
+                    "search_id": None,
+                }
+            )
             counts["vote"] += 1
         if (i + 1) % flush_every == 0:
             await events.flush()
@@ -111,8 +164,12 @@ async def record(app: Any, ids: list[int], queries: list[str], n: int, flush_eve
     await events.flush()
     await log.flush()
     seconds = time.perf_counter() - t
-    return {**counts, "seconds": round(seconds, 1), "events_per_s": round(n / seconds),
-            "dropped": events.dropped + log.dropped}
+    return {
+        **counts,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(n / seconds),
+        "dropped": events.dropped + log.dropped,
+    }
 
 
 async def report(app: Any, client: Any, headers: dict[str, str], repeat: int) -> dict[str, Any]:
@@ -127,8 +184,13 @@ async def report(app: Any, client: Any, headers: dict[str, str], repeat: int) ->
     start = today - timedelta(days=29)
     out: dict[str, Any] = {}
     async with app.state.sessionmaker() as s:
-        admin = (await s.scalars(select(User).where(User.username == "bench-admin")
-                                 .options(selectinload(User.roles), selectinload(User.department)))).one()
+        admin = (
+            await s.scalars(
+                select(User)
+                .where(User.username == "bench-admin")
+                .options(selectinload(User.roles), selectinload(User.department))
+            )
+        ).one()
         principal = principal_for_user(admin)
         ms = []
         for _ in range(repeat):
@@ -136,9 +198,12 @@ async def report(app: Any, client: Any, headers: dict[str, str], repeat: int) ->
             data = await service.report_data(s, principal, start, today)
             ms.append((time.perf_counter() - t) * 1000)
         out["report_data"] = summary(ms)
-        out["figures"] = {"views": data.views.total, "searches": data.searches.total,
-                          "zero_results": data.searches.zero_results,
-                          "zero_result_queries": len(data.zero_result_queries)}
+        out["figures"] = {
+            "views": data.views.total,
+            "searches": data.searches.total,
+            "zero_results": data.searches.zero_results,
+            "zero_result_queries": len(data.zero_result_queries),
+        }
     params = {"from": str(start), "to": str(today)}
     for route in ROUTES:
         ms = []
@@ -180,10 +245,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="kb-bench-analytics-"))
     (tmp / "data").mkdir()
-    settings = Settings(_env_file=None, env="dev", data_dir=tmp / "data", worker_embedded=False,
-                        job_backoff_seconds=0, jwt_secret=secrets.token_urlsafe(48), log_level="WARNING",
-                        analytics_rollup_seconds=0,
-                        rate_limit_anonymous="10000000/minute")  # the read loop is one address
+    settings = Settings(
+        _env_file=None,
+        env="dev",
+        data_dir=tmp / "data",
+        worker_embedded=False,
+        job_backoff_seconds=0,
+        jwt_secret=secrets.token_urlsafe(48),
+        log_level="WARNING",
+        analytics_rollup_seconds=0,
+        rate_limit_anonymous="10000000/minute",
+    )  # the read loop is one address
     out: dict[str, Any] = {"items": args.items, "events": args.events}
     async with served(settings) as (app, client, headers):
         ids = await setup_items(app, client, headers, settings, args.items, tmp)

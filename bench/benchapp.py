@@ -45,7 +45,8 @@ async def served(settings: Any, http_timeout: float = 600) -> AsyncIterator[tupl
             await ensure_admin(s, ADMIN_USER, password)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=http_timeout) as client:
-            r = await client.post("/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN_USER,
-                                                              "password": password})
+            r = await client.post(
+                "/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN_USER, "password": password}
+            )
             r.raise_for_status()
             yield app, client, {"Authorization": f"Bearer {r.json()['access_token']}"}

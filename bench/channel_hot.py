@@ -53,22 +53,47 @@ async def fill(maker: object, items: int, days: int, viewed_share: float) -> int
         step = 5000
         for start in range(1, items + 1, step):
             ids = range(start, min(start + step, items + 1))
-            await s.execute(insert(Item), [{"id": i, "item_type": "faq", "status": "published",
-                                            "visibility": "public", "latest_version_no": 1} for i in ids])
-            await s.execute(insert(ItemVersion), [
-                {"id": i, "item_id": i, "number": 1, "state": "published", "title": f"常见问题 {i}",
-                 "question": f"问题 {i} 怎么办", "channels": ["agent", "web", "wechat", "app"]} for i in ids])
+            await s.execute(
+                insert(Item),
+                [
+                    {"id": i, "item_type": "faq", "status": "published", "visibility": "public", "latest_version_no": 1}
+                    for i in ids
+                ],
+            )
+            await s.execute(
+                insert(ItemVersion),
+                [
+                    {
+                        "id": i,
+                        "item_id": i,
+                        "number": 1,
+                        "state": "published",
+                        "title": f"常见问题 {i}",
+                        "question": f"问题 {i} 怎么办",
+                        "channels": ["agent", "web", "wechat", "app"],
+                    }
+                    for i in ids
+                ],
+            )
             await s.execute(insert(ItemReader), [{"item_id": i, "subject": "public"} for i in ids])
-            await s.execute(text("UPDATE items SET published_version_id = id WHERE id >= :a AND id < :b"),
-                            {"a": start, "b": start + step})
+            await s.execute(
+                text("UPDATE items SET published_version_id = id WHERE id >= :a AND id < :b"),
+                {"a": start, "b": start + step},
+            )
         await s.commit()
         viewed = rnd.sample(range(1, items + 1), int(items * viewed_share))
         batch: list[dict[str, object]] = []
         for rank, item in enumerate(viewed, 1):
             base = max(1, int(10_000 / rank))  # Zipf: 10,000 views a day for the first, 1 for the tail
             for d in range(days):
-                batch.append({"channel": "web", "day": today - timedelta(days=d), "item_id": item,
-                              "views": max(1, int(base * rnd.uniform(0.5, 1.5)))})
+                batch.append(
+                    {
+                        "channel": "web",
+                        "day": today - timedelta(days=d),
+                        "item_id": item,
+                        "views": max(1, int(base * rnd.uniform(0.5, 1.5))),
+                    }
+                )
             if len(batch) >= 20_000:
                 await s.execute(insert(ChannelViewDay), batch)
                 rows += len(batch)
@@ -110,22 +135,33 @@ async def main() -> None:
     events = ChannelEvents(maker)
     for days in (1, 7, 30):
         async with maker() as s:
+
             async def cold(s: object = s, days: int = days) -> None:
                 events.forget_rankings()
                 await hot(s, caller, days, 10, events)  # type: ignore[arg-type]
 
             async def warm(s: object = s, days: int = days) -> None:
                 await hot(s, caller, days, 10, events)  # type: ignore[arg-type]
+
             c50, _ = await timed(cold, 3)
             w50, w99 = await timed(warm, 200)
-        print(f"hot days={days:<3} limit=10: ranking computed (once per 30 s) median {c50:7.1f} ms;"
-              f" cached p50 {w50:5.2f} ms p99 {w99:5.2f} ms")
+        print(
+            f"hot days={days:<3} limit=10: ranking computed (once per 30 s) median {c50:7.1f} ms;"
+            f" cached p50 {w50:5.2f} ms p99 {w99:5.2f} ms"
+        )
     rnd = random.Random(3)
     flushes = []
     for _ in range(10):
         for _ in range(args.batch):
-            events.view(channel="web", item_id=rnd.randint(1, args.items), version=1, actor=None,
-                        address="203.0.113.7", query="宽带断网了怎么办", search_id=None)
+            events.view(
+                channel="web",
+                item_id=rnd.randint(1, args.items),
+                version=1,
+                actor=None,
+                address="203.0.113.7",
+                query="宽带断网了怎么办",
+                search_id=None,
+            )
         t = time.perf_counter()
         await events.flush()
         flushes.append((time.perf_counter() - t) * 1000)

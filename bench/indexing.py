@@ -46,7 +46,7 @@ async def enqueue_jobs(app: Any, item_ids: list[int], per_item: int) -> int:
 
     async with app.state.sessionmaker() as s:
         for start in range(0, len(item_ids), 2000):
-            for item_id in item_ids[start:start + 2000]:
+            for item_id in item_ids[start : start + 2000]:
                 for _ in range(per_item):
                     enqueue(s, INDEX_JOB, {"item_id": item_id}, created_by="bench")
             await s.commit()
@@ -86,9 +86,14 @@ async def run(worker: Any, app: Any, item_ids: list[int], per_item: int) -> dict
     indexed = await backend.document_count()
     if states != {"done": jobs} or indexed != len(item_ids) or ran < jobs:
         raise SystemExit(f"not everything was indexed: jobs {states}, {indexed:,} of {len(item_ids):,} in the index")
-    return {"jobs": jobs, "items": len(item_ids), "seconds": round(seconds, 2),
-            "jobs_per_s": round(jobs / seconds, 1), "items_per_s": round(len(item_ids) / seconds, 1),
-            "tantivy_commits": backend.commits - commits}
+    return {
+        "jobs": jobs,
+        "items": len(item_ids),
+        "seconds": round(seconds, 2),
+        "jobs_per_s": round(jobs / seconds, 1),
+        "items_per_s": round(len(item_ids) / seconds, 1),
+        "tantivy_commits": backend.commits - commits,
+    }
 
 
 async def bench(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -117,13 +122,17 @@ async def bench(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         async with app.state.sessionmaker() as s:
             ids = list((await s.scalars(select(Item.id).order_by(Item.id))).all())
         sm, services = app.state.sessionmaker, app.state.services
-        out: dict[str, Any] = {"items": len(ids), "per_item": args.per_item,
-                               "database": settings.database_url.split(":")[0],
-                               "seed_items_per_s": seeding["seed_items_per_s"]}
+        out: dict[str, Any] = {
+            "items": len(ids),
+            "per_item": args.per_item,
+            "database": settings.database_url.split(":")[0],
+            "seed_items_per_s": seeding["seed_items_per_s"],
+        }
         if args.single:
             print(f"single path: {min(args.single, len(ids)):,} jobs, one at a time ...", flush=True)
-            out["single"] = await run(Worker(sm, settings, services=services, batch_handlers={}), app,
-                                      ids[:args.single], 1)
+            out["single"] = await run(
+                Worker(sm, settings, services=services, batch_handlers={}), app, ids[: args.single], 1
+            )
             print(f"  {out['single']}", flush=True)
         print(f"batched: {len(ids) * args.per_item:,} jobs ({args.per_item} per item) ...", flush=True)
         out["batched"] = await run(Worker(sm, settings, services=services), app, ids, args.per_item)

@@ -63,9 +63,11 @@ async def build_bank(app: Any, n: int) -> dict[str, int]:
         await s.flush()
         nodes: dict[str, int] = {}
         leaves: list[int] = []
-        for root, children in (("宽带业务", [f"宽带子类{i}" for i in range(10)]),
-                               ("手机业务", [f"手机子类{i}" for i in range(10)]),
-                               ("信用卡", [f"信用卡子类{i}" for i in range(10)])):
+        for root, children in (
+            ("宽带业务", [f"宽带子类{i}" for i in range(10)]),
+            ("手机业务", [f"手机子类{i}" for i in range(10)]),
+            ("信用卡", [f"信用卡子类{i}" for i in range(10)]),
+        ):
             p = TaxonomyNode(taxonomy_id=tax.id, name=root, path="/")
             s.add(p)
             await s.flush()
@@ -81,47 +83,105 @@ async def build_bank(app: Any, n: int) -> dict[str, int]:
         kinds = ["single_choice"] * 6 + ["multiple_choice"] * 2 + ["true_false"] + ["fill_in"]
         for start in range(1, n + 1, CHUNK):
             ids = range(start, min(n, start + CHUNK - 1) + 1)
-            await s.execute(insert(Item), [{"id": i, "item_type": "faq", "status": "published",
-                                            "visibility": "internal", "latest_version_no": 1, "row_version": 1,
-                                            "created_at": now, "updated_at": now} for i in ids])
-            await s.execute(insert(ItemVersion), [{
-                "id": i, "item_id": i, "number": 1, "state": "published", "title": f"宽带问题 {i} 怎么处理",
-                "question": f"宽带问题 {i} 怎么处理", "similar_questions": [], "body": f"<p>处理办法 {i}。</p>",
-                "body_format": "html", "channel_answers": {"agent": f"处理办法 {i}。"},
-                "channels": ["agent"], "attributes": {}, "change_note": "", "created_at": now, "updated_at": now,
-                "published_at": now} for i in ids])
+            await s.execute(
+                insert(Item),
+                [
+                    {
+                        "id": i,
+                        "item_type": "faq",
+                        "status": "published",
+                        "visibility": "internal",
+                        "latest_version_no": 1,
+                        "row_version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+            await s.execute(
+                insert(ItemVersion),
+                [
+                    {
+                        "id": i,
+                        "item_id": i,
+                        "number": 1,
+                        "state": "published",
+                        "title": f"宽带问题 {i} 怎么处理",
+                        "question": f"宽带问题 {i} 怎么处理",
+                        "similar_questions": [],
+                        "body": f"<p>处理办法 {i}。</p>",
+                        "body_format": "html",
+                        "channel_answers": {"agent": f"处理办法 {i}。"},
+                        "channels": ["agent"],
+                        "attributes": {},
+                        "change_note": "",
+                        "created_at": now,
+                        "updated_at": now,
+                        "published_at": now,
+                    }
+                    for i in ids
+                ],
+            )
             await s.execute(update(Item).where(Item.id.in_(list(ids))).values(published_version_id=Item.id))
             cats = {i: rng.choice(leaves) for i in ids}
             await s.execute(insert(version_categories), [{"version_id": i, "node_id": cats[i]} for i in ids])
             rows = []
             for i in ids:
                 kind = rng.choice(kinds)
-                options = [] if kind in ("true_false", "fill_in") else \
-                    [{"key": k, "text": f"处理办法 {i + d}。"} for d, k in enumerate("ABCD")]
-                answer = {"single_choice": ["A"], "multiple_choice": ["A", "C"], "true_false": ["true"],
-                          "fill_in": [str(i)]}[kind]
-                rows.append({"id": i, "kind": kind, "stem": f"宽带问题 {i} 怎么处理？", "options": options,
-                             "answer": answer, "explanation": "", "difficulty": rng.randint(1, 5),
-                             "state": "approved", "needs_review": False, "source": "generated",
-                             "created_by": "bench", "updated_by": "bench", "row_version": 1, "created_at": now,
-                             "updated_at": now})
+                options = (
+                    []
+                    if kind in ("true_false", "fill_in")
+                    else [{"key": k, "text": f"处理办法 {i + d}。"} for d, k in enumerate("ABCD")]
+                )
+                answer = {
+                    "single_choice": ["A"],
+                    "multiple_choice": ["A", "C"],
+                    "true_false": ["true"],
+                    "fill_in": [str(i)],
+                }[kind]
+                rows.append(
+                    {
+                        "id": i,
+                        "kind": kind,
+                        "stem": f"宽带问题 {i} 怎么处理？",
+                        "options": options,
+                        "answer": answer,
+                        "explanation": "",
+                        "difficulty": rng.randint(1, 5),
+                        "state": "approved",
+                        "needs_review": False,
+                        "source": "generated",
+                        "created_by": "bench",
+                        "updated_by": "bench",
+                        "row_version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
             await s.execute(insert(Question), rows)
             await s.execute(insert(QuestionCategory), [{"question_id": i, "node_id": cats[i]} for i in ids])
-            await s.execute(insert(QuestionItem), [{"question_id": i, "item_id": i, "version": 1, "role": "source"}
-                                                   for i in ids])
+            await s.execute(
+                insert(QuestionItem), [{"question_id": i, "item_id": i, "version": 1, "role": "source"} for i in ids]
+            )
             await s.commit()
     return nodes
 
 
 async def paper_bench(client: Any, headers: dict[str, str], broadband: int, repeat: int) -> dict[str, Any]:
-    rules = [{"kind": "single_choice", "difficulty": 2, "categories": [broadband], "count": 30, "score": 2},
-             {"kind": "multiple_choice", "difficulty": 3, "categories": [broadband], "count": 10, "score": 2},
-             {"kind": "true_false", "count": 10, "score": 2}]
+    rules = [
+        {"kind": "single_choice", "difficulty": 2, "categories": [broadband], "count": 30, "score": 2},
+        {"kind": "multiple_choice", "difficulty": 3, "categories": [broadband], "count": 10, "score": 2},
+        {"kind": "true_false", "count": 10, "score": 2},
+    ]
     ms: list[float] = []
     for i in range(repeat):
         t = time.perf_counter()
-        r = await client.post("/api/v1/learning/papers", headers=headers,
-                              json={"title": f"宽带上岗考试 {i}", "rules": rules, "total_score": 100})
+        r = await client.post(
+            "/api/v1/learning/papers",
+            headers=headers,
+            json={"title": f"宽带上岗考试 {i}", "rules": rules, "total_score": 100},
+        )
         ms.append((time.perf_counter() - t) * 1000)
         r.raise_for_status()
         assert r.json()["question_count"] == 50
@@ -134,26 +194,41 @@ async def exam_setup(app: Any, client: Any, headers: dict[str, str], agents: int
     from app.identity.models import Role, User
     from app.identity.service import ensure_default_roles
 
-    r = await client.post("/api/v1/learning/papers", headers=headers, json={
-        "title": "新人宽带上岗考试", "questions": [{"question_id": q, "score": 10} for q in range(1, 11)]})
+    r = await client.post(
+        "/api/v1/learning/papers",
+        headers=headers,
+        json={"title": "新人宽带上岗考试", "questions": [{"question_id": q, "score": 10} for q in range(1, 11)]},
+    )
     r.raise_for_status()
     paper = r.json()
     now = utcnow()
-    r = await client.post("/api/v1/learning/exams", headers=headers, json={
-        "paper_id": paper["id"], "audience": {"roles": ["agent"]}, "opens_at": (now - timedelta(minutes=1)).isoformat(),
-        "closes_at": (now + timedelta(hours=2)).isoformat(), "time_limit_minutes": 30})
+    r = await client.post(
+        "/api/v1/learning/exams",
+        headers=headers,
+        json={
+            "paper_id": paper["id"],
+            "audience": {"roles": ["agent"]},
+            "opens_at": (now - timedelta(minutes=1)).isoformat(),
+            "closes_at": (now + timedelta(hours=2)).isoformat(),
+            "time_limit_minutes": 30,
+        },
+    )
     r.raise_for_status()
     exam_id = r.json()["id"]
     async with app.state.sessionmaker() as s:
         roles = await ensure_default_roles(s)
         agent_role: Role = roles["agent"]
-        users = [User(username=f"agent{i:04d}", display_name=f"坐席{i}", password_hash="x", roles=[agent_role])
-                 for i in range(agents)]
+        users = [
+            User(username=f"agent{i:04d}", display_name=f"坐席{i}", password_hash="x", roles=[agent_role])
+            for i in range(agents)
+        ]
         s.add_all(users)
         await s.commit()
         codec = app.state.token_codec
-        tokens = [codec.encode({"sub": f"user:{u.id}", "typ": "access", "ver": u.token_version},
-                               timedelta(hours=3))[0] for u in users]
+        tokens = [
+            codec.encode({"sub": f"user:{u.id}", "typ": "access", "ver": u.token_version}, timedelta(hours=3))[0]
+            for u in users
+        ]
     return exam_id, tokens, paper
 
 
@@ -172,15 +247,25 @@ def answers_for(paper: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return out
 
 
-async def exam_bench(data_dir: Path, jwt_secret: str, exam_id: int, tokens: list[str], paper: dict[str, Any],
-                     seconds: float) -> dict[str, Any]:
+async def exam_bench(
+    data_dir: Path, jwt_secret: str, exam_id: int, tokens: list[str], paper: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     import httpx
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KB_ENV": "dev", "KB_DATA_DIR": str(data_dir), "KB_JWT_SECRET": jwt_secret,
-           "KB_LOG_LEVEL": "WARNING", "KB_HOST": "127.0.0.1", "KB_PORT": str(port), "KB_WORKERS": "1",
-           "KB_RATE_LIMIT_ENABLED": "false", "KB_WORKER_EMBEDDED": "false"}
+    env = {
+        **os.environ,
+        "KB_ENV": "dev",
+        "KB_DATA_DIR": str(data_dir),
+        "KB_JWT_SECRET": jwt_secret,
+        "KB_LOG_LEVEL": "WARNING",
+        "KB_HOST": "127.0.0.1",
+        "KB_PORT": str(port),
+        "KB_WORKERS": "1",
+        "KB_RATE_LIMIT_ENABLED": "false",
+        "KB_WORKER_EMBEDDED": "false",
+    }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data_dir, env=env)
     timings: dict[str, list[float]] = {"start": [], "save": [], "submit": []}
     errors: list[str] = []
@@ -195,9 +280,11 @@ async def exam_bench(data_dir: Path, jwt_secret: str, exam_id: int, tokens: list
                 await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
                 h = {"Authorization": f"Bearer {token}"}
                 url = f"/api/v1/me/exams/{exam_id}/attempt"
-                for step, method, path, body in (("start", "POST", url, None),
-                                                  ("save", "PUT", f"{url}/answers", {"answers": answers}),
-                                                  ("submit", "POST", f"{url}/submit", {})):
+                for step, method, path, body in (
+                    ("start", "POST", url, None),
+                    ("save", "PUT", f"{url}/answers", {"answers": answers}),
+                    ("submit", "POST", f"{url}/submit", {}),
+                ):
                     t = time.perf_counter()
                     r = await client.request(method, path, headers=h, json=body)
                     timings[step].append((time.perf_counter() - t) * 1000)
@@ -209,8 +296,13 @@ async def exam_bench(data_dir: Path, jwt_secret: str, exam_id: int, tokens: list
             wall = time.monotonic() - t0
     finally:
         await stop_server(proc)
-    return {"agents": len(tokens), "wall_s": round(wall, 1), "errors": len(errors), "first_errors": errors[:3],
-            **{step: summary(ms) for step, ms in timings.items()}}
+    return {
+        "agents": len(tokens),
+        "wall_s": round(wall, 1),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        **{step: summary(ms) for step, ms in timings.items()},
+    }
 
 
 async def count_completed(app_settings: Any, exam_id: int) -> dict[str, int]:
@@ -221,8 +313,13 @@ async def count_completed(app_settings: Any, exam_id: int) -> dict[str, int]:
 
     engine = make_engine(app_settings.database_url)
     async with make_sessionmaker(engine)() as s:
-        rows = dict((await s.execute(select(Attempt.state, func.count()).where(Attempt.exam_id == exam_id)
-                                     .group_by(Attempt.state))).all())
+        rows = dict(
+            (
+                await s.execute(
+                    select(Attempt.state, func.count()).where(Attempt.exam_id == exam_id).group_by(Attempt.state)
+                )
+            ).all()
+        )
     await engine.dispose()
     return rows
 
@@ -233,13 +330,21 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="kb-bench-learning-") as tmp:
         data_dir = Path(tmp)
         secret = secrets.token_urlsafe(48)
-        settings = Settings(_env_file=None, env="dev", data_dir=data_dir, jwt_secret=secret, worker_embedded=False,
-                            rate_limit_enabled=False)
+        settings = Settings(
+            _env_file=None,
+            env="dev",
+            data_dir=data_dir,
+            jwt_secret=secret,
+            worker_embedded=False,
+            rate_limit_enabled=False,
+        )
         async with served(settings) as (app, client, headers):
             t = time.perf_counter()
             nodes = await build_bank(app, args.items)
-            print(f"bank: {args.items:,} items and approved questions inserted in {time.perf_counter() - t:.1f} s",
-                  flush=True)
+            print(
+                f"bank: {args.items:,} items and approved questions inserted in {time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
             figures = await paper_bench(client, headers, nodes["宽带业务"], args.repeat)
             print(f"POST /learning/papers, 50 questions by 3 rules from {args.items:,}: {figures}", flush=True)
             exam_id, tokens, paper = await exam_setup(app, client, headers, args.agents)

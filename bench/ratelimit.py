@@ -26,8 +26,13 @@ from app.core.config import Settings
 
 
 def settings(storage: str, data: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=data, rate_limit_storage=storage,
-                    rate_limit_client="100000000/minute", rate_limit_anonymous="5/minute")
+    return Settings(
+        _env_file=None,
+        data_dir=data,
+        rate_limit_storage=storage,
+        rate_limit_client="100000000/minute",
+        rate_limit_anonymous="5/minute",
+    )
 
 
 def busy(seconds: float) -> None:
@@ -67,17 +72,19 @@ async def run_denied(storage: str, data: Path, checks: int) -> float:
     return elapsed / checks * 1e6
 
 
-def _child(storage: str, data: str, checks: int, keys: int, tag: str, work_us: float,
-           out: multiprocessing.Queue) -> None:
+def _child(
+    storage: str, data: str, checks: int, keys: int, tag: str, work_us: float, out: multiprocessing.Queue
+) -> None:
     out.put(asyncio.run(run_checks(storage, Path(data), checks, keys, tag, work_us)))
 
 
 def contended(storage: str, data: Path, checks: int, keys: int, same_keys: bool, work_us: float = 0) -> list[float]:
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_child,
-                         args=(storage, str(data), checks, keys, "" if same_keys else f"p{n}-", work_us, out))
-             for n in range(2)]
+    procs = [
+        ctx.Process(target=_child, args=(storage, str(data), checks, keys, "" if same_keys else f"p{n}-", work_us, out))
+        for n in range(2)
+    ]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -90,8 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checks", type=int, default=20000)
     parser.add_argument("--keys", type=int, default=1000)
-    parser.add_argument("--work-us", type=float, default=600,
-                        help="CPU per request besides the check (1,500 req/s on 2 cores: ~1,300 µs; 600 is harsher)")
+    parser.add_argument(
+        "--work-us",
+        type=float,
+        default=600,
+        help="CPU per request besides the check (1,500 req/s on 2 cores: ~1,300 µs; 600 is harsher)",
+    )
     parser.add_argument("--redis", help="a Redis URL to measure too, e.g. redis://127.0.0.1:6379/15")
     args = parser.parse_args()
     stores = ["sqlite", "memory"] + ([args.redis] if args.redis else [])
@@ -107,11 +118,15 @@ def main() -> None:
             for same in (False, True):
                 two = contended(storage, data, args.checks, args.keys, same)
                 label = "same keys" if same else "own keys "
-                print(f"{name:7s} 2 processes, {label}, back to back: "
-                      + ", ".join(f"{t:.1f}" for t in two) + " µs/check")
+                print(
+                    f"{name:7s} 2 processes, {label}, back to back: " + ", ".join(f"{t:.1f}" for t in two) + " µs/check"
+                )
             two = contended(storage, data, args.checks // 4, args.keys, True, args.work_us)
-            print(f"{name:7s} 2 processes, same keys, {args.work_us:.0f} µs of request work between checks: "
-                  + ", ".join(f"{t:.1f}" for t in two) + " µs/check")
+            print(
+                f"{name:7s} 2 processes, same keys, {args.work_us:.0f} µs of request work between checks: "
+                + ", ".join(f"{t:.1f}" for t in two)
+                + " µs/check"
+            )
 
 
 if __name__ == "__main__":

@@ -238,12 +238,17 @@ async def drain_sample(app: Any, sample: int) -> dict[str, Any]:
     ids = await worker.claim_batch(INDEX_JOB, limit=sample)
     counts = await worker.run_batch(INDEX_JOB, ids) if ids else {}
     seconds = time.perf_counter() - t
-    return {"index_batch_jobs": len(ids), "index_batch_done": counts.get("done", 0),
-            "index_batch_s": round(seconds, 2), "index_batch_jobs_per_s": round(len(ids) / seconds, 1) if ids else None}
+    return {
+        "index_batch_jobs": len(ids),
+        "index_batch_done": counts.get("done", 0),
+        "index_batch_s": round(seconds, 2),
+        "index_batch_jobs_per_s": round(len(ids) / seconds, 1) if ids else None,
+    }
 
 
-async def import_corpus(app: Any, client: Any, headers: dict[str, str], corpus: list[Doc],
-                        folder: Path) -> dict[str, Any]:
+async def import_corpus(
+    app: Any, client: Any, headers: dict[str, str], corpus: list[Doc], folder: Path
+) -> dict[str, Any]:
     """The corpus as one NDJSON file through `POST /api/v1/imports`; the worker runs the import job
     (not yet its index jobs). Returns item id -> corpus id and the phase's figures."""
     from sqlalchemy import select
@@ -251,13 +256,23 @@ async def import_corpus(app: Any, client: Any, headers: dict[str, str], corpus: 
     from app.knowledge.models import Item
     from app.workers.worker import Worker
 
-    r = await client.post("/api/v1/item-types", headers=headers,
-                          json={"code": ITEM_TYPE, "name": "FAQ (benchmark import)", "review_required": False})
+    r = await client.post(
+        "/api/v1/item-types",
+        headers=headers,
+        json={"code": ITEM_TYPE, "name": "FAQ (benchmark import)", "review_required": False},
+    )
     if r.status_code != 201 or r.json()["review_required"] is not False:
         raise SystemExit(f"item type refused: {r.status_code} {r.text[:300]}")
-    r = await client.post("/api/v1/sync-sources", headers=headers, json={
-        "name": SOURCE, "description": "faq_dev corpus (bench/relevance.py)", "publish_mode": "publish",
-        "item_type": ITEM_TYPE})
+    r = await client.post(
+        "/api/v1/sync-sources",
+        headers=headers,
+        json={
+            "name": SOURCE,
+            "description": "faq_dev corpus (bench/relevance.py)",
+            "publish_mode": "publish",
+            "item_type": ITEM_TYPE,
+        },
+    )
     if r.status_code != 201:
         raise SystemExit(f"sync source refused: {r.status_code} {r.text[:300]}")
     worker = Worker(app.state.sessionmaker, app.state.settings, services=app.state.services)
@@ -277,8 +292,12 @@ async def import_corpus(app: Any, client: Any, headers: dict[str, str], corpus: 
                 yield chunk
 
     t = time.perf_counter()
-    r = await client.post("/api/v1/imports", params={"source": SOURCE, "file_name": path.name}, content=chunks(),
-                          headers={**headers, "Content-Type": "application/x-ndjson"})
+    r = await client.post(
+        "/api/v1/imports",
+        params={"source": SOURCE, "file_name": path.name},
+        content=chunks(),
+        headers={**headers, "Content-Type": "application/x-ndjson"},
+    )
     if r.status_code != 202:
         raise SystemExit(f"import refused: {r.status_code} {r.text[:300]}")
     import_id = r.json()["id"]
@@ -301,7 +320,11 @@ async def import_corpus(app: Any, client: Any, headers: dict[str, str], corpus: 
 
 
 async def run_queries(
-    client: Any, headers: dict[str, str], queries: list[Q], item_to_doc: dict[int, str], concurrency: int,
+    client: Any,
+    headers: dict[str, str],
+    queries: list[Q],
+    item_to_doc: dict[int, str],
+    concurrency: int,
     mode: str = "keyword",
 ) -> tuple[dict[str, list[str]], list[float]]:
     ranked: dict[str, list[str]] = {}
@@ -312,8 +335,7 @@ async def run_queries(
     async def one(q: Q) -> None:
         async with gate:
             t = time.perf_counter()
-            r = await client.get("/api/v1/search", params={"q": q.query, "limit": TOP_K, "mode": mode},
-                                 headers=headers)
+            r = await client.get("/api/v1/search", params={"q": q.query, "limit": TOP_K, "mode": mode}, headers=headers)
             latencies.append((time.perf_counter() - t) * 1000)
         if r.status_code != 200:
             raise SystemExit(f"search failed for {q.qid}: {r.status_code} {r.text[:300]}")
@@ -386,16 +408,24 @@ async def run_service(
         ranked: dict[str, dict[str, list[str]]] = {}
         latencies: dict[str, list[float]] = {}
         for mode in modes:
-            print(f"searching ({mode}): {len(queries):,} queries through GET /api/v1/search "
-                  f"(concurrency {concurrency}) ...", flush=True)
+            print(
+                f"searching ({mode}): {len(queries):,} queries through GET /api/v1/search "
+                f"(concurrency {concurrency}) ...",
+                flush=True,
+            )
             t = time.perf_counter()
             ranked[mode], latencies[mode] = await run_queries(client, headers, queries, item_to_doc, concurrency, mode)
             timings[f"search_{mode}_s"] = time.perf_counter() - t
         if index_mode == "rebuild" and sample > 0:
             indexing.update(await drain_sample(app, sample))
             print(f"  per-item index jobs (measured after the queries): {indexing}")
-    return {"ranked": ranked, "timings": timings, "latencies": latencies, "indexing": indexing,
-            "import": imported["import"]}
+    return {
+        "ranked": ranked,
+        "timings": timings,
+        "latencies": latencies,
+        "indexing": indexing,
+        "import": imported["import"],
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -447,10 +477,15 @@ def main() -> None:
         default="drain",
         help="drain: the import's index jobs, 500 per batch (default); rebuild: one search.reindex_all job",
     )
-    parser.add_argument("--embedder", default=None,
-                        help="KB_EMBEDDER of the service (default: the service's default; off: keyword only)")
     parser.add_argument(
-        "--drain-sample", type=int, default=500,
+        "--embedder",
+        default=None,
+        help="KB_EMBEDDER of the service (default: the service's default; off: keyword only)",
+    )
+    parser.add_argument(
+        "--drain-sample",
+        type=int,
+        default=500,
         help="with --index rebuild: queued index jobs run afterwards as one batch, to measure their rate",
     )
     args = parser.parse_args()
@@ -496,23 +531,33 @@ def main() -> None:
     held = [i for i, q in enumerate(queries) if in_validation(q.relevant)]
     timings = service["timings"]
     results: dict[str, dict[str, Any]] = {}
-    print(f"\n{'system':<34} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR@10':>7}   {'held-out fifth: R@1':>20} "
-          f"{'MRR@10':>7}   {'p50 ms':>7} {'p99 ms':>7}")
+    print(
+        f"\n{'system':<34} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR@10':>7}   {'held-out fifth: R@1':>20} "
+        f"{'MRR@10':>7}   {'p50 ms':>7} {'p99 ms':>7}"
+    )
     rows: list[tuple[str, dict[str, float], dict[str, float], list[float]]] = []
     for mode, ranked in service["ranked"].items():
         ranks = [rank_of(q.relevant, ranked[q.qid]) for q in queries]
-        rows.append((f"service mode={mode}", metrics(ranks), metrics([ranks[i] for i in held]),
-                     service["latencies"][mode]))
-        results[mode] = {**metrics(ranks), "held_out": metrics([ranks[i] for i in held]),
-                         "p50_ms": round(_pct(service["latencies"][mode], 50), 2),
-                         "p99_ms": round(_pct(service["latencies"][mode], 99), 2)}
+        rows.append(
+            (f"service mode={mode}", metrics(ranks), metrics([ranks[i] for i in held]), service["latencies"][mode])
+        )
+        results[mode] = {
+            **metrics(ranks),
+            "held_out": metrics([ranks[i] for i in held]),
+            "p50_ms": round(_pct(service["latencies"][mode], 50), 2),
+            "p99_ms": round(_pct(service["latencies"][mode], 99), 2),
+        }
     rows.append(("baseline jieba + BM25Okapi", theirs, metrics([base_ranks[i] for i in held]), []))
     for name, m, h, lat in rows:
         speed = f"{_pct(lat, 50):>7.1f} {_pct(lat, 99):>7.1f}" if lat else f"{'':>7} {'':>7}"
-        print(f"{name:<34} {m['recall@1']:>7.4f} {m['recall@5']:>7.4f} {m['recall@10']:>7.4f} {m['mrr@10']:>7.4f}   "
-              f"{h['recall@1']:>20.4f} {h['mrr@10']:>7.4f}   {speed}")
-    print(f"(held-out fifth: the {len(held):,} queries whose target item the learned fusion never saw in training, "
-          "bench/train_fusion.py)")
+        print(
+            f"{name:<34} {m['recall@1']:>7.4f} {m['recall@5']:>7.4f} {m['recall@10']:>7.4f} {m['mrr@10']:>7.4f}   "
+            f"{h['recall@1']:>20.4f} {h['mrr@10']:>7.4f}   {speed}"
+        )
+    print(
+        f"(held-out fifth: the {len(held):,} queries whose target item the learned fusion never saw in training, "
+        "bench/train_fusion.py)"
+    )
     best = "hybrid" if "hybrid" in service["ranked"] else "keyword"
     report_misses(queries, corpus, service["ranked"][best], base["ranked"], args.misses)
     searches = ", ".join(f"{mode} {timings[f'search_{mode}_s']:.1f} s" for mode in service["ranked"])
@@ -523,8 +568,16 @@ def main() -> None:
         f"baseline {base['seconds']:.1f} s in a child process (waited {waited:.1f} s for it), "
         f"wall {time.perf_counter() - wall:.1f} s"
     )
-    print(json.dumps({"embedder": embedder, "queries": len(queries), "modes": results,
-                      "baseline": {k: theirs[k] for k in ("recall@1", "recall@5", "mrr@10")}}))
+    print(
+        json.dumps(
+            {
+                "embedder": embedder,
+                "queries": len(queries),
+                "modes": results,
+                "baseline": {k: theirs[k] for k in ("recall@1", "recall@5", "mrr@10")},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,12 +42,23 @@ async def bench(url: str, n: int) -> None:
         await s.commit()
     now = utcnow()
     past = (now - timedelta(days=2)).date()
-    rows = [{"item_type": "faq", "status": "published", "visibility": "internal",
-             "review_due": past if i % 2 == 0 else None, "valid_to": now + timedelta(days=5) if i % 2 else None,
-             "latest_version_no": 1, "row_version": 1, "created_at": now, "updated_at": now} for i in range(n)]
+    rows = [
+        {
+            "item_type": "faq",
+            "status": "published",
+            "visibility": "internal",
+            "review_due": past if i % 2 == 0 else None,
+            "valid_to": now + timedelta(days=5) if i % 2 else None,
+            "latest_version_no": 1,
+            "row_version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(n)
+    ]
     async with sm() as s:
         for k in range(0, n, 10_000):
-            await s.execute(insert(Item.__table__), rows[k:k + 10_000])
+            await s.execute(insert(Item.__table__), rows[k : k + 10_000])
         await s.commit()
     runs, worst, start = 0, 0.0, time.perf_counter()
     while True:
@@ -67,8 +78,10 @@ async def bench(url: str, n: int) -> None:
     async with sm() as s:
         tasks = await s.scalar(select(func.count()).select_from(Task))
     await engine.dispose()
-    print(f"{engine.dialect.name}: {n} items -> {tasks} tasks in {runs} runs, {total:.1f} s in all, "
-          f"slowest run {worst:.2f} s, idle run {idle:.2f} s")
+    print(
+        f"{engine.dialect.name}: {n} items -> {tasks} tasks in {runs} runs, {total:.1f} s in all, "
+        f"slowest run {worst:.2f} s, idle run {idle:.2f} s"
+    )
 
 
 def main() -> None:

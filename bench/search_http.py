@@ -412,9 +412,14 @@ async def paced_requests(port: int, requests: list[bytes], clients: int, rate: f
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     seconds = time.perf_counter() - start
-    return {**percentiles(latencies), "from_due": percentiles(from_due), "target_rate": rate,
-            "rps": round(len(latencies) / seconds, 1), "statuses": statuses,
-            "reconnects": Connection.reconnects - reconnects}
+    return {
+        **percentiles(latencies),
+        "from_due": percentiles(from_due),
+        "target_rate": rate,
+        "rps": round(len(latencies) / seconds, 1),
+        "statuses": statuses,
+        "reconnects": Connection.reconnects - reconnects,
+    }
 
 
 async def paced(

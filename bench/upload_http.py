@@ -58,8 +58,10 @@ class Body:
         self.total, self.chunk = total, chunk
         self.block = os.urandom(chunk)
         self.seed = seed
-        self.head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; "
-                     f"filename=\"培训录像-{seed}.bin\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
+        self.head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="培训录像-{seed}.bin"\r\nContent-Type: video/mp4\r\n\r\n'
+        ).encode()
         self.tail = f"\r\n--{BOUNDARY}--\r\n".encode()
         self.sha = hashlib.sha256()
 
@@ -96,15 +98,23 @@ class Sampler:
         self._stop.set()
 
 
-async def one_upload(client: httpx.AsyncClient, headers: dict[str, str], item_id: int, total: int, chunk: int,
-                     seed: int) -> dict[str, Any]:
+async def one_upload(
+    client: httpx.AsyncClient, headers: dict[str, str], item_id: int, total: int, chunk: int, seed: int
+) -> dict[str, Any]:
     body = Body(total, chunk, seed)
     baseline = rss_bytes()
     sampler = Sampler()
     task = asyncio.create_task(sampler.run())
     started = time.perf_counter()
-    r = await client.post(f"/api/v1/items/{item_id}/attachments", content=body.__aiter__(), headers={
-        **headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(body.length)})
+    r = await client.post(
+        f"/api/v1/items/{item_id}/attachments",
+        content=body.__aiter__(),
+        headers={
+            **headers,
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Length": str(body.length),
+        },
+    )
     elapsed = time.perf_counter() - started
     sampler.stop()
     await task
@@ -112,13 +122,17 @@ async def one_upload(client: httpx.AsyncClient, headers: dict[str, str], item_id
         raise SystemExit(f"upload failed: {r.status_code} {r.text[:500]}")
     att = r.json()["attachments"][0]
     assert att["size"] == total and att["sha256"] == body.sha.hexdigest(), "stored bytes differ from the sent ones"
-    return {"seconds": round(elapsed, 3), "mb_per_s": round(total / (1024 * 1024) / elapsed, 1),
-            "peak_rss_growth_mb": round((sampler.peak - baseline) / (1024 * 1024), 1)}
+    return {
+        "seconds": round(elapsed, 3),
+        "mb_per_s": round(total / (1024 * 1024) / elapsed, 1),
+        "peak_rss_growth_mb": round((sampler.peak - baseline) / (1024 * 1024), 1),
+    }
 
 
 async def prepare(client: httpx.AsyncClient) -> tuple[dict[str, str], int]:
-    r = await client.post("/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN,
-                                                     "password": PASSWORD})
+    r = await client.post(
+        "/api/v1/auth/token", data={"grant_type": "password", "username": ADMIN, "password": PASSWORD}
+    )
     r.raise_for_status()
     headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
     r = await client.post("/api/v1/items", headers=headers, json={"title": "上传基准测试"})
@@ -173,10 +187,19 @@ async def main() -> None:
         cfg.attributes["url"] = url
         cfg.attributes["configure_logger"] = False
         await asyncio.to_thread(command.upgrade, cfg, "head")
-        settings = Settings(_env_file=None, env="test", data_dir=data, database_url=url, worker_embedded=False,
-                            jwt_secret="bench-" + "x" * 40, bootstrap_admin_user=ADMIN,
-                            bootstrap_admin_password=PASSWORD, log_level="WARNING",
-                            max_upload_file_bytes=total + 1024, max_upload_request_bytes=total + 1024 * 1024)
+        settings = Settings(
+            _env_file=None,
+            env="test",
+            data_dir=data,
+            database_url=url,
+            worker_embedded=False,
+            jwt_secret="bench-" + "x" * 40,
+            bootstrap_admin_user=ADMIN,
+            bootstrap_admin_password=PASSWORD,
+            log_level="WARNING",
+            max_upload_file_bytes=total + 1024,
+            max_upload_request_bytes=total + 1024 * 1024,
+        )
         modes = ["http", "asgi"] if args.mode == "both" else [args.mode]
         results: dict[str, Any] = {}
         for mode in modes:
@@ -186,10 +209,21 @@ async def main() -> None:
 
     for mode, res in results.items():
         label = "uvicorn 127.0.0.1" if mode == "http" else "httpx ASGITransport"
-        print(f"{label:22} {args.mb} MB in {res['seconds']:.2f} s = {res['mb_per_s']} MB/s, "
-              f"peak RSS growth {res['peak_rss_growth_mb']} MB")
-    print(json.dumps({"bench": "upload_http", "file_mb": args.mb, "chunk_kb": args.chunk_kb, **results,
-                      "maxrss_mb": round(maxrss_bytes() / (1024 * 1024), 1)}))
+        print(
+            f"{label:22} {args.mb} MB in {res['seconds']:.2f} s = {res['mb_per_s']} MB/s, "
+            f"peak RSS growth {res['peak_rss_growth_mb']} MB"
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "upload_http",
+                "file_mb": args.mb,
+                "chunk_kb": args.chunk_kb,
+                **results,
+                "maxrss_mb": round(maxrss_bytes() / (1024 * 1024), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

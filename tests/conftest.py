@@ -148,8 +148,15 @@ def settings(db: Database, tmp_path: Path) -> Settings:
 async def base_app(database: Database, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """One app per database for the session: building FastAPI's routes and opening the search
     engine cost about a second, which every test would pay again."""
-    base = Settings(_env_file=None, env="test", database_url=database.url, worker_embedded=False,
-                    data_dir=tmp_path_factory.mktemp("app"), jwt_secret="test-secret-" + "x" * 40, embedder="off")
+    base = Settings(
+        _env_file=None,
+        env="test",
+        database_url=database.url,
+        worker_embedded=False,
+        data_dir=tmp_path_factory.mktemp("app"),
+        jwt_secret="test-secret-" + "x" * 40,
+        embedder="off",
+    )
     application = create_app(base)
     async with LifespanManager(application):
         yield application
@@ -256,8 +263,14 @@ class People:
             await s.commit()
             return roles
 
-    async def make(self, username: str | None = None, *, role: str | None = None,
-                   permissions: list[str] | None = None, department_id: int | None = None) -> Actor:
+    async def make(
+        self,
+        username: str | None = None,
+        *,
+        role: str | None = None,
+        permissions: list[str] | None = None,
+        department_id: int | None = None,
+    ) -> Actor:
         username = username or f"u{secrets.token_hex(4)}"
         async with self.app.state.sessionmaker() as s:
             from app.identity.service import ensure_default_roles
@@ -270,8 +283,13 @@ class People:
                 custom = Role(name=f"r_{username}", permissions=permissions)
                 s.add(custom)
                 assigned.append(custom)
-            user = User(username=username, display_name=username, password_hash=password_hash(),
-                        roles=assigned, department_id=department_id)
+            user = User(
+                username=username,
+                display_name=username,
+                password_hash=password_hash(),
+                roles=assigned,
+                department_id=department_id,
+            )
             s.add(user)
             await s.commit()
             await s.refresh(user)
@@ -280,7 +298,8 @@ class People:
     def headers_for(self, user: User) -> dict[str, str]:
         token, _ = self.app.state.token_codec.encode(
             {"sub": f"user:{user.id}", "typ": "access", "ver": user.token_version},
-            self.app.state.token_codec.access_ttl)
+            self.app.state.token_codec.access_ttl,
+        )
         return {"Authorization": f"Bearer {token}"}
 
 

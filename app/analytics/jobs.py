@@ -24,6 +24,7 @@ async def run_rollup(ctx: JobContext) -> dict[str, Any]:
     report: dict[str, Any] = dict(await rollup(ctx.sessionmaker))
     settings = ctx.services.get("settings")
     if settings is not None:
-        report["next_scheduled"] = await schedule_rollup(ctx.session, settings.analytics_rollup_seconds,
-                                                         besides=ctx.job_id)
+        report["next_scheduled"] = await schedule_rollup(
+            ctx.session, settings.analytics_rollup_seconds, besides=ctx.job_id
+        )
     return report

@@ -102,21 +102,35 @@ def from_figures(f: figures.ReportData) -> ReportData:
         top_items=[ItemViews(item_id=t.item_id, title=t.title, views=t.views) for t in f.top_items],
         top_queries=[QueryCount(query=q.query, count=q.searches) for q in f.top_queries],
         zero_result_queries=[QueryCount(query=q.query, count=q.zero_results) for q in f.zero_result_queries],
-        least_helpful=[ItemHelpfulness(item_id=h.item_id, title=h.title, helpful=h.helpful, unhelpful=h.not_helpful,
-                                       ratio=h.ratio) for h in f.least_helpful],
-        stale=StaleCounts(past_review=f.stale.counts.review_overdue, never_viewed=f.stale.counts.never_viewed,
-                          expiring_soon=f.stale.counts.expiring),
-        throughput=[Throughput(person=p.display_name or p.username, drafts=p.drafts_created, reviews=p.reviews_done,
-                               published=p.published, median_review_hours=p.median_hours_to_review)
-                    for p in f.throughput.people],
+        least_helpful=[
+            ItemHelpfulness(item_id=h.item_id, title=h.title, helpful=h.helpful, unhelpful=h.not_helpful, ratio=h.ratio)
+            for h in f.least_helpful
+        ],
+        stale=StaleCounts(
+            past_review=f.stale.counts.review_overdue,
+            never_viewed=f.stale.counts.never_viewed,
+            expiring_soon=f.stale.counts.expiring,
+        ),
+        throughput=[
+            Throughput(
+                person=p.display_name or p.username,
+                drafts=p.drafts_created,
+                reviews=p.reviews_done,
+                published=p.published,
+                median_review_hours=p.median_hours_to_review,
+            )
+            for p in f.throughput.people
+        ],
         generated_at=f.generated_at,
     )
 
 
 # ---------------------------------------------------------------- the fixed parts of the page
 
-FONT_STACK = ('"Noto Sans CJK SC", "Source Han Sans SC", "Source Han Sans CN", "Microsoft YaHei", '
-              '"PingFang SC", "Hiragino Sans GB", "WenQuanYi Micro Hei", sans-serif')
+FONT_STACK = (
+    '"Noto Sans CJK SC", "Source Han Sans SC", "Source Han Sans CN", "Microsoft YaHei", '
+    '"PingFang SC", "Hiragino Sans GB", "WenQuanYi Micro Hei", sans-serif'
+)
 CHART_JS_VERSION = "4.6.2"
 CHART_JS = resources.files("app.analytics").joinpath("static/chart.umd.min.js").read_text(encoding="utf-8")
 
@@ -181,8 +195,10 @@ def _hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-REPORT_CSP = (f"default-src 'none'; script-src {_hash(CHART_JS)} {_hash(INIT)}; style-src {_hash(STYLE)}; "
-              "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+REPORT_CSP = (
+    f"default-src 'none'; script-src {_hash(CHART_JS)} {_hash(INIT)}; style-src {_hash(STYLE)}; "
+    "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 BLUE, ORANGE, RED, GREEN, GREY, PURPLE = "#2563eb", "#f59e0b", "#dc2626", "#16a34a", "#9aa5b1", "#7c3aed"
 LABEL_CHARS = 24  # chart axis labels; the tables show the whole text
@@ -207,26 +223,45 @@ def _table(headers: list[tuple[str, bool]], rows: list[list[object]]) -> str:
     """headers: (text, numeric)."""
     head = "".join(f'<th{" class=n" if num else ""} scope="col">{_esc(h)}</th>' for h, num in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=n" if headers[i][1] else ""}>{_esc(v)}</td>' for i, v in enumerate(row))
-        + "</tr>" for row in rows)
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        "<tr>"
+        + "".join(f"<td{' class=n' if headers[i][1] else ''}>{_esc(v)}</td>" for i, v in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _section(sid: str, title: str, chart: dict[str, Any] | None, table: str, charts: list[dict[str, Any]],
-             extra: str = "") -> str:
+def _section(
+    sid: str, title: str, chart: dict[str, Any] | None, table: str, charts: list[dict[str, Any]], extra: str = ""
+) -> str:
     """A heading, then the chart beside its table, or the empty state when there is nothing to show."""
     if chart is None:
         return f'<section id="{sid}"><h2>{_esc(title)}</h2>{EMPTY}</section>'
     charts.append(chart)
     canvas = f'<div class="chart"><canvas id="{chart["id"]}" role="img" aria-label="{_esc(title)}"></canvas></div>'
-    return (f'<section id="{sid}"><h2>{_esc(title)}</h2><div class="row">{canvas}'
-            f'<div class="tbl">{table}</div></div>{extra}</section>')
+    return (
+        f'<section id="{sid}"><h2>{_esc(title)}</h2><div class="row">{canvas}'
+        f'<div class="tbl">{table}</div></div>{extra}</section>'
+    )
 
 
-def _bar(cid: str, labels: list[str], datasets: list[dict[str, Any]], *, horizontal: bool = False,
-         stacked: bool = False, kind: str = "bar") -> dict[str, Any]:
-    return {"id": cid, "type": kind, "labels": labels, "datasets": datasets, "horizontal": horizontal,
-            "stacked": stacked}
+def _bar(
+    cid: str,
+    labels: list[str],
+    datasets: list[dict[str, Any]],
+    *,
+    horizontal: bool = False,
+    stacked: bool = False,
+    kind: str = "bar",
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "type": kind,
+        "labels": labels,
+        "datasets": datasets,
+        "horizontal": horizontal,
+        "stacked": stacked,
+    }
 
 
 def _percent(ratio: float | None) -> str:
@@ -255,85 +290,178 @@ def render_report(data: ReportData) -> str:
     zero_rate = f"{total_zero / total_searches * 100:.1f}%" if total_searches else "—"
     stale = data.stale
 
-    cards = "".join(f'<div class="card">{_esc(k)}<b>{_esc(v)}</b></div>' for k, v in (
-        ("浏览量", total_views), ("搜索次数", total_searches), ("无结果搜索", total_zero),
-        ("无结果率", zero_rate), ("已过复核日期", stale.past_review)))
+    cards = "".join(
+        f'<div class="card">{_esc(k)}<b>{_esc(v)}</b></div>'
+        for k, v in (
+            ("浏览量", total_views),
+            ("搜索次数", total_searches),
+            ("无结果搜索", total_zero),
+            ("无结果率", zero_rate),
+            ("已过复核日期", stale.past_review),
+        )
+    )
 
     sections = []
     has_daily = any(d.views or d.searches or d.zero_result_searches for d in daily)
-    daily_table = _table([("日期", False), ("浏览量", True), ("搜索次数", True), ("无结果搜索", True)],
-                         [[d.day.isoformat(), d.views, d.searches, d.zero_result_searches] for d in daily])
-    sections.append(_section(
-        "daily", "每日趋势：浏览量、搜索次数、无结果搜索",
-        _bar("chart-daily", [d.day.strftime("%m-%d") for d in daily], [
-            {"label": "浏览量", "data": [d.views for d in daily], "color": BLUE},
-            {"label": "搜索次数", "data": [d.searches for d in daily], "color": GREEN},
-            {"label": "无结果搜索", "data": [d.zero_result_searches for d in daily], "color": RED},
-        ], kind="line") if has_daily else None,
-        _table([("", False), ("合计", True)],
-               [["浏览量", total_views], ["搜索次数", total_searches], ["无结果搜索", total_zero]]),
-        charts, extra=f"<details><summary>按日明细</summary>{daily_table}</details>"))
+    daily_table = _table(
+        [("日期", False), ("浏览量", True), ("搜索次数", True), ("无结果搜索", True)],
+        [[d.day.isoformat(), d.views, d.searches, d.zero_result_searches] for d in daily],
+    )
+    sections.append(
+        _section(
+            "daily",
+            "每日趋势：浏览量、搜索次数、无结果搜索",
+            _bar(
+                "chart-daily",
+                [d.day.strftime("%m-%d") for d in daily],
+                [
+                    {"label": "浏览量", "data": [d.views for d in daily], "color": BLUE},
+                    {"label": "搜索次数", "data": [d.searches for d in daily], "color": GREEN},
+                    {"label": "无结果搜索", "data": [d.zero_result_searches for d in daily], "color": RED},
+                ],
+                kind="line",
+            )
+            if has_daily
+            else None,
+            _table(
+                [("", False), ("合计", True)],
+                [["浏览量", total_views], ["搜索次数", total_searches], ["无结果搜索", total_zero]],
+            ),
+            charts,
+            extra=f"<details><summary>按日明细</summary>{daily_table}</details>",
+        )
+    )
 
-    sections.append(_section(
-        "top-items", "热门知识（浏览量）",
-        _bar("chart-top-items", [_short(i.title) for i in data.top_items],
-             [{"label": "浏览量", "data": [i.views for i in data.top_items], "color": BLUE}], horizontal=True)
-        if data.top_items else None,
-        _table([("知识标题", False), ("浏览量", True)], [[i.title, i.views] for i in data.top_items]), charts))
+    sections.append(
+        _section(
+            "top-items",
+            "热门知识（浏览量）",
+            _bar(
+                "chart-top-items",
+                [_short(i.title) for i in data.top_items],
+                [{"label": "浏览量", "data": [i.views for i in data.top_items], "color": BLUE}],
+                horizontal=True,
+            )
+            if data.top_items
+            else None,
+            _table([("知识标题", False), ("浏览量", True)], [[i.title, i.views] for i in data.top_items]),
+            charts,
+        )
+    )
 
-    sections.append(_section(
-        "top-queries", "热门搜索词（搜索次数）",
-        _bar("chart-top-queries", [_short(q.query) for q in data.top_queries],
-             [{"label": "搜索次数", "data": [q.count for q in data.top_queries], "color": GREEN}], horizontal=True)
-        if data.top_queries else None,
-        _table([("搜索词", False), ("搜索次数", True)], [[q.query, q.count] for q in data.top_queries]), charts))
+    sections.append(
+        _section(
+            "top-queries",
+            "热门搜索词（搜索次数）",
+            _bar(
+                "chart-top-queries",
+                [_short(q.query) for q in data.top_queries],
+                [{"label": "搜索次数", "data": [q.count for q in data.top_queries], "color": GREEN}],
+                horizontal=True,
+            )
+            if data.top_queries
+            else None,
+            _table([("搜索词", False), ("搜索次数", True)], [[q.query, q.count] for q in data.top_queries]),
+            charts,
+        )
+    )
 
-    sections.append(_section(
-        "zero-result-queries", "无结果搜索词（待补充的知识）",
-        _bar("chart-zero-result-queries", [_short(q.query) for q in data.zero_result_queries],
-             [{"label": "无结果搜索", "data": [q.count for q in data.zero_result_queries], "color": RED}],
-             horizontal=True) if data.zero_result_queries else None,
-        _table([("搜索词", False), ("无结果次数", True)], [[q.query, q.count] for q in data.zero_result_queries]),
-        charts))
+    sections.append(
+        _section(
+            "zero-result-queries",
+            "无结果搜索词（待补充的知识）",
+            _bar(
+                "chart-zero-result-queries",
+                [_short(q.query) for q in data.zero_result_queries],
+                [{"label": "无结果搜索", "data": [q.count for q in data.zero_result_queries], "color": RED}],
+                horizontal=True,
+            )
+            if data.zero_result_queries
+            else None,
+            _table([("搜索词", False), ("无结果次数", True)], [[q.query, q.count] for q in data.zero_result_queries]),
+            charts,
+        )
+    )
 
-    sections.append(_section(
-        "least-helpful", "最不满意的答案",
-        _bar("chart-least-helpful", [_short(i.title) for i in data.least_helpful], [
-            {"label": "有帮助", "data": [i.helpful for i in data.least_helpful], "color": GREEN},
-            {"label": "没帮助", "data": [i.unhelpful for i in data.least_helpful], "color": RED},
-        ], horizontal=True, stacked=True) if data.least_helpful else None,
-        _table([("知识标题", False), ("有帮助", True), ("没帮助", True), ("满意率", True)],
-               [[i.title, i.helpful, i.unhelpful, _percent(i.ratio)] for i in data.least_helpful]), charts))
+    sections.append(
+        _section(
+            "least-helpful",
+            "最不满意的答案",
+            _bar(
+                "chart-least-helpful",
+                [_short(i.title) for i in data.least_helpful],
+                [
+                    {"label": "有帮助", "data": [i.helpful for i in data.least_helpful], "color": GREEN},
+                    {"label": "没帮助", "data": [i.unhelpful for i in data.least_helpful], "color": RED},
+                ],
+                horizontal=True,
+                stacked=True,
+            )
+            if data.least_helpful
+            else None,
+            _table(
+                [("知识标题", False), ("有帮助", True), ("没帮助", True), ("满意率", True)],
+                [[i.title, i.helpful, i.unhelpful, _percent(i.ratio)] for i in data.least_helpful],
+            ),
+            charts,
+        )
+    )
 
-    stale_rows = [("已过复核日期", stale.past_review, ORANGE), ("期间内从未被浏览", stale.never_viewed, GREY),
-                  ("即将过期", stale.expiring_soon, RED)]
-    sections.append(_section(
-        "stale", "待复核知识",
-        _bar("chart-stale", [r[0] for r in stale_rows],
-             [{"label": "知识条数", "data": [r[1] for r in stale_rows], "color": [r[2] for r in stale_rows]}])
-        if any(r[1] for r in stale_rows) else None,
-        _table([("类别", False), ("知识条数", True)], [[r[0], r[1]] for r in stale_rows]), charts))
+    stale_rows = [
+        ("已过复核日期", stale.past_review, ORANGE),
+        ("期间内从未被浏览", stale.never_viewed, GREY),
+        ("即将过期", stale.expiring_soon, RED),
+    ]
+    sections.append(
+        _section(
+            "stale",
+            "待复核知识",
+            _bar(
+                "chart-stale",
+                [r[0] for r in stale_rows],
+                [{"label": "知识条数", "data": [r[1] for r in stale_rows], "color": [r[2] for r in stale_rows]}],
+            )
+            if any(r[1] for r in stale_rows)
+            else None,
+            _table([("类别", False), ("知识条数", True)], [[r[0], r[1]] for r in stale_rows]),
+            charts,
+        )
+    )
 
     people = data.throughput
-    sections.append(_section(
-        "throughput", "作者与审核员工作量",
-        _bar("chart-throughput", [_short(t.person) for t in people], [
-            {"label": "草稿", "data": [t.drafts for t in people], "color": BLUE},
-            {"label": "审核", "data": [t.reviews for t in people], "color": PURPLE},
-            {"label": "发布", "data": [t.published for t in people], "color": GREEN},
-        ]) if people else None,
-        _table([("人员", False), ("草稿", True), ("审核", True), ("发布", True), ("审核中位时长（小时）", True)],
-               [[t.person, t.drafts, t.reviews, t.published, _hours(t.median_review_hours)] for t in people]),
-        charts))
+    sections.append(
+        _section(
+            "throughput",
+            "作者与审核员工作量",
+            _bar(
+                "chart-throughput",
+                [_short(t.person) for t in people],
+                [
+                    {"label": "草稿", "data": [t.drafts for t in people], "color": BLUE},
+                    {"label": "审核", "data": [t.reviews for t in people], "color": PURPLE},
+                    {"label": "发布", "data": [t.published for t in people], "color": GREEN},
+                ],
+            )
+            if people
+            else None,
+            _table(
+                [("人员", False), ("草稿", True), ("审核", True), ("发布", True), ("审核中位时长（小时）", True)],
+                [[t.person, t.drafts, t.reviews, t.published, _hours(t.median_review_hours)] for t in people],
+            ),
+            charts,
+        )
+    )
 
     generated = (data.generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
-    meta = (f"统计期间：{_esc(p.start.isoformat())} 至 {_esc(p.end.isoformat())}"
-            f" · 渠道：{_esc(p.channel or '全部')} · 分类：{_esc(p.category or '全部')}")
+    meta = (
+        f"统计期间：{_esc(p.start.isoformat())} 至 {_esc(p.end.isoformat())}"
+        f" · 渠道：{_esc(p.channel or '全部')} · 分类：{_esc(p.category or '全部')}"
+    )
     spec = {"font": FONT_STACK, "charts": charts}
     return (
         '<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>知识运营报告 {_esc(p.start.isoformat())} 至 {_esc(p.end.isoformat())}</title>'
+        f"<title>知识运营报告 {_esc(p.start.isoformat())} 至 {_esc(p.end.isoformat())}</title>"
         f"<style>{STYLE}</style></head><body>"
         f'<header><h1>知识运营报告</h1><p class="meta">{meta}</p></header>'
         f'<div class="cards">{cards}</div>'
@@ -342,4 +470,5 @@ def render_report(data: ReportData) -> str:
         "· 字体：浏览器所在系统的中文字体</footer>"
         f'<script type="application/json" id="report-data">{_json_block(spec)}</script>'
         f"<script>{CHART_JS}</script><script>{INIT}</script>"
-        "</body></html>")
+        "</body></html>"
+    )

@@ -57,14 +57,26 @@ async def roll_search_day(session: AsyncSession, day: date) -> None:
     """Recompute one day of `analytics_search_days` from the search log (in the caller's transaction)."""
     lo, hi = day_start(day), day_start(day + timedelta(days=1))
     channel = func.coalesce(SearchLog.channel, NO_CHANNEL)
-    rows = (select(literal(day, Date), channel, SearchLog.normalized, func.max(SearchLog.query),
-                   func.count(), func.sum(case((SearchLog.zero_result, 1), else_=0)),
-                   func.count(SearchLog.clicked_item_id), func.max(SearchLog.at))
-            .where(SearchLog.at >= lo, SearchLog.at < hi, SearchLog.normalized != "")
-            .group_by(channel, SearchLog.normalized))
+    rows = (
+        select(
+            literal(day, Date),
+            channel,
+            SearchLog.normalized,
+            func.max(SearchLog.query),
+            func.count(),
+            func.sum(case((SearchLog.zero_result, 1), else_=0)),
+            func.count(SearchLog.clicked_item_id),
+            func.max(SearchLog.at),
+        )
+        .where(SearchLog.at >= lo, SearchLog.at < hi, SearchLog.normalized != "")
+        .group_by(channel, SearchLog.normalized)
+    )
     await session.execute(delete(SearchDay).where(SearchDay.day == day))
-    await session.execute(insert(SearchDay).from_select(
-        ["day", "channel", "normalized", "query", "searches", "zero_results", "clicked", "last_at"], rows))
+    await session.execute(
+        insert(SearchDay).from_select(
+            ["day", "channel", "normalized", "query", "searches", "zero_results", "clicked", "last_at"], rows
+        )
+    )
 
 
 async def roll_searches(sessionmaker: async_sessionmaker[AsyncSession], now: datetime | None = None) -> int:
@@ -95,8 +107,14 @@ async def roll_item_votes(session: AsyncSession, item_ids: list[int]) -> None:
     """Recompute every day of these items in `analytics_feedback_days` from their counted votes."""
     counts: Counter[tuple[date, str, int, str]] = Counter()
     rows = await session.execute(
-        select(ChannelFeedback.item_id, ChannelFeedback.channel, ChannelFeedback.at, ChannelFeedback.helpful,
-               ChannelFeedback.comment.is_not(None)).where(ChannelFeedback.item_id.in_(item_ids)))
+        select(
+            ChannelFeedback.item_id,
+            ChannelFeedback.channel,
+            ChannelFeedback.at,
+            ChannelFeedback.helpful,
+            ChannelFeedback.comment.is_not(None),
+        ).where(ChannelFeedback.item_id.in_(item_ids))
+    )
     for item_id, channel, at, helpful, commented in rows.all():
         key = (at.date(), channel, item_id)
         counts[(*key, "helpful" if helpful else "not_helpful")] += 1
@@ -104,8 +122,10 @@ async def roll_item_votes(session: AsyncSession, item_ids: list[int]) -> None:
             counts[(*key, "comments")] += 1
     out: dict[tuple[date, str, int], dict[str, Any]] = {}
     for (day, channel, item_id, kind), n in counts.items():
-        row = out.setdefault((day, channel, item_id), {"day": day, "channel": channel, "item_id": item_id,
-                                                       "helpful": 0, "not_helpful": 0, "comments": 0})
+        row = out.setdefault(
+            (day, channel, item_id),
+            {"day": day, "channel": channel, "item_id": item_id, "helpful": 0, "not_helpful": 0, "comments": 0},
+        )
         row[kind] = n
     await session.execute(delete(FeedbackDay).where(FeedbackDay.item_id.in_(item_ids)))
     if out:
@@ -123,7 +143,7 @@ async def roll_votes(sessionmaker: async_sessionmaker[AsyncSession], now: dateti
         item_ids = sorted((await s.scalars(stmt)).all())
     for i in range(0, len(item_ids), ITEM_BATCH):
         async with sessionmaker() as s:
-            await roll_item_votes(s, item_ids[i:i + ITEM_BATCH])
+            await roll_item_votes(s, item_ids[i : i + ITEM_BATCH])
             await s.commit()
     await _save_state(sessionmaker, VOTES, now)
     return len(item_ids)

@@ -16,8 +16,10 @@ class RangeOut(BaseModel):
 class Figures(BaseModel):
     range: RangeOut
     rolled_up_at: datetime | None = Field(
-        None, description="searches and votes: the figures as of the last rollup (None: never rolled up); "
-                          "views are live (a second behind at most)")
+        None,
+        description="searches and votes: the figures as of the last rollup (None: never rolled up); "
+        "views are live (a second behind at most)",
+    )
 
 
 class DayViews(BaseModel):

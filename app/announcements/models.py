@@ -46,7 +46,8 @@ class AnnouncementRead(Base):
     __tablename__ = "announcement_reads"
     __table_args__ = (Index("ix_announcement_reads_user", "user_id", "announcement_id"),)
 
-    announcement_id: Mapped[int] = mapped_column(BigId, ForeignKey("announcements.id", ondelete="CASCADE"),
-                                                 primary_key=True)
+    announcement_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("announcements.id", ondelete="CASCADE"), primary_key=True
+    )
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     read_at: Mapped[datetime] = mapped_column(default=utcnow)

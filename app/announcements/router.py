@@ -33,8 +33,9 @@ from app.core.schemas import Id
 from app.identity.deps import Require
 
 router = APIRouter(tags=["announcements"], responses=PROBLEMS)
-channel_router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS,
-                           dependencies=[RateLimit])
+channel_router = APIRouter(
+    prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit]
+)
 
 
 Manager = Require(service.MANAGE)
@@ -48,8 +49,9 @@ async def _out(session: DbSession, a: Announcement, response: Response) -> Annou
 
 
 @router.post("/announcements", response_model=AnnouncementOut, status_code=status.HTTP_201_CREATED)
-async def create_announcement(session: DbSession, actor: Manager, body: AnnouncementCreate,
-                              response: Response) -> AnnouncementOut:
+async def create_announcement(
+    session: DbSession, actor: Manager, body: AnnouncementCreate, response: Response
+) -> AnnouncementOut:
     """Publish (or save as a draft) an announcement. An unknown role or department in the audience
     is 422 `unknown_role` / `unknown_department` naming the field; an inverted validity window is
     422 `invalid_validity`."""
@@ -58,7 +60,9 @@ async def create_announcement(session: DbSession, actor: Manager, body: Announce
 
 @router.get("/announcements", response_model=Page[AnnouncementOut])
 async def list_announcements(
-    session: DbSession, actor: Manager, page: Paging,
+    session: DbSession,
+    actor: Manager,
+    page: Paging,
     state: State | None = None,
     priority: Priority | None = None,
     mandatory: bool | None = None,
@@ -67,21 +71,29 @@ async def list_announcements(
     q: Annotated[str | None, Query(max_length=100, description="Title contains")] = None,
 ) -> Page[AnnouncementOut]:
     """Every announcement, newest first."""
-    rows, nxt = await service.list_all(session, page, state=state, priority=priority, mandatory=mandatory,
-                                       pinned=pinned, current=current, q=q)
+    rows, nxt = await service.list_all(
+        session, page, state=state, priority=priority, mandatory=mandatory, pinned=pinned, current=current, q=q
+    )
     names = await service.role_names(session, rows)
     return Page(items=[service.out(a, names) for a in rows], next_cursor=nxt)
 
 
 @router.get("/announcements/{announcement_id}", response_model=AnnouncementOut)
-async def get_announcement(session: DbSession, actor: Manager, announcement_id: Id,
-                           response: Response) -> AnnouncementOut:
+async def get_announcement(
+    session: DbSession, actor: Manager, announcement_id: Id, response: Response
+) -> AnnouncementOut:
     return await _out(session, await service.get(session, announcement_id), response)
 
 
 @router.patch("/announcements/{announcement_id}", response_model=AnnouncementOut)
-async def update_announcement(session: DbSession, actor: Manager, announcement_id: Id, body: AnnouncementUpdate,
-                              response: Response, if_match: IfMatch = None) -> AnnouncementOut:
+async def update_announcement(
+    session: DbSession,
+    actor: Manager,
+    announcement_id: Id,
+    body: AnnouncementUpdate,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AnnouncementOut:
     """Change what was sent (If-Match required: 428 without, 412 when stale). `state`: publish a
     draft, withdraw, publish again; back to draft is 409 `invalid_transition`."""
     a = await service.get(session, announcement_id)
@@ -90,8 +102,9 @@ async def update_announcement(session: DbSession, actor: Manager, announcement_i
 
 
 @router.delete("/announcements/{announcement_id}", response_model=AnnouncementOut)
-async def withdraw_announcement(session: DbSession, actor: Manager, announcement_id: Id, response: Response,
-                                if_match: IfMatch = None) -> AnnouncementOut:
+async def withdraw_announcement(
+    session: DbSession, actor: Manager, announcement_id: Id, response: Response, if_match: IfMatch = None
+) -> AnnouncementOut:
     """Withdraw (撤回): no longer shown anywhere; kept with its read receipts."""
     a = await service.get(session, announcement_id)
     check_if_match(if_match, service.etag_of(a), a.row_version)
@@ -114,7 +127,9 @@ async def mark_read(session: DbSession, reader: Reader, announcement_id: Id) -> 
 
 @router.get("/me/announcements", response_model=Page[MyAnnouncement])
 async def my_announcements(
-    session: DbSession, reader: Reader, page: Paging,
+    session: DbSession,
+    reader: Reader,
+    page: Paging,
     unread: Annotated[bool, Query(description="Only those I have not read")] = False,
 ) -> Page[MyAnnouncement]:
     """The current announcements addressed to me: pinned first, then priority, then newest."""
@@ -130,5 +145,8 @@ async def channel_announcements(request: Request, session: DbSession, caller: Ca
     conditional = Response(status_code=304, headers={"Vary": "Authorization"})
     if not_modified(request, conditional, etag, cache_control(caller)):
         return conditional
-    return Response(Page[ChannelAnnouncement](items=items, next_cursor=nxt).model_dump_json(),
-                    media_type="application/json", headers=dict(conditional.headers))
+    return Response(
+        Page[ChannelAnnouncement](items=items, next_cursor=nxt).model_dump_json(),
+        media_type="application/json",
+        headers=dict(conditional.headers),
+    )

@@ -21,10 +21,12 @@ class AudienceIn(Schema):
     it); all empty: every staff member who may read announcements. Public channels must be named."""
 
     roles: list[RoleName] = Field(default_factory=list, max_length=50, description="Role names")
-    departments: list[Id] = Field(default_factory=list, max_length=100,
-                                  description="Department ids; their sub-departments are included")
-    channels: list[Channel] = Field(default_factory=list, max_length=4,
-                                    description="Channels it is shown on; empty: agent (staff) only")
+    departments: list[Id] = Field(
+        default_factory=list, max_length=100, description="Department ids; their sub-departments are included"
+    )
+    channels: list[Channel] = Field(
+        default_factory=list, max_length=4, description="Channels it is shown on; empty: agent (staff) only"
+    )
 
 
 class AnnouncementCreate(Schema):

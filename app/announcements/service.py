@@ -64,8 +64,11 @@ def not_found(id_: int) -> NotFound:
 
 def is_current(a: Announcement, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    return (a.state == "published" and (a.valid_from is None or a.valid_from <= now)
-            and (a.valid_to is None or a.valid_to > now))
+    return (
+        a.state == "published"
+        and (a.valid_from is None or a.valid_from <= now)
+        and (a.valid_to is None or a.valid_to > now)
+    )
 
 
 def in_audience(a: Announcement, principal: Principal, channel: str = AGENT) -> bool:
@@ -105,20 +108,45 @@ async def role_names(session: AsyncSession, rows: Sequence[Announcement]) -> dic
 
 def out(a: Announcement, names: dict[int, str]) -> AnnouncementOut:
     return AnnouncementOut(
-        id=a.id, title=a.title, body=a.body, body_format=a.body_format, html=_html(a),
-        audience=AudienceOut(roles=[names[r] for r in a.roles if r in names], departments=list(a.departments),
-                             channels=list(a.channels)),
-        priority=a.priority, mandatory=a.mandatory, pinned=a.pinned, valid_from=a.valid_from, valid_to=a.valid_to,
-        state=a.state, current=is_current(a), published_at=a.published_at, withdrawn_at=a.withdrawn_at,
-        created_by=a.created_by, updated_by=a.updated_by, created_at=a.created_at, updated_at=a.updated_at,
-        row_version=a.row_version, etag=etag_of(a))
+        id=a.id,
+        title=a.title,
+        body=a.body,
+        body_format=a.body_format,
+        html=_html(a),
+        audience=AudienceOut(
+            roles=[names[r] for r in a.roles if r in names], departments=list(a.departments), channels=list(a.channels)
+        ),
+        priority=a.priority,
+        mandatory=a.mandatory,
+        pinned=a.pinned,
+        valid_from=a.valid_from,
+        valid_to=a.valid_to,
+        state=a.state,
+        current=is_current(a),
+        published_at=a.published_at,
+        withdrawn_at=a.withdrawn_at,
+        created_by=a.created_by,
+        updated_by=a.updated_by,
+        created_at=a.created_at,
+        updated_at=a.updated_at,
+        row_version=a.row_version,
+        etag=etag_of(a),
+    )
 
 
 def _summary(a: Announcement) -> dict[str, Any]:
-    return {"title": a.title, "priority": a.priority, "mandatory": a.mandatory, "pinned": a.pinned,
-            "roles": list(a.roles), "departments": list(a.departments), "channels": list(a.channels),
-            "valid_from": a.valid_from.isoformat() if a.valid_from else None,
-            "valid_to": a.valid_to.isoformat() if a.valid_to else None, "state": a.state}
+    return {
+        "title": a.title,
+        "priority": a.priority,
+        "mandatory": a.mandatory,
+        "pinned": a.pinned,
+        "roles": list(a.roles),
+        "departments": list(a.departments),
+        "channels": list(a.channels),
+        "valid_from": a.valid_from.isoformat() if a.valid_from else None,
+        "valid_to": a.valid_to.isoformat() if a.valid_to else None,
+        "state": a.state,
+    }
 
 
 async def _flush(session: AsyncSession, a: Announcement) -> None:
@@ -129,8 +157,11 @@ async def _flush(session: AsyncSession, a: Announcement) -> None:
     except StaleDataError:
         await session.rollback()
         current = await session.scalar(select(Announcement.row_version).where(Announcement.id == id_))
-        raise PreconditionFailed("Someone changed this announcement at the same moment; reload and try again",
-                                 current_etag=make_etag("announcement", id_, current or 0), current_version=current)
+        raise PreconditionFailed(
+            "Someone changed this announcement at the same moment; reload and try again",
+            current_etag=make_etag("announcement", id_, current or 0),
+            current_version=current,
+        )
 
 
 def _clean_body(body: str, body_format: str) -> str:
@@ -144,11 +175,25 @@ async def create(session: AsyncSession, actor: Principal, data: AnnouncementCrea
     check_validity(data.valid_from, data.valid_to)
     roles, departments, channels = await resolve_audience(session, data.audience)
     now = utcnow()
-    a = Announcement(title=data.title, body=_clean_body(data.body, data.body_format), body_format=data.body_format,
-                     priority=data.priority, mandatory=data.mandatory, pinned=data.pinned, roles=roles,
-                     departments=departments, channels=channels, valid_from=data.valid_from, valid_to=data.valid_to,
-                     state=data.state, published_at=now if data.state == "published" else None,
-                     created_by=actor.actor, updated_by=actor.actor, created_at=now, updated_at=now)
+    a = Announcement(
+        title=data.title,
+        body=_clean_body(data.body, data.body_format),
+        body_format=data.body_format,
+        priority=data.priority,
+        mandatory=data.mandatory,
+        pinned=data.pinned,
+        roles=roles,
+        departments=departments,
+        channels=channels,
+        valid_from=data.valid_from,
+        valid_to=data.valid_to,
+        state=data.state,
+        published_at=now if data.state == "published" else None,
+        created_by=actor.actor,
+        updated_by=actor.actor,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(a)
     await session.flush()
     record(session, actor, "announcement.create", "announcement", a.id, after=_summary(a))
@@ -160,8 +205,11 @@ def _transition(a: Announcement, state: str) -> None:
     if state == a.state:
         return
     if state == "draft":
-        raise Conflict("A published or withdrawn announcement cannot become a draft again", code="invalid_transition",
-                       state=a.state)
+        raise Conflict(
+            "A published or withdrawn announcement cannot become a draft again",
+            code="invalid_transition",
+            state=a.state,
+        )
     now = utcnow()
     if state == "published":
         a.published_at = a.published_at or now
@@ -216,9 +264,17 @@ async def get(session: AsyncSession, id_: int) -> Announcement:
     return a
 
 
-async def list_all(session: AsyncSession, page: PageParams, *, state: str | None = None, priority: str | None = None,
-                   mandatory: bool | None = None, pinned: bool | None = None, current: bool | None = None,
-                   q: str | None = None) -> tuple[list[Announcement], str | None]:
+async def list_all(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    state: str | None = None,
+    priority: str | None = None,
+    mandatory: bool | None = None,
+    pinned: bool | None = None,
+    current: bool | None = None,
+    q: str | None = None,
+) -> tuple[list[Announcement], str | None]:
     stmt = select(Announcement)
     if state:
         stmt = stmt.where(Announcement.state == state)
@@ -237,9 +293,11 @@ async def list_all(session: AsyncSession, page: PageParams, *, state: str | None
 
 
 def _current_condition(now: datetime) -> Any:
-    return and_(Announcement.state == "published",
-                or_(Announcement.valid_from.is_(None), Announcement.valid_from <= now),
-                or_(Announcement.valid_to.is_(None), Announcement.valid_to > now))
+    return and_(
+        Announcement.state == "published",
+        or_(Announcement.valid_from.is_(None), Announcement.valid_from <= now),
+        or_(Announcement.valid_to.is_(None), Announcement.valid_to > now),
+    )
 
 
 # ---------------------------------------------------------------- reading
@@ -254,17 +312,26 @@ async def current_for(session: AsyncSession, principal: Principal, channel: str 
 async def _reads(session: AsyncSession, user_id: int, ids: list[int]) -> dict[int, datetime]:
     if not ids:
         return {}
-    return dict((await session.execute(
-        select(AnnouncementRead.announcement_id, AnnouncementRead.read_at)
-        .where(AnnouncementRead.user_id == user_id, AnnouncementRead.announcement_id.in_(ids)))).all())
+    return dict(
+        (
+            await session.execute(
+                select(AnnouncementRead.announcement_id, AnnouncementRead.read_at).where(
+                    AnnouncementRead.user_id == user_id, AnnouncementRead.announcement_id.in_(ids)
+                )
+            )
+        ).all()
+    )
 
 
 def _page_in_memory(rows: list[Announcement], page: PageParams) -> tuple[list[Announcement], str | None]:
     """Keyset paging over a list sorted by `key`: the cursor holds the last key shown."""
     if page.cursor:
         after = decode_cursor(page.cursor).get("k")
-        if (not isinstance(after, list) or len(after) != 5
-                or not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_ID for v in after)):
+        if (
+            not isinstance(after, list)
+            or len(after) != 5
+            or not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_ID for v in after)
+        ):
             raise InvalidInput("The cursor is not valid; start again without it", code="invalid_cursor")
         rows = [a for a in rows if list(sort_key(a)) > after]
     shown = rows[: page.limit]
@@ -279,13 +346,24 @@ def _user(principal: Principal) -> int:
 
 
 def mine_out(a: Announcement, read_at: datetime | None) -> MyAnnouncement:
-    return MyAnnouncement(id=a.id, title=a.title, html=_html(a), priority=a.priority, mandatory=a.mandatory,
-                          pinned=a.pinned, valid_from=a.valid_from, valid_to=a.valid_to, published_at=a.published_at,
-                          read=read_at is not None, read_at=read_at)
+    return MyAnnouncement(
+        id=a.id,
+        title=a.title,
+        html=_html(a),
+        priority=a.priority,
+        mandatory=a.mandatory,
+        pinned=a.pinned,
+        valid_from=a.valid_from,
+        valid_to=a.valid_to,
+        published_at=a.published_at,
+        read=read_at is not None,
+        read_at=read_at,
+    )
 
 
-async def mine(session: AsyncSession, principal: Principal, page: PageParams,
-               unread: bool = False) -> tuple[list[MyAnnouncement], str | None]:
+async def mine(
+    session: AsyncSession, principal: Principal, page: PageParams, unread: bool = False
+) -> tuple[list[MyAnnouncement], str | None]:
     user_id = _user(principal)
     rows = await current_for(session, principal)
     reads = await _reads(session, user_id, [a.id for a in rows])
@@ -303,7 +381,7 @@ async def unread_for(session: AsyncSession, principal: Principal, limit: int) ->
     rows = await current_for(session, principal)
     reads = await _reads(session, principal.id, [a.id for a in rows])
     todo = sorted((a for a in rows if a.id not in reads), key=lambda a: sort_key(a, mandatory_first=True))
-    return len(todo), [mine_out(a, None) for a in todo[:max(limit, 0)]]
+    return len(todo), [mine_out(a, None) for a in todo[: max(limit, 0)]]
 
 
 async def mark_read(session: AsyncSession, principal: Principal, id_: int) -> ReadOut:
@@ -313,8 +391,13 @@ async def mark_read(session: AsyncSession, principal: Principal, id_: int) -> Re
     if a is None or not is_current(a) or not in_audience(a, principal):
         raise not_found(id_)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(insert(AnnouncementRead.__table__).values(  # a concurrent first read wins alike
-        announcement_id=id_, user_id=user_id, read_at=utcnow()).on_conflict_do_nothing())
+    await session.execute(
+        insert(AnnouncementRead.__table__)
+        .values(  # a concurrent first read wins alike
+            announcement_id=id_, user_id=user_id, read_at=utcnow()
+        )
+        .on_conflict_do_nothing()
+    )
     read_at = (await _reads(session, user_id, [id_]))[id_]
     await session.commit()
     return ReadOut(announcement_id=id_, read_at=read_at)
@@ -323,6 +406,7 @@ async def mark_read(session: AsyncSession, principal: Principal, id_: int) -> Re
 def _may_read(roles: Sequence[Role]) -> Any:
     """SQL: the user may read announcements, i.e. holds `*`, or system access, the module and the
     permission, each through any of their roles (as `Principal.can` combines them)."""
+
     def holding(*perms: str) -> Any:
         ids = [r.id for r in roles if any(p in r.permissions for p in perms)]
         return exists().where(user_roles.c.user_id == User.id, user_roles.c.role_id.in_(ids))
@@ -345,19 +429,35 @@ async def unread_users(session: AsyncSession, a: Announcement, page: PageParams)
     total = await session.scalar(select(func.count()).select_from(User).where(*conds)) or 0
     read = await session.scalar(select(func.count()).select_from(User).where(*conds, has_read)) or 0
     rows, nxt = await paginate_by_id(session, select(User).where(*conds, ~has_read), User.id, page, descending=False)
-    return UnreadPage(items=[UnreadUser(id=u.id, username=u.username, display_name=u.display_name,
-                                        department_id=u.department_id) for u in rows],
-                      next_cursor=nxt, total=total, read=read, unread=total - read)
+    return UnreadPage(
+        items=[
+            UnreadUser(id=u.id, username=u.username, display_name=u.display_name, department_id=u.department_id)
+            for u in rows
+        ],
+        next_cursor=nxt,
+        total=total,
+        read=read,
+        unread=total - read,
+    )
 
 
 def channel_out(a: Announcement) -> ChannelAnnouncement:
-    return ChannelAnnouncement(id=a.id, title=a.title, html=_html(a), text=plain_text(a.body, a.body_format),
-                               priority=a.priority, pinned=a.pinned, valid_from=a.valid_from, valid_to=a.valid_to,
-                               published_at=a.published_at)
+    return ChannelAnnouncement(
+        id=a.id,
+        title=a.title,
+        html=_html(a),
+        text=plain_text(a.body, a.body_format),
+        priority=a.priority,
+        pinned=a.pinned,
+        valid_from=a.valid_from,
+        valid_to=a.valid_to,
+        published_at=a.published_at,
+    )
 
 
-async def on_channel(session: AsyncSession, principal: Principal, channel: str,
-                     page: PageParams) -> tuple[list[ChannelAnnouncement], str | None, str]:
+async def on_channel(
+    session: AsyncSession, principal: Principal, channel: str, page: PageParams
+) -> tuple[list[ChannelAnnouncement], str | None, str]:
     """The page shown on a channel, its next cursor and its ETag."""
     shown, nxt = _page_in_memory(await current_for(session, principal, channel), page)
     digest = hashlib.sha1(repr((channel, [(a.id, a.row_version) for a in shown], nxt)).encode()).hexdigest()[:20]

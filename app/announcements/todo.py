@@ -12,6 +12,18 @@ async def unread(ctx: TodoContext) -> TodoSection | None:
     if not ctx.principal.can("announcements:read"):
         return None
     count, rows = await unread_for(ctx.session, ctx.principal, ctx.limit)
-    return TodoSection(count=count, items=[TodoEntry(
-        kind="announcement", id=a.id, title=a.title, state="mandatory" if a.mandatory else "unread",
-        due_at=a.valid_to, created_at=a.published_at, link=f"/api/v1/me/announcements#{a.id}") for a in rows])
+    return TodoSection(
+        count=count,
+        items=[
+            TodoEntry(
+                kind="announcement",
+                id=a.id,
+                title=a.title,
+                state="mandatory" if a.mandatory else "unread",
+                due_at=a.valid_to,
+                created_at=a.published_at,
+                link=f"/api/v1/me/announcements#{a.id}",
+            )
+            for a in rows
+        ],
+    )

@@ -63,21 +63,25 @@ async def _items_showing(ctx: JobContext, sha256: str) -> list[int]:
     """Items whose indexed version carries this content: the published one, or (archived items, still
     searchable by editors) an archived one."""
     stmt = (
-        select(Item.id).distinct()
+        select(Item.id)
+        .distinct()
         .join(ItemVersion, ItemVersion.item_id == Item.id)
         .join(version_attachments, version_attachments.c.version_id == ItemVersion.id)
         .join(Attachment, Attachment.id == version_attachments.c.attachment_id)
-        .where(Attachment.sha256 == sha256,
-               or_(ItemVersion.id == Item.published_version_id,
-                   and_(Item.status == "archived", ItemVersion.state == "archived")))
+        .where(
+            Attachment.sha256 == sha256,
+            or_(
+                ItemVersion.id == Item.published_version_id,
+                and_(Item.status == "archived", ItemVersion.state == "archived"),
+            ),
+        )
         .order_by(Item.id)
     )
     return list((await ctx.session.scalars(stmt)).all())
 
 
 async def _store_result(ctx: JobContext, sha256: str, result: ExtractionResult) -> Blob | None:
-    blob = await ctx.session.scalar(
-        select(Blob).where(Blob.sha256 == sha256).execution_options(populate_existing=True))
+    blob = await ctx.session.scalar(select(Blob).where(Blob.sha256 == sha256).execution_options(populate_existing=True))
     if blob is None:  # collected while we were extracting
         return None
     text = clean_text(result.text or "")
@@ -87,12 +91,14 @@ async def _store_result(ctx: JobContext, sha256: str, result: ExtractionResult) 
     blob.extracted_chars = len(text)
     blob.page_count = result.page_count
     blob.extracted_at = utcnow()
-    blob.meta = clean_json({
-        "language": result.language,
-        "content_type": result.content_type,
-        "truncated": result.truncated,
-        "tika": result.metadata,
-    })
+    blob.meta = clean_json(
+        {
+            "language": result.language,
+            "content_type": result.content_type,
+            "truncated": result.truncated,
+            "tika": result.metadata,
+        }
+    )
     row = await ctx.session.get(BlobText, sha256)
     if row is None:
         if text or html:
@@ -148,8 +154,12 @@ async def extract_blob(ctx: JobContext) -> dict[str, Any]:
     items = await _items_showing(ctx, sha256)
     for item_id in items:
         enqueue(ctx.session, INDEX_JOB, {"item_id": item_id}, created_by="system")
-    return {"status": stored.extraction_status, "reason": stored.extraction_reason,
-            "chars": stored.extracted_chars, "reindexed": items}
+    return {
+        "status": stored.extraction_status,
+        "reason": stored.extraction_reason,
+        "chars": stored.extracted_chars,
+        "reindexed": items,
+    }
 
 
 async def _stale(blobs: BlobStore, key: str, cutoff_ts: float) -> bool:
@@ -157,8 +167,6 @@ async def _stale(blobs: BlobStore, key: str, cutoff_ts: float) -> bool:
         return await blobs.stamp(key) < cutoff_ts * 1_000_000_000
     except BlobNotFound:
         return False
-
-
 
 
 async def schedule_orphan_collection(session: AsyncSession, every_hours: float, *, besides: int | None = None) -> bool:
@@ -181,18 +189,30 @@ async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
     s = ctx.session
 
     gone_atts = await s.execute(
-        delete(Attachment).where(~exists().where(version_attachments.c.attachment_id == Attachment.id),
-                                 Attachment.created_at < cutoff))
-    orphan_shas = list((await s.scalars(
-        select(Blob.sha256).where(~exists().where(Attachment.sha256 == Blob.sha256), Blob.created_at < cutoff)
-    )).all())
+        delete(Attachment).where(
+            ~exists().where(version_attachments.c.attachment_id == Attachment.id), Attachment.created_at < cutoff
+        )
+    )
+    orphan_shas = list(
+        (
+            await s.scalars(
+                select(Blob.sha256).where(~exists().where(Attachment.sha256 == Blob.sha256), Blob.created_at < cutoff)
+            )
+        ).all()
+    )
     for start in range(0, len(orphan_shas), BATCH):
         part = orphan_shas[start : start + BATCH]
         await s.execute(delete(Blob).where(Blob.sha256.in_(part), ~exists().where(Attachment.sha256 == Blob.sha256)))
     await s.commit()  # rows first: a file is only deleted once nothing can point at it
 
-    report = {"attachments": gone_atts.rowcount or 0, "blob_rows": len(orphan_shas), "blob_files": 0,
-              "stray_files": 0, "kept_recent": 0, "temp_files": 0}
+    report = {
+        "attachments": gone_atts.rowcount or 0,
+        "blob_rows": len(orphan_shas),
+        "blob_files": 0,
+        "stray_files": 0,
+        "kept_recent": 0,
+        "temp_files": 0,
+    }
     for sha in orphan_shas:
         # a fresh mtime: an upload of the same bytes is claiming the file right now
         if await _stale(blobs, sha, cutoff_ts):
@@ -222,6 +242,7 @@ async def collect_orphans(ctx: JobContext) -> dict[str, Any]:
     report["temp_files"] = await blobs.cleanup_temp(older_than_seconds=float(grace))
     settings = ctx.services.get("settings")
     if settings is not None:  # the next run, committed with this job's state
-        report["next_scheduled"] = await schedule_orphan_collection(s, settings.orphan_collect_hours,
-                                                                    besides=ctx.job_id)
+        report["next_scheduled"] = await schedule_orphan_collection(
+            s, settings.orphan_collect_hours, besides=ctx.job_id
+        )
     return report

@@ -52,21 +52,35 @@ JobsAdmin = Require("jobs:manage")
 
 CACHE = "private, no-cache"
 # Inline previews may be framed by the same origin; they load nothing else.
-MEDIA_CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; object-src 'self'; "
-             "style-src 'unsafe-inline'; frame-ancestors 'self'")
+MEDIA_CSP = (
+    "default-src 'none'; img-src 'self'; media-src 'self'; object-src 'self'; "
+    "style-src 'unsafe-inline'; frame-ancestors 'self'"
+)
 HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'"
-_PAGE_STYLE = ("body{font-family:system-ui,'PingFang SC','Microsoft YaHei',sans-serif;line-height:1.6;"
-               "max-width:60em;margin:1em auto;padding:0 1em;color:#222}table{border-collapse:collapse}"
-               "td,th{border:1px solid #ccc;padding:.2em .5em}pre{white-space:pre-wrap;word-break:break-word}"
-               "img{max-width:100%}")
+_PAGE_STYLE = (
+    "body{font-family:system-ui,'PingFang SC','Microsoft YaHei',sans-serif;line-height:1.6;"
+    "max-width:60em;margin:1em auto;padding:0 1em;color:#222}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.2em .5em}pre{white-space:pre-wrap;word-break:break-word}"
+    "img{max-width:100%}"
+)
 
 UPLOAD_BODY = {
     "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["files"],
-        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                 "description": "One or many files, any format"}},
-    }}},
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or many files, any format",
+                    }
+                },
+            }
+        }
+    },
 }
 
 
@@ -78,8 +92,9 @@ def _blobs(request: Request) -> BlobStore:
     return request.app.state.services["blobs"]
 
 
-async def _out(session: DbSession, principal: Principal, item: Item, atts: list[Attachment],
-               served_id: Id | None = None) -> list[AttachmentOut]:
+async def _out(
+    session: DbSession, principal: Principal, item: Item, atts: list[Attachment], served_id: Id | None = None
+) -> list[AttachmentOut]:
     blobs = await service.blobs_for(session, [a.sha256 for a in atts])
     versions = await service.version_numbers(session, [a.id for a in atts])
     editor = knowledge.sees_open_versions(principal, item)
@@ -90,8 +105,9 @@ async def _out(session: DbSession, principal: Principal, item: Item, atts: list[
     return out
 
 
-async def _visible(request: Request, session: DbSession, principal: Principal,
-                   attachment_id: Id) -> tuple[Attachment, Item, Blob, list[int]]:
+async def _visible(
+    request: Request, session: DbSession, principal: Principal, attachment_id: Id
+) -> tuple[Attachment, Item, Blob, list[int]]:
     """The attachment if the caller may see it (item ACL, then the version rule), else 404."""
     att = await session.get(Attachment, attachment_id)
     if att is None:
@@ -121,14 +137,21 @@ async def _with_read(request: Request, principal: Principal) -> None:
 # ---------------------------------------------------------------- on an item
 
 
-@router.post("/items/{item_id}/attachments", response_model=UploadOut, status_code=status.HTTP_201_CREATED,
-             openapi_extra={"requestBody": UPLOAD_BODY},
-             responses={409: problem_response("item_archived or version_locked"),
-                        413: problem_response("file_too_large or payload_too_large"),
-                        415: problem_response("Not multipart/form-data"),
-                        422: problem_response("empty_file, invalid_file_name, no_files, malformed_multipart")})
-async def upload(request: Request, response: Response, session: DbSession, actor: Writer, item_id: Id,
-                 if_match: IfMatch = None) -> UploadOut:
+@router.post(
+    "/items/{item_id}/attachments",
+    response_model=UploadOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses={
+        409: problem_response("item_archived or version_locked"),
+        413: problem_response("file_too_large or payload_too_large"),
+        415: problem_response("Not multipart/form-data"),
+        422: problem_response("empty_file, invalid_file_name, no_files, malformed_multipart"),
+    },
+)
+async def upload(
+    request: Request, response: Response, session: DbSession, actor: Writer, item_id: Id, if_match: IfMatch = None
+) -> UploadOut:
     """Attach one or many files (multipart field `files`, any format) to the item's open draft; without
     one, a new draft is copied from the latest version first. Files are streamed to storage and stored
     once by SHA-256; the type is detected from the bytes; the name is kept (made safe). Limits:
@@ -159,13 +182,22 @@ async def upload(request: Request, response: Response, session: DbSession, actor
         raise
     etag = knowledge.etag_of(item)
     response.headers["ETag"] = etag
-    return UploadOut(item_id=item.id, version=draft.number, created_draft=created, etag=etag,
-                     attachments=await _out(session, actor, item, atts))
+    return UploadOut(
+        item_id=item.id,
+        version=draft.number,
+        created_draft=created,
+        etag=etag,
+        attachments=await _out(session, actor, item, atts),
+    )
 
 
 @router.get("/items/{item_id}/attachments", response_model=Page[AttachmentOut])
 async def list_attachments(
-    request: Request, session: DbSession, principal: Reader, item_id: Id, page: Paging,
+    request: Request,
+    session: DbSession,
+    principal: Reader,
+    item_id: Id,
+    page: Paging,
     version: Annotated[VersionNo | None, Query(description="A version number; default: the one you see")] = None,
 ) -> Page[AttachmentOut]:
     """The attachments of a version, oldest first. Editors: any version (default the latest); readers:
@@ -177,16 +209,23 @@ async def list_attachments(
             raise NotFound(f"No item with id {item_id}", code="item_not_found")
     else:
         v = await knowledge.get_version(session, principal, item, version)
-    stmt = (select(Attachment).join(version_attachments, version_attachments.c.attachment_id == Attachment.id)
-            .where(version_attachments.c.version_id == v.id))
+    stmt = (
+        select(Attachment)
+        .join(version_attachments, version_attachments.c.attachment_id == Attachment.id)
+        .where(version_attachments.c.version_id == v.id)
+    )
     rows, nxt = await paginate_by_id(session, stmt, Attachment.id, page, descending=False)
     return Page(items=await _out(session, principal, item, rows, served_id=v.id), next_cursor=nxt)
 
 
-@router.delete("/items/{item_id}/attachments/{attachment_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={409: problem_response("item_archived or version_locked")})
-async def remove(request: Request, session: DbSession, actor: Writer, item_id: Id, attachment_id: Id,
-                 if_match: IfMatch = None) -> Response:
+@router.delete(
+    "/items/{item_id}/attachments/{attachment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: problem_response("item_archived or version_locked")},
+)
+async def remove(
+    request: Request, session: DbSession, actor: Writer, item_id: Id, attachment_id: Id, if_match: IfMatch = None
+) -> Response:
     """Take the attachment off the open draft (copied from the latest version if none is open); the
     published version keeps it until the draft is published. Needs `If-Match` (428 without it, 412
     when stale), like every other change to a draft; the new ETag comes back in the header."""
@@ -212,8 +251,9 @@ async def collect_orphans(session: DbSession, actor: JobsAdmin, body: CollectOrp
 
 
 @router.get("/attachments/{attachment_id}", response_model=AttachmentDetail)
-async def get_attachment(request: Request, session: DbSession, principal: Reader,
-                         attachment_id: Id) -> AttachmentDetail:
+async def get_attachment(
+    request: Request, session: DbSession, principal: Reader, attachment_id: Id
+) -> AttachmentDetail:
     """Metadata: name, detected type, size, SHA-256, extraction status and reason, page count,
     language, the versions carrying it and what Tika reported."""
     att, _, blob, versions = await _visible(request, session, principal, attachment_id)
@@ -228,9 +268,15 @@ async def get_text(request: Request, session: DbSession, principal: Reader, atta
     att, _, blob, _ = await _visible(request, session, principal, attachment_id)
     row = await session.get(BlobText, att.sha256)
     text = row.text if row is not None else ""
-    return AttachmentTextOut(attachment_id=att.id, status=blob.extraction_status, reason=blob.extraction_reason,
-                             text=text, truncated=service.truncated_of(blob), language=service.language_of(blob),
-                             chars=len(text))
+    return AttachmentTextOut(
+        attachment_id=att.id,
+        status=blob.extraction_status,
+        reason=blob.extraction_reason,
+        text=text,
+        truncated=service.truncated_of(blob),
+        language=service.language_of(blob),
+        chars=len(text),
+    )
 
 
 def _matches(header: str | None, etag: str) -> bool:
@@ -240,8 +286,9 @@ def _matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _send_file(request: Request, att: Attachment, *, disposition: str, content_type: str,
-                     csp: str | None = None) -> Response:
+async def _send_file(
+    request: Request, att: Attachment, *, disposition: str, content_type: str, csp: str | None = None
+) -> Response:
     """The file's bytes, whole or one `Range` (206; 416 when unsatisfiable), streamed from the store."""
     blobs = _blobs(request)
     etag = f'"{att.sha256}"'
@@ -289,10 +336,16 @@ async def _file_type(request: Request, att: Attachment) -> str:
     return att.mime
 
 
-@router.get("/attachments/{attachment_id}/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-                       206: {"description": "One byte range"}, 304: {"description": "Not modified"},
-                       416: problem_response("Range not satisfiable")})
+@router.get(
+    "/attachments/{attachment_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        206: {"description": "One byte range"},
+        304: {"description": "Not modified"},
+        416: problem_response("Range not satisfiable"),
+    },
+)
 async def download(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Download the file (`Content-Disposition: attachment` with the UTF-8 name). Supports one `Range`
     (206 with `Content-Range`, 416 outside the file) and `If-Range`; the ETag is the SHA-256. Needs
@@ -303,17 +356,26 @@ async def download(request: Request, session: DbSession, principal: Downloader, 
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style></head>"
-            f"<body>{body}</body></html>")
+    return (
+        f'<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
 
 
-@router.get("/attachments/{attachment_id}/preview", response_class=StreamingResponse,
-            responses={200: {"content": {"text/html": {}, "application/pdf": {}, "image/*": {}, "video/*": {}},
-                             "description": "The file inline, or an HTML rendering"},
-                       409: problem_response("preview_not_ready: extraction is pending"),
-                       415: problem_response("no_preview")})
+@router.get(
+    "/attachments/{attachment_id}/preview",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/html": {}, "application/pdf": {}, "image/*": {}, "video/*": {}},
+            "description": "The file inline, or an HTML rendering",
+        },
+        409: problem_response("preview_not_ready: extraction is pending"),
+        415: problem_response("no_preview"),
+    },
+)
 async def preview(request: Request, session: DbSession, principal: Downloader, attachment_id: Id) -> Response:
     """Show the file in the browser: PDF, images, audio and video inline (with `Range`); text files as
     plain text (SVG and HTML as their source, never rendered); Office and other documents as the HTML
@@ -327,22 +389,38 @@ async def preview(request: Request, session: DbSession, principal: Downloader, a
         return await _send_file(request, att, disposition="inline", content_type=att.mime, csp=MEDIA_CSP)
     if kind == "text":
         charset = await service.text_charset(_blobs(request), att.sha256)
-        return await _send_file(request, att, disposition="inline", content_type=f"text/plain; charset={charset}",
-                                csp=HTML_CSP)
+        return await _send_file(
+            request, att, disposition="inline", content_type=f"text/plain; charset={charset}", csp=HTML_CSP
+        )
     if kind == "pending":
-        raise Conflict("Text extraction for this file has not finished; try again shortly",
-                       code="preview_not_ready", extraction_status=blob.extraction_status)
+        raise Conflict(
+            "Text extraction for this file has not finished; try again shortly",
+            code="preview_not_ready",
+            extraction_status=blob.extraction_status,
+        )
     row = await session.get(BlobText, att.sha256) if kind == "html" else None
     if row is None or not (row.html or row.text):
-        raise AppError(f"There is no preview for {att.mime} files; download it instead", status=415,
-                       code="no_preview", mime=att.mime, extraction_status=blob.extraction_status,
-                       extraction_reason=blob.extraction_reason)
+        raise AppError(
+            f"There is no preview for {att.mime} files; download it instead",
+            status=415,
+            code="no_preview",
+            mime=att.mime,
+            extraction_status=blob.extraction_status,
+            extraction_reason=blob.extraction_reason,
+        )
     if row.html:
         body = await anyio.to_thread.run_sync(nh3.clean, row.html)  # stored sanitized; cleaned again
     else:
         body = f"<pre>{html.escape(row.text)}</pre>"
     page = _page(att.file_name, body)
-    return Response(page, media_type="text/html; charset=utf-8", headers={
-        "Content-Security-Policy": HTML_CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN",
-        "Cache-Control": CACHE, "ETag": f'"{att.sha256}-html"',
-    })
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": HTML_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "SAMEORIGIN",
+            "Cache-Control": CACHE,
+            "ETag": f'"{att.sha256}-html"',
+        },
+    )

@@ -31,7 +31,8 @@ class AttachmentOut(Out):
     language: str | None = Field(description="zh-Hans, zh-Hant, ja, ko or null (a script-level guess)")
     preview: PreviewKind = Field(
         description="What /preview shows: the file inline, its text, an HTML rendering, nothing yet "
-        "(extraction pending) or nothing")
+        "(extraction pending) or nothing"
+    )
     versions: list[int]
     content_url: str
     preview_url: str
@@ -62,5 +63,8 @@ class AttachmentTextOut(Schema):
 
 class CollectOrphansIn(Schema):
     grace_seconds: int = Field(
-        3600, ge=0, le=30 * 86400,
-        description="Only files and rows older than this are collected, so uploads in flight are never touched")
+        3600,
+        ge=0,
+        le=30 * 86400,
+        description="Only files and rows older than this are collected, so uploads in flight are never touched",
+    )

@@ -80,8 +80,9 @@ def multipart_boundary(content_type: str | None) -> bytes:
     """The boundary of a multipart/form-data body; 415 for another type, 422 without a boundary."""
     ctype, options = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
-        raise UnsupportedMediaType("Send the files as multipart/form-data under the field 'files'",
-                                   code="unsupported_media_type")
+        raise UnsupportedMediaType(
+            "Send the files as multipart/form-data under the field 'files'", code="unsupported_media_type"
+        )
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
         raise InvalidInput("The multipart Content-Type has no usable boundary", code="malformed_multipart")
@@ -268,28 +269,41 @@ def clean_file_name(raw: str | None) -> str:
         return safe_filename(raw or "")
     except ValueError:
         shown = (raw or "")[:100]
-        raise InvalidInput(f"The file name {shown!r} is empty once path and control characters are removed",
-                           code="invalid_file_name", field=UPLOAD_FIELD, file_name=shown)
+        raise InvalidInput(
+            f"The file name {shown!r} is empty once path and control characters are removed",
+            code="invalid_file_name",
+            field=UPLOAD_FIELD,
+            file_name=shown,
+        )
 
 
-async def receive_files(chunks: AsyncIterator[bytes], boundary: bytes, blobs: BlobStore, max_file_bytes: int,
-                        out: list[StoredFile]) -> None:
+async def receive_files(
+    chunks: AsyncIterator[bytes], boundary: bytes, blobs: BlobStore, max_file_bytes: int, out: list[StoredFile]
+) -> None:
     """Stream every file of the body into the store, appending each to `out` as soon as it is stored
     (so the caller can discard them if anything fails later)."""
     reader = MultipartReader(chunks, boundary)
     async for part in reader.parts():
         if part.name != UPLOAD_FIELD:
-            raise InvalidInput(f"Unexpected form field {part.name!r}: send the files under '{UPLOAD_FIELD}'",
-                               code="unexpected_field", field=part.name or "")
+            raise InvalidInput(
+                f"Unexpected form field {part.name!r}: send the files under '{UPLOAD_FIELD}'",
+                code="unexpected_field",
+                field=part.name or "",
+            )
         if len(out) >= MAX_FILES_PER_REQUEST:
-            raise InvalidInput(f"At most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files",
-                               limit=MAX_FILES_PER_REQUEST)
+            raise InvalidInput(
+                f"At most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files", limit=MAX_FILES_PER_REQUEST
+            )
         name = clean_file_name(part.filename)
         try:
             blob = await blobs.write_stream(part.data(), max_file_bytes)
         except BlobTooLarge:
-            raise PayloadTooLarge(f"The file {name!r} is larger than the limit of {max_file_bytes} bytes",
-                                  code="file_too_large", file_name=name, limit=max_file_bytes)
+            raise PayloadTooLarge(
+                f"The file {name!r} is larger than the limit of {max_file_bytes} bytes",
+                code="file_too_large",
+                file_name=name,
+                limit=max_file_bytes,
+            )
         ours = any(f.sha256 == blob.sha256 and f.created for f in out)
         # Claim an existing blob: a fresh stamp keeps the orphan collector away while this upload commits.
         mtime = await (blobs.stamp(blob.sha256) if blob.created or ours else blobs.touch(blob.sha256))
@@ -301,12 +315,14 @@ async def receive_files(chunks: AsyncIterator[bytes], boundary: bytes, blobs: Bl
             detected = await anyio.to_thread.run_sync(detect_file, path, name)
         stored.mime, stored.extension = detected.mime, detected.extension
     if not out:
-        raise InvalidInput(f"No files: send one or more under the multipart field '{UPLOAD_FIELD}'",
-                           code="no_files", field=UPLOAD_FIELD)
+        raise InvalidInput(
+            f"No files: send one or more under the multipart field '{UPLOAD_FIELD}'",
+            code="no_files",
+            field=UPLOAD_FIELD,
+        )
 
 
-async def discard(sessionmaker: async_sessionmaker[AsyncSession], blobs: BlobStore,
-                  files: Sequence[StoredFile]) -> int:
+async def discard(sessionmaker: async_sessionmaker[AsyncSession], blobs: BlobStore, files: Sequence[StoredFile]) -> int:
     """Delete the blob files this request created, unless a Blob row references them or another upload
     claimed them since (its touch changed the mtime). Never raises; returns how many were deleted."""
     removed = 0
@@ -360,16 +376,26 @@ async def _insert_blob(session: AsyncSession, f: StoredFile) -> bool:
     """The Blob row for this content unless it exists (concurrent uploads of the same bytes insert it
     once). True when this transaction inserted it."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Blob.__table__).values(
-        sha256=f.sha256, size=f.size, mime=f.mime, created_at=utcnow(), extraction_status="pending",
-        extracted_chars=0, meta={},
-    ).on_conflict_do_nothing(index_elements=["sha256"])
+    stmt = (
+        insert(Blob.__table__)
+        .values(
+            sha256=f.sha256,
+            size=f.size,
+            mime=f.mime,
+            created_at=utcnow(),
+            extraction_status="pending",
+            extracted_chars=0,
+            meta={},
+        )
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
     result = await session.execute(stmt)
     return bool(result.rowcount)
 
 
-async def add_attachments(session: AsyncSession, actor: Principal, item: Item,
-                          files: Sequence[StoredFile]) -> tuple[ItemVersion, list[Attachment], bool]:
+async def add_attachments(
+    session: AsyncSession, actor: Principal, item: Item, files: Sequence[StoredFile]
+) -> tuple[ItemVersion, list[Attachment], bool]:
     """Attach the stored files to the open draft, in one transaction (committed here)."""
     async with knowledge.write_guard(session, item.id):
         draft, created = await open_draft(session, actor, item)
@@ -382,28 +408,48 @@ async def add_attachments(session: AsyncSession, actor: Principal, item: Item,
                 enqueue(session, EXTRACT_JOB, {"sha256": f.sha256}, created_by=actor.actor)
             att = by_key.get((f.sha256, f.file_name))
             if att is None:  # the same file under the same name twice is attached once
-                att = Attachment(item_id=item.id, sha256=f.sha256, file_name=f.file_name, mime=f.mime, size=f.size,
-                                 uploaded_by=_uploader(actor), created_at=utcnow())
+                att = Attachment(
+                    item_id=item.id,
+                    sha256=f.sha256,
+                    file_name=f.file_name,
+                    mime=f.mime,
+                    size=f.size,
+                    uploaded_by=_uploader(actor),
+                    created_at=utcnow(),
+                )
                 session.add(att)
                 draft.attachments.append(att)
                 by_key[(f.sha256, f.file_name)] = att
             if att not in out:
                 out.append(att)
         if len(draft.attachments) > MAX_ATTACHMENTS_PER_VERSION:
-            raise Conflict(f"A version carries at most {MAX_ATTACHMENTS_PER_VERSION} attachments",
-                           code="too_many_attachments", limit=MAX_ATTACHMENTS_PER_VERSION)
+            raise Conflict(
+                f"A version carries at most {MAX_ATTACHMENTS_PER_VERSION} attachments",
+                code="too_many_attachments",
+                limit=MAX_ATTACHMENTS_PER_VERSION,
+            )
         draft.updated_at = item.updated_at = utcnow()  # bumps row_version: the ETag changes
         await session.flush()
-        record(session, actor, "item.attachments_add", "item", item.id, version=draft.number, created_draft=created,
-               files=[{"attachment_id": a.id, "file_name": a.file_name, "sha256": a.sha256, "size": a.size,
-                       "mime": a.mime} for a in out],
-               declared_types=[f.declared_type for f in files], new_blobs=len(new_blobs))
+        record(
+            session,
+            actor,
+            "item.attachments_add",
+            "item",
+            item.id,
+            version=draft.number,
+            created_draft=created,
+            files=[
+                {"attachment_id": a.id, "file_name": a.file_name, "sha256": a.sha256, "size": a.size, "mime": a.mime}
+                for a in out
+            ],
+            declared_types=[f.declared_type for f in files],
+            new_blobs=len(new_blobs),
+        )
         await session.commit()
     return draft, out, created
 
 
-async def remove_attachment(session: AsyncSession, actor: Principal, item: Item,
-                            attachment_id: int) -> ItemVersion:
+async def remove_attachment(session: AsyncSession, actor: Principal, item: Item, attachment_id: int) -> ItemVersion:
     """Take an attachment off the open draft (created from the latest version if none is open); other
     versions keep it. An attachment no version carries any more is deleted; its blob becomes an orphan
     for the collector unless other attachments share it."""
@@ -411,18 +457,31 @@ async def remove_attachment(session: AsyncSession, actor: Principal, item: Item,
         draft, created = await open_draft(session, actor, item)
         att = next((a for a in draft.attachments if a.id == attachment_id), None)
         if att is None:
-            raise NotFound(f"Version {draft.number} of item {item.id} has no attachment {attachment_id}",
-                           code="attachment_not_found")
+            raise NotFound(
+                f"Version {draft.number} of item {item.id} has no attachment {attachment_id}",
+                code="attachment_not_found",
+            )
         draft.attachments.remove(att)
         draft.updated_at = item.updated_at = utcnow()
         await session.flush()
-        left = await session.scalar(select(func.count()).select_from(version_attachments)
-                                    .where(version_attachments.c.attachment_id == att.id))
+        left = await session.scalar(
+            select(func.count()).select_from(version_attachments).where(version_attachments.c.attachment_id == att.id)
+        )
         if not left:
             await session.delete(att)
-        record(session, actor, "item.attachment_remove", "item", item.id, version=draft.number,
-               created_draft=created, attachment_id=attachment_id, file_name=att.file_name, sha256=att.sha256,
-               deleted=not left)
+        record(
+            session,
+            actor,
+            "item.attachment_remove",
+            "item",
+            item.id,
+            version=draft.number,
+            created_draft=created,
+            attachment_id=attachment_id,
+            file_name=att.file_name,
+            sha256=att.sha256,
+            deleted=not left,
+        )
         await session.commit()
     return draft
 
@@ -439,7 +498,8 @@ async def version_numbers(session: AsyncSession, attachment_ids: Sequence[int]) 
         select(version_attachments.c.attachment_id, ItemVersion.id, ItemVersion.number)
         .join(ItemVersion, ItemVersion.id == version_attachments.c.version_id)
         .where(version_attachments.c.attachment_id.in_(attachment_ids))
-        .order_by(ItemVersion.number))
+        .order_by(ItemVersion.number)
+    )
     for att_id, version_id, number in rows.all():
         out[att_id].append((version_id, number))
     return out
@@ -479,12 +539,25 @@ def truncated_of(blob: Blob) -> bool:
 def describe(att: Attachment, blob: Blob, versions: list[int]) -> dict[str, Any]:
     base = f"/api/v1/attachments/{att.id}"
     return {
-        "id": att.id, "item_id": att.item_id, "file_name": att.file_name, "mime": att.mime, "size": att.size,
-        "sha256": att.sha256, "uploaded_by": att.uploaded_by, "created_at": att.created_at,
-        "extraction_status": blob.extraction_status, "extraction_reason": blob.extraction_reason,
-        "extracted_at": blob.extracted_at, "extracted_chars": blob.extracted_chars, "truncated": truncated_of(blob),
-        "page_count": blob.page_count, "language": language_of(blob), "preview": preview_kind(att.mime, blob),
-        "versions": versions, "content_url": f"{base}/content", "preview_url": f"{base}/preview",
+        "id": att.id,
+        "item_id": att.item_id,
+        "file_name": att.file_name,
+        "mime": att.mime,
+        "size": att.size,
+        "sha256": att.sha256,
+        "uploaded_by": att.uploaded_by,
+        "created_at": att.created_at,
+        "extraction_status": blob.extraction_status,
+        "extraction_reason": blob.extraction_reason,
+        "extracted_at": blob.extracted_at,
+        "extracted_chars": blob.extracted_chars,
+        "truncated": truncated_of(blob),
+        "page_count": blob.page_count,
+        "language": language_of(blob),
+        "preview": preview_kind(att.mime, blob),
+        "versions": versions,
+        "content_url": f"{base}/content",
+        "preview_url": f"{base}/preview",
         "text_url": f"{base}/text",
     }
 
@@ -524,8 +597,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _unsatisfiable(size: int) -> RangeNotSatisfiable:
-    return RangeNotSatisfiable(f"The file has {size} bytes; the requested range lies outside it",
-                               headers={"Content-Range": f"bytes */{size}"}, size=size)
+    return RangeNotSatisfiable(
+        f"The file has {size} bytes; the requested range lies outside it",
+        headers={"Content-Range": f"bytes */{size}"},
+        size=size,
+    )
 
 
 _ATTR_CHARS = "!#$&+-.^_`|~"
@@ -571,4 +647,3 @@ async def text_charset(blobs: BlobStore, key: str) -> str:
     except BlobNotFound:
         return "utf-8"  # the caller answers 404 content_missing
     return _sniff_charset(head)
-

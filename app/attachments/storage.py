@@ -45,7 +45,6 @@ def check_range(start: int, end: int | None, total: int) -> int:
     return total - 1 if end is None else end
 
 
-
 def file_sha256(path: Path, chunk: int = 1024 * 1024) -> str:
     """SHA-256 of a local file, read in chunks (blob keys, backups, import files)."""
     h = hashlib.sha256()
@@ -53,6 +52,7 @@ def file_sha256(path: Path, chunk: int = 1024 * 1024) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
 
 class BlobTooLarge(Exception):
     def __init__(self, limit: int, received: int) -> None:

@@ -35,8 +35,7 @@ async def list_audit(
     if actor:
         stmt = stmt.where(AuditEntry.actor == actor)
     if action:
-        stmt = stmt.where(AuditEntry.action.startswith(action) if action.endswith(".")
-                          else AuditEntry.action == action)
+        stmt = stmt.where(AuditEntry.action.startswith(action) if action.endswith(".") else AuditEntry.action == action)
     if outcome:
         stmt = stmt.where(AuditEntry.outcome == outcome)
     if target_type:

@@ -23,25 +23,40 @@ def record(
     **info: Any,
 ) -> AuditEntry:
     """Add an audit entry to the caller's transaction: it commits with the change it records."""
-    entry = AuditEntry(**entry_values(actor, action, target_type, target_id, before=before, after=after,
-                                      outcome=outcome, **info))
+    entry = AuditEntry(
+        **entry_values(actor, action, target_type, target_id, before=before, after=after, outcome=outcome, **info)
+    )
     session.add(entry)
     return entry
 
 
-def entry_values(actor: Principal | None, action: str, target_type: str | None = None, target_id: object = None,
-                 *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None, outcome: str = "ok",
-                 **info: Any) -> dict[str, Any]:
+def entry_values(
+    actor: Principal | None,
+    action: str,
+    target_type: str | None = None,
+    target_id: object = None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    outcome: str = "ok",
+    **info: Any,
+) -> dict[str, Any]:
     """The columns of an audit entry (`record` adds one; `record_many` inserts many in one statement)."""
     summary: dict[str, Any] = dict(info)
     if before is not None:
         summary["before"] = before
     if after is not None:
         summary["after"] = after
-    return {"actor": actor.actor if actor else "anonymous", "actor_name": actor.name if actor else "",
-            "action": action, "outcome": outcome, "target_type": target_type,
-            "target_id": None if target_id is None else str(target_id), "request_id": request_id_var.get(),
-            "summary": summary}
+    return {
+        "actor": actor.actor if actor else "anonymous",
+        "actor_name": actor.name if actor else "",
+        "action": action,
+        "outcome": outcome,
+        "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "request_id": request_id_var.get(),
+        "summary": summary,
+    }
 
 
 async def record_many(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
@@ -56,8 +71,14 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str
     return {"before": {k: before.get(k) for k in keys}, "after": {k: after[k] for k in keys}}
 
 
-async def record_apart(sessionmaker: async_sessionmaker[AsyncSession], actor: Principal | None, action: str,
-                       target_type: str | None = None, target_id: object = None, **info: Any) -> None:
+async def record_apart(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    actor: Principal | None,
+    action: str,
+    target_type: str | None = None,
+    target_id: object = None,
+    **info: Any,
+) -> None:
     """An entry in its own transaction, for what is refused: the request's own is about to fail."""
     async with sessionmaker() as s:
         record(s, actor, action, target_type, target_id, outcome="denied", **info)

@@ -22,12 +22,17 @@ CASE_ATTRIBUTES: dict[str, tuple[str, str]] = {
 
 async def ensure_case_type(session: AsyncSession) -> ItemType:
     """The attribute definitions, the template and the item type, each when missing (flushed; the caller commits)."""
-    defs = {d.code: d for d in (await session.scalars(
-        select(AttributeDefinition).where(AttributeDefinition.code.in_(CASE_ATTRIBUTES)))).all()}
+    defs = {
+        d.code: d
+        for d in (
+            await session.scalars(select(AttributeDefinition).where(AttributeDefinition.code.in_(CASE_ATTRIBUTES)))
+        ).all()
+    }
     for code, (name, description) in CASE_ATTRIBUTES.items():
         if code not in defs:
-            defs[code] = AttributeDefinition(code=code, name=name, type="text", options=[], required=True,
-                                             description=description)
+            defs[code] = AttributeDefinition(
+                code=code, name=name, type="text", options=[], required=True, description=description
+            )
             session.add(defs[code])
     item_type = await session.get(ItemType, CASE_TYPE)
     if item_type is not None:
@@ -38,9 +43,13 @@ async def ensure_case_type(session: AsyncSession) -> ItemType:
         template = Template(name=TEMPLATE_NAME, description="情况、处理、结果 (situation, handling, outcome)")
         session.add(template)
         await session.flush()
-        await session.execute(insert(template_attributes), [
-            {"template_id": template.id, "attribute_id": defs[c].id, "position": i}
-            for i, c in enumerate(CASE_ATTRIBUTES)])
+        await session.execute(
+            insert(template_attributes),
+            [
+                {"template_id": template.id, "attribute_id": defs[c].id, "position": i}
+                for i, c in enumerate(CASE_ATTRIBUTES)
+            ],
+        )
     item_type = ItemType(code=CASE_TYPE, name="最佳实践案例", template_id=template.id, review_required=True)
     session.add(item_type)
     await session.flush()

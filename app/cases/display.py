@@ -16,8 +16,9 @@ def shown_body(item_type: str, version: ItemVersion) -> str:
     if item_type != CASE_TYPE:
         return body
     values = version.attributes or {}
-    sections = [(name.split(" / ")[0], str(values[code])) for code, (name, _) in CASE_ATTRIBUTES.items()
-                if values.get(code)]
+    sections = [
+        (name.split(" / ")[0], str(values[code])) for code, (name, _) in CASE_ATTRIBUTES.items() if values.get(code)
+    ]
     if not sections:
         return body
     if version.body_format == "markdown":

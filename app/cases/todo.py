@@ -15,11 +15,30 @@ async def case_proposals(ctx: TodoContext) -> TodoSection | None:
     p = ctx.principal
     if p.kind != "user" or not p.can(PROPOSE_CASE):
         return None
-    stmt = (select(Item, ItemVersion)
-            .join(ItemVersion, and_(ItemVersion.item_id == Item.id, ItemVersion.number == Item.latest_version_no))
-            .where(Item.item_type == CASE_TYPE, Item.created_by == p.id, Item.status == "draft",
-                   ItemVersion.state.in_(("draft", "rejected"))))
+    stmt = (
+        select(Item, ItemVersion)
+        .join(ItemVersion, and_(ItemVersion.item_id == Item.id, ItemVersion.number == Item.latest_version_no))
+        .where(
+            Item.item_type == CASE_TYPE,
+            Item.created_by == p.id,
+            Item.status == "draft",
+            ItemVersion.state.in_(("draft", "rejected")),
+        )
+    )
     rows = (await ctx.session.execute(stmt.order_by(Item.id).limit(ctx.limit))).all()
-    return TodoSection(count=await count_of(ctx.session, stmt), items=[TodoEntry(
-        kind="case_proposal", id=i.id, title=v.title, item_id=i.id, version_no=v.number, state=v.state,
-        created_at=v.reviewed_at or v.created_at, link=f"/api/v1/items/{i.id}") for i, v in rows])
+    return TodoSection(
+        count=await count_of(ctx.session, stmt),
+        items=[
+            TodoEntry(
+                kind="case_proposal",
+                id=i.id,
+                title=v.title,
+                item_id=i.id,
+                version_no=v.number,
+                state=v.state,
+                created_at=v.reviewed_at or v.created_at,
+                link=f"/api/v1/items/{i.id}",
+            )
+            for i, v in rows
+        ],
+    )

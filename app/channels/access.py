@@ -27,8 +27,9 @@ READ = "knowledge:read"
 
 def anonymous(channel: str) -> Principal:
     """The principal of an anonymous reader of a public channel: ACL subject "public" only."""
-    return Principal(kind="anonymous", id=0, name="anonymous", permissions=frozenset({READ, "search:query"}),
-                     channel=channel)
+    return Principal(
+        kind="anonymous", id=0, name="anonymous", permissions=frozenset({READ, "search:query"}), channel=channel
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +62,14 @@ async def channel_caller(
     address = client_address(request)
     if principal is None:
         if channel not in request.app.state.settings.public_channels:
-            raise Unauthorized(f"The {channel} channel is not public: sign in or use the channel's client",
-                               code="unauthenticated")
+            raise Unauthorized(
+                f"The {channel} channel is not public: sign in or use the channel's client", code="unauthenticated"
+            )
         return ChannelCaller(channel, anonymous(channel), address)
     if principal.kind == "client" and principal.channel != channel:
-        raise Forbidden(f"This client serves the {principal.channel or 'no'} channel, not {channel}",
-                        code="channel_mismatch")
+        raise Forbidden(
+            f"This client serves the {principal.channel or 'no'} channel, not {channel}", code="channel_mismatch"
+        )
     if principal.kind == "user" and channel != AGENT:
         raise Forbidden("Staff read the agent channel", code="channel_mismatch")
     if not principal.can(READ):

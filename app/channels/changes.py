@@ -65,10 +65,19 @@ class Event:
         assert shown is not None
         before = set(self.before.readers) if self.before else set()
         after = set(self.after.readers) if self.after else set()
-        return {"seq": seq, "channel": self.channel, "item_id": self.item_id, "version": shown.version,
-                "source": shown.source, "external_id": shown.external_id, "kind": self.kind,
-                "visibility": self.visibility, "readers": sorted(before | after), "readers_after": sorted(after),
-                "at": at}
+        return {
+            "seq": seq,
+            "channel": self.channel,
+            "item_id": self.item_id,
+            "version": shown.version,
+            "source": shown.source,
+            "external_id": shown.external_id,
+            "kind": self.kind,
+            "visibility": self.visibility,
+            "readers": sorted(before | after),
+            "readers_after": sorted(after),
+            "at": at,
+        }
 
 
 def _gone_kind(item: Any, now: datetime) -> str:
@@ -80,14 +89,28 @@ def _gone_kind(item: Any, now: datetime) -> str:
     return "unpublished"  # unpublished, deleted, not valid yet, or the published version dropped the channel
 
 
-async def _current(session: AsyncSession, ids: list[int], now: datetime) -> tuple[dict[int, Any],
-                                                                                  dict[tuple[int, str], View]]:
+async def _current(
+    session: AsyncSession, ids: list[int], now: datetime
+) -> tuple[dict[int, Any], dict[tuple[int, str], View]]:
     """The items (id -> row, missing ones left out) and what each channel shows of them now."""
-    rows = (await session.execute(
-        select(Item.id, Item.status, Item.visibility, Item.valid_from, Item.valid_to, Item.source,
-               Item.external_id, Item.published_version_id, ItemVersion.number, ItemVersion.channels)
-        .outerjoin(ItemVersion, ItemVersion.id == Item.published_version_id)
-        .where(Item.id.in_(ids)))).all()
+    rows = (
+        await session.execute(
+            select(
+                Item.id,
+                Item.status,
+                Item.visibility,
+                Item.valid_from,
+                Item.valid_to,
+                Item.source,
+                Item.external_id,
+                Item.published_version_id,
+                ItemVersion.number,
+                ItemVersion.channels,
+            )
+            .outerjoin(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .where(Item.id.in_(ids))
+        )
+    ).all()
     items = {r.id: r for r in rows}
     readers = await acl.readers_of_many(session, list(items))
     views: dict[tuple[int, str], View] = {}
@@ -103,12 +126,17 @@ async def _current(session: AsyncSession, ids: list[int], now: datetime) -> tupl
 
 async def _stored(session: AsyncSession, ids: list[int]) -> dict[tuple[int, str], View]:
     rows = (await session.scalars(select(ChannelItemState).where(ChannelItemState.item_id.in_(ids)))).all()
-    return {(s.item_id, s.channel): View(s.version, s.visibility, tuple(s.readers or []), s.source, s.external_id,
-                                         s.valid_to) for s in rows}
+    return {
+        (s.item_id, s.channel): View(
+            s.version, s.visibility, tuple(s.readers or []), s.source, s.external_id, s.valid_to
+        )
+        for s in rows
+    }
 
 
-def _diff(items: dict[int, Any], now_views: dict[tuple[int, str], View], stored: dict[tuple[int, str], View],
-          now: datetime) -> tuple[list[Event], list[tuple[int, str]]]:
+def _diff(
+    items: dict[int, Any], now_views: dict[tuple[int, str], View], stored: dict[tuple[int, str], View], now: datetime
+) -> tuple[list[Event], list[tuple[int, str]]]:
     """The events, and the (item, channel) states that changed silently (valid_to moved)."""
     events: list[Event] = []
     silent: list[tuple[int, str]] = []
@@ -122,8 +150,16 @@ def _diff(items: dict[int, Any], now_views: dict[tuple[int, str], View], stored:
             events.append(Event(channel, item_id, "published", None, after, after.visibility))
         elif after is None:
             item = items.get(item_id)
-            events.append(Event(channel, item_id, _gone_kind(item, now), before, None,
-                                item.visibility if item is not None else before.visibility))
+            events.append(
+                Event(
+                    channel,
+                    item_id,
+                    _gone_kind(item, now),
+                    before,
+                    None,
+                    item.visibility if item is not None else before.visibility,
+                )
+            )
         elif (before.version, before.source, before.external_id) != (after.version, after.source, after.external_id):
             events.append(Event(channel, item_id, "updated", before, after, after.visibility))
         elif (before.visibility, before.readers) != (after.visibility, after.readers):
@@ -136,8 +172,9 @@ def _diff(items: dict[int, Any], now_views: dict[tuple[int, str], View], stored:
 async def _take_seqs(session: AsyncSession, n: int) -> int:
     """Reserve `n` sequence numbers (n=0: only take the lock); returns the last one. The row lock is
     held until the transaction ends."""
-    stmt = (update(ChannelFeed).where(ChannelFeed.id == FEED_ROW).values(seq=ChannelFeed.seq + n)
-            .returning(ChannelFeed.seq))
+    stmt = (
+        update(ChannelFeed).where(ChannelFeed.id == FEED_ROW).values(seq=ChannelFeed.seq + n).returning(ChannelFeed.seq)
+    )
     last = (await session.execute(stmt)).scalar_one_or_none()
     if last is None:  # a new (or emptied) database: create the row, whoever wins the race
         ins = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
@@ -153,7 +190,7 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
     if len(ids) > RECONCILE_BATCH:  # a category's grants changed: thousands of items
         out: list[dict[str, Any]] = []
         for start in range(0, len(ids), RECONCILE_BATCH):
-            out += await reconcile(session, ids[start:start + RECONCILE_BATCH])
+            out += await reconcile(session, ids[start : start + RECONCILE_BATCH])
         return out
     if not ids:
         return []
@@ -177,12 +214,24 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
         await session.execute(insert(ChannelChange), rows)
     keys = [(e.item_id, e.channel) for e in events] + silent
     if keys:  # one DELETE and one INSERT for the whole batch
-        await session.execute(delete(ChannelItemState).where(
-            tuple_(ChannelItemState.item_id, ChannelItemState.channel).in_(keys)))
-    states = [{"item_id": key[0], "channel": key[1], "version": view.version, "visibility": view.visibility,
-               "readers": list(view.readers), "source": view.source, "external_id": view.external_id,
-               "valid_to": view.valid_to, "shown_at": now}
-              for key in keys if (view := views.get(key)) is not None]
+        await session.execute(
+            delete(ChannelItemState).where(tuple_(ChannelItemState.item_id, ChannelItemState.channel).in_(keys))
+        )
+    states = [
+        {
+            "item_id": key[0],
+            "channel": key[1],
+            "version": view.version,
+            "visibility": view.visibility,
+            "readers": list(view.readers),
+            "source": view.source,
+            "external_id": view.external_id,
+            "valid_to": view.valid_to,
+            "shown_at": now,
+        }
+        for key in keys
+        if (view := views.get(key)) is not None
+    ]
     if states:
         await session.execute(insert(ChannelItemState), states)
     return rows
@@ -194,15 +243,30 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
 async def due_items(session: AsyncSession, now: datetime, limit: int = SWEEP_BATCH) -> list[int]:
     """Items whose validity boundary passed since the feed last spoke of them: shown but expired
     (valid_to <= now), or published with a valid_from now passed and shown nowhere yet."""
-    expired = (await session.scalars(
-        select(ChannelItemState.item_id).distinct().where(ChannelItemState.valid_to <= now)
-        .order_by(ChannelItemState.item_id).limit(limit))).all()
-    starting = (await session.scalars(
-        select(Item.id).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-        .where(Item.status == "published", Item.valid_from.is_not(None), acl.valid_filter(now),
-               cast(ItemVersion.channels, String).like('%"%'),  # shown on at least one channel
-               ~exists().where(ChannelItemState.item_id == Item.id))
-        .order_by(Item.id).limit(limit))).all()
+    expired = (
+        await session.scalars(
+            select(ChannelItemState.item_id)
+            .distinct()
+            .where(ChannelItemState.valid_to <= now)
+            .order_by(ChannelItemState.item_id)
+            .limit(limit)
+        )
+    ).all()
+    starting = (
+        await session.scalars(
+            select(Item.id)
+            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .where(
+                Item.status == "published",
+                Item.valid_from.is_not(None),
+                acl.valid_filter(now),
+                cast(ItemVersion.channels, String).like('%"%'),  # shown on at least one channel
+                ~exists().where(ChannelItemState.item_id == Item.id),
+            )
+            .order_by(Item.id)
+            .limit(limit)
+        )
+    ).all()
     return sorted(set(expired) | set(starting))
 
 
@@ -215,8 +279,9 @@ async def purge(session: AsyncSession, retention_days: float, now: datetime | No
         return await feed_floor(session)
     await _take_seqs(session, 0)
     await session.execute(delete(ChannelChange).where(ChannelChange.seq <= top))
-    await session.execute(update(ChannelFeed).where(ChannelFeed.id == FEED_ROW, ChannelFeed.floor < top)
-                          .values(floor=top))
+    await session.execute(
+        update(ChannelFeed).where(ChannelFeed.id == FEED_ROW, ChannelFeed.floor < top).values(floor=top)
+    )
     return await feed_floor(session)
 
 
@@ -235,6 +300,13 @@ async def feed_floor(session: AsyncSession) -> int:
 
 async def read_events(session: AsyncSession, channel: str, after: int, scan: int) -> list[ChannelChange]:
     """Up to `scan` events of `channel` after `after`, in order (the caller filters by ACL)."""
-    return list((await session.scalars(
-        select(ChannelChange).where(and_(ChannelChange.channel == channel, ChannelChange.seq > after))
-        .order_by(ChannelChange.seq).limit(scan))).all())
+    return list(
+        (
+            await session.scalars(
+                select(ChannelChange)
+                .where(and_(ChannelChange.channel == channel, ChannelChange.seq > after))
+                .order_by(ChannelChange.seq)
+                .limit(scan)
+            )
+        ).all()
+    )

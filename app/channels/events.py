@@ -62,22 +62,35 @@ async def write_events(session: AsyncSession, rows: list[Row]) -> None:
         table = ChannelViewDay.__table__
         await session.execute(
             upsert(session, table, ("channel", "day", "item_id"), lambda new: {"views": table.c.views + new.views}),
-            [{"channel": c, "day": d, "item_id": i, "views": n} for (c, d, i), n in days.items()])
+            [{"channel": c, "day": d, "item_id": i, "views": n} for (c, d, i), n in days.items()],
+        )
     if votes:
         await session.execute(
-            upsert(session, ChannelFeedback.__table__, ("item_id", "channel", "voter"),
-                   lambda new: {"version": new.version, "helpful": new.helpful, "comment": new.comment,
-                                "search_id": new.search_id, "at": new.at}),
-            list(votes.values()))
+            upsert(
+                session,
+                ChannelFeedback.__table__,
+                ("item_id", "channel", "voter"),
+                lambda new: {
+                    "version": new.version,
+                    "helpful": new.helpful,
+                    "comment": new.comment,
+                    "search_id": new.search_id,
+                    "at": new.at,
+                },
+            ),
+            list(votes.values()),
+        )
 
 
 class ChannelEvents(BatchWriter):
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], interval: float = 0.5, max_pending: int = 100_000,
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        interval: float = 0.5,
+        max_pending: int = 100_000,
         hot_ttl: float = HOT_TTL,
     ) -> None:
-        super().__init__(sessionmaker, write_events, name="channel events", interval=interval,
-                         max_pending=max_pending)
+        super().__init__(sessionmaker, write_events, name="channel events", interval=interval, max_pending=max_pending)
         self.hot_ttl = hot_ttl
         self._ranking: dict[tuple[str, int], tuple[float, list[tuple[int, int]]]] = {}
         self._ranking_locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -100,31 +113,81 @@ class ChannelEvents(BatchWriter):
     def forget_rankings(self) -> None:
         self._ranking.clear()
 
-    def view(self, *, channel: str, item_id: int, version: int, actor: str | None, address: str | None,
-             query: str | None, search_id: str | None) -> None:
-        self.append({"kind": VIEW, "at": utcnow(), "channel": channel, "item_id": item_id, "version": version,
-                     "actor": actor, "address": address, "query": query, "search_id": search_id})
+    def view(
+        self,
+        *,
+        channel: str,
+        item_id: int,
+        version: int,
+        actor: str | None,
+        address: str | None,
+        query: str | None,
+        search_id: str | None,
+    ) -> None:
+        self.append(
+            {
+                "kind": VIEW,
+                "at": utcnow(),
+                "channel": channel,
+                "item_id": item_id,
+                "version": version,
+                "actor": actor,
+                "address": address,
+                "query": query,
+                "search_id": search_id,
+            }
+        )
 
-    def vote(self, *, channel: str, item_id: int, version: int, voter: str, helpful: bool, comment: str | None,
-             search_id: str | None) -> None:
-        self.append({"kind": VOTE, "at": utcnow(), "channel": channel, "item_id": item_id, "version": version,
-                     "voter": voter, "helpful": helpful, "comment": comment, "search_id": search_id})
+    def vote(
+        self,
+        *,
+        channel: str,
+        item_id: int,
+        version: int,
+        voter: str,
+        helpful: bool,
+        comment: str | None,
+        search_id: str | None,
+    ) -> None:
+        self.append(
+            {
+                "kind": VOTE,
+                "at": utcnow(),
+                "channel": channel,
+                "item_id": item_id,
+                "version": version,
+                "voter": voter,
+                "helpful": helpful,
+                "comment": comment,
+                "search_id": search_id,
+            }
+        )
 
 
 def events_of(request: Request) -> ChannelEvents:
     return request.app.state.channel_events
 
 
-def record_view(request: Request, caller: ChannelCaller, item_id: int, version: int, query: str | None = None,
-                search_id: str | None = None) -> None:
+def record_view(
+    request: Request,
+    caller: ChannelCaller,
+    item_id: int,
+    version: int,
+    query: str | None = None,
+    search_id: str | None = None,
+) -> None:
     """Count a read of `item_id` (version number `version`) on the caller's channel. No I/O: the
     row is written with the next batch. `query`: the question that led there (kept to 200 chars)."""
     query = (query or "").strip()[:MAX_QUERY] or None
     events_of(request).view(
-        channel=caller.channel, item_id=item_id, version=version,
+        channel=caller.channel,
+        item_id=item_id,
+        version=version,
         actor=None if caller.is_anonymous else caller.principal.actor,
         address=caller.address[:64] if caller.is_anonymous else None,
-        query=query, search_id=(search_id or "")[:32] or None)
+        query=query,
+        search_id=(search_id or "")[:32] or None,
+    )
 
 
 def voter_of(caller: ChannelCaller, visitor_id: str | None) -> str:
@@ -155,9 +218,11 @@ class HotOut(BaseModel):
 
 def _views_per_item(channel: str, days: int) -> Select[tuple[int, int]]:
     since = utcnow().date() - timedelta(days=days - 1)
-    return (select(ChannelViewDay.item_id, func.sum(ChannelViewDay.views).label("views"))
-            .where(ChannelViewDay.channel == channel, ChannelViewDay.day >= since)
-            .group_by(ChannelViewDay.item_id))
+    return (
+        select(ChannelViewDay.item_id, func.sum(ChannelViewDay.views).label("views"))
+        .where(ChannelViewDay.channel == channel, ChannelViewDay.day >= since)
+        .group_by(ChannelViewDay.item_id)
+    )
 
 
 async def most_viewed(session: AsyncSession, channel: str, days: int, limit: int) -> list[tuple[int, int]]:
@@ -167,8 +232,9 @@ async def most_viewed(session: AsyncSession, channel: str, days: int, limit: int
     return [(int(i), int(v)) for i, v in (await session.execute(stmt.limit(limit))).all()]
 
 
-async def hot(session: AsyncSession, caller: ChannelCaller, days: int, limit: int,
-              events: ChannelEvents | None = None) -> list[HotItemOut]:
+async def hot(
+    session: AsyncSession, caller: ChannelCaller, days: int, limit: int, events: ChannelEvents | None = None
+) -> list[HotItemOut]:
     """The items the caller sees on the channel now, most viewed over the last `days` UTC days
     (today included) first; ties by item id.
 
@@ -180,12 +246,17 @@ async def hot(session: AsyncSession, caller: ChannelCaller, days: int, limit: in
         ranked = await events.ranking(session, caller.channel, days)
         if ranked:
             views = dict(ranked)
-            rows = (await session.execute(
-                select(Item.id, ItemVersion.number, ItemVersion.title, ItemVersion.question)
-                .join(ItemVersion, ItemVersion.id == Item.published_version_id)
-                .where(shown(caller), Item.id.in_(list(views))))).all()
-            out = sorted((HotItemOut(item_id=i, version=n, title=t, question=q, views=views[i])
-                          for i, n, t, q in rows), key=lambda h: (-h.views, h.item_id))
+            rows = (
+                await session.execute(
+                    select(Item.id, ItemVersion.number, ItemVersion.title, ItemVersion.question)
+                    .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+                    .where(shown(caller), Item.id.in_(list(views)))
+                )
+            ).all()
+            out = sorted(
+                (HotItemOut(item_id=i, version=n, title=t, question=q, views=views[i]) for i, n, t, q in rows),
+                key=lambda h: (-h.views, h.item_id),
+            )
             if len(out) >= limit or len(ranked) < CANDIDATES:
                 return out[:limit]
         else:
@@ -195,15 +266,19 @@ async def hot(session: AsyncSession, caller: ChannelCaller, days: int, limit: in
 
 async def _hot_query(session: AsyncSession, caller: ChannelCaller, days: int, limit: int) -> list[HotItemOut]:
     per_item = _views_per_item(caller.channel, days).subquery()
-    stmt = (select(Item.id, ItemVersion.number, ItemVersion.title, ItemVersion.question, per_item.c.views)
-            .select_from(per_item)
-            .join(Item, Item.id == per_item.c.item_id)
-            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
-            .where(shown(caller))
-            .order_by(per_item.c.views.desc(), Item.id)
-            .limit(limit))
-    return [HotItemOut(item_id=i, version=n, title=t, question=q, views=int(v))
-            for i, n, t, q, v in (await session.execute(stmt)).all()]
+    stmt = (
+        select(Item.id, ItemVersion.number, ItemVersion.title, ItemVersion.question, per_item.c.views)
+        .select_from(per_item)
+        .join(Item, Item.id == per_item.c.item_id)
+        .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+        .where(shown(caller))
+        .order_by(per_item.c.views.desc(), Item.id)
+        .limit(limit)
+    )
+    return [
+        HotItemOut(item_id=i, version=n, title=t, question=q, views=int(v))
+        for i, n, t, q, v in (await session.execute(stmt)).all()
+    ]
 
 
 class ChannelHelpfulness(BaseModel):
@@ -224,18 +299,29 @@ class Helpfulness(BaseModel):
 async def helpfulness(session: AsyncSession, item_id: int) -> Helpfulness:
     """The counted votes on an item (each voter's latest), per channel and in all. Votes reach the
     table with their batch: flush the writer first for this process's latest ones."""
-    rows = (await session.execute(
-        select(ChannelFeedback.channel,
-               func.sum(case((ChannelFeedback.helpful, 1), else_=0)),
-               func.sum(case((ChannelFeedback.helpful, 0), else_=1)),
-               func.count(ChannelFeedback.comment))
-        .where(ChannelFeedback.item_id == item_id)
-        .group_by(ChannelFeedback.channel).order_by(ChannelFeedback.channel))).all()
-    channels = [ChannelHelpfulness(channel=c, helpful=int(h), not_helpful=int(n), comments=int(k))
-                for c, h, n, k in rows]
-    return Helpfulness(item_id=item_id, helpful=sum(c.helpful for c in channels),
-                       not_helpful=sum(c.not_helpful for c in channels),
-                       comments=sum(c.comments for c in channels), channels=channels)
+    rows = (
+        await session.execute(
+            select(
+                ChannelFeedback.channel,
+                func.sum(case((ChannelFeedback.helpful, 1), else_=0)),
+                func.sum(case((ChannelFeedback.helpful, 0), else_=1)),
+                func.count(ChannelFeedback.comment),
+            )
+            .where(ChannelFeedback.item_id == item_id)
+            .group_by(ChannelFeedback.channel)
+            .order_by(ChannelFeedback.channel)
+        )
+    ).all()
+    channels = [
+        ChannelHelpfulness(channel=c, helpful=int(h), not_helpful=int(n), comments=int(k)) for c, h, n, k in rows
+    ]
+    return Helpfulness(
+        item_id=item_id,
+        helpful=sum(c.helpful for c in channels),
+        not_helpful=sum(c.not_helpful for c in channels),
+        comments=sum(c.comments for c in channels),
+        channels=channels,
+    )
 
 
 # ---------------------------------------------------------------- routes
@@ -284,15 +370,26 @@ async def feedback(
     caller: Caller,
     item_id: Id,
     body: FeedbackIn,
-    visitor_id: Annotated[str | None, Header(
-        alias="X-Visitor-Id", pattern=VISITOR_ID,
-        description="anonymous callers (and clients for their end users): a stable random id of the visitor, "
-                    "8-64 of A-Z a-z 0-9 _ -; one vote per visitor counts")] = None,
+    visitor_id: Annotated[
+        str | None,
+        Header(
+            alias="X-Visitor-Id",
+            pattern=VISITOR_ID,
+            description="anonymous callers (and clients for their end users): a stable random id of the visitor, "
+            "8-64 of A-Z a-z 0-9 _ -; one vote per visitor counts",
+        ),
+    ] = None,
 ) -> FeedbackOut:
     """Helpful or not, with an optional comment, on an item the caller sees on the channel. One vote
     per voter counts; voting again replaces the earlier vote. Written with the next batch (202)."""
     _, version = await shown_item(session, caller, item_id)
-    events_of(request).vote(channel=caller.channel, item_id=item_id, version=version.number,
-                            voter=voter_of(caller, visitor_id), helpful=body.helpful, comment=body.comment,
-                            search_id=body.search_id)
+    events_of(request).vote(
+        channel=caller.channel,
+        item_id=item_id,
+        version=version.number,
+        voter=voter_of(caller, visitor_id),
+        helpful=body.helpful,
+        comment=body.comment,
+        search_id=body.search_id,
+    )
     return FeedbackOut(item_id=item_id, version=version.number, helpful=body.helpful)

@@ -32,8 +32,9 @@ from app.knowledge import acl
 from app.knowledge.models import Item, ItemVersion
 
 router = APIRouter(tags=["channels"], responses=PROBLEMS)
-channel_router = APIRouter(prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS,
-                           dependencies=[RateLimit])
+channel_router = APIRouter(
+    prefix="/channels/{channel}", tags=["channels"], responses=PROBLEMS, dependencies=[RateLimit]
+)
 
 SCAN_FACTOR = 10  # events examined per requested one (the rest are other readers' items)
 MAX_LIMIT = 200
@@ -48,8 +49,10 @@ class ChangeOut(BaseModel):
     external_id: str | None
     source: str | None
     visibility: str
-    shown: bool = Field(description="Whether the item is in YOUR view after this event: keep (item_id, version) "
-                                    "when true, drop the item when false")
+    shown: bool = Field(
+        description="Whether the item is in YOUR view after this event: keep (item_id, version) "
+        "when true, drop the item when false"
+    )
     at: datetime
 
 
@@ -71,8 +74,10 @@ class SnapshotItem(BaseModel):
 class SnapshotPage(BaseModel):
     items: list[SnapshotItem]
     next_cursor: str | None
-    changes_cursor: str = Field(description="The change feed's position when the snapshot began: follow "
-                                            "/changes from it once the last page is read")
+    changes_cursor: str = Field(
+        description="The change feed's position when the snapshot began: follow "
+        "/changes from it once the last page is read"
+    )
 
 
 def _bad_cursor() -> BadRequest:
@@ -97,8 +102,11 @@ def _decode(cursor: str) -> dict[str, Any]:
 
 
 def _resync(detail: str) -> AppError:
-    return AppError(detail + "; read the channel's snapshot again and follow the feed from its changes_cursor",
-                    status=410, code="resync_required")
+    return AppError(
+        detail + "; read the channel's snapshot again and follow the feed from its changes_cursor",
+        status=410,
+        code="resync_required",
+    )
 
 
 def _sees(caller: ChannelCaller, subjects: set[str], readers: list[str]) -> bool:
@@ -112,8 +120,10 @@ async def changes(
     session: DbSession,
     principal: MaybePrincipal,
     channel: Annotated[str, Query(max_length=16, description="agent, web, wechat or app")],
-    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page, or the "
-                                                                    "snapshot's changes_cursor")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=500, description="next_cursor of the previous page, or the snapshot's changes_cursor"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Events per page")] = 50,
 ) -> ChangesPage:
     """Events in commit order: `published`, `updated` (a new version, or a new external id),
@@ -142,17 +152,30 @@ async def changes(
         position = row.seq
         if not _sees(caller, subjects, row.readers):
             continue
-        out.append(ChangeOut(seq=row.seq, kind=row.kind, channel=row.channel, item_id=row.item_id,
-                             version=row.version, external_id=row.external_id, source=row.source,
-                             visibility=row.visibility, at=row.at,
-                             shown=row.kind not in GONE and _sees(caller, subjects, row.readers_after)))
+        out.append(
+            ChangeOut(
+                seq=row.seq,
+                kind=row.kind,
+                channel=row.channel,
+                item_id=row.item_id,
+                version=row.version,
+                external_id=row.external_id,
+                source=row.source,
+                visibility=row.visibility,
+                at=row.at,
+                shown=row.kind not in GONE and _sees(caller, subjects, row.readers_after),
+            )
+        )
         if len(out) == limit:
             break
     return ChangesPage(items=out, next_cursor=encode_cursor({"s": position}), has_more=len(rows) > examined)
 
 
-@channel_router.get("/snapshot", response_model=SnapshotPage,
-                    summary="Every item the channel shows the caller now, to start (or restart) a change feed from")
+@channel_router.get(
+    "/snapshot",
+    response_model=SnapshotPage,
+    summary="Every item the channel shows the caller now, to start (or restart) a change feed from",
+)
 async def snapshot(
     session: DbSession,
     caller: Caller,
@@ -166,15 +189,30 @@ async def snapshot(
     else:
         values = _decode(cursor)
         after, position = _int(values, "i", 1), _int(values, "c")
-    stmt = (shown_select(caller).where(Item.id > after).order_by(Item.id).limit(limit + 1)
-            .with_only_columns(Item.id, ItemVersion.number, Item.external_id, Item.source, Item.visibility,
-                               Item.updated_at))
+    stmt = (
+        shown_select(caller)
+        .where(Item.id > after)
+        .order_by(Item.id)
+        .limit(limit + 1)
+        .with_only_columns(Item.id, ItemVersion.number, Item.external_id, Item.source, Item.visibility, Item.updated_at)
+    )
     rows = (await session.execute(stmt)).all()
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
         nxt = encode_cursor({"i": rows[-1].id, "c": position})
-    return SnapshotPage(items=[SnapshotItem(item_id=r.id, version=r.number, external_id=r.external_id, source=r.source,
-                                            visibility=r.visibility, updated_at=r.updated_at) for r in rows],
-                        next_cursor=nxt, changes_cursor=encode_cursor({"s": position}))
-
+    return SnapshotPage(
+        items=[
+            SnapshotItem(
+                item_id=r.id,
+                version=r.number,
+                external_id=r.external_id,
+                source=r.source,
+                visibility=r.visibility,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ],
+        next_cursor=nxt,
+        changes_cursor=encode_cursor({"s": position}),
+    )

@@ -102,8 +102,10 @@ class ChannelView(IdMixin, Base):
 
     __tablename__ = "channel_views"
     # actor/item: what one reader has read (app/study: learning paths, "what changed since you read it")
-    __table_args__ = (Index("ix_channel_views_channel_at_item", "channel", "at", "item_id"),
-                      Index("ix_channel_views_actor_item", "actor", "item_id"))
+    __table_args__ = (
+        Index("ix_channel_views_channel_at_item", "channel", "at", "item_id"),
+        Index("ix_channel_views_actor_item", "actor", "item_id"),
+    )
 
     at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[str] = mapped_column(String(16))

@@ -98,8 +98,10 @@ class SharedSQLite:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=OFF")
             self.conn.execute("PRAGMA mmap_size=67108864")
-            self.conn.execute("CREATE TABLE IF NOT EXISTS rate_state "
-                              "(key TEXT PRIMARY KEY, state TEXT NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS rate_state "
+                "(key TEXT PRIMARY KEY, state TEXT NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID"
+            )
         self._next_purge = 0.0
 
     def locked(self) -> _Flock:
@@ -116,8 +118,10 @@ class SharedSQLite:
                 if decision.allowed:
                     # GCRA's state means nothing once its time has passed: then the key may go.
                     expires = max(int(v) for v in new_state) // 1000
-                    conn.execute("INSERT OR REPLACE INTO rate_state VALUES (?, ?, ?)",
-                                 (key, ",".join(str(int(v)) for v in new_state), expires))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO rate_state VALUES (?, ?, ?)",
+                        (key, ",".join(str(int(v)) for v in new_state), expires),
+                    )
                 if now > self._next_purge:
                     conn.execute("DELETE FROM rate_state WHERE expires < ?", (now,))
                     self._next_purge = now + 60_000
@@ -255,9 +259,14 @@ async def check_rate(request: Request, caller: ChannelCaller) -> str | None:
     raise RateLimited(
         f"More than {rate.limit} requests per {rate.interval // 1000} s from {who}; retry after {retry} s",
         code="rate_limited",
-        headers={"Retry-After": str(retry), "RateLimit-Policy": _policy(rate),
-                 "RateLimit": f"limit={rate.limit}, remaining=0, reset={retry}"},
-        limit=rate.limit, window_seconds=rate.interval // 1000, retry_after=retry,
+        headers={
+            "Retry-After": str(retry),
+            "RateLimit-Policy": _policy(rate),
+            "RateLimit": f"limit={rate.limit}, remaining=0, reset={retry}",
+        },
+        limit=rate.limit,
+        window_seconds=rate.interval // 1000,
+        retry_after=retry,
     )
 
 

@@ -133,8 +133,9 @@ class ListBlock(_Out):
 class TableBlock(_Out):
     type: Literal["table"] = "table"
     caption: str | None = None
-    header: tuple[str, ...] | None = Field(None, description="Header cells (thead, or a first row of th); None "
-                                                             "when the table has no header row")
+    header: tuple[str, ...] | None = Field(
+        None, description="Header cells (thead, or a first row of th); None when the table has no header row"
+    )
     rows: tuple[tuple[str, ...], ...]
 
 
@@ -165,15 +166,18 @@ class AttachmentBlock(RenderedAttachment):
     type: Literal["attachment"] = "attachment"
 
 
-Block = Annotated[ParagraphBlock | HeadingBlock | ListBlock | TableBlock | ImageBlock | LinkBlock | AttachmentBlock,
-                  Field(discriminator="type")]
+Block = Annotated[
+    ParagraphBlock | HeadingBlock | ListBlock | TableBlock | ImageBlock | LinkBlock | AttachmentBlock,
+    Field(discriminator="type"),
+]
 ListItem.model_rebuild()
 
 
 class _Rendered(_Out):
     item_id: int
-    version: int = Field(description="The published version number: two channels showing the same item and version "
-                                     "show the same answer")
+    version: int = Field(
+        description="The published version number: two channels showing the same item and version show the same answer"
+    )
     title: str
 
 
@@ -193,8 +197,9 @@ class AppRender(_Rendered):
     question: str
     similar_questions: tuple[str, ...]
     blocks: tuple[Block, ...] = Field(description="The body as blocks, its attachments last")
-    answer: tuple[Block, ...] | None = Field(None, description="The app channel's own answer as blocks, when it "
-                                                               "has one")
+    answer: tuple[Block, ...] | None = Field(
+        None, description="The app channel's own answer as blocks, when it has one"
+    )
 
 
 class WechatNews(_Out):
@@ -209,8 +214,10 @@ class WechatNews(_Out):
 class WechatRender(_Rendered):
     format: Literal["text"] = "text"
     channel: Literal["wechat"] = "wechat"
-    text: str = Field(description="Plain text within max_bytes UTF-8 bytes; when cut it ends with a line "
-                                  f"'{LINK_PREFIX}<url of the web answer>'")
+    text: str = Field(
+        description="Plain text within max_bytes UTF-8 bytes; when cut it ends with a line "
+        f"'{LINK_PREFIX}<url of the web answer>'"
+    )
     truncated: bool
     bytes: int = Field(description="UTF-8 length of text")
     max_bytes: int
@@ -231,8 +238,12 @@ class AgentRender(_Rendered):
 
 Rendered = WebRender | AppRender | WechatRender | AgentRender
 RenderedItem = Annotated[Rendered, Field(discriminator="format")]  # a response_model for all channels at once
-RENDER_MODELS: dict[str, type[_Rendered]] = {"web": WebRender, "app": AppRender, "wechat": WechatRender,
-                                             "agent": AgentRender}
+RENDER_MODELS: dict[str, type[_Rendered]] = {
+    "web": WebRender,
+    "app": AppRender,
+    "wechat": WechatRender,
+    "agent": AgentRender,
+}
 
 
 # ---------------------------------------------------------------- body -> sanitized HTML
@@ -316,12 +327,52 @@ def _parse(html: str) -> _El:
 # ---------------------------------------------------------------- tree -> blocks
 
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_BLOCK = {"p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "blockquote", "figure",
-          "figcaption", "address", "details", "summary", "dl", "dt", "dd", "center", "hgroup", "pre", "hr",
-          "ul", "ol", "li", "table", "caption", "img", *_HEADINGS}
-_MARKS = {"b": "bold", "strong": "bold", "i": "italic", "em": "italic", "u": "underline", "ins": "underline",
-          "s": "strike", "strike": "strike", "del": "strike", "code": "code", "tt": "code", "kbd": "code",
-          "samp": "code"}
+_BLOCK = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "aside",
+    "nav",
+    "blockquote",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "dl",
+    "dt",
+    "dd",
+    "center",
+    "hgroup",
+    "pre",
+    "hr",
+    "ul",
+    "ol",
+    "li",
+    "table",
+    "caption",
+    "img",
+    *_HEADINGS,
+}
+_MARKS = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strike",
+    "strike": "strike",
+    "del": "strike",
+    "code": "code",
+    "tt": "code",
+    "kbd": "code",
+    "samp": "code",
+}
 _WS = re.compile(r"[ \t\n\r\f]+")
 
 
@@ -671,9 +722,13 @@ def cut(text: str, max_bytes: int, url: str) -> tuple[str, bool]:
     piece = _first_piece(clusters)
     if _utf8_len(piece) > budget:
         needed = _utf8_len(piece) + _utf8_len(link)
-        raise InvalidInput(f"max_bytes={max_bytes} cannot hold the start of this answer and the link to the full "
-                           f"answer; at least {needed} bytes are needed", code="max_bytes_too_small",
-                           field="max_bytes", min_bytes=needed)
+        raise InvalidInput(
+            f"max_bytes={max_bytes} cannot hold the start of this answer and the link to the full "
+            f"answer; at least {needed} bytes are needed",
+            code="max_bytes_too_small",
+            field="max_bytes",
+            min_bytes=needed,
+        )
     size = 0
     best = 0  # clusters up to the last sentence end that fits
     for i, g in enumerate(clusters):
@@ -745,24 +800,39 @@ def news_description(text: str, title: str = "") -> str:
 
 
 def _attachments(source: Source) -> tuple[RenderedAttachment, ...]:
-    return tuple(RenderedAttachment(id=a.id, file_name=a.file_name, content_type=a.content_type, size=a.size,
-                                    url=a.url) for a in source.attachments)
+    return tuple(
+        RenderedAttachment(id=a.id, file_name=a.file_name, content_type=a.content_type, size=a.size, url=a.url)
+        for a in source.attachments
+    )
 
 
 def _web(source: Source, max_bytes: int) -> WebRender:
     own = source.answer("web")
-    return WebRender(item_id=source.item_id, version=source.version, title=source.title, question=source.question,
-                     similar_questions=source.similar_questions, html=to_html(source.body, source.body_format),
-                     answer=to_html(own, source.body_format) if own else None, attachments=_attachments(source))
+    return WebRender(
+        item_id=source.item_id,
+        version=source.version,
+        title=source.title,
+        question=source.question,
+        similar_questions=source.similar_questions,
+        html=to_html(source.body, source.body_format),
+        answer=to_html(own, source.body_format) if own else None,
+        attachments=_attachments(source),
+    )
 
 
 def _app(source: Source, max_bytes: int) -> AppRender:
     blocks = _blocks(to_html(source.body, source.body_format))
     files = tuple(AttachmentBlock(**a.model_dump()) for a in _attachments(source))
     own = source.answer("app")
-    return AppRender(item_id=source.item_id, version=source.version, title=source.title, question=source.question,
-                     similar_questions=source.similar_questions, blocks=blocks + files,
-                     answer=_blocks(to_html(own, source.body_format)) if own else None)
+    return AppRender(
+        item_id=source.item_id,
+        version=source.version,
+        title=source.title,
+        question=source.question,
+        similar_questions=source.similar_questions,
+        blocks=blocks + files,
+        answer=_blocks(to_html(own, source.body_format)) if own else None,
+    )
 
 
 def _wechat(source: Source, max_bytes: int) -> WechatRender:
@@ -771,11 +841,23 @@ def _wechat(source: Source, max_bytes: int) -> WechatRender:
     full = plain_text(own, source.body_format) if own else _text_of_blocks(body)
     text, truncated = cut(full, max_bytes, source.web_url)
     picurl = source.picurl or first_image(body)
-    news = WechatNews(title=source.title, description=news_description(full, source.title), url=source.web_url,
-                      picurl=urljoin(source.web_url, picurl) if picurl else None)
-    return WechatRender(item_id=source.item_id, version=source.version, title=source.title, text=text,
-                        truncated=truncated, bytes=_utf8_len(text), max_bytes=max_bytes,
-                        answer_source="wechat_answer" if own else "body", news=news)
+    news = WechatNews(
+        title=source.title,
+        description=news_description(full, source.title),
+        url=source.web_url,
+        picurl=urljoin(source.web_url, picurl) if picurl else None,
+    )
+    return WechatRender(
+        item_id=source.item_id,
+        version=source.version,
+        title=source.title,
+        text=text,
+        truncated=truncated,
+        bytes=_utf8_len(text),
+        max_bytes=max_bytes,
+        answer_source="wechat_answer" if own else "body",
+        news=news,
+    )
 
 
 def _script_from_body(blocks: tuple[Any, ...]) -> str:
@@ -803,14 +885,25 @@ def _agent(source: Source, max_bytes: int) -> AgentRender:
     body_html = to_html(source.body, source.body_format)
     own = source.answer("agent")
     script = plain_text(own, source.body_format) if own else _script_from_body(_blocks(body_html))
-    return AgentRender(item_id=source.item_id, version=source.version, title=source.title, question=source.question,
-                       similar_questions=source.similar_questions, script=script,
-                       script_source="agent_answer" if own else "body", html=body_html,
-                       attachments=_attachments(source))
+    return AgentRender(
+        item_id=source.item_id,
+        version=source.version,
+        title=source.title,
+        question=source.question,
+        similar_questions=source.similar_questions,
+        script=script,
+        script_source="agent_answer" if own else "body",
+        html=body_html,
+        attachments=_attachments(source),
+    )
 
 
-_RENDERERS: dict[str, Callable[[Source, int], Rendered]] = {"web": _web, "app": _app, "wechat": _wechat,
-                                                             "agent": _agent}
+_RENDERERS: dict[str, Callable[[Source, int], Rendered]] = {
+    "web": _web,
+    "app": _app,
+    "wechat": _wechat,
+    "agent": _agent,
+}
 
 
 # ---------------------------------------------------------------- cache
@@ -869,8 +962,15 @@ def render(source: Source, channel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) 
     renderer = _RENDERERS.get(channel)
     if renderer is None:
         raise ValueError(f"unknown channel {channel!r}")
-    key = (RENDER_REVISION, source.version_id, channel, max_bytes if channel == "wechat" else 0, source.web_url,
-           source.attachments, source.picurl)
+    key = (
+        RENDER_REVISION,
+        source.version_id,
+        channel,
+        max_bytes if channel == "wechat" else 0,
+        source.web_url,
+        source.attachments,
+        source.picurl,
+    )
     hit = _cache.get(key)
     if hit is not None:
         return hit

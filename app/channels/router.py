@@ -46,8 +46,16 @@ async def answers(
     """The best answers for a question: the same engine and ranking as /search, filtered to what
     the caller sees on the channel, each with the channel's answer text and the question it
     matched. On `agent`, also related items and the attachments the agent may open."""
-    out = await service.answers(session, backend_of(request), search_log_of(request), caller, q, limit,
-                                base_url=str(request.base_url), semantic=semantic_of(request))
+    out = await service.answers(
+        session,
+        backend_of(request),
+        search_log_of(request),
+        caller,
+        q,
+        limit,
+        base_url=str(request.base_url),
+        semantic=semantic_of(request),
+    )
     response = _json(out)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -112,11 +120,15 @@ async def category_items(session: DbSession, caller: Caller, node_id: Id, page: 
 
 @router.get("/related/{item_id}", response_model=list[RelatedOut])
 async def related(
-    request: Request, session: DbSession, caller: Caller, item_id: Id,
+    request: Request,
+    session: DbSession,
+    caller: Caller,
+    item_id: Id,
     limit: Annotated[int, Query(ge=1, le=20)] = 5,
 ) -> list[RelatedOut]:
     """Items related to one the caller sees: sharing its categories or tags first, then similar by
     search on its question."""
     found = await service.shown_item(session, caller, item_id)
-    return await service.related(session, backend_of(request), search_log_of(request), caller, found, limit,
-                                 semantic_of(request))
+    return await service.related(
+        session, backend_of(request), search_log_of(request), caller, found, limit, semantic_of(request)
+    )

@@ -99,8 +99,7 @@ class ScreenPopRuleIn(Schema):
     caller_tags: list[CallerTag] = Field(default_factory=list, max_length=20, description=_CALLER_TAGS)
     category_ids: list[Id] = Field(default_factory=list, max_length=20, description="Taxonomy nodes (subtrees)")
     tags: list[RuleTag] = Field(default_factory=list, max_length=20, description="Tag names")
-    pinned_item_ids: list[Id] = Field(default_factory=list, max_length=20,
-                                      description="Shown first, in this order")
+    pinned_item_ids: list[Id] = Field(default_factory=list, max_length=20, description="Shown first, in this order")
 
 
 class ScreenPopRulePatch(Schema):

@@ -84,8 +84,11 @@ def normalize_called(raw: str) -> str:
         number = number[4:]
     number = number.removeprefix("+")
     if not _CALLED.fullmatch(number):
-        raise InvalidInput(f"called must be a phone number of 3 to 20 digits, got {raw[:40]!r}",
-                           code="invalid_called", errors=[{"field": "called", "message": "not a phone number"}])
+        raise InvalidInput(
+            f"called must be a phone number of 3 to 20 digits, got {raw[:40]!r}",
+            code="invalid_called",
+            errors=[{"field": "called", "message": "not a phone number"}],
+        )
     return number
 
 
@@ -94,8 +97,11 @@ def normalize_ivr_path(raw: str) -> str:
     slashes are dropped; an empty node (1//3) or any other character is refused."""
     path = unicodedata.normalize("NFKC", raw).strip().strip("/")
     if not _IVR.fullmatch(path):
-        raise InvalidInput(f"ivr_path must look like 1/3/2 (keys 0-9 * #, at most 30 nodes), got {raw[:40]!r}",
-                           code="invalid_ivr_path", errors=[{"field": "ivr_path", "message": "not an IVR path"}])
+        raise InvalidInput(
+            f"ivr_path must look like 1/3/2 (keys 0-9 * #, at most 30 nodes), got {raw[:40]!r}",
+            code="invalid_ivr_path",
+            errors=[{"field": "ivr_path", "message": "not an IVR path"}],
+        )
     return path
 
 
@@ -108,9 +114,11 @@ def ivr_prefixes(path: str) -> frozenset[str]:
 def normalize_business_code(raw: str) -> str:
     code = unicodedata.normalize("NFKC", raw).strip().upper()
     if not _BUSINESS.fullmatch(code):
-        raise InvalidInput(f"business_code is 1 to 64 letters, digits, _ . : -, got {raw[:40]!r}",
-                           code="invalid_business_code",
-                           errors=[{"field": "business_code", "message": "not a business code"}])
+        raise InvalidInput(
+            f"business_code is 1 to 64 letters, digits, _ . : -, got {raw[:40]!r}",
+            code="invalid_business_code",
+            errors=[{"field": "business_code", "message": "not a business code"}],
+        )
     return code
 
 
@@ -134,18 +142,30 @@ class RuleView:
     tags: tuple[str, ...]
     pinned_item_ids: tuple[int, ...]
 
-    def matches(self, called: str | None, ivr: frozenset[str], business_code: str | None,
-                caller_tags: frozenset[str]) -> bool:
-        return ((self.called is None or self.called == called)
-                and (self.ivr_path is None or self.ivr_path in ivr)
-                and (self.business_code is None or self.business_code == business_code)
-                and (not self.caller_tags or not self.caller_tags.isdisjoint(caller_tags)))
+    def matches(
+        self, called: str | None, ivr: frozenset[str], business_code: str | None, caller_tags: frozenset[str]
+    ) -> bool:
+        return (
+            (self.called is None or self.called == called)
+            and (self.ivr_path is None or self.ivr_path in ivr)
+            and (self.business_code is None or self.business_code == business_code)
+            and (not self.caller_tags or not self.caller_tags.isdisjoint(caller_tags))
+        )
 
 
 def _view(r: ScreenPopRule) -> RuleView:
-    return RuleView(r.id, r.name, r.priority, r.called, r.ivr_path, r.business_code,
-                    frozenset(t.casefold() for t in r.caller_tags), tuple(r.category_ids), tuple(r.tags),
-                    tuple(r.pinned_item_ids))
+    return RuleView(
+        r.id,
+        r.name,
+        r.priority,
+        r.called,
+        r.ivr_path,
+        r.business_code,
+        frozenset(t.casefold() for t in r.caller_tags),
+        tuple(r.category_ids),
+        tuple(r.tags),
+        tuple(r.pinned_item_ids),
+    )
 
 
 class RuleCache:
@@ -167,8 +187,13 @@ class RuleCache:
         if self._rules is not None and now < self._until:
             return self._rules
         generation = self._generation
-        rows = (await session.scalars(select(ScreenPopRule).where(ScreenPopRule.enabled.is_(True))
-                                      .order_by(ScreenPopRule.priority.desc(), ScreenPopRule.id))).all()
+        rows = (
+            await session.scalars(
+                select(ScreenPopRule)
+                .where(ScreenPopRule.enabled.is_(True))
+                .order_by(ScreenPopRule.priority.desc(), ScreenPopRule.id)
+            )
+        ).all()
         rules = [_view(r) for r in rows]
         if generation == self._generation:  # no write forgot the cache while this load ran
             self._rules, self._until = rules, now + self.ttl
@@ -190,15 +215,30 @@ def rule_etag(rule: ScreenPopRule) -> str:
 
 
 def _snapshot(rule: ScreenPopRule) -> dict[str, Any]:
-    return {"name": rule.name, "enabled": rule.enabled, "priority": rule.priority, "called": rule.called,
-            "ivr_path": rule.ivr_path, "business_code": rule.business_code, "caller_tags": list(rule.caller_tags),
-            "category_ids": list(rule.category_ids), "tags": list(rule.tags),
-            "pinned_item_ids": list(rule.pinned_item_ids)}
+    return {
+        "name": rule.name,
+        "enabled": rule.enabled,
+        "priority": rule.priority,
+        "called": rule.called,
+        "ivr_path": rule.ivr_path,
+        "business_code": rule.business_code,
+        "caller_tags": list(rule.caller_tags),
+        "category_ids": list(rule.category_ids),
+        "tags": list(rule.tags),
+        "pinned_item_ids": list(rule.pinned_item_ids),
+    }
 
 
 def rule_out(rule: ScreenPopRule) -> ScreenPopRuleOut:
-    return ScreenPopRuleOut(id=rule.id, **_snapshot(rule), row_version=rule.row_version, etag=rule_etag(rule),
-                            created_by=rule.created_by, created_at=rule.created_at, updated_at=rule.updated_at)
+    return ScreenPopRuleOut(
+        id=rule.id,
+        **_snapshot(rule),
+        row_version=rule.row_version,
+        etag=rule_etag(rule),
+        created_by=rule.created_by,
+        created_at=rule.created_at,
+        updated_at=rule.updated_at,
+    )
 
 
 async def _clean(session: AsyncSession, values: dict[str, Any]) -> dict[str, Any]:
@@ -214,27 +254,40 @@ async def _clean(session: AsyncSession, values: dict[str, Any]) -> dict[str, Any
     out["category_ids"] = list(dict.fromkeys(out["category_ids"]))
     out["pinned_item_ids"] = list(dict.fromkeys(out["pinned_item_ids"]))
     if not any(out[c] for c in CONDITIONS):
-        raise InvalidInput("A rule needs at least one condition: called, ivr_path, business_code or caller_tags",
-                           code="rule_without_condition",
-                           errors=[{"field": c, "message": "set at least one condition"} for c in CONDITIONS])
+        raise InvalidInput(
+            "A rule needs at least one condition: called, ivr_path, business_code or caller_tags",
+            code="rule_without_condition",
+            errors=[{"field": c, "message": "set at least one condition"} for c in CONDITIONS],
+        )
     if not any(out[t] for t in TARGETS):
-        raise InvalidInput("A rule needs at least one target: category_ids, tags or pinned_item_ids",
-                           code="rule_without_target",
-                           errors=[{"field": t, "message": "set at least one target"} for t in TARGETS])
+        raise InvalidInput(
+            "A rule needs at least one target: category_ids, tags or pinned_item_ids",
+            code="rule_without_target",
+            errors=[{"field": t, "message": "set at least one target"} for t in TARGETS],
+        )
     if out["category_ids"]:
-        found = set((await session.scalars(select(TaxonomyNode.id)
-                                           .where(TaxonomyNode.id.in_(out["category_ids"])))).all())
+        found = set(
+            (await session.scalars(select(TaxonomyNode.id).where(TaxonomyNode.id.in_(out["category_ids"])))).all()
+        )
         unknown = [c for c in out["category_ids"] if c not in found]
         if unknown:
-            raise InvalidInput(f"Unknown categories: {unknown}", code="unknown_category", unknown=unknown,
-                               errors=[{"field": "category_ids", "message": f"unknown: {unknown}"}])
+            raise InvalidInput(
+                f"Unknown categories: {unknown}",
+                code="unknown_category",
+                unknown=unknown,
+                errors=[{"field": "category_ids", "message": f"unknown: {unknown}"}],
+            )
     out["tags"] = [t.name for t in await resolve_tags(session, out["tags"], create_missing=False)]
     if out["pinned_item_ids"]:
         found = set((await session.scalars(select(Item.id).where(Item.id.in_(out["pinned_item_ids"])))).all())
         unknown = [i for i in out["pinned_item_ids"] if i not in found]
         if unknown:
-            raise InvalidInput(f"Unknown items: {unknown}", code="unknown_item", unknown=unknown,
-                               errors=[{"field": "pinned_item_ids", "message": f"unknown: {unknown}"}])
+            raise InvalidInput(
+                f"Unknown items: {unknown}",
+                code="unknown_item",
+                unknown=unknown,
+                errors=[{"field": "pinned_item_ids", "message": f"unknown: {unknown}"}],
+            )
     return out
 
 
@@ -243,9 +296,12 @@ def _etag_header(response: Response, rule: ScreenPopRule) -> None:
 
 
 @router.get("/screen-pop/rules", response_model=Page[ScreenPopRuleOut])
-async def list_rules(session: DbSession, _: Manager, page: Paging,
-                     enabled: Annotated[bool | None, Query(description="Only enabled (or disabled) rules")] = None,
-                     ) -> Page[ScreenPopRuleOut]:
+async def list_rules(
+    session: DbSession,
+    _: Manager,
+    page: Paging,
+    enabled: Annotated[bool | None, Query(description="Only enabled (or disabled) rules")] = None,
+) -> Page[ScreenPopRuleOut]:
     """Every screen-pop rule, oldest first."""
     stmt = select(ScreenPopRule)
     if enabled is not None:
@@ -255,8 +311,9 @@ async def list_rules(session: DbSession, _: Manager, page: Paging,
 
 
 @router.post("/screen-pop/rules", response_model=ScreenPopRuleOut, status_code=status.HTTP_201_CREATED)
-async def create_rule(request: Request, response: Response, session: DbSession, actor: Manager,
-                      body: ScreenPopRuleIn) -> ScreenPopRuleOut:
+async def create_rule(
+    request: Request, response: Response, session: DbSession, actor: Manager, body: ScreenPopRuleIn
+) -> ScreenPopRuleOut:
     """A rule: conditions (all that are set must hold; `caller_tags`: any of them) and targets
     (categories and tags must exist, pinned items too). Audited."""
     values = await _clean(session, body.model_dump())
@@ -278,8 +335,15 @@ async def get_rule(response: Response, session: DbSession, _: Manager, rule_id: 
 
 
 @router.patch("/screen-pop/rules/{rule_id}", response_model=ScreenPopRuleOut)
-async def update_rule(request: Request, response: Response, session: DbSession, actor: Manager, rule_id: Id,
-                      body: ScreenPopRulePatch, if_match: IfMatch = None) -> ScreenPopRuleOut:
+async def update_rule(
+    request: Request,
+    response: Response,
+    session: DbSession,
+    actor: Manager,
+    rule_id: Id,
+    body: ScreenPopRulePatch,
+    if_match: IfMatch = None,
+) -> ScreenPopRuleOut:
     """Only the fields sent change (`null` clears a condition); the result must still have a
     condition and a target. Needs `If-Match` (428 without, 412 when stale). Audited."""
     rule = await get_or_404(session, ScreenPopRule, rule_id, "screen_pop_rule")
@@ -304,8 +368,9 @@ async def update_rule(request: Request, response: Response, session: DbSession, 
 
 
 @router.delete("/screen-pop/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_rule(request: Request, session: DbSession, actor: Manager, rule_id: Id,
-                      if_match: IfMatch = None) -> None:
+async def delete_rule(
+    request: Request, session: DbSession, actor: Manager, rule_id: Id, if_match: IfMatch = None
+) -> None:
     """Needs `If-Match`. Audited with the rule as it was."""
     rule = await get_or_404(session, ScreenPopRule, rule_id, "screen_pop_rule")
     check_if_match(if_match, rule_etag(rule), rule.row_version)
@@ -336,8 +401,11 @@ def agent_script(version: ItemVersion) -> str:
 async def _shown(session: AsyncSession, caller: Any, ids: list[int]) -> dict[int, ItemVersion]:
     if not ids:
         return {}
-    stmt = (shown_select(caller).where(Item.id.in_(ids))
-            .options(raiseload(ItemVersion.categories), raiseload(ItemVersion.tags)))
+    stmt = (
+        shown_select(caller)
+        .where(Item.id.in_(ids))
+        .options(raiseload(ItemVersion.categories), raiseload(ItemVersion.tags))
+    )
     return {item.id: version for item, version in (await session.execute(stmt)).all()}
 
 
@@ -354,8 +422,9 @@ async def screen_pop(
     called: Annotated[str | None, Query(max_length=40, description="The dialled number (DNIS)")] = None,
     ivr_path: Annotated[str | None, Query(max_length=200, description="The caller's IVR node path: 1/3/2")] = None,
     business_code: Annotated[str | None, Query(max_length=64)] = None,
-    caller_tags: Annotated[list[str] | None, Query(max_length=20,
-                                                   description="Repeat or comma-separate: VIP,投诉")] = None,
+    caller_tags: Annotated[
+        list[str] | None, Query(max_length=20, description="Repeat or comma-separate: VIP,投诉")
+    ] = None,
     q: Annotated[str, Query(max_length=1_000, description="Free text, searched like /search")] = "",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Response:
@@ -370,11 +439,13 @@ async def screen_pop(
     code = normalize_business_code(business_code) if business_code else None
     tags = _split_tags(caller_tags)
     if len(tags) > 20:
-        raise InvalidInput("At most 20 caller tags", code="too_many_caller_tags",
-                           errors=[{"field": "caller_tags", "message": "at most 20"}])
+        raise InvalidInput(
+            "At most 20 caller tags",
+            code="too_many_caller_tags",
+            errors=[{"field": "caller_tags", "message": "at most 20"}],
+        )
     prefixes = ivr_prefixes(path) if path else frozenset()
-    rules = [r for r in await rule_cache(request.app).get(session)
-             if r.matches(number, prefixes, code, tags)]
+    rules = [r for r in await rule_cache(request.app).get(session) if r.matches(number, prefixes, code, tags)]
     warnings: list[str] = []
     picks: dict[int, _Pick] = {}
 
@@ -387,9 +458,12 @@ async def screen_pop(
 
     # 2. the rules' categories, then their tags: the engine's browse, newest first
     backend: SearchBackend = request.app.state.services["search"]
-    browses: list[tuple[str, int, int | None, str | None]] = list(dict.fromkeys(
-        [("category", r.id, c, None) for r in rules for c in r.category_ids]
-        + [("tag", r.id, None, t) for r in rules for t in r.tags]))
+    browses: list[tuple[str, int, int | None, str | None]] = list(
+        dict.fromkeys(
+            [("category", r.id, c, None) for r in rules for c in r.category_ids]
+            + [("tag", r.id, None, t) for r in rules for t in r.tags]
+        )
+    )
     seen_targets: set[tuple[int | None, str | None]] = set()
     principals = principals_for_search(caller.principal)
     browsed = 0
@@ -403,11 +477,24 @@ async def screen_pop(
             warnings.append(f"only the first {MAX_BROWSES} categories and tags of the matching rules were browsed")
             break
         browsed += 1
-        filters = SearchFilters(category_ids=[category_id] if category_id else [], tags=[tag] if tag else [],
-                                statuses=["published"], valid_at=utcnow())
+        filters = SearchFilters(
+            category_ids=[category_id] if category_id else [],
+            tags=[tag] if tag else [],
+            statuses=["published"],
+            valid_at=utcnow(),
+        )
         try:
-            found = await backend.search(SearchQuery(text="", principals=principals, channel=AGENT, filters=filters,
-                                                     limit=limit, highlight=False, facets=False))
+            found = await backend.search(
+                SearchQuery(
+                    text="",
+                    principals=principals,
+                    channel=AGENT,
+                    filters=filters,
+                    limit=limit,
+                    highlight=False,
+                    facets=False,
+                )
+            )
         except SearchUnavailable:
             warnings.append("search is unavailable: only pinned items are shown")
             break
@@ -420,9 +507,13 @@ async def screen_pop(
     if q.strip() and len(picks) < limit:
         try:
             out = await search_service.search(
-                session, backend, request.app.state.search_log, caller.principal,
+                session,
+                backend,
+                request.app.state.search_log,
+                caller.principal,
                 search_service.SearchParams(q=q, channel=AGENT, limit=limit, highlight=False, facets=False),
-                request.app.state.services.get("semantic"))
+                request.app.state.services.get("semantic"),
+            )
         except AppError as e:
             if e.status != 503:
                 raise
@@ -435,16 +526,32 @@ async def screen_pop(
                     picks[h.item_id] = _Pick(h.item_id, "search", score=h.score)
 
     # The engine's hits checked in the database too (the index may lag a change by a moment).
-    versions = {**pinned_versions,
-                **await _shown(session, caller, [i for i in picks if i not in pinned_versions])}
-    items = [ScreenPopItemOut(item_id=p.item_id, version=versions[p.item_id].number,
-                              title=versions[p.item_id].title, question=versions[p.item_id].question,
-                              reason=p.reason, rule_id=p.rule_id, category_id=p.category_id, tag=p.tag,  # type: ignore[arg-type]
-                              score=p.score, agent_script=agent_script(versions[p.item_id]))
-             for p in picks.values() if p.item_id in versions]
-    body = ScreenPopOut(called=number, ivr_path=path, business_code=code,
-                        rules=[MatchedRuleOut(id=r.id, name=r.name, priority=r.priority) for r in rules],
-                        items=items, search_id=search_id, warnings=warnings)
+    versions = {**pinned_versions, **await _shown(session, caller, [i for i in picks if i not in pinned_versions])}
+    items = [
+        ScreenPopItemOut(
+            item_id=p.item_id,
+            version=versions[p.item_id].number,
+            title=versions[p.item_id].title,
+            question=versions[p.item_id].question,
+            reason=p.reason,
+            rule_id=p.rule_id,
+            category_id=p.category_id,
+            tag=p.tag,  # type: ignore[arg-type]
+            score=p.score,
+            agent_script=agent_script(versions[p.item_id]),
+        )
+        for p in picks.values()
+        if p.item_id in versions
+    ]
+    body = ScreenPopOut(
+        called=number,
+        ivr_path=path,
+        business_code=code,
+        rules=[MatchedRuleOut(id=r.id, name=r.name, priority=r.priority) for r in rules],
+        items=items,
+        search_id=search_id,
+        warnings=warnings,
+    )
     headers = {"Cache-Control": "private, no-store"}
     if policy:
         headers["RateLimit-Policy"] = policy

@@ -60,9 +60,12 @@ def shown_select(caller: ChannelCaller) -> Select[tuple[Item, ItemVersion]]:
     """`select(Item, ItemVersion)` of the items the caller sees on the channel, with their served version."""
     # The version's categories, tags and attachments load on their own (selectin) otherwise: three
     # more queries on the hottest path, for fields no rendering reads.
-    return (select(Item, ItemVersion).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-            .where(shown(caller)).options(raiseload(ItemVersion.categories), raiseload(ItemVersion.tags),
-                                          raiseload(ItemVersion.attachments)))  # type: ignore[attr-defined]
+    return (
+        select(Item, ItemVersion)
+        .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+        .where(shown(caller))
+        .options(raiseload(ItemVersion.categories), raiseload(ItemVersion.tags), raiseload(ItemVersion.attachments))
+    )  # type: ignore[attr-defined]
 
 
 async def shown_item(session: AsyncSession, caller: ChannelCaller, item_id: int) -> tuple[Item, ItemVersion]:
@@ -72,10 +75,12 @@ async def shown_item(session: AsyncSession, caller: ChannelCaller, item_id: int)
     return row[0], row[1]
 
 
-async def shown_item_by_external(session: AsyncSession, caller: ChannelCaller, source: str,
-                                 external_id: str) -> tuple[Item, ItemVersion]:
-    row = (await session.execute(shown_select(caller).where(Item.source == source,
-                                                            Item.external_id == external_id))).first()
+async def shown_item_by_external(
+    session: AsyncSession, caller: ChannelCaller, source: str, external_id: str
+) -> tuple[Item, ItemVersion]:
+    row = (
+        await session.execute(shown_select(caller).where(Item.source == source, Item.external_id == external_id))
+    ).first()
     if row is None:
         raise NotFound(f"No item {external_id!r} from {source!r}", code="item_not_found")
     return row[0], row[1]
@@ -103,13 +108,31 @@ async def refs(session: AsyncSession, caller: ChannelCaller, item_ids: list[int]
     """item id -> reference, for the ids the caller sees on the channel (others left out)."""
     if not item_ids:
         return {}
-    rows = (await session.execute(
-        select(Item.id, Item.item_type, ItemVersion.number, ItemVersion.title, ItemVersion.question,
-               ItemVersion.published_at)
-        .join(ItemVersion, ItemVersion.id == Item.published_version_id)
-        .where(shown(caller), Item.id.in_(set(item_ids))))).all()
-    return {r.id: ItemRef(item_id=r.id, version=r.number, title=r.title, question=r.question,
-                          item_type=r.item_type, published_at=r.published_at) for r in rows}
+    rows = (
+        await session.execute(
+            select(
+                Item.id,
+                Item.item_type,
+                ItemVersion.number,
+                ItemVersion.title,
+                ItemVersion.question,
+                ItemVersion.published_at,
+            )
+            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .where(shown(caller), Item.id.in_(set(item_ids)))
+        )
+    ).all()
+    return {
+        r.id: ItemRef(
+            item_id=r.id,
+            version=r.number,
+            title=r.title,
+            question=r.question,
+            item_type=r.item_type,
+            published_at=r.published_at,
+        )
+        for r in rows
+    }
 
 
 # ---------------------------------------------------------------- answers
@@ -117,7 +140,7 @@ async def refs(session: AsyncSession, caller: ChannelCaller, item_ids: list[int]
 
 def _grams(text: str) -> set[str]:
     t = "".join(ch for ch in normalize(text) if ch.isalnum())
-    return {t[i:i + 2] for i in range(len(t) - 1)} or set(t)
+    return {t[i : i + 2] for i in range(len(t) - 1)} or set(t)
 
 
 def matched_question(query: str, question: str, similar: list[str]) -> str:
@@ -134,19 +157,31 @@ def matched_question(query: str, question: str, similar: list[str]) -> str:
     return best
 
 
-async def attachment_links(session: AsyncSession, version_ids: list[int],
-                           base_url: str) -> dict[int, list[AttachmentLink]]:
+async def attachment_links(
+    session: AsyncSession, version_ids: list[int], base_url: str
+) -> dict[int, list[AttachmentLink]]:
     """version id -> its attachments as download links."""
     if not version_ids:
         return {}
-    rows = (await session.execute(
-        select(version_attachments.c.version_id, Attachment)
-        .join(Attachment, Attachment.id == version_attachments.c.attachment_id)
-        .where(version_attachments.c.version_id.in_(version_ids)).order_by(Attachment.id))).all()
+    rows = (
+        await session.execute(
+            select(version_attachments.c.version_id, Attachment)
+            .join(Attachment, Attachment.id == version_attachments.c.attachment_id)
+            .where(version_attachments.c.version_id.in_(version_ids))
+            .order_by(Attachment.id)
+        )
+    ).all()
     out: dict[int, list[AttachmentLink]] = defaultdict(list)
     for version_id, a in rows:
-        out[version_id].append(AttachmentLink(id=a.id, file_name=a.file_name, mime=a.mime, size=a.size,
-                                              url=f"{base_url.rstrip('/')}/api/v1/attachments/{a.id}/content"))
+        out[version_id].append(
+            AttachmentLink(
+                id=a.id,
+                file_name=a.file_name,
+                mime=a.mime,
+                size=a.size,
+                url=f"{base_url.rstrip('/')}/api/v1/attachments/{a.id}/content",
+            )
+        )
     return out
 
 
@@ -154,41 +189,75 @@ def may_download(caller: ChannelCaller) -> bool:
     return not caller.is_anonymous and caller.principal.can(DOWNLOAD)
 
 
-async def answers(session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, caller: ChannelCaller,
-                  q: str, limit: int, *, base_url: str, semantic: Semantic | None = None) -> AnswersOut:
-    found = await search_service.search(session, backend, search_log, caller.principal, SearchParams(
-        q=q, channel=caller.channel, limit=limit, highlight=False, facets=False), semantic)
+async def answers(
+    session: AsyncSession,
+    backend: SearchBackend,
+    search_log: SearchLogBuffer,
+    caller: ChannelCaller,
+    q: str,
+    limit: int,
+    *,
+    base_url: str,
+    semantic: Semantic | None = None,
+) -> AnswersOut:
+    found = await search_service.search(
+        session,
+        backend,
+        search_log,
+        caller.principal,
+        SearchParams(q=q, channel=caller.channel, limit=limit, highlight=False, facets=False),
+        semantic,
+    )
     ids = [h.item_id for h in found.items]
     # The index may trail the database by a moment (a version unpublished a second ago): what is
     # served is checked against the database, never the index alone.
-    rows = {} if not ids else {
-        i.id: v for i, v in (await session.execute(shown_select(caller).where(Item.id.in_(ids)))).all()}
+    rows = (
+        {}
+        if not ids
+        else {i.id: v for i, v in (await session.execute(shown_select(caller).where(Item.id.in_(ids)))).all()}
+    )
     agent = caller.channel == AGENT
-    links = await attachment_links(session, [v.id for v in rows.values()], base_url) \
-        if agent and may_download(caller) else {}
+    links = (
+        await attachment_links(session, [v.id for v in rows.values()], base_url)
+        if agent and may_download(caller)
+        else {}
+    )
     items = []
     for hit in found.items:
         v = rows.get(hit.item_id)
         if v is None:
             continue
         out = AnswerOut(
-            item_id=hit.item_id, version=v.number, title=v.title, question=v.question,
+            item_id=hit.item_id,
+            version=v.number,
+            title=v.title,
+            question=v.question,
             matched_question=matched_question(q, v.question or v.title, list(v.similar_questions or [])),
-            answer=plain_text(answer_for(v, caller.channel), v.body_format).strip(), score=hit.score,
-            url=channel_item_url(base_url, caller.channel, hit.item_id))
+            answer=plain_text(answer_for(v, caller.channel), v.body_format).strip(),
+            score=hit.score,
+            url=channel_item_url(base_url, caller.channel, hit.item_id),
+        )
         if agent:
             out.related = await related_by_taxonomy(session, caller, hit.item_id, v.id, 3)
             out.attachments = links.get(v.id, [])
         items.append(out)
-    return AnswersOut(channel=caller.channel, query=found.query, search_id=found.search_id, total=found.total,
-                      relaxed=found.relaxed, items=items, warnings=found.warnings)
+    return AnswersOut(
+        channel=caller.channel,
+        query=found.query,
+        search_id=found.search_id,
+        total=found.total,
+        relaxed=found.relaxed,
+        items=items,
+        warnings=found.warnings,
+    )
 
 
 # ---------------------------------------------------------------- related
 
 
-async def related_by_taxonomy(session: AsyncSession, caller: ChannelCaller, item_id: int, version_id: int,
-                              limit: int) -> list[RelatedOut]:
+async def related_by_taxonomy(
+    session: AsyncSession, caller: ChannelCaller, item_id: int, version_id: int, limit: int
+) -> list[RelatedOut]:
     """Items the caller sees sharing the most categories and tags with this version."""
     node_ids = select(version_categories.c.node_id).where(version_categories.c.version_id == version_id)
     tag_ids = select(version_tags.c.tag_id).where(version_tags.c.version_id == version_id)
@@ -197,24 +266,48 @@ async def related_by_taxonomy(session: AsyncSession, caller: ChannelCaller, item
         select(version_tags.c.version_id.label("vid")).where(version_tags.c.tag_id.in_(tag_ids)),
     ).subquery()
     overlap = func.count().label("overlap")
-    rows = (await session.execute(
-        select(Item.id, overlap).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-        .join(shared, shared.c.vid == ItemVersion.id)
-        .where(shown(caller), Item.id != item_id)
-        .group_by(Item.id).order_by(overlap.desc(), Item.id.desc()).limit(limit))).all()
+    rows = (
+        await session.execute(
+            select(Item.id, overlap)
+            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .join(shared, shared.c.vid == ItemVersion.id)
+            .where(shown(caller), Item.id != item_id)
+            .group_by(Item.id)
+            .order_by(overlap.desc(), Item.id.desc())
+            .limit(limit)
+        )
+    ).all()
     found = await refs(session, caller, [r.id for r in rows])
     return [RelatedOut(**found[r.id].model_dump(), reason="categories") for r in rows if r.id in found]
 
 
-async def related(session: AsyncSession, backend: SearchBackend, search_log: SearchLogBuffer, caller: ChannelCaller,
-                  found: tuple[Item, ItemVersion], limit: int, semantic: Semantic | None = None) -> list[RelatedOut]:
+async def related(
+    session: AsyncSession,
+    backend: SearchBackend,
+    search_log: SearchLogBuffer,
+    caller: ChannelCaller,
+    found: tuple[Item, ItemVersion],
+    limit: int,
+    semantic: Semantic | None = None,
+) -> list[RelatedOut]:
     item, version = found
     out = await related_by_taxonomy(session, caller, item.id, version.id, limit)
     if len(out) < limit:
         seen = {item.id, *(r.item_id for r in out)}
-        hits = await search_service.search(session, backend, search_log, caller.principal, SearchParams(
-            q=version.question or version.title, channel=caller.channel, limit=limit + len(seen),
-            highlight=False, facets=False), semantic)
+        hits = await search_service.search(
+            session,
+            backend,
+            search_log,
+            caller.principal,
+            SearchParams(
+                q=version.question or version.title,
+                channel=caller.channel,
+                limit=limit + len(seen),
+                highlight=False,
+                facets=False,
+            ),
+            semantic,
+        )
         more = [h.item_id for h in hits.items if h.item_id not in seen]
         extra = await refs(session, caller, more)
         out += [RelatedOut(**extra[i].model_dump(), reason="similar") for i in more if i in extra]
@@ -237,28 +330,39 @@ async def _taxonomy(session: AsyncSession, ref: str | None) -> Taxonomy:
     return found
 
 
-async def _direct_counts(session: AsyncSession, caller: ChannelCaller, node_ids: list[int] | None = None,
-                         taxonomy_id: int | None = None) -> dict[int, set[int]]:
+async def _direct_counts(
+    session: AsyncSession, caller: ChannelCaller, node_ids: list[int] | None = None, taxonomy_id: int | None = None
+) -> dict[int, set[int]]:
     """node id -> the ids of items the caller sees on the channel placed directly in it."""
-    stmt = (select(version_categories.c.node_id, Item.id)
-            .join(ItemVersion, ItemVersion.id == version_categories.c.version_id)
-            .join(Item, Item.published_version_id == ItemVersion.id).where(shown(caller)))
+    stmt = (
+        select(version_categories.c.node_id, Item.id)
+        .join(ItemVersion, ItemVersion.id == version_categories.c.version_id)
+        .join(Item, Item.published_version_id == ItemVersion.id)
+        .where(shown(caller))
+    )
     if taxonomy_id is not None:
         stmt = stmt.join(TaxonomyNode, TaxonomyNode.id == version_categories.c.node_id).where(
-            TaxonomyNode.taxonomy_id == taxonomy_id)
+            TaxonomyNode.taxonomy_id == taxonomy_id
+        )
     out: dict[int, set[int]] = defaultdict(set)
     for node_id, iid in (await session.execute(stmt)).all():
         out[node_id].add(iid)
     return out
 
 
-async def category_tree(session: AsyncSession, caller: ChannelCaller, ref: str | None,
-                        include_empty: bool) -> CategoryTreeOut:
+async def category_tree(
+    session: AsyncSession, caller: ChannelCaller, ref: str | None, include_empty: bool
+) -> CategoryTreeOut:
     if include_empty and caller.principal.kind != "user":
         raise Forbidden("include_empty is for staff", code="permission_denied")
     tax = await _taxonomy(session, ref)
-    nodes = (await session.scalars(select(TaxonomyNode).where(TaxonomyNode.taxonomy_id == tax.id)
-                                   .order_by(TaxonomyNode.position, TaxonomyNode.id))).all()
+    nodes = (
+        await session.scalars(
+            select(TaxonomyNode)
+            .where(TaxonomyNode.taxonomy_id == tax.id)
+            .order_by(TaxonomyNode.position, TaxonomyNode.id)
+        )
+    ).all()
     direct = await _direct_counts(session, caller, taxonomy_id=tax.id)
     below: dict[int, set[int]] = defaultdict(set)  # an item in two nodes of one subtree counts once
     for node in nodes:
@@ -283,17 +387,23 @@ async def category_tree(session: AsyncSession, caller: ChannelCaller, ref: str |
     return CategoryTreeOut(channel=caller.channel, taxonomy_id=tax.id, taxonomy=tax.name, total=total, nodes=roots)
 
 
-async def category_items(session: AsyncSession, caller: ChannelCaller, node_id: int,
-                         page: PageParams) -> tuple[list[ItemRef], str | None]:
+async def category_items(
+    session: AsyncSession, caller: ChannelCaller, node_id: int, page: PageParams
+) -> tuple[list[ItemRef], str | None]:
     node = await session.get(TaxonomyNode, node_id)
     missing = NotFound(f"No category {node_id}", code="category_not_found")
     if node is None:
         raise missing
-    in_subtree = (select(version_categories.c.version_id)
-                  .join(TaxonomyNode, TaxonomyNode.id == version_categories.c.node_id)
-                  .where(TaxonomyNode.path.startswith(node.path)))
-    stmt = (select(Item).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-            .where(shown(caller), ItemVersion.id.in_(in_subtree)))
+    in_subtree = (
+        select(version_categories.c.version_id)
+        .join(TaxonomyNode, TaxonomyNode.id == version_categories.c.node_id)
+        .where(TaxonomyNode.path.startswith(node.path))
+    )
+    stmt = (
+        select(Item)
+        .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+        .where(shown(caller), ItemVersion.id.in_(in_subtree))
+    )
     items, nxt = await paginate_by_id(session, stmt, Item.id, page)
     ids = [i.id for i in items]
     if not ids and page.cursor is None:
@@ -318,8 +428,9 @@ def _rendered_json(source: Source, channel: str, max_bytes: int) -> bytes:
     return out
 
 
-async def rendered_response(request: Request, session: AsyncSession, caller: ChannelCaller,
-                            found: tuple[Item, ItemVersion], max_bytes: int) -> Response:
+async def rendered_response(
+    request: Request, session: AsyncSession, caller: ChannelCaller, found: tuple[Item, ItemVersion], max_bytes: int
+) -> Response:
     item, version = found
     channel = caller.channel
     max_bytes = max_bytes if channel == "wechat" else 0
@@ -339,14 +450,22 @@ async def rendered_response(request: Request, session: AsyncSession, caller: Cha
     attachments: tuple[AttachmentRef, ...] = ()
     if files:
         links = (await attachment_links(session, [version.id], base)).get(version.id, [])
-        attachments = tuple(AttachmentRef(id=a.id, file_name=a.file_name, content_type=a.mime, size=a.size,
-                                          url=a.url) for a in links)
+        attachments = tuple(
+            AttachmentRef(id=a.id, file_name=a.file_name, content_type=a.mime, size=a.size, url=a.url) for a in links
+        )
     source = Source(
-        item_id=item.id, version=version.number, version_id=version.id, title=version.title,
-        question=version.question, similar_questions=tuple(version.similar_questions or ()),
+        item_id=item.id,
+        version=version.number,
+        version_id=version.id,
+        title=version.title,
+        question=version.question,
+        similar_questions=tuple(version.similar_questions or ()),
         body=shown_body(item.item_type, version),
-        body_format=version.body_format, answers=tuple(sorted((version.channel_answers or {}).items())),
-        attachments=attachments, web_url=wurl)
+        body_format=version.body_format,
+        answers=tuple(sorted((version.channel_answers or {}).items())),
+        attachments=attachments,
+        web_url=wurl,
+    )
     response.body = _rendered_json(source, channel, max_bytes)
     headers["Content-Length"] = str(len(response.body))
     return response

@@ -32,8 +32,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"},
-                               "type": {"type": "string"}},
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}, "type": {"type": "string"}},
             },
         },
     },
@@ -58,8 +57,7 @@ _PROBLEM_DESCRIPTIONS = {
 
 def problem_response(description: str) -> dict[str, Any]:
     """One problem answer for `responses=`, documented as what it is."""
-    return {"description": description,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -193,8 +191,13 @@ def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def internal_error_response(path: str) -> JSONResponse:
     """Unexpected errors (logged by the request middleware with the request id) never leak."""
-    return problem(500, "internal_error", "Internal server error",
-                   "An unexpected error occurred; quote the request id when reporting it", instance=path)
+    return problem(
+        500,
+        "internal_error",
+        "Internal server error",
+        "An unexpected error occurred; quote the request id when reporting it",
+        instance=path,
+    )
 
 
 def _document_problem_schema(app: FastAPI) -> None:
@@ -228,26 +231,47 @@ def install_error_handlers(app: FastAPI) -> None:
         Retry-After; the request's transaction was rolled back, so retrying is safe."""
         if not database_busy(exc):
             raise exc  # the request middleware logs it and answers 500 internal_error
-        return problem(503, "database_busy", "Database busy",
-                       "Too many concurrent writes; retry after the number of seconds in Retry-After",
-                       instance=request.url.path, headers={"Retry-After": str(DATABASE_BUSY_RETRY_SECONDS)})
+        return problem(
+            503,
+            "database_busy",
+            "Database busy",
+            "Too many concurrent writes; retry after the number of seconds in Retry-After",
+            instance=request.url.path,
+            headers={"Retry-After": str(DATABASE_BUSY_RETRY_SECONDS)},
+        )
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return problem(
-            exc.status, exc.code, exc.title, exc.detail,
-            instance=request.url.path, headers=exc.headers, **exc.extra,
+            exc.status,
+            exc.code,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extra,
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return problem(400, "malformed_json", "Malformed JSON", "The body is not valid JSON",
-                           instance=request.url.path, errors=_clean_errors(errors))
-        return problem(422, "validation_error", "The request is not valid",
-                       "; ".join(f"{e['field']}: {e['message']}" for e in _clean_errors(errors))[:2000],
-                       instance=request.url.path, errors=_clean_errors(errors))
+            return problem(
+                400,
+                "malformed_json",
+                "Malformed JSON",
+                "The body is not valid JSON",
+                instance=request.url.path,
+                errors=_clean_errors(errors),
+            )
+        return problem(
+            422,
+            "validation_error",
+            "The request is not valid",
+            "; ".join(f"{e['field']}: {e['message']}" for e in _clean_errors(errors))[:2000],
+            instance=request.url.path,
+            errors=_clean_errors(errors),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -256,7 +280,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:
             # FastAPI's answer when json.loads fails other than by syntax: bytes that are not
             # UTF-8, or nesting deeper than the parser's recursion limit. Same problem as bad syntax.
-            return problem(400, "malformed_json", "Malformed JSON",
-                           "The body is not valid JSON (not UTF-8, or nested too deeply)", instance=request.url.path)
-        return problem(exc.status_code, code, title, detail, instance=request.url.path,
-                       headers=getattr(exc, "headers", None))
+            return problem(
+                400,
+                "malformed_json",
+                "Malformed JSON",
+                "The body is not valid JSON (not UTF-8, or nested too deeply)",
+                instance=request.url.path,
+            )
+        return problem(
+            exc.status_code, code, title, detail, instance=request.url.path, headers=getattr(exc, "headers", None)
+        )

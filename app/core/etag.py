@@ -18,12 +18,18 @@ def make_etag(kind: str, id_: int, version: int) -> str:
 def check_if_match(if_match: str | None, current_etag: str, current_version: int) -> None:
     """428 without If-Match, 412 when it names an older state (with the current version)."""
     if if_match is None:
-        raise PreconditionRequired("Send If-Match with the ETag you read, so no one else's change is lost",
-                                   current_etag=current_etag, current_version=current_version)
+        raise PreconditionRequired(
+            "Send If-Match with the ETag you read, so no one else's change is lost",
+            current_etag=current_etag,
+            current_version=current_version,
+        )
     tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
     if "*" not in tags and current_etag not in tags:
-        raise PreconditionFailed("Someone changed this since you read it; reload and apply your edit again",
-                                 current_etag=current_etag, current_version=current_version)
+        raise PreconditionFailed(
+            "Someone changed this since you read it; reload and apply your edit again",
+            current_etag=current_etag,
+            current_version=current_version,
+        )
 
 
 def not_modified(request: Request, response: Response, etag: str, cache_control: str | None = None) -> bool:

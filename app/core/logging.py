@@ -17,8 +17,12 @@ class _RequestIdFilter(logging.Filter):
 def configure_logging(level: str = "INFO") -> None:
     """Structured JSON logs on stderr, each line carrying the request id."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-                                       rename_fields={"levelname": "level", "asctime": "time"}))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            rename_fields={"levelname": "level", "asctime": "time"},
+        )
+    )
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

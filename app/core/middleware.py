@@ -17,8 +17,12 @@ from app.core.context import request_id_var
 log = logging.getLogger("app.access")
 
 REQUESTS = Counter("kb_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("kb_http_request_seconds", "HTTP request latency", ["method", "route"],
-                    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LATENCY = Histogram(
+    "kb_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 _RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -76,8 +80,10 @@ class RequestContextMiddleware:
             template = _route_template(scope, path)
             REQUESTS.labels(scope["method"], template, str(status)).inc()
             LATENCY.labels(scope["method"], template).observe(elapsed)
-            log.info("request", extra={"method": scope["method"], "path": path, "status": status,
-                                       "ms": round(elapsed * 1000, 2)})
+            log.info(
+                "request",
+                extra={"method": scope["method"], "path": path, "status": status, "ms": round(elapsed * 1000, 2)},
+            )
             request_id_var.reset(token)
 
 
@@ -103,12 +109,18 @@ class NulCharacterMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]
-                                        or b"\x00" in scope["query_string"]):
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]
+        ):
             from app.core.errors import problem
 
-            response = problem(400, "nul_character", "NUL character in the URL",
-                               "The path or query string holds a NUL character (%00)", instance=scope["path"])
+            response = problem(
+                400,
+                "nul_character",
+                "NUL character in the URL",
+                "The path or query string holds a NUL character (%00)",
+                instance=scope["path"],
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -117,8 +129,14 @@ class NulCharacterMiddleware:
 class BodySizeLimitMiddleware:
     """413 before a too-large body is read: by Content-Length, or while streaming."""
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int, import_limit: int | None = None,
-                 import_path: str = "/api/v1/imports") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        json_limit: int,
+        upload_limit: int,
+        import_limit: int | None = None,
+        import_path: str = "/api/v1/imports",
+    ) -> None:
         self.app = app
         self.json_limit = json_limit
         self.upload_limit = upload_limit
@@ -155,6 +173,11 @@ class BodySizeLimitMiddleware:
 async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
     from app.core.errors import problem
 
-    response = problem(413, "payload_too_large", "Request body too large",
-                       f"Request body exceeds {limit} bytes", instance=scope["path"])
+    response = problem(
+        413,
+        "payload_too_large",
+        "Request body too large",
+        f"Request body exceeds {limit} bytes",
+        instance=scope["path"],
+    )
     await response(scope, receive, send)

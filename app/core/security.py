@@ -57,8 +57,9 @@ class TokenCodec:
             claims = jwt.decode(token, self._verify_key, algorithms=[self.algorithm])
         except JWTError as e:
             code = "token_expired" if "expired" in str(e).lower() else "invalid_token"
-            raise Unauthorized("The token is expired" if code == "token_expired" else "The token is not valid",
-                               code=code)
+            raise Unauthorized(
+                "The token is expired" if code == "token_expired" else "The token is not valid", code=code
+            )
         if claims.get("typ") != expected_type:
             raise Unauthorized(f"A {expected_type} token is required", code="invalid_token")
         return claims

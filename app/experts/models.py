@@ -29,8 +29,10 @@ class ExpertProfile(TimestampMixin, Base):
 
 class ExpertQuestion(IdMixin, TimestampMixin, Base):
     __tablename__ = "expert_questions"
-    __table_args__ = (Index("ix_expert_questions_asker", "asker_id", "state"),
-                      Index("ix_expert_questions_state", "state", "id"))
+    __table_args__ = (
+        Index("ix_expert_questions_asker", "asker_id", "state"),
+        Index("ix_expert_questions_state", "state", "id"),
+    )
 
     asker_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
     title: Mapped[str] = mapped_column(String(300))
@@ -56,8 +58,9 @@ class QuestionRoute(Base):
     __tablename__ = "expert_question_routes"
     __table_args__ = (Index("ix_expert_question_routes_user", "user_id", "question_id"),)
 
-    question_id: Mapped[int] = mapped_column(BigId, ForeignKey("expert_questions.id", ondelete="CASCADE"),
-                                             primary_key=True)
+    question_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("expert_questions.id", ondelete="CASCADE"), primary_key=True
+    )
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
 
 

@@ -43,7 +43,9 @@ Answerer = RequireAny(service.ANSWER, service.MANAGE)
 
 @router.get("/experts", response_model=Page[ProfileOut])
 async def list_experts(
-    session: DbSession, actor: Participant, page: Paging,
+    session: DbSession,
+    actor: Participant,
+    page: Paging,
     category_id: Annotated[Id | None, Query(description="Experts who get this category's questions")] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     available: bool | None = None,
@@ -60,10 +62,14 @@ async def get_expert(session: DbSession, actor: Participant, user_id: Id, respon
     return service.profile_out(p, await service._user(session, user_id))
 
 
-@router.put("/experts/{user_id}", response_model=ProfileOut,
-            responses={201: {"model": ProfileOut, "description": "Profile created"}})
-async def put_expert(session: DbSession, actor: Manager, user_id: Id, body: ProfileIn, response: Response,
-                     if_match: IfMatch = None) -> ProfileOut:
+@router.put(
+    "/experts/{user_id}",
+    response_model=ProfileOut,
+    responses={201: {"model": ProfileOut, "description": "Profile created"}},
+)
+async def put_expert(
+    session: DbSession, actor: Manager, user_id: Id, body: ProfileIn, response: Response, if_match: IfMatch = None
+) -> ProfileOut:
     """Make a user an expert (201) or replace their profile (200; `If-Match` required: 428 without,
     412 when stale). Unknown categories or tags: 422 `unknown_category` / `unknown_tag`; a user
     whose roles do not grant `experts:answer`: 422 `not_an_answerer`."""
@@ -99,9 +105,13 @@ async def ask(session: DbSession, actor: Asker, body: QuestionIn, response: Resp
 
 @router.get("/questions", response_model=Page[QuestionOut])
 async def list_questions(
-    session: DbSession, actor: Participant, page: Paging,
-    scope: Annotated[Literal["mine", "assigned", "all"], Query(
-        description="mine: I asked; assigned: routed to me; all: every question I may see")] = "all",
+    session: DbSession,
+    actor: Participant,
+    page: Paging,
+    scope: Annotated[
+        Literal["mine", "assigned", "all"],
+        Query(description="mine: I asked; assigned: routed to me; all: every question I may see"),
+    ] = "all",
     state: QuestionState | None = None,
 ) -> Page[QuestionOut]:
     """Newest first."""
@@ -124,27 +134,35 @@ async def answer(session: DbSession, actor: Answerer, question_id: Id, body: Ans
 
 
 @router.post("/questions/{question_id}/answers/{answer_id}/accept", response_model=QuestionOut)
-async def accept(session: DbSession, actor: Asker, question_id: Id, answer_id: Id,
-                 response: Response) -> QuestionOut:
+async def accept(session: DbSession, actor: Asker, question_id: Id, answer_id: Id, response: Response) -> QuestionOut:
     """The asker accepts an answer: answered → resolved (409 `invalid_transition` from any other state)."""
     return await _out(session, await service.accept(session, actor, question_id, answer_id), response)
 
 
 @router.post("/questions/{question_id}/close", response_model=QuestionOut)
-async def close(session: DbSession, actor: Participant, question_id: Id, response: Response,
-                body: CloseIn | None = None) -> QuestionOut:
+async def close(
+    session: DbSession, actor: Participant, question_id: Id, response: Response, body: CloseIn | None = None
+) -> QuestionOut:
     """The asker (or a manager) closes an open or answered question (409 `invalid_transition` otherwise)."""
     q = await service.close(session, actor, question_id, body.reason if body else "")
     return await _out(session, q, response)
 
 
-@router.post("/questions/{question_id}/answers/{answer_id}/draft", response_model=DraftOut,
-             status_code=status.HTTP_201_CREATED)
-async def answer_to_draft(request: Request, session: DbSession, actor: Require("knowledge:create"),
-                          question_id: Id, answer_id: Id, body: DraftIn | None = None) -> DraftOut:
+@router.post(
+    "/questions/{question_id}/answers/{answer_id}/draft", response_model=DraftOut, status_code=status.HTTP_201_CREATED
+)
+async def answer_to_draft(
+    request: Request,
+    session: DbSession,
+    actor: Require("knowledge:create"),
+    question_id: Id,
+    answer_id: Id,
+    body: DraftIn | None = None,
+) -> DraftOut:
     """Turn an answer into a knowledge draft in one call: an FAQ (by default) with the question as
     title and standard question, the answer as body (Markdown), the question's categories and tags;
     I am its author, it goes through the normal review (`submit: true` submits it at once). The
     question links to the item; a second draft is 409 `draft_exists`."""
-    return await service.to_draft(session, actor, question_id, answer_id, body or DraftIn(),
-                                  four_eyes=request.app.state.settings.four_eyes)
+    return await service.to_draft(
+        session, actor, question_id, answer_id, body or DraftIn(), four_eyes=request.app.state.settings.four_eyes
+    )

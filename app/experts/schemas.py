@@ -17,8 +17,11 @@ class ProfileIn(Schema):
     """An expert's profile; PUT replaces it (create or update)."""
 
     bio: str = Field("", max_length=2000)
-    category_ids: list[Id] = Field(default_factory=list, max_length=100,
-                                   description="Taxonomy node ids; questions in their subtrees are routed here")
+    category_ids: list[Id] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Taxonomy node ids; questions in their subtrees are routed here",
+    )
     tags: list[TagName] = Field(default_factory=list, max_length=100)
     available: bool = Field(True, description="false: on leave, no new questions")
 
@@ -83,8 +86,10 @@ class QuestionOut(Out):
     tags: list[str]
     item_id: int | None
     state: str = Field(description="open → answered → resolved, or closed")
-    routing: str = Field(description="experts: routed to the experts of its categories and tags; fallback: no "
-                                     "expert matched, routed to the knowledge managers (experts:manage)")
+    routing: str = Field(
+        description="experts: routed to the experts of its categories and tags; fallback: no "
+        "expert matched, routed to the knowledge managers (experts:manage)"
+    )
     routed_to: list[int] = Field(description="User ids the question is on the to-do list of")
     accepted_answer_id: int | None
     draft_item_id: int | None = Field(description="The knowledge item made from an answer")

@@ -62,8 +62,13 @@ def _move(q: ExpertQuestion, action: str) -> str:
     target = TRANSITIONS[action].get(q.state)
     if target is None:
         allowed = [a for a, moves in TRANSITIONS.items() if q.state in moves]
-        raise Conflict(f"Cannot {action} a question that is {q.state}; allowed: {', '.join(allowed) or 'nothing'}",
-                       code="invalid_transition", action=action, state=q.state, allowed=allowed)
+        raise Conflict(
+            f"Cannot {action} a question that is {q.state}; allowed: {', '.join(allowed) or 'nothing'}",
+            code="invalid_transition",
+            action=action,
+            state=q.state,
+            allowed=allowed,
+        )
     return target
 
 
@@ -85,8 +90,9 @@ async def _user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
-async def _check_taxonomy(session: AsyncSession, category_ids: list[int],
-                          tags: list[str]) -> tuple[list[int], list[str]]:
+async def _check_taxonomy(
+    session: AsyncSession, category_ids: list[int], tags: list[str]
+) -> tuple[list[int], list[str]]:
     try:
         nodes = await taxonomy.validate_node_ids(session, category_ids)
     except InvalidInput as e:
@@ -107,10 +113,19 @@ def _may_answer(user: User) -> bool:
 
 
 def profile_out(p: ExpertProfile, user: User) -> ProfileOut:
-    return ProfileOut(user_id=p.user_id, username=user.username, display_name=user.display_name, bio=p.bio,
-                      category_ids=list(p.categories), tags=list(p.tags), available=p.available,
-                      created_at=p.created_at, updated_at=p.updated_at, row_version=p.row_version,
-                      etag=profile_etag(p))
+    return ProfileOut(
+        user_id=p.user_id,
+        username=user.username,
+        display_name=user.display_name,
+        bio=p.bio,
+        category_ids=list(p.categories),
+        tags=list(p.tags),
+        available=p.available,
+        created_at=p.created_at,
+        updated_at=p.updated_at,
+        row_version=p.row_version,
+        etag=profile_etag(p),
+    )
 
 
 async def get_profile(session: AsyncSession, user_id: int) -> ExpertProfile:
@@ -124,15 +139,19 @@ def _profile_summary(p: ExpertProfile) -> dict[str, Any]:
     return {"bio": p.bio, "categories": list(p.categories), "tags": list(p.tags), "available": p.available}
 
 
-async def put_profile(session: AsyncSession, actor: Principal, user_id: int, data: ProfileIn,
-                      if_match: str | None) -> tuple[ExpertProfile, User, bool]:
+async def put_profile(
+    session: AsyncSession, actor: Principal, user_id: int, data: ProfileIn, if_match: str | None
+) -> tuple[ExpertProfile, User, bool]:
     """Create (no If-Match needed) or replace (If-Match required) a profile."""
     from app.core.etag import check_if_match
 
     user = await _user(session, user_id)
     if not _may_answer(user):
-        raise InvalidInput(f"{user.username} may not answer questions: give them a role with {ANSWER!r} first",
-                           code="not_an_answerer", field="user_id")
+        raise InvalidInput(
+            f"{user.username} may not answer questions: give them a role with {ANSWER!r} first",
+            code="not_an_answerer",
+            field="user_id",
+        )
     categories, tags = await _check_taxonomy(session, list(data.category_ids), list(data.tags))
     p = await session.get(ExpertProfile, user_id)
     created = p is None
@@ -150,8 +169,14 @@ async def put_profile(session: AsyncSession, actor: Principal, user_id: int, dat
     except StaleDataError:
         await session.rollback()
         raise PreconditionFailed("Someone changed this profile at the same moment; reload and try again")
-    record(session, actor, "expert.create" if created else "expert.update", "expert", user_id,
-           **({"after": _profile_summary(p)} if created else changes(before, _profile_summary(p))))
+    record(
+        session,
+        actor,
+        "expert.create" if created else "expert.update",
+        "expert",
+        user_id,
+        **({"after": _profile_summary(p)} if created else changes(before, _profile_summary(p))),
+    )
     await session.commit()
     return p, user, created
 
@@ -163,8 +188,9 @@ async def delete_profile(session: AsyncSession, actor: Principal, user_id: int) 
     await session.commit()
 
 
-async def list_profiles(session: AsyncSession, page: PageParams, category_id: int | None, tag: str | None,
-                        available: bool | None) -> tuple[list[tuple[ExpertProfile, User]], str | None]:
+async def list_profiles(
+    session: AsyncSession, page: PageParams, category_id: int | None, tag: str | None, available: bool | None
+) -> tuple[list[tuple[ExpertProfile, User]], str | None]:
     """By user id. `category_id`: experts of that node or an ancestor of it (who would get its questions)."""
     stmt = select(ExpertProfile)
     if available is not None:
@@ -176,8 +202,11 @@ async def list_profiles(session: AsyncSession, page: PageParams, category_id: in
         rows = [p for p in rows if chain & set(p.categories)]
     if tag is not None:
         rows = [p for p in rows if tag in p.tags]
-    users = {u.id: u for u in (await session.scalars(select(User).where(
-        User.id.in_([p.user_id for p in rows])))).all()} if rows else {}
+    users = (
+        {u.id: u for u in (await session.scalars(select(User).where(User.id.in_([p.user_id for p in rows])))).all()}
+        if rows
+        else {}
+    )
     return [(p, users[p.user_id]) for p in rows], nxt
 
 
@@ -195,23 +224,43 @@ async def _managers(session: AsyncSession) -> list[int]:
     roles = (await session.scalars(select(Role))).all()
     module = OPERATIONS[MANAGE][0]
     named = and_(_holding(roles, SYSTEM_ACCESS), _holding(roles, module), _holding(roles, MANAGE))
-    ids = list((await session.scalars(select(User.id).where(User.is_active.is_(True), named)
-                                      .order_by(User.id))).all())
+    ids = list((await session.scalars(select(User.id).where(User.is_active.is_(True), named).order_by(User.id))).all())
     if not ids:
-        ids = list((await session.scalars(select(User.id).where(User.is_active.is_(True), _holding(roles, ALL))
-                                          .order_by(User.id))).all())
+        ids = list(
+            (
+                await session.scalars(
+                    select(User.id).where(User.is_active.is_(True), _holding(roles, ALL)).order_by(User.id)
+                )
+            ).all()
+        )
     return ids
 
 
-async def route(session: AsyncSession, category_ids: list[int], tags: list[str], asker_id: int | None,
-                ) -> tuple[list[int], str]:
+async def route(
+    session: AsyncSession,
+    category_ids: list[int],
+    tags: list[str],
+    asker_id: int | None,
+) -> tuple[list[int], str]:
     """The user ids a question goes to, and how it was routed (experts | fallback)."""
     chain = set(await taxonomy.ancestors_and_self(session, category_ids)) if category_ids else set()
     wanted_tags = set(tags)
-    profiles = (await session.execute(select(ExpertProfile).join(User, User.id == ExpertProfile.user_id).where(
-        ExpertProfile.available.is_(True), User.is_active.is_(True)))).scalars().all()
-    experts = sorted(p.user_id for p in profiles
-                     if p.user_id != asker_id and (chain & set(p.categories) or wanted_tags & set(p.tags)))
+    profiles = (
+        (
+            await session.execute(
+                select(ExpertProfile)
+                .join(User, User.id == ExpertProfile.user_id)
+                .where(ExpertProfile.available.is_(True), User.is_active.is_(True))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    experts = sorted(
+        p.user_id
+        for p in profiles
+        if p.user_id != asker_id and (chain & set(p.categories) or wanted_tags & set(p.tags))
+    )
     if experts:
         return experts, "experts"
     return [u for u in await _managers(session) if u != asker_id], "fallback"
@@ -221,8 +270,13 @@ async def route(session: AsyncSession, category_ids: list[int], tags: list[str],
 
 
 def _question_summary(q: ExpertQuestion) -> dict[str, Any]:
-    return {"title": q.title, "categories": list(q.categories), "tags": list(q.tags), "item_id": q.item_id,
-            "state": q.state}
+    return {
+        "title": q.title,
+        "categories": list(q.categories),
+        "tags": list(q.tags),
+        "item_id": q.item_id,
+        "state": q.state,
+    }
 
 
 async def ask(session: AsyncSession, actor: Principal, data: QuestionIn) -> ExpertQuestion:
@@ -235,14 +289,32 @@ async def ask(session: AsyncSession, actor: Principal, data: QuestionIn) -> Expe
             raise NotFound(f"No item with id {data.item_id}", code="item_not_found", field="item_id")
     routed, routing = await route(session, categories, tags, actor.id)
     now = utcnow()
-    q = ExpertQuestion(asker_id=actor.id, title=data.title, text=data.text, categories=categories, tags=tags,
-                       item_id=data.item_id, state="open", routing=routing, created_at=now, updated_at=now)
+    q = ExpertQuestion(
+        asker_id=actor.id,
+        title=data.title,
+        text=data.text,
+        categories=categories,
+        tags=tags,
+        item_id=data.item_id,
+        state="open",
+        routing=routing,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(q)
     await session.flush()
     for user_id in routed:
         session.add(QuestionRoute(question_id=q.id, user_id=user_id))
-    record(session, actor, "question.create", "question", q.id, after=_question_summary(q), routing=routing,
-           routed_to=routed)
+    record(
+        session,
+        actor,
+        "question.create",
+        "question",
+        q.id,
+        after=_question_summary(q),
+        routing=routing,
+        routed_to=routed,
+    )
     await session.commit()
     return q
 
@@ -250,19 +322,26 @@ async def ask(session: AsyncSession, actor: Principal, data: QuestionIn) -> Expe
 async def routed_to(session: AsyncSession, question_ids: list[int]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {i: [] for i in question_ids}
     if question_ids:
-        for qid, uid in (await session.execute(select(QuestionRoute.question_id, QuestionRoute.user_id).where(
-                QuestionRoute.question_id.in_(question_ids)).order_by(QuestionRoute.user_id))).all():
+        for qid, uid in (
+            await session.execute(
+                select(QuestionRoute.question_id, QuestionRoute.user_id)
+                .where(QuestionRoute.question_id.in_(question_ids))
+                .order_by(QuestionRoute.user_id)
+            )
+        ).all():
             out[qid].append(uid)
     return out
 
 
 def may_see(principal: Principal, q: ExpertQuestion, routes: list[int]) -> bool:
-    return principal.can(MANAGE) or (principal.kind == "user" and (principal.id == q.asker_id
-                                                                   or principal.id in routes))
+    return principal.can(MANAGE) or (
+        principal.kind == "user" and (principal.id == q.asker_id or principal.id in routes)
+    )
 
 
-async def load_visible(session: AsyncSession, principal: Principal, question_id: int,
-                       *, for_update: bool = False) -> tuple[ExpertQuestion, list[int]]:
+async def load_visible(
+    session: AsyncSession, principal: Principal, question_id: int, *, for_update: bool = False
+) -> tuple[ExpertQuestion, list[int]]:
     """The question if the caller may see it, else 404 (as if it did not exist)."""
     stmt = select(ExpertQuestion).where(ExpertQuestion.id == question_id)
     if for_update:
@@ -277,8 +356,11 @@ async def load_visible(session: AsyncSession, principal: Principal, question_id:
 async def answers_of(session: AsyncSession, question_ids: list[int]) -> dict[int, list[ExpertAnswer]]:
     out: dict[int, list[ExpertAnswer]] = {i: [] for i in question_ids}
     if question_ids:
-        for a in (await session.scalars(select(ExpertAnswer).where(ExpertAnswer.question_id.in_(question_ids))
-                                        .order_by(ExpertAnswer.id))).all():
+        for a in (
+            await session.scalars(
+                select(ExpertAnswer).where(ExpertAnswer.question_id.in_(question_ids)).order_by(ExpertAnswer.id)
+            )
+        ).all():
             out[a.question_id].append(a)
     return out
 
@@ -286,13 +368,31 @@ async def answers_of(session: AsyncSession, question_ids: list[int]) -> dict[int
 async def out_many(session: AsyncSession, questions: list[ExpertQuestion]) -> list[QuestionOut]:
     ids = [q.id for q in questions]
     routes, answers = await routed_to(session, ids), await answers_of(session, ids)
-    return [QuestionOut(
-        id=q.id, asker_id=q.asker_id, title=q.title, text=q.text, category_ids=list(q.categories), tags=list(q.tags),
-        item_id=q.item_id, state=q.state, routing=q.routing, routed_to=routes[q.id],
-        accepted_answer_id=q.accepted_answer_id, draft_item_id=q.draft_item_id,
-        answers=[AnswerOut.model_validate(a) for a in answers[q.id]], created_at=q.created_at, updated_at=q.updated_at,
-        answered_at=q.answered_at, resolved_at=q.resolved_at, closed_at=q.closed_at, row_version=q.row_version,
-        etag=question_etag(q)) for q in questions]
+    return [
+        QuestionOut(
+            id=q.id,
+            asker_id=q.asker_id,
+            title=q.title,
+            text=q.text,
+            category_ids=list(q.categories),
+            tags=list(q.tags),
+            item_id=q.item_id,
+            state=q.state,
+            routing=q.routing,
+            routed_to=routes[q.id],
+            accepted_answer_id=q.accepted_answer_id,
+            draft_item_id=q.draft_item_id,
+            answers=[AnswerOut.model_validate(a) for a in answers[q.id]],
+            created_at=q.created_at,
+            updated_at=q.updated_at,
+            answered_at=q.answered_at,
+            resolved_at=q.resolved_at,
+            closed_at=q.closed_at,
+            row_version=q.row_version,
+            etag=question_etag(q),
+        )
+        for q in questions
+    ]
 
 
 def visible_stmt(principal: Principal, scope: str) -> Any:
@@ -309,8 +409,9 @@ def visible_stmt(principal: Principal, scope: str) -> Any:
     return stmt
 
 
-async def list_questions(session: AsyncSession, principal: Principal, page: PageParams, scope: str,
-                         state: str | None) -> tuple[list[ExpertQuestion], str | None]:
+async def list_questions(
+    session: AsyncSession, principal: Principal, page: PageParams, scope: str, state: str | None
+) -> tuple[list[ExpertQuestion], str | None]:
     stmt = visible_stmt(principal, scope)
     if state:
         stmt = stmt.where(ExpertQuestion.state == state)
@@ -323,27 +424,29 @@ async def _save(session: AsyncSession, q: ExpertQuestion) -> None:
         await session.flush()
     except StaleDataError:
         await session.rollback()
-        raise Conflict(f"Someone changed question {id_} at the same moment; reload and try again",
-                       code="concurrent_update")
+        raise Conflict(
+            f"Someone changed question {id_} at the same moment; reload and try again", code="concurrent_update"
+        )
 
 
 async def answer(session: AsyncSession, actor: Principal, question_id: int, data: AnswerIn) -> ExpertAnswer:
     """Routed experts (experts:answer) and managers answer; the asker does not answer their own question."""
     q, routes = await load_visible(session, actor, question_id, for_update=True)
     if not (actor.can(MANAGE) or (actor.can(ANSWER) and actor.id in routes)):
-        raise Forbidden("Only the experts this question was routed to (or a manager) answer it",
-                        code="not_routed_to_you")
+        raise Forbidden(
+            "Only the experts this question was routed to (or a manager) answer it", code="not_routed_to_you"
+        )
     from_state = q.state
     q.state = _move(q, "answer")
     now = utcnow()
     q.answered_at = q.answered_at or now
     q.updated_at = now
-    a = ExpertAnswer(question_id=q.id, author_id=knowledge.user_id(actor), body=data.body, created_at=now,
-                     updated_at=now)
+    a = ExpertAnswer(
+        question_id=q.id, author_id=knowledge.user_id(actor), body=data.body, created_at=now, updated_at=now
+    )
     session.add(a)
     await _save(session, q)
-    record(session, actor, "question.answer", "question", q.id, answer_id=a.id, from_state=from_state,
-           to_state=q.state)
+    record(session, actor, "question.answer", "question", q.id, answer_id=a.id, from_state=from_state, to_state=q.state)
     await session.commit()
     return a
 
@@ -366,8 +469,7 @@ async def accept(session: AsyncSession, actor: Principal, question_id: int, answ
     q.accepted_answer_id, q.resolved_at = a.id, utcnow()
     q.updated_at = q.resolved_at
     await _save(session, q)
-    record(session, actor, "question.accept", "question", q.id, answer_id=a.id, from_state=from_state,
-           to_state=q.state)
+    record(session, actor, "question.accept", "question", q.id, answer_id=a.id, from_state=from_state, to_state=q.state)
     await session.commit()
     return q
 
@@ -380,33 +482,54 @@ async def close(session: AsyncSession, actor: Principal, question_id: int, reaso
     q.state = _move(q, "close")
     q.closed_at = q.updated_at = utcnow()
     await _save(session, q)
-    record(session, actor, "question.close", "question", q.id, from_state=from_state, to_state=q.state,
-           reason=reason or None)
+    record(
+        session,
+        actor,
+        "question.close",
+        "question",
+        q.id,
+        from_state=from_state,
+        to_state=q.state,
+        reason=reason or None,
+    )
     await session.commit()
     return q
 
 
-async def to_draft(session: AsyncSession, actor: Principal, question_id: int, answer_id: int,
-                   data: DraftIn, four_eyes: bool) -> DraftOut:
+async def to_draft(
+    session: AsyncSession, actor: Principal, question_id: int, answer_id: int, data: DraftIn, four_eyes: bool
+) -> DraftOut:
     """A knowledge item whose first version holds the question (standard question, title) and the
     answer (body): the caller is its author, it goes through the normal review. One per question."""
     q, _ = await load_visible(session, actor, question_id, for_update=True)
     a = await _answer_of(session, q, answer_id)
     if q.draft_item_id is not None:
-        raise Conflict(f"Question {q.id} was already turned into item {q.draft_item_id}", code="draft_exists",
-                       item_id=q.draft_item_id)
+        raise Conflict(
+            f"Question {q.id} was already turned into item {q.draft_item_id}",
+            code="draft_exists",
+            item_id=q.draft_item_id,
+        )
     if q.state == "closed":
-        raise Conflict("This question is closed", code="invalid_transition", action="draft", state=q.state,
-                       allowed=[])
+        raise Conflict("This question is closed", code="invalid_transition", action="draft", state=q.state, allowed=[])
     if data.submit and not actor.can("knowledge:submit"):
-        raise Forbidden("You lack the permission 'knowledge:submit'", code="permission_denied",
-                        required_permission="knowledge:submit")
+        raise Forbidden(
+            "You lack the permission 'knowledge:submit'",
+            code="permission_denied",
+            required_permission="knowledge:submit",
+        )
     # The question's tags and categories as they are now (one may have been deleted since it was asked).
-    tags = [t.name for t in await taxonomy.resolve_tags(session, list(q.tags), create_missing=False)] \
-        if q.tags else []
-    body = ItemCreate(item_type=data.item_type, title=data.title or q.title, question=q.title[:500],
-                      body=a.body, body_format="markdown", category_ids=list(q.categories), tags=tags,
-                      attributes=data.attributes, change_note=f"来自专家问答 #{q.id} (from expert question {q.id})")
+    tags = [t.name for t in await taxonomy.resolve_tags(session, list(q.tags), create_missing=False)] if q.tags else []
+    body = ItemCreate(
+        item_type=data.item_type,
+        title=data.title or q.title,
+        question=q.title[:500],
+        body=a.body,
+        body_format="markdown",
+        category_ids=list(q.categories),
+        tags=tags,
+        attributes=data.attributes,
+        change_note=f"来自专家问答 #{q.id} (from expert question {q.id})",
+    )
     record(session, actor, "question.draft", "question", q.id, answer_id=a.id)
     item, version = await knowledge.create_item(session, actor, body)  # commits, with the audit entry above
     q = (await load_visible(session, actor, question_id, for_update=True))[0]
@@ -420,8 +543,14 @@ async def to_draft(session: AsyncSession, actor: Principal, question_id: int, an
         assert item is not None
         version = await knowledge.latest_version(session, item)
         await workflow.transition(session, actor, item, version, "submit", TransitionIn(), four_eyes=four_eyes)
-    return DraftOut(question_id=q.id, answer_id=a.id, item_id=item.id, version=version.number, state=version.state,
-                    link=f"/api/v1/items/{item.id}")
+    return DraftOut(
+        question_id=q.id,
+        answer_id=a.id,
+        item_id=item.id,
+        version=version.number,
+        state=version.state,
+        link=f"/api/v1/items/{item.id}",
+    )
 
 
 # ---------------------------------------------------------------- to-do list
@@ -430,9 +559,11 @@ async def to_draft(session: AsyncSession, actor: Principal, question_id: int, an
 def waiting_for_expert(user_id: int) -> Any:
     """Open or answered questions routed to me that I have not answered."""
     mine = exists().where(ExpertAnswer.question_id == ExpertQuestion.id, ExpertAnswer.author_id == user_id)
-    return (select(ExpertQuestion)
-            .where(exists().where(QuestionRoute.question_id == ExpertQuestion.id, QuestionRoute.user_id == user_id),
-                   ExpertQuestion.state.in_(("open", "answered")), ~mine))
+    return select(ExpertQuestion).where(
+        exists().where(QuestionRoute.question_id == ExpertQuestion.id, QuestionRoute.user_id == user_id),
+        ExpertQuestion.state.in_(("open", "answered")),
+        ~mine,
+    )
 
 
 def answered_for_asker(user_id: int) -> Any:

@@ -14,9 +14,21 @@ async def expert_questions(ctx: TodoContext) -> TodoSection | None:
         return None
     stmt = service.waiting_for_expert(p.id)
     rows = (await ctx.session.scalars(stmt.order_by(service.ExpertQuestion.id).limit(ctx.limit))).all()
-    return TodoSection(count=await count_of(ctx.session, stmt), items=[TodoEntry(
-        kind="expert_question", id=q.id, title=q.title, item_id=q.item_id, state=q.state, created_at=q.created_at,
-        link=f"/api/v1/questions/{q.id}") for q in rows])
+    return TodoSection(
+        count=await count_of(ctx.session, stmt),
+        items=[
+            TodoEntry(
+                kind="expert_question",
+                id=q.id,
+                title=q.title,
+                item_id=q.item_id,
+                state=q.state,
+                created_at=q.created_at,
+                link=f"/api/v1/questions/{q.id}",
+            )
+            for q in rows
+        ],
+    )
 
 
 async def answered_questions(ctx: TodoContext) -> TodoSection | None:
@@ -26,6 +38,18 @@ async def answered_questions(ctx: TodoContext) -> TodoSection | None:
         return None
     stmt = service.answered_for_asker(p.id)
     rows = (await ctx.session.scalars(stmt.order_by(service.ExpertQuestion.id).limit(ctx.limit))).all()
-    return TodoSection(count=await count_of(ctx.session, stmt), items=[TodoEntry(
-        kind="answered_question", id=q.id, title=q.title, item_id=q.item_id, state=q.state,
-        created_at=q.answered_at, link=f"/api/v1/questions/{q.id}") for q in rows])
+    return TodoSection(
+        count=await count_of(ctx.session, stmt),
+        items=[
+            TodoEntry(
+                kind="answered_question",
+                id=q.id,
+                title=q.title,
+                item_id=q.item_id,
+                state=q.state,
+                created_at=q.answered_at,
+                link=f"/api/v1/questions/{q.id}",
+            )
+            for q in rows
+        ],
+    )

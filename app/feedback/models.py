@@ -21,13 +21,24 @@ class Task(IdMixin, TimestampMixin, Base):
     __tablename__ = "tasks"
     __table_args__ = (
         # One unresolved report per reporter, item and category: a repeat answers the existing one.
-        Index("uq_tasks_one_open_report", "reporter_id", "item_id", "category", unique=True,
-              sqlite_where=text(f"kind = 'error_report' AND {_UNRESOLVED_SQL}"),
-              postgresql_where=text(f"kind = 'error_report' AND {_UNRESOLVED_SQL}")),
+        Index(
+            "uq_tasks_one_open_report",
+            "reporter_id",
+            "item_id",
+            "category",
+            unique=True,
+            sqlite_where=text(f"kind = 'error_report' AND {_UNRESOLVED_SQL}"),
+            postgresql_where=text(f"kind = 'error_report' AND {_UNRESOLVED_SQL}"),
+        ),
         # One unresolved reminder per item and kind: the reminder job never makes a second one.
-        Index("uq_tasks_one_open_reminder", "item_id", "kind", unique=True,
-              sqlite_where=text(f"kind IN ('review_due', 'expiring') AND {_UNRESOLVED_SQL}"),
-              postgresql_where=text(f"kind IN ('review_due', 'expiring') AND {_UNRESOLVED_SQL}")),
+        Index(
+            "uq_tasks_one_open_reminder",
+            "item_id",
+            "kind",
+            unique=True,
+            sqlite_where=text(f"kind IN ('review_due', 'expiring') AND {_UNRESOLVED_SQL}"),
+            postgresql_where=text(f"kind IN ('review_due', 'expiring') AND {_UNRESOLVED_SQL}"),
+        ),
         Index("ix_tasks_assignee", "assignee_id", "state", "kind"),
         Index("ix_tasks_item", "item_id", "kind", "state"),
         Index("ix_tasks_reporter", "reporter_id", "created_at"),

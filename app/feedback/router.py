@@ -40,11 +40,26 @@ Staff = Require("module:knowledge")  # tasks: the caller's own; feedback:manage 
 CACHE = "private, no-cache"
 
 
-@router.post("/items/{item_id}/error-reports", response_model=TaskOut, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": TaskOut, "description": "The reporter's unresolved report of this item "
-                                                               "and category, unchanged (a repeat)"}})
-async def report_error(request: Request, response: Response, session: DbSession, settings: AppSettings,
-                       actor: Reporter, item_id: Id, body: ErrorReportIn) -> TaskOut:
+@router.post(
+    "/items/{item_id}/error-reports",
+    response_model=TaskOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": TaskOut,
+            "description": "The reporter's unresolved report of this item and category, unchanged (a repeat)",
+        }
+    },
+)
+async def report_error(
+    request: Request,
+    response: Response,
+    session: DbSession,
+    settings: AppSettings,
+    actor: Reporter,
+    item_id: Id,
+    body: ErrorReportIn,
+) -> TaskOut:
     """Report an error in an item the caller can read (纠错): 201 with the new task for the item's
     owner. One unresolved report per reporter, item and category: a repeat answers 200 with the
     existing one. At most `KB_ERROR_REPORT_MAX_PER_HOUR` reports per reporter an hour (429
@@ -58,8 +73,9 @@ async def report_error(request: Request, response: Response, session: DbSession,
 
 
 @router.get("/me/error-reports", response_model=Page[TaskOut])
-async def my_error_reports(session: DbSession, actor: Reporter, page: Paging,
-                           state: TaskState | None = None) -> Page[TaskOut]:
+async def my_error_reports(
+    session: DbSession, actor: Reporter, page: Paging, state: TaskState | None = None
+) -> Page[TaskOut]:
     """The caller's error reports, newest first, with their outcome: `fixed_version` (and its
     `fixed_version_url`) or the dismissal's `resolution_note`."""
     rows, nxt = await service.my_reports(session, actor, page, state)
@@ -68,25 +84,30 @@ async def my_error_reports(session: DbSession, actor: Reporter, page: Paging,
 
 @router.get("/tasks", response_model=Page[TaskOut])
 async def list_tasks(
-    session: DbSession, principal: Staff, page: Paging,
+    session: DbSession,
+    principal: Staff,
+    page: Paging,
     state: TaskState | None = None,
     kind: TaskKind | None = None,
     item_id: Id | None = None,
-    assignee: Annotated[str | None, Query(pattern=r"^(me|unassigned|[1-9][0-9]{0,18})$",
-                                          description="me, unassigned, or a user id")] = None,
+    assignee: Annotated[
+        str | None, Query(pattern=r"^(me|unassigned|[1-9][0-9]{0,18})$", description="me, unassigned, or a user id")
+    ] = None,
 ) -> Page[TaskOut]:
     """Tasks on items the caller may read, newest first: the caller's own, or every one (unassigned
     ones included) with feedback:manage."""
     if assignee is not None and assignee.isdigit() and int(assignee) > MAX_ID:
         raise InvalidInput("assignee: not a valid user id", code="validation_error", field="assignee")
-    rows, nxt = await service.list_tasks(session, principal, page, state=state, kind=kind, item_id=item_id,
-                                         assignee=assignee)
+    rows, nxt = await service.list_tasks(
+        session, principal, page, state=state, kind=kind, item_id=item_id, assignee=assignee
+    )
     return Page(items=await service.outs(session, rows), next_cursor=nxt)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses={304: {"description": "Not modified"}})
-async def get_task(request: Request, response: Response, session: DbSession, principal: Staff,
-                   task_id: Id) -> TaskOut | Response:
+async def get_task(
+    request: Request, response: Response, session: DbSession, principal: Staff, task_id: Id
+) -> TaskOut | Response:
     """One task with its `ETag` (answers 304 to a current If-None-Match)."""
     task = await service.load_task(session, principal, task_id)
     etag = service.etag_of(task)
@@ -95,8 +116,15 @@ async def get_task(request: Request, response: Response, session: DbSession, pri
     return (await service.outs(session, [task]))[0]
 
 
-async def _act(response: Response, session: DbSession, actor: Principal, task_id: int, action: str,
-               body: AcceptIn | FixIn | DismissIn, if_match: str | None) -> TaskOut:
+async def _act(
+    response: Response,
+    session: DbSession,
+    actor: Principal,
+    task_id: int,
+    action: str,
+    body: AcceptIn | FixIn | DismissIn,
+    if_match: str | None,
+) -> TaskOut:
     service.user_of(actor)
     task = await service.load_task(session, actor, task_id, for_update=True)
     if if_match is not None:
@@ -106,36 +134,55 @@ async def _act(response: Response, session: DbSession, actor: Principal, task_id
     return (await service.outs(session, [task]))[0]
 
 
-_TRANSITION_DOC = (" The assignee or a holder of feedback:manage; a task not in a state this action leaves from "
-                   "answers 409 `invalid_transition` with the `allowed` actions. `If-Match` (the task's ETag) "
-                   "is checked when sent: 412 when someone changed the task since.")
+_TRANSITION_DOC = (
+    " The assignee or a holder of feedback:manage; a task not in a state this action leaves from "
+    "answers 409 `invalid_transition` with the `allowed` actions. `If-Match` (the task's ETag) "
+    "is checked when sent: 412 when someone changed the task since."
+)
 
 
 @router.post("/tasks/{task_id}/accept", response_model=TaskOut, description="Take an open task on." + _TRANSITION_DOC)
-async def accept_task(response: Response, session: DbSession, actor: Staff, task_id: Id,
-                      body: AcceptIn | None = None, if_match: IfMatch = None) -> TaskOut:
+async def accept_task(
+    response: Response,
+    session: DbSession,
+    actor: Staff,
+    task_id: Id,
+    body: AcceptIn | None = None,
+    if_match: IfMatch = None,
+) -> TaskOut:
     return await _act(response, session, actor, task_id, "accept", body or AcceptIn(), if_match)
 
 
-@router.post("/tasks/{task_id}/fix", response_model=TaskOut, description=(
-    "Resolve a task by naming the published version that corrects it: `version` must be a published (or since "
-    "superseded) version of the item newer than the reported one, else 422 `version_not_found`, "
-    "`version_not_published` or `version_not_newer`." + _TRANSITION_DOC))
-async def fix_task(response: Response, session: DbSession, actor: Staff, task_id: Id, body: FixIn,
-                   if_match: IfMatch = None) -> TaskOut:
+@router.post(
+    "/tasks/{task_id}/fix",
+    response_model=TaskOut,
+    description=(
+        "Resolve a task by naming the published version that corrects it: `version` must be a published (or since "
+        "superseded) version of the item newer than the reported one, else 422 `version_not_found`, "
+        "`version_not_published` or `version_not_newer`." + _TRANSITION_DOC
+    ),
+)
+async def fix_task(
+    response: Response, session: DbSession, actor: Staff, task_id: Id, body: FixIn, if_match: IfMatch = None
+) -> TaskOut:
     return await _act(response, session, actor, task_id, "fix", body, if_match)
 
 
-@router.post("/tasks/{task_id}/dismiss", response_model=TaskOut,
-             description="Close a task without a change; the `reason` is shown to the reporter." + _TRANSITION_DOC)
-async def dismiss_task(response: Response, session: DbSession, actor: Staff, task_id: Id, body: DismissIn,
-                       if_match: IfMatch = None) -> TaskOut:
+@router.post(
+    "/tasks/{task_id}/dismiss",
+    response_model=TaskOut,
+    description="Close a task without a change; the `reason` is shown to the reporter." + _TRANSITION_DOC,
+)
+async def dismiss_task(
+    response: Response, session: DbSession, actor: Staff, task_id: Id, body: DismissIn, if_match: IfMatch = None
+) -> TaskOut:
     return await _act(response, session, actor, task_id, "dismiss", body, if_match)
 
 
 @router.post("/items/owner-transfer", response_model=OwnerTransferOut)
-async def transfer_owner(session: DbSession, actor: Require("knowledge:owners"),
-                         body: OwnerTransferIn) -> OwnerTransferOut:
+async def transfer_owner(
+    session: DbSession, actor: Require("knowledge:owners"), body: OwnerTransferIn
+) -> OwnerTransferOut:
     """Someone leaves: every item owned by `from_user_id` and their open or accepted tasks go to
     `to_user_id`, in one transaction (every item, whatever its ACL; each item's ETag changes).
     `dry_run` only counts. An unknown or inactive target: 422 (`unknown_user`, `inactive_user`)."""

@@ -18,8 +18,11 @@ async def _section(ctx: TodoContext, kind: str, *, unassigned: bool = False) -> 
     if user_id(ctx.principal) is None:  # API clients have no tasks
         return None
     if unassigned:
-        stmt = (select(Task).join(Item, Item.id == Task.item_id)
-                .where(Task.assignee_id.is_(None), Task.state.in_(UNRESOLVED), service.visible(ctx.principal)))
+        stmt = (
+            select(Task)
+            .join(Item, Item.id == Task.item_id)
+            .where(Task.assignee_id.is_(None), Task.state.in_(UNRESOLVED), service.visible(ctx.principal))
+        )
     else:
         stmt = service.assigned_to_me(ctx.principal, (kind,))
     if kind == "expiring":
@@ -28,9 +31,24 @@ async def _section(ctx: TodoContext, kind: str, *, unassigned: bool = False) -> 
     order = (Task.due_at, Task.id) if kind in SYSTEM_KINDS else (Task.id,)
     tasks = list((await ctx.session.scalars(stmt.order_by(*order).limit(ctx.limit))).all())
     titles = await service.titles_of(ctx.session, {t.item_id for t in tasks})
-    return TodoSection(count=count, items=[TodoEntry(
-        kind=t.kind, id=t.id, task_id=t.id, title=titles.get(t.item_id), item_id=t.item_id, version_no=t.version_no,
-        state=t.state, due_at=t.due_at, created_at=t.created_at, link=f"/api/v1/tasks/{t.id}") for t in tasks])
+    return TodoSection(
+        count=count,
+        items=[
+            TodoEntry(
+                kind=t.kind,
+                id=t.id,
+                task_id=t.id,
+                title=titles.get(t.item_id),
+                item_id=t.item_id,
+                version_no=t.version_no,
+                state=t.state,
+                due_at=t.due_at,
+                created_at=t.created_at,
+                link=f"/api/v1/tasks/{t.id}",
+            )
+            for t in tasks
+        ],
+    )
 
 
 async def error_reports(ctx: TodoContext) -> TodoSection | None:

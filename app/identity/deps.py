@@ -50,18 +50,29 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-async def record_denial(request: Request, principal: Principal | None, permission: str, target: str | None = None,
-                        target_id: object = None) -> None:
+async def record_denial(
+    request: Request, principal: Principal | None, permission: str, target: str | None = None, target_id: object = None
+) -> None:
     """Denials are audited in their own transaction: the request itself is about to fail."""
-    await record_apart(request.app.state.sessionmaker, principal, "permission.denied", target, target_id,
-                       permission=permission, method=request.method, path=request.url.path)
+    await record_apart(
+        request.app.state.sessionmaker,
+        principal,
+        "permission.denied",
+        target,
+        target_id,
+        permission=permission,
+        method=request.method,
+        path=request.url.path,
+    )
 
 
-async def deny(request: Request, principal: Principal | None, permission: str, target: str | None = None,
-               target_id: object = None) -> Forbidden:
+async def deny(
+    request: Request, principal: Principal | None, permission: str, target: str | None = None, target_id: object = None
+) -> Forbidden:
     await record_denial(request, principal, permission, target, target_id)
-    return Forbidden(f"You lack the permission {permission!r}", code="permission_denied",
-                     required_permission=permission)
+    return Forbidden(
+        f"You lack the permission {permission!r}", code="permission_denied", required_permission=permission
+    )
 
 
 def require(permission: str) -> Callable[..., Awaitable[Principal]]:
@@ -82,6 +93,7 @@ def Require(permission: str) -> type[Principal]:
 def require_any(*permissions: str) -> Callable[..., Awaitable[Principal]]:
     """The caller holds at least one of `permissions` (the route narrows further, e.g. a permission
     scoped to one item type); a refusal names the first, the general one."""
+
     async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
         if not any(principal.can(p) for p in permissions):
             raise await deny(request, principal, permissions[0])

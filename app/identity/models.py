@@ -21,8 +21,7 @@ class Department(IdMixin, TimestampMixin, Base):
     __table_args__ = (UniqueConstraint("parent_id", "name"),)
 
     name: Mapped[str] = mapped_column(String(100))
-    parent_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("departments.id", ondelete="RESTRICT"),
-                                                  index=True)
+    parent_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("departments.id", ondelete="RESTRICT"), index=True)
     # "/1/4/9/": ids from the root down to this node, for subtree queries without recursion.
     path: Mapped[str] = mapped_column(String(1000), default="/", index=True)
 

@@ -45,10 +45,15 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "feedback:manage": ("module:knowledge", "See and resolve every task, unassigned ones included"),
     "announcements:read": ("module:knowledge", "Read the announcements addressed to me, mark them read"),
     "announcements:manage": ("module:knowledge", "Write announcements (公告), see who has not read them"),
-    "knowledge:propose_case": ("module:knowledge", "Propose best-practice cases (item type `case` only): create, "
-                                                   "edit and submit one's own proposals, never review or publish"),
-    "knowledge:approve_case": ("module:knowledge", "Review, publish, unpublish and archive best-practice cases "
-                                                   "(item type `case` only)"),
+    "knowledge:propose_case": (
+        "module:knowledge",
+        "Propose best-practice cases (item type `case` only): create, "
+        "edit and submit one's own proposals, never review or publish",
+    ),
+    "knowledge:approve_case": (
+        "module:knowledge",
+        "Review, publish, unpublish and archive best-practice cases (item type `case` only)",
+    ),
     "study:read": ("module:knowledge", "My learning paths (学习路径), my progress, what changed since I read it"),
     "study:manage": ("module:knowledge", "Write learning paths, see every agent's progress"),
     "experts:ask": ("module:knowledge", "Ask the expert network (专家问答), accept an answer, close my question"),
@@ -62,8 +67,10 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "audit:read": ("module:admin", "Read the audit log"),
     "analytics:read": ("module:analytics", "Read usage analytics: views, searches, helpfulness, stale, throughput"),
     "learning:study": ("module:learning", "Take the exams assigned to me, see my own results"),
-    "learning:manage": ("module:learning",
-                        "Question bank (answer keys included), papers, exams, grading, everyone's results"),
+    "learning:manage": (
+        "module:learning",
+        "Question bank (answer keys included), papers, exams, grading, everyone's results",
+    ),
 }
 
 CATALOG: dict[str, str] = {
@@ -87,16 +94,36 @@ def unknown(permissions: list[str]) -> list[str]:
     return [p for p in permissions if p not in CATALOG and not SOURCE_SCOPE.match(p)]
 
 
-_AGENT = [SYSTEM_ACCESS, "module:knowledge", "module:search", "module:attachments",
-          "knowledge:read", "search:query", "attachments:download", "feedback:report", "announcements:read",
-          "module:learning", "learning:study", "study:read", "experts:ask", "experts:answer",
-          "knowledge:propose_case"]
+_AGENT = [
+    SYSTEM_ACCESS,
+    "module:knowledge",
+    "module:search",
+    "module:attachments",
+    "knowledge:read",
+    "search:query",
+    "attachments:download",
+    "feedback:report",
+    "announcements:read",
+    "module:learning",
+    "learning:study",
+    "study:read",
+    "experts:ask",
+    "experts:answer",
+    "knowledge:propose_case",
+]
 _ANALYST = ["module:analytics", "analytics:read"]
 _TRAINER = ["learning:manage"]  # with _AGENT's module:learning
 _AUTHOR = [*_AGENT, "knowledge:create", "knowledge:edit", "knowledge:submit"]
 _REVIEWER = [*_AUTHOR, "knowledge:review"]
-_PUBLISHER = [*_REVIEWER, "knowledge:publish", "knowledge:archive", "feedback:manage", "knowledge:owners",
-              "announcements:manage", "experts:manage"]
+_PUBLISHER = [
+    *_REVIEWER,
+    "knowledge:publish",
+    "knowledge:archive",
+    "feedback:manage",
+    "knowledge:owners",
+    "announcements:manage",
+    "experts:manage",
+]
 
 # Roles created by the first migration's seed and by `kb init`; admins may change them.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
@@ -105,10 +132,23 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "author": ("知识编辑 / author: writes drafts", _AUTHOR),
     "reviewer": ("审核员 / reviewer", _REVIEWER),
     "publisher": ("发布员 / publisher", _PUBLISHER),
-    "kb_manager": ("知识管理员 / knowledge manager",
-                   [*_PUBLISHER, "knowledge:import", "knowledge:acl", "taxonomy:manage", "search:manage",
-                     "channels:manage", "study:manage", *_ANALYST, *_TRAINER]),
-    "supervisor": ("班组长 / supervisor: reads and searches, sees the analytics, approves cases, runs training "
-                   "and exams", [*_AGENT, *_ANALYST, *_TRAINER, "knowledge:approve_case", "study:manage"]),
+    "kb_manager": (
+        "知识管理员 / knowledge manager",
+        [
+            *_PUBLISHER,
+            "knowledge:import",
+            "knowledge:acl",
+            "taxonomy:manage",
+            "search:manage",
+            "channels:manage",
+            "study:manage",
+            *_ANALYST,
+            *_TRAINER,
+        ],
+    ),
+    "supervisor": (
+        "班组长 / supervisor: reads and searches, sees the analytics, approves cases, runs training and exams",
+        [*_AGENT, *_ANALYST, *_TRAINER, "knowledge:approve_case", "study:manage"],
+    ),
     "auditor": ("审计员 / auditor", [SYSTEM_ACCESS, "module:admin", "audit:read", "jobs:manage"]),
 }

@@ -59,10 +59,13 @@ async def token(
     address = request.client.host if request.client else "-"
 
     async def guarded(kind: str, name: str, grant: Callable[[], Awaitable[TokenOut]]) -> TokenOut:
-        if await service.signin_blocked(session, kind, name, address, settings.login_max_failures,
-                                        settings.login_window_seconds):
-            raise RateLimited("Too many failed sign-ins; wait and try again",
-                              headers={"Retry-After": str(settings.login_window_seconds)})
+        if await service.signin_blocked(
+            session, kind, name, address, settings.login_max_failures, settings.login_window_seconds
+        ):
+            raise RateLimited(
+                "Too many failed sign-ins; wait and try again",
+                headers={"Retry-After": str(settings.login_window_seconds)},
+            )
         try:
             return await grant()
         except AppError as e:
@@ -76,8 +79,9 @@ async def token(
     if grant_type == "client_credentials":
         if not client_id or not client_secret:
             raise InvalidInput("client_id and client_secret are required", code="invalid_request")
-        return await guarded("client", client_id,
-                             lambda: service.client_grant(session, codec, client_id, client_secret, scope))
+        return await guarded(
+            "client", client_id, lambda: service.client_grant(session, codec, client_id, client_secret, scope)
+        )
     if not refresh_token:
         raise InvalidInput("refresh_token is required", code="invalid_request")
     return await service.refresh_grant(session, codec, refresh_token)
@@ -85,7 +89,9 @@ async def token(
 
 @auth_router.post("/revoke", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke(
-    session: DbSession, codec: Codec, principal: CurrentPrincipal,
+    session: DbSession,
+    codec: Codec,
+    principal: CurrentPrincipal,
     refresh_token: Annotated[str, Form(max_length=4000), AfterValidator(no_nul)],
 ) -> None:
     """Sign out: spend a refresh token so it can no longer be used."""
@@ -94,17 +100,30 @@ async def revoke(
 
 @auth_router.get("/me", response_model=MeOut)
 async def me(principal: CurrentPrincipal) -> MeOut:
-    return MeOut(kind=principal.kind, id=principal.id, name=principal.name,
-                 permissions=sorted(principal.permissions), roles=list(principal.role_ids),
-                 departments=list(principal.department_ids), channel=principal.channel)
+    return MeOut(
+        kind=principal.kind,
+        id=principal.id,
+        name=principal.name,
+        permissions=sorted(principal.permissions),
+        roles=list(principal.role_ids),
+        departments=list(principal.department_ids),
+        channel=principal.channel,
+    )
 
 
 @router.get("/permissions", response_model=list[PermissionOut])
 async def list_permissions(_: Admin) -> list[PermissionOut]:
     out = []
     for name, desc in perms.CATALOG.items():
-        level = ("all" if name == perms.ALL else "system" if name == perms.SYSTEM_ACCESS
-                 else "module" if name.startswith("module:") else "operation")
+        level = (
+            "all"
+            if name == perms.ALL
+            else "system"
+            if name == perms.SYSTEM_ACCESS
+            else "module"
+            if name.startswith("module:")
+            else "operation"
+        )
         out.append(PermissionOut(name=name, description=desc, level=level, module=perms.module_of(name)))
     return out
 
@@ -114,9 +133,13 @@ async def list_permissions(_: Admin) -> list[PermissionOut]:
 
 @router.get("/users", response_model=Page[UserOut])
 async def list_users(
-    session: DbSession, _: Admin, page: Paging,
+    session: DbSession,
+    _: Admin,
+    page: Paging,
     q: Annotated[str | None, Query(max_length=64)] = None,
-    active: bool | None = None, role_id: Id | None = None, department_id: Id | None = None,
+    active: bool | None = None,
+    role_id: Id | None = None,
+    department_id: Id | None = None,
 ) -> Page[UserOut]:
     rows, nxt = await service.list_users(session, page, q, active, role_id, department_id)
     return Page(items=[UserOut.model_validate(r) for r in rows], next_cursor=nxt)

@@ -38,33 +38,48 @@ def _dept_ids(path: str | None) -> tuple[int, ...]:
 
 def principal_for_user(user: User, token_id: str | None = None) -> Principal:
     return _user_principal(
-        user.id, user.username, [(r.id, r.permissions) for r in user.roles],
-        user.department.path if user.department else None, token_id,
+        user.id,
+        user.username,
+        [(r.id, r.permissions) for r in user.roles],
+        user.department.path if user.department else None,
+        token_id,
     )
 
 
-def _user_principal(user_id: int, username: str, roles: list[tuple[int, list[str]]], department_path: str | None,
-                    token_id: str | None) -> Principal:
+def _user_principal(
+    user_id: int, username: str, roles: list[tuple[int, list[str]]], department_path: str | None, token_id: str | None
+) -> Principal:
     granted: set[str] = set()
     for _, permissions in roles:
         granted.update(permissions)
     return Principal(
-        kind="user", id=user_id, name=username, permissions=frozenset(granted),
+        kind="user",
+        id=user_id,
+        name=username,
+        permissions=frozenset(granted),
         role_ids=tuple(role_id for role_id, _ in roles),
         department_ids=_dept_ids(department_path),
-        channel="agent", token_id=token_id,
+        channel="agent",
+        token_id=token_id,
     )
 
 
 def principal_for_client(client: ApiClient, scopes: list[str], token_id: str | None = None) -> Principal:
-    return Principal(kind="client", id=client.id, name=client.client_id, permissions=frozenset(scopes),
-                     channel=client.channel, token_id=token_id)
+    return Principal(
+        kind="client",
+        id=client.id,
+        name=client.client_id,
+        permissions=frozenset(scopes),
+        channel=client.channel,
+        token_id=token_id,
+    )
 
 
 # Built once: building the statement cost as much as running it (this runs on every request).
 _USER_PRINCIPAL_ROWS = (
-    select(User.username, User.is_active, User.token_version, Department.path, Role.id.label("role_id"),
-           Role.permissions)
+    select(
+        User.username, User.is_active, User.token_version, Department.path, Role.id.label("role_id"), Role.permissions
+    )
     .outerjoin(Department, Department.id == User.department_id)
     .outerjoin(user_roles, user_roles.c.user_id == User.id)
     .outerjoin(Role, Role.id == user_roles.c.role_id)
@@ -103,31 +118,48 @@ def _signin_key(kind: str, name: str, address: str) -> str:
     return hashlib.sha256(f"{kind}:{name}:{address}".encode()).hexdigest()[:40]
 
 
-async def signin_blocked(session: AsyncSession, kind: str, name: str, address: str, max_failures: int,
-                         window_seconds: int) -> bool:
+async def signin_blocked(
+    session: AsyncSession, kind: str, name: str, address: str, max_failures: int, window_seconds: int
+) -> bool:
     """Too many failed sign-ins for this name from this address in the window. Counted from the
     audit log, so every API process and host shares the count."""
     since = utcnow() - timedelta(seconds=window_seconds)
     failures = await session.scalar(
-        select(func.count()).select_from(AuditEntry).where(
-            AuditEntry.target_type == "signin", AuditEntry.target_id == _signin_key(kind, name, address),
-            AuditEntry.action == SIGNIN_FAILED, AuditEntry.at >= since)
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(
+            AuditEntry.target_type == "signin",
+            AuditEntry.target_id == _signin_key(kind, name, address),
+            AuditEntry.action == SIGNIN_FAILED,
+            AuditEntry.at >= since,
+        )
     )
     return (failures or 0) >= max_failures
 
 
-async def record_signin_failure(sessionmaker: async_sessionmaker[AsyncSession], kind: str, name: str,
-                                address: str, code: str) -> None:
-    await record_apart(sessionmaker, None, SIGNIN_FAILED, "signin", _signin_key(kind, name, address),
-                       grant=kind, name=name, address=address, code=code)
+async def record_signin_failure(
+    sessionmaker: async_sessionmaker[AsyncSession], kind: str, name: str, address: str, code: str
+) -> None:
+    await record_apart(
+        sessionmaker,
+        None,
+        SIGNIN_FAILED,
+        "signin",
+        _signin_key(kind, name, address),
+        grant=kind,
+        name=name,
+        address=address,
+        code=code,
+    )
 
 
 async def _issue_user_tokens(session: AsyncSession, codec: TokenCodec, user: User) -> TokenOut:
     sub = f"user:{user.id}"
     access, ttl = codec.encode({"sub": sub, "typ": "access", "ver": user.token_version}, codec.access_ttl)
     refresh_jti = new_secret(16)
-    refresh, _ = codec.encode({"sub": sub, "typ": "refresh", "ver": user.token_version, "jti": refresh_jti},
-                              codec.refresh_ttl)
+    refresh, _ = codec.encode(
+        {"sub": sub, "typ": "refresh", "ver": user.token_version, "jti": refresh_jti}, codec.refresh_ttl
+    )
     session.add(RefreshToken(jti=refresh_jti, subject=sub, expires_at=utcnow() + codec.refresh_ttl))
     return TokenOut(access_token=access, expires_in=ttl, refresh_token=refresh)
 
@@ -152,8 +184,10 @@ async def refresh_grant(session: AsyncSession, codec: TokenCodec, token: str) ->
     claims = codec.decode(token, "refresh")
     # Spent by one conditional UPDATE: of several requests racing with the same token, one wins.
     spent = await session.execute(
-        update(RefreshToken).where(RefreshToken.jti == str(claims.get("jti")), RefreshToken.used_at.is_(None))
-        .values(used_at=utcnow()))
+        update(RefreshToken)
+        .where(RefreshToken.jti == str(claims.get("jti")), RefreshToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         raise Unauthorized("The refresh token was already used or revoked", code="token_revoked")
     kind, _, raw_id = str(claims.get("sub")).partition(":")
@@ -187,8 +221,9 @@ async def client_grant(
     wanted = scope.split() if scope else list(client.scopes)
     missing = [s for s in wanted if s not in client.scopes]
     if missing:
-        raise InvalidInput(f"Scopes not granted to this client: {' '.join(missing)}", code="invalid_scope",
-                           missing_scopes=missing)
+        raise InvalidInput(
+            f"Scopes not granted to this client: {' '.join(missing)}", code="invalid_scope", missing_scopes=missing
+        )
     access, ttl = codec.encode(
         {"sub": f"client:{client.id}", "typ": "access", "ver": client.token_version, "scope": " ".join(wanted)},
         codec.access_ttl,
@@ -206,8 +241,11 @@ def ensure_grantable(actor: Principal | None, names: list[str]) -> None:
         return
     beyond = sorted(set(names) - actor.permissions)
     if beyond:
-        raise Forbidden(f"You cannot grant permissions you do not hold: {', '.join(beyond)}",
-                        code="permission_escalation", permissions=beyond)
+        raise Forbidden(
+            f"You cannot grant permissions you do not hold: {', '.join(beyond)}",
+            code="permission_escalation",
+            permissions=beyond,
+        )
 
 
 def _check_permissions(names: list[str]) -> list[str]:
@@ -242,8 +280,14 @@ async def update_role(session: AsyncSession, actor: Principal, role_id: int, dat
     if data.permissions is not None:
         ensure_grantable(actor, data.permissions)
         role.permissions = _check_permissions(data.permissions)
-    record(session, actor, "role.update", "role", role.id,
-           **changes(before, {"description": role.description, "permissions": list(role.permissions)}))
+    record(
+        session,
+        actor,
+        "role.update",
+        "role",
+        role.id,
+        **changes(before, {"description": role.description, "permissions": list(role.permissions)}),
+    )
     await session.commit()
     return role
 
@@ -270,8 +314,7 @@ async def role_ids_by_name(session: AsyncSession, names: list[str], field: str) 
     found = dict((await session.execute(select(Role.name, Role.id).where(Role.name.in_(names)))).all())
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field=field,
-                           unknown=unknown)
+        raise InvalidInput(f"Unknown role(s): {', '.join(unknown)}", code="unknown_role", field=field, unknown=unknown)
     return {n: found[n] for n in names}
 
 
@@ -283,8 +326,12 @@ async def department_paths(session: AsyncSession, ids: list[int], field: str) ->
     found = dict((await session.execute(select(Department.id, Department.path).where(Department.id.in_(ids)))).all())
     unknown = [d for d in ids if d not in found]
     if unknown:
-        raise InvalidInput(f"Unknown department id(s): {', '.join(map(str, unknown))}", code="unknown_department",
-                           field=field, unknown=unknown)
+        raise InvalidInput(
+            f"Unknown department id(s): {', '.join(map(str, unknown))}",
+            code="unknown_department",
+            field=field,
+            unknown=unknown,
+        )
     return found
 
 
@@ -304,8 +351,14 @@ async def create_department(session: AsyncSession, actor: Principal, data: Depar
     except IntegrityError:
         raise Conflict(f"A department named {data.name!r} exists there", code="department_exists")
     dept.path = f"{parent_path}{dept.id}/"
-    record(session, actor, "department.create", "department", dept.id, after={"name": dept.name,
-                                                                              "parent_id": dept.parent_id})
+    record(
+        session,
+        actor,
+        "department.create",
+        "department",
+        dept.id,
+        after={"name": dept.name, "parent_id": dept.parent_id},
+    )
     await session.commit()
     return dept
 
@@ -325,14 +378,15 @@ async def update_department(
         if isinstance(new_parent, int):
             parent = await get_or_404(session, Department, new_parent, "department")
             if parent.path.startswith(dept.path):
-                raise Conflict("A department cannot move under itself or its own sub-department",
-                               code="department_cycle")
+                raise Conflict(
+                    "A department cannot move under itself or its own sub-department", code="department_cycle"
+                )
             new_path_prefix = parent.path
         old_path = dept.path
         new_path = f"{new_path_prefix}{dept.id}/"
         subtree = (await session.scalars(select(Department).where(Department.path.startswith(old_path)))).all()
         for d in subtree:
-            d.path = new_path + d.path[len(old_path):]
+            d.path = new_path + d.path[len(old_path) :]
         dept.parent_id = new_parent if isinstance(new_parent, int) else None
     if data.name is not None:  # after the move's queries: their autoflush would check the new name at the old place
         dept.name = data.name
@@ -340,8 +394,14 @@ async def update_department(
         await session.flush()
     except IntegrityError:
         raise Conflict("A department with that name exists there", code="department_exists")
-    record(session, actor, "department.update", "department", dept.id,
-           **changes(before, {"name": dept.name, "parent_id": dept.parent_id}))
+    record(
+        session,
+        actor,
+        "department.update",
+        "department",
+        dept.id,
+        **changes(before, {"name": dept.name, "parent_id": dept.parent_id}),
+    )
     await session.commit()
     return dept
 
@@ -351,8 +411,9 @@ async def delete_department(session: AsyncSession, actor: Principal, dept_id: in
     children = await session.scalar(select(func.count()).where(Department.parent_id == dept_id))
     members = await session.scalar(select(func.count()).select_from(User).where(User.department_id == dept_id))
     if children or members:
-        raise Conflict("Only an empty department can be deleted", code="department_not_empty",
-                       children=children, members=members)
+        raise Conflict(
+            "Only an empty department can be deleted", code="department_not_empty", children=children, members=members
+        )
     record(session, actor, "department.delete", "department", dept.id, before={"name": dept.name})
     await session.delete(dept)
     await session.commit()
@@ -362,8 +423,13 @@ async def delete_department(session: AsyncSession, actor: Principal, dept_id: in
 
 
 def _user_summary(user: User) -> dict[str, Any]:
-    return {"display_name": user.display_name, "email": user.email, "department_id": user.department_id,
-            "is_active": user.is_active, "roles": sorted(r.name for r in user.roles)}
+    return {
+        "display_name": user.display_name,
+        "email": user.email,
+        "department_id": user.department_id,
+        "is_active": user.is_active,
+        "roles": sorted(r.name for r in user.roles),
+    }
 
 
 async def _roles(session: AsyncSession, actor: Principal | None, ids: list[int]) -> list[Role]:
@@ -376,7 +442,11 @@ async def _roles(session: AsyncSession, actor: Principal | None, ids: list[int])
 
 
 async def list_users(
-    session: AsyncSession, page: PageParams, q: str | None, active: bool | None, role_id: int | None,
+    session: AsyncSession,
+    page: PageParams,
+    q: str | None,
+    active: bool | None,
+    role_id: int | None,
     department_id: int | None,
 ) -> tuple[list[User], str | None]:
     stmt = select(User)
@@ -395,9 +465,15 @@ async def list_users(
 async def create_user(session: AsyncSession, actor: Principal | None, data: UserCreate) -> User:
     if data.department_id is not None:
         await get_or_404(session, Department, data.department_id, "department")
-    user = User(username=data.username, display_name=data.display_name, email=data.email,
-                password_hash=hash_secret(data.password), department_id=data.department_id,
-                is_active=data.is_active, roles=await _roles(session, actor, data.role_ids))
+    user = User(
+        username=data.username,
+        display_name=data.display_name,
+        email=data.email,
+        password_hash=hash_secret(data.password),
+        department_id=data.department_id,
+        is_active=data.is_active,
+        roles=await _roles(session, actor, data.role_ids),
+    )
     session.add(user)
     try:
         await session.flush()
@@ -414,10 +490,12 @@ async def update_user(session: AsyncSession, actor: Principal, user_id: int, dat
     before = _user_summary(user)
     fields = data.model_fields_set
     own_access = ("department_id" in fields and data.department_id != user.department_id) or (
-        data.role_ids is not None and set(data.role_ids) != {r.id for r in user.roles})
+        data.role_ids is not None and set(data.role_ids) != {r.id for r in user.roles}
+    )
     if own_access and actor.kind == "user" and actor.id == user.id:
-        raise Forbidden("Another administrator must change your own roles or department",
-                        code="cannot_change_own_access")
+        raise Forbidden(
+            "Another administrator must change your own roles or department", code="cannot_change_own_access"
+        )
     if "display_name" in fields and data.display_name is not None:
         user.display_name = data.display_name
     if "email" in fields:
@@ -442,8 +520,16 @@ async def update_user(session: AsyncSession, actor: Principal, user_id: int, dat
     await session.flush()
     await session.refresh(user, ["department"])
     after = _user_summary(user)
-    record(session, actor, "user.update", "user", user.id, **changes(before, after),
-           password_changed=data.password is not None, tokens_revoked=revoke)
+    record(
+        session,
+        actor,
+        "user.update",
+        "user",
+        user.id,
+        **changes(before, after),
+        password_changed=data.password is not None,
+        tokens_revoked=revoke,
+    )
     await session.commit()
     return user
 
@@ -458,15 +544,26 @@ async def list_clients(session: AsyncSession) -> list[ApiClient]:
 async def create_client(session: AsyncSession, actor: Principal, data: ClientCreate) -> tuple[ApiClient, str]:
     secret = new_secret()
     ensure_grantable(actor, data.scopes)
-    client = ApiClient(client_id=data.client_id, name=data.name, secret_hash=hash_secret(secret),
-                       scopes=_check_scopes(data.scopes), channel=data.channel)
+    client = ApiClient(
+        client_id=data.client_id,
+        name=data.name,
+        secret_hash=hash_secret(secret),
+        scopes=_check_scopes(data.scopes),
+        channel=data.channel,
+    )
     session.add(client)
     try:
         await session.flush()
     except IntegrityError:
         raise Conflict(f"The client id {data.client_id!r} is taken", code="client_exists")
-    record(session, actor, "client.create", "client", client.id,
-           after={"client_id": client.client_id, "scopes": client.scopes, "channel": client.channel})
+    record(
+        session,
+        actor,
+        "client.create",
+        "client",
+        client.id,
+        after={"client_id": client.client_id, "scopes": client.scopes, "channel": client.channel},
+    )
     await session.commit()
     return client, secret
 
@@ -480,8 +577,12 @@ def _check_scopes(scopes: list[str]) -> list[str]:
 
 async def update_client(session: AsyncSession, actor: Principal, id_: int, data: ClientUpdate) -> ApiClient:
     client = await get_or_404(session, ApiClient, id_, "client")
-    before = {"name": client.name, "scopes": list(client.scopes), "channel": client.channel,
-              "is_active": client.is_active}
+    before = {
+        "name": client.name,
+        "scopes": list(client.scopes),
+        "channel": client.channel,
+        "is_active": client.is_active,
+    }
     if data.name is not None:
         client.name = data.name
     if data.scopes is not None:
@@ -493,9 +594,22 @@ async def update_client(session: AsyncSession, actor: Principal, id_: int, data:
         client.is_active = data.is_active
         if not data.is_active:
             client.token_version += 1
-    record(session, actor, "client.update", "client", client.id,
-           **changes(before, {"name": client.name, "scopes": list(client.scopes), "channel": client.channel,
-                              "is_active": client.is_active}))
+    record(
+        session,
+        actor,
+        "client.update",
+        "client",
+        client.id,
+        **changes(
+            before,
+            {
+                "name": client.name,
+                "scopes": list(client.scopes),
+                "channel": client.channel,
+                "is_active": client.is_active,
+            },
+        ),
+    )
     await session.commit()
     return client
 
@@ -530,8 +644,9 @@ async def ensure_admin(session: AsyncSession, username: str, password: str) -> t
     user = await session.scalar(select(User).where(User.username == username))
     created = False
     if user is None:
-        user = User(username=username, display_name="系统管理员", password_hash=hash_secret(password),
-                    roles=[roles["admin"]])
+        user = User(
+            username=username, display_name="系统管理员", password_hash=hash_secret(password), roles=[roles["admin"]]
+        )
         session.add(user)
         await session.flush()
         record(session, None, "user.bootstrap_admin", "user", user.id, after={"username": username})
@@ -541,7 +656,8 @@ async def ensure_admin(session: AsyncSession, username: str, password: str) -> t
 
 
 async def purge_used_refresh_tokens(  # runs inside a job's transaction
-    session: AsyncSession, older_than: timedelta = timedelta(days=1)) -> int:
+    session: AsyncSession, older_than: timedelta = timedelta(days=1)
+) -> int:
     from sqlalchemy import delete
 
     cutoff = utcnow() - older_than

@@ -44,22 +44,28 @@ class ZipFiles:
         if name not in self._hashes:
             path = await asyncio.to_thread(self.reader.attachment, name)
             if path is None:
-                raise RowError(f"the manifest names {name!r}, which is not in the ZIP", "attachment_missing",
-                               "attachments")
+                raise RowError(
+                    f"the manifest names {name!r}, which is not in the ZIP", "attachment_missing", "attachments"
+                )
             self._hashes[name] = (path, await asyncio.to_thread(file_sha256, path))
         return self._hashes[name]
 
     async def hashes(self, names: list[str]) -> list[str]:
         if len(names) > MAX_ATTACHMENTS_PER_VERSION:
-            raise RowError(f"a version carries at most {MAX_ATTACHMENTS_PER_VERSION} attachments",
-                           "too_many_attachments", "attachments")
+            raise RowError(
+                f"a version carries at most {MAX_ATTACHMENTS_PER_VERSION} attachments",
+                "too_many_attachments",
+                "attachments",
+            )
         return [f"{name}:{(await self._file(name))[1]}" for name in names]
 
     async def attach(self, session: Any, actor: Principal, item: Item, names: list[str]) -> list[Attachment]:
         """The version's attachment set: these files, stored (not in a dry run) and attached."""
         out: list[Attachment] = []
-        existing = {(a.sha256, a.file_name): a for a in (await session.scalars(
-            select(Attachment).where(Attachment.item_id == item.id))).all()}
+        existing = {
+            (a.sha256, a.file_name): a
+            for a in (await session.scalars(select(Attachment).where(Attachment.item_id == item.id))).all()
+        }
         for name in dict.fromkeys(names):
             path, sha = await self._file(name)
             file_name = safe_filename(Path(name).name)
@@ -75,14 +81,21 @@ class ZipFiles:
                 try:
                     await self.blobs.write_stream(_chunks(path), self.settings.max_upload_file_bytes)
                 except BlobTooLarge:
-                    raise RowError(f"the file {name!r} is larger than the upload limit", "file_too_large",
-                                   "attachments")
+                    raise RowError(
+                        f"the file {name!r} is larger than the upload limit", "file_too_large", "attachments"
+                    )
             stored = StoredFile(sha, size, True, 0, file_name, None, detected.mime, detected.extension)
             if await _insert_blob(session, stored):
                 enqueue(session, EXTRACT_JOB, {"sha256": sha}, created_by=actor.actor)
             att = existing.get((sha, file_name)) or Attachment(
-                item_id=item.id, sha256=sha, file_name=file_name, mime=detected.mime, size=size,
-                uploaded_by=actor.id if actor.kind == "user" else None, created_at=utcnow())
+                item_id=item.id,
+                sha256=sha,
+                file_name=file_name,
+                mime=detected.mime,
+                size=size,
+                uploaded_by=actor.id if actor.kind == "user" else None,
+                created_at=utcnow(),
+            )
             session.add(att)
             out.append(att)
         return out

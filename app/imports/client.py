@@ -29,11 +29,21 @@ CHUNK = 1024 * 1024
 FINAL = ("done", "failed", "needs_confirmation")
 SHOWN_ERRORS = 20
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CONFIRM = 0, 1, 2, 3
-CONTENT_TYPES = {".ndjson": "application/x-ndjson", ".jsonl": "application/x-ndjson", ".json": "application/json",
-                 ".csv": "text/csv", ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                 ".zip": "application/zip"}
-FORMAT_TYPES = {"ndjson": "application/x-ndjson", "json": "application/json", "csv": "text/csv",
-                "xlsx": CONTENT_TYPES[".xlsx"], "zip": "application/zip"}
+CONTENT_TYPES = {
+    ".ndjson": "application/x-ndjson",
+    ".jsonl": "application/x-ndjson",
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".zip": "application/zip",
+}
+FORMAT_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "json": "application/json",
+    "csv": "text/csv",
+    "xlsx": CONTENT_TYPES[".xlsx"],
+    "zip": "application/zip",
+}
 
 
 class ClientError(Exception):
@@ -51,8 +61,9 @@ def _problem(r: httpx.Response) -> ClientError:
         body = {}
     code = body.get("code") if isinstance(body, dict) else None
     detail = (body.get("detail") or body.get("title")) if isinstance(body, dict) else None
-    return ClientError(f"{r.status_code} {code or ''}: {detail or r.text[:300]}".replace(" :", ":"), r.status_code,
-                       code)
+    return ClientError(
+        f"{r.status_code} {code or ''}: {detail or r.text[:300]}".replace(" :", ":"), r.status_code, code
+    )
 
 
 @dataclass
@@ -66,8 +77,9 @@ class Credentials:
         cid = client_id or os.environ.get("KB_CLIENT_ID")
         secret = client_secret or os.environ.get("KB_CLIENT_SECRET")
         if not cid or not secret:
-            raise ClientError("client credentials are needed: --client-id/--client-secret or KB_CLIENT_ID/"
-                              "KB_CLIENT_SECRET")
+            raise ClientError(
+                "client credentials are needed: --client-id/--client-secret or KB_CLIENT_ID/KB_CLIENT_SECRET"
+            )
         return cls((url or os.environ.get("KB_URL") or DEFAULT_URL).rstrip("/"), cid, secret)
 
 
@@ -85,9 +97,14 @@ class KbClient:
 
     def _sign_in(self) -> str:
         try:
-            r = self.http.post("/api/v1/auth/token", data={"grant_type": "client_credentials",
-                                                            "client_id": self.creds.client_id,
-                                                            "client_secret": self.creds.client_secret})
+            r = self.http.post(
+                "/api/v1/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.creds.client_id,
+                    "client_secret": self.creds.client_secret,
+                },
+            )
         except httpx.TransportError as e:
             raise ClientError(f"cannot reach {self.creds.url}: {e}") from e
         if r.status_code != 200:
@@ -147,38 +164,67 @@ class Ui:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), disable=self.quiet)
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=self.quiet,
+        )
 
     def line(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
 
-def import_file(creds: Credentials, path: Path, *, source: str, mode: str = "incremental", dry_run: bool = False,
-                confirm_mass_archive: bool = False, watermark: str | None = None, fmt: str | None = None,
-                encoding: str | None = None, key: str | None = None, poll: float = 0.5,
-                ui: Ui | None = None) -> int:
+def import_file(
+    creds: Credentials,
+    path: Path,
+    *,
+    source: str,
+    mode: str = "incremental",
+    dry_run: bool = False,
+    confirm_mass_archive: bool = False,
+    watermark: str | None = None,
+    fmt: str | None = None,
+    encoding: str | None = None,
+    key: str | None = None,
+    poll: float = 0.5,
+    ui: Ui | None = None,
+) -> int:
     ui = ui or Ui()
     if not path.is_file():
         ui.line(f"kb import: no file {path}")
         return EXIT_REFUSED
-    params: dict[str, Any] = {"source": source, "mode": mode, "dry_run": str(dry_run).lower(),
-                              "confirm_mass_archive": str(confirm_mass_archive).lower(), "file_name": path.name}
+    params: dict[str, Any] = {
+        "source": source,
+        "mode": mode,
+        "dry_run": str(dry_run).lower(),
+        "confirm_mass_archive": str(confirm_mass_archive).lower(),
+        "file_name": path.name,
+    }
     for name, value in (("watermark", watermark), ("format", fmt), ("encoding", encoding)):
         if value is not None:
             params[name] = value
     size = path.stat().st_size
     sha = file_sha256(path)
-    headers = {"Content-Type": FORMAT_TYPES.get(fmt or "") or CONTENT_TYPES.get(path.suffix.lower(),
-                                                                               "application/octet-stream"),
-               "Content-Length": str(size),
-               "Idempotency-Key": key or idempotency_key(sha, {k: v for k, v in params.items() if k != "file_name"})}
+    headers = {
+        "Content-Type": FORMAT_TYPES.get(fmt or "")
+        or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        "Content-Length": str(size),
+        "Idempotency-Key": key or idempotency_key(sha, {k: v for k, v in params.items() if k != "file_name"}),
+    }
     try:
         with KbClient(creds) as kb, ui.progress() as bar:
             kb._token or kb._sign_in()  # before the upload: a refused secret must not cost a whole upload
             task = bar.add_task(f"upload {path.name}", total=size)
-            r = kb.request("POST", "/api/v1/imports", params=params, headers=headers,
-                           content=_chunks(path, lambda n: bar.advance(task, n)))
+            r = kb.request(
+                "POST",
+                "/api/v1/imports",
+                params=params,
+                headers=headers,
+                content=_chunks(path, lambda n: bar.advance(task, n)),
+            )
             if r.status_code != 202:
                 raise _problem(r)
             job = r.json()
@@ -186,13 +232,21 @@ def import_file(creds: Credentials, path: Path, *, source: str, mode: str = "inc
             rows = bar.add_task(f"import #{job['id']}", total=None)
             while job["state"] not in FINAL:
                 p = job["progress"]
-                bar.update(rows, description=f"import #{job['id']} {p['phase']}", completed=p["rows_done"],
-                           total=p["rows_total"])
+                bar.update(
+                    rows,
+                    description=f"import #{job['id']} {p['phase']}",
+                    completed=p["rows_done"],
+                    total=p["rows_total"],
+                )
                 time.sleep(poll)
                 job = kb.json("GET", f"/api/v1/imports/{job['id']}")
             p = job["progress"]
-            bar.update(rows, description=f"import #{job['id']} {job['state']}", completed=p["rows_done"],
-                       total=p["rows_total"] or p["rows_done"])
+            bar.update(
+                rows,
+                description=f"import #{job['id']} {job['state']}",
+                completed=p["rows_done"],
+                total=p["rows_total"] or p["rows_done"],
+            )
     except ClientError as e:
         ui.line(f"kb import: {e.message}")
         return EXIT_REFUSED
@@ -201,11 +255,15 @@ def import_file(creds: Credentials, path: Path, *, source: str, mode: str = "inc
 
 def report(job: dict[str, Any], replayed: bool, ui: Ui) -> int:
     c = job["counts"]
-    head = f"import #{job['id']} into {job['source']} ({job['mode']}{', dry run' if job['dry_run'] else ''}): " \
-           f"{job['state']}"
+    head = (
+        f"import #{job['id']} into {job['source']} ({job['mode']}{', dry run' if job['dry_run'] else ''}): "
+        f"{job['state']}"
+    )
     ui.line(head + (" (replayed: this file was sent before with the same options)" if replayed else ""))
-    ui.line("  " + ", ".join(f"{k} {c.get(k, 0)}" for k in ("created", "updated", "unchanged", "archived", "deleted",
-                                                             "failed")))
+    ui.line(
+        "  "
+        + ", ".join(f"{k} {c.get(k, 0)}" for k in ("created", "updated", "unchanged", "archived", "deleted", "failed"))
+    )
     for w in job["warnings"]:
         ui.line(f"  warning: {w}")
     if job["errors"]:
@@ -233,8 +291,16 @@ def report(job: dict[str, Any], replayed: bool, ui: Ui) -> int:
 # ---------------------------------------------------------------- export
 
 
-def export_file(creds: Credentials, out: Path, *, source: str, fmt: str = "ndjson", include_archived: bool = False,
-                poll: float = 0.5, ui: Ui | None = None) -> int:
+def export_file(
+    creds: Credentials,
+    out: Path,
+    *,
+    source: str,
+    fmt: str = "ndjson",
+    include_archived: bool = False,
+    poll: float = 0.5,
+    ui: Ui | None = None,
+) -> int:
     """The export into `out` (written to `out`.part, renamed when whole), inline or through a job."""
     ui = ui or Ui()
     part = out.with_name(out.name + ".part")

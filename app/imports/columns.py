@@ -42,8 +42,22 @@ ATTR_PREFIX = "attr."
 LIST_COLUMNS = ("similar_questions", "channels", "categories", "tags", "attachments")
 TEXT_COLUMNS = ("title", "question", "body", "body_format", "item_type", "visibility", "owner")
 DATE_COLUMNS = ("valid_from", "valid_to", "review_due")
-BASE_COLUMNS = ("external_id", "action", *TEXT_COLUMNS[:4], "similar_questions", "channels", "categories", "tags",
-                "item_type", "visibility", "valid_from", "valid_to", "review_due", "owner", "attachments")
+BASE_COLUMNS = (
+    "external_id",
+    "action",
+    *TEXT_COLUMNS[:4],
+    "similar_questions",
+    "channels",
+    "categories",
+    "tags",
+    "item_type",
+    "visibility",
+    "valid_from",
+    "valid_to",
+    "review_due",
+    "owner",
+    "attachments",
+)
 ANSWER_COLUMNS = tuple(f"{ANSWER_PREFIX}{c}" for c in CHANNELS)
 REQUIRED_COLUMNS = ("external_id",)
 ACTIONS = ("upsert", "delete")
@@ -60,8 +74,9 @@ def split_text(text: str) -> list[str]:
             parsed = json.loads(stripped)
         except ValueError:
             parsed = None
-        if isinstance(parsed, list) and all(isinstance(v, str | int | float) and not isinstance(v, bool)
-                                            for v in parsed):
+        if isinstance(parsed, list) and all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in parsed
+        ):
             return [str(v).strip() for v in parsed if str(v).strip()]
     return [v.strip() for v in _SPLIT.split(text) if v.strip()]
 
@@ -73,6 +88,8 @@ def join_cell(values: list[Any]) -> str:
     if any(_SPLIT.search(t) for t in texts) or joined.lstrip().startswith("["):
         return json.dumps(texts, ensure_ascii=False)
     return joined
+
+
 # Excel counts days from 1899-12-30 (its 1900 leap-year bug folded in).
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 
@@ -169,8 +186,9 @@ def _parse_moment(value: Any, name: str, tz: ZoneInfo) -> datetime | None:
         try:
             moment = excel_serial(float(value))
         except ValueError:
-            raise RowError(f"{name}: {value} is not a date (Excel serial numbers run from 1 to 2958465)",
-                           "invalid_date", name)
+            raise RowError(
+                f"{name}: {value} is not a date (Excel serial numbers run from 1 to 2958465)", "invalid_date", name
+            )
     elif isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -271,8 +289,9 @@ def parse_row(number: int, values: dict[str, Any], tz: ZoneInfo) -> RowData:
     if out.get("valid_from") and out.get("valid_to") and out["valid_to"] <= out["valid_from"]:
         raise RowError("valid_to must be after valid_from", "invalid_validity", "valid_to")
     row.fields = out
-    if "\x00" in external_id or any("\x00" in v if isinstance(v, str) else
-                                     isinstance(v, list) and any("\x00" in x for x in v) for v in out.values()):
+    if "\x00" in external_id or any(
+        "\x00" in v if isinstance(v, str) else isinstance(v, list) and any("\x00" in x for x in v) for v in out.values()
+    ):
         raise RowError("the row holds NUL characters (\\u0000), which no field may contain", "nul_character")
     row.canonical = _canonical(out)
     return row
@@ -280,5 +299,8 @@ def parse_row(number: int, values: dict[str, Any], tz: ZoneInfo) -> RowData:
 
 def export_columns(attribute_codes: list[str]) -> list[str]:
     """The columns an export writes, in a stable order (the import reads them back)."""
-    return [*[c for c in BASE_COLUMNS if c not in ("action", "attachments")], *ANSWER_COLUMNS,
-            *(f"{ATTR_PREFIX}{c}" for c in sorted(attribute_codes))]
+    return [
+        *[c for c in BASE_COLUMNS if c not in ("action", "attachments")],
+        *ANSWER_COLUMNS,
+        *(f"{ATTR_PREFIX}{c}" for c in sorted(attribute_codes)),
+    ]

@@ -77,8 +77,9 @@ INDEX_JOB = "search.index_item"
 def import_actor(job: ImportJob) -> Principal:
     """Who the worker acts for: the caller who uploaded the file (audit, authorship)."""
     kind, _, raw_id = job.created_by.partition(":")
-    return Principal(kind=kind or "system", id=int(raw_id) if raw_id.isdigit() else 0, name=job.created_by,
-                     permissions=frozenset())
+    return Principal(
+        kind=kind or "system", id=int(raw_id) if raw_id.isdigit() else 0, name=job.created_by, permissions=frozenset()
+    )
 
 
 class JobFailed(Exception):
@@ -127,28 +128,45 @@ class Lookups:
             return found
         names = [p.strip() for p in token.strip("/").split("/") if p.strip()]
         if not names or self.taxonomy_id is None:
-            raise RowError(f"category path {token!r} cannot be resolved: the source has no taxonomy",
-                           "unknown_category", "categories")
+            raise RowError(
+                f"category path {token!r} cannot be resolved: the source has no taxonomy",
+                "unknown_category",
+                "categories",
+            )
         if len(names) > taxonomy.MAX_DEPTH:
-            raise RowError(f"category path {token!r} is deeper than {taxonomy.MAX_DEPTH} levels", "too_deep",
-                           "categories")
+            raise RowError(
+                f"category path {token!r} is deeper than {taxonomy.MAX_DEPTH} levels", "too_deep", "categories"
+            )
         parent: TaxonomyNode | None = None
         for depth, name in enumerate(names, start=1):
             key = "/".join(names[:depth])
             under = TaxonomyNode.parent_id == parent.id if parent else TaxonomyNode.parent_id.is_(None)
-            node = await session.scalar(select(TaxonomyNode).where(
-                TaxonomyNode.taxonomy_id == self.taxonomy_id, TaxonomyNode.name == name, under))
+            node = await session.scalar(
+                select(TaxonomyNode).where(
+                    TaxonomyNode.taxonomy_id == self.taxonomy_id, TaxonomyNode.name == name, under
+                )
+            )
             if node is None:
                 if not self.source.create_categories:
-                    raise RowError(f"category {key!r} does not exist (the source's policy does not create "
-                                   "categories)", "unknown_category", "categories")
+                    raise RowError(
+                        f"category {key!r} does not exist (the source's policy does not create categories)",
+                        "unknown_category",
+                        "categories",
+                    )
                 if len(name) > 100:
-                    raise RowError(f"category name {name[:20]}… has more than 100 characters", "too_long",
-                                   "categories")
-                position = await session.scalar(select(func.count()).select_from(TaxonomyNode).where(
-                    TaxonomyNode.taxonomy_id == self.taxonomy_id, under))
-                node = TaxonomyNode(taxonomy_id=self.taxonomy_id, parent_id=parent.id if parent else None,
-                                    name=name, position=position or 0, path="/")
+                    raise RowError(f"category name {name[:20]}… has more than 100 characters", "too_long", "categories")
+                position = await session.scalar(
+                    select(func.count())
+                    .select_from(TaxonomyNode)
+                    .where(TaxonomyNode.taxonomy_id == self.taxonomy_id, under)
+                )
+                node = TaxonomyNode(
+                    taxonomy_id=self.taxonomy_id,
+                    parent_id=parent.id if parent else None,
+                    name=name,
+                    position=position or 0,
+                    path="/",
+                )
                 session.add(node)
                 await session.flush()
                 node.path = f"{parent.path if parent else '/'}{node.id}/"
@@ -227,23 +245,24 @@ class BatchResult:
 
     def fail(self, row: int, external_id: str | None, code: str, message: str, field_: str | None) -> None:
         self.counts["failed"] += 1
-        self.errors.append({"row": row, "external_id": external_id, "code": code, "message": message[:2000],
-                            "field": field_})
+        self.errors.append(
+            {"row": row, "external_id": external_id, "code": code, "message": message[:2000], "field": field_}
+        )
 
 
 def _content(row: RowData) -> ContentFields:
     """The content columns as the editors' API takes them: the same sanitizing and normalizing."""
     f = row.fields
-    data: dict[str, Any] = {k: f[k] for k in ("title", "question", "similar_questions", "body", "body_format",
-                                             "channels") if k in f}
+    data: dict[str, Any] = {
+        k: f[k] for k in ("title", "question", "similar_questions", "body", "body_format", "channels") if k in f
+    }
     if "title" in data and not data["title"]:
         raise RowError("title is empty", "field_required", "title")
     if data.get("channels") == []:
-        raise RowError("channels is empty: name at least one of " + ", ".join(CHANNELS), "field_required",
-                       "channels")
+        raise RowError("channels is empty: name at least one of " + ", ".join(CHANNELS), "field_required", "channels")
     if "body_format" in data and not data["body_format"]:
         del data["body_format"]
-    answers = {k[len(ANSWER_PREFIX):]: v for k, v in f.items() if k.startswith(ANSWER_PREFIX)}
+    answers = {k[len(ANSWER_PREFIX) :]: v for k, v in f.items() if k.startswith(ANSWER_PREFIX)}
     if answers:
         data["channel_answers"] = answers
     try:
@@ -306,14 +325,21 @@ ROW_DB_ERRORS = (IntegrityError, DataError, StaleDataError)
 class Applier:
     """Applies rows of one job."""
 
-    def __init__(self, job: ImportJob, source: SyncSource, actor: Principal, tz: ZoneInfo,
-                 attachments: zip_attachments.ZipFiles | None) -> None:
+    def __init__(
+        self,
+        job: ImportJob,
+        source: SyncSource,
+        actor: Principal,
+        tz: ZoneInfo,
+        attachments: zip_attachments.ZipFiles | None,
+    ) -> None:
         self.job, self.source, self.actor, self.tz = job, source, actor, tz
         self.attachments = attachments
         self.lookups: Lookups | None = None
 
-    async def batch(self, session: AsyncSession, rows: list[Row], result: BatchResult, *,
-                    isolate: bool = False) -> set[int]:
+    async def batch(
+        self, session: AsyncSession, rows: list[Row], result: BatchResult, *, isolate: bool = False
+    ) -> set[int]:
         """Apply `rows` in the caller's transaction; returns the ids of the items written. With
         `isolate`, each row in its own savepoint (slow; after a batch failed on a database error)."""
         if self.lookups is None:
@@ -332,8 +358,15 @@ class Applier:
         if not parsed:
             return set()
         ids = [p.external_id for p in parsed]
-        first_rows = dict((await session.execute(select(ImportKey.external_id, ImportKey.row).where(
-            ImportKey.import_id == self.job.id, ImportKey.external_id.in_(ids)))).all())
+        first_rows = dict(
+            (
+                await session.execute(
+                    select(ImportKey.external_id, ImportKey.row).where(
+                        ImportKey.import_id == self.job.id, ImportKey.external_id.in_(ids)
+                    )
+                )
+            ).all()
+        )
         parsed = [p for p in parsed if first_rows.get(p.external_id, p.number) == p.number]  # repeats: reported
         digests: dict[str, str] = {}
         hashed = []
@@ -347,33 +380,53 @@ class Applier:
             hashed.append(row)
         parsed = hashed
         # The cheap question first (a nightly re-import is mostly unchanged rows): which rows changed?
-        current = (await session.execute(
-            select(Item.external_id, Item.status, SyncRecord.content_hash)
-            .outerjoin(SyncRecord, SyncRecord.item_id == Item.id)
-            .where(Item.source == self.source.name, Item.external_id.in_(ids)))).all()
-        same = {ext for ext, item_status, digest in current if digest is not None and item_status != "archived"
-                and digest == digests.get(ext)}
+        current = (
+            await session.execute(
+                select(Item.external_id, Item.status, SyncRecord.content_hash)
+                .outerjoin(SyncRecord, SyncRecord.item_id == Item.id)
+                .where(Item.source == self.source.name, Item.external_id.in_(ids))
+            )
+        ).all()
+        same = {
+            ext
+            for ext, item_status, digest in current
+            if digest is not None and item_status != "archived" and digest == digests.get(ext)
+        }
         deleting = {p.external_id for p in parsed if p.action == "delete"}
         for row in parsed:
             if row.external_id in same and row.action != "delete":
                 result.counts["unchanged"] += 1
         parsed = [p for p in parsed if p.external_id not in same or p.action == "delete"]
         wanted = [ext for ext, _, _ in current if ext not in same or ext in deleting]
-        known = {
-            i.external_id: (i, rec)
-            for i, rec in (await session.execute(
-                select(Item, SyncRecord).outerjoin(SyncRecord, SyncRecord.item_id == Item.id)
-                .where(Item.source == self.source.name, Item.external_id.in_(wanted)))).all()
-        } if wanted else {}
+        known = (
+            {
+                i.external_id: (i, rec)
+                for i, rec in (
+                    await session.execute(
+                        select(Item, SyncRecord)
+                        .outerjoin(SyncRecord, SyncRecord.item_id == Item.id)
+                        .where(Item.source == self.source.name, Item.external_id.in_(wanted))
+                    )
+                ).all()
+            }
+            if wanted
+            else {}
+        )
         # Latest versions of the items that change, with their categories, tags and attachments: a few
         # queries for the batch instead of four per row.
         changing = [i.id for ext, (i, rec) in known.items() if ext not in deleting]
         latest: dict[int, ItemVersion] = {}
         if changing:
-            latest = {v.item_id: v for v in (await session.scalars(
-                select(ItemVersion).join(Item, and_(Item.id == ItemVersion.item_id,
-                                                    ItemVersion.number == Item.latest_version_no))
-                .where(Item.id.in_(changing)))).all()}
+            latest = {
+                v.item_id: v
+                for v in (
+                    await session.scalars(
+                        select(ItemVersion)
+                        .join(Item, and_(Item.id == ItemVersion.item_id, ItemVersion.number == Item.latest_version_no))
+                        .where(Item.id.in_(changing))
+                    )
+                ).all()
+            }
         written: set[int] = set()
         plans: list[Plan] = []
         for row in parsed:
@@ -415,27 +468,45 @@ class Applier:
         if written:
             await acl.refresh_readers(session, written)
             await reconcile(session, written)
-            await enqueue_many(session, INDEX_JOB, [{"item_id": i} for i in sorted(written)],
-                               created_by=self.actor.actor)
+            await enqueue_many(
+                session, INDEX_JOB, [{"item_id": i} for i in sorted(written)], created_by=self.actor.actor
+            )
         return written
 
-    async def _row(self, session: AsyncSession, row: RowData, digest: str, item: Item | None,
-                   rec: SyncRecord | None, latest: dict[int, ItemVersion]) -> str | Plan:
+    async def _row(
+        self,
+        session: AsyncSession,
+        row: RowData,
+        digest: str,
+        item: Item | None,
+        rec: SyncRecord | None,
+        latest: dict[int, ItemVersion],
+    ) -> str | Plan:
         if row.action == "delete":
             if item is None or item.status == "archived":
                 return "unchanged"
             await archive_item(session, self.actor, item, self.job, "deleted by the source")
             return "deleted"
         if "attachments" in row.fields and self.attachments is None:
-            raise RowError("attachments are only for ZIP imports (a manifest plus the files)", "attachments_need_zip",
-                           "attachments")
+            raise RowError(
+                "attachments are only for ZIP imports (a manifest plus the files)",
+                "attachments_need_zip",
+                "attachments",
+            )
         if item is not None and rec is not None and rec.content_hash == digest and item.status != "archived":
             return "unchanged"
         plan = await self._prepare(session, row, digest, item, rec, latest.get(item.id) if item else None)
         return "unchanged" if plan is None else plan
 
-    async def _prepare(self, session: AsyncSession, row: RowData, digest: str, item: Item | None,
-                       rec: SyncRecord | None, base: ItemVersion | None) -> Plan | None:
+    async def _prepare(
+        self,
+        session: AsyncSession,
+        row: RowData,
+        digest: str,
+        item: Item | None,
+        rec: SyncRecord | None,
+        base: ItemVersion | None,
+    ) -> Plan | None:
         """Everything that can fail a row, checked before anything is written."""
         assert self.lookups is not None
         f = row.fields
@@ -444,9 +515,11 @@ class Applier:
             assert base is not None
             if base.state in OPEN_STATES:
                 if rec is None or rec.version_no != base.number:
-                    raise RowError(f"version {base.number} of this item is {base.state}, opened by an editor; the "
-                                   "sync does not overwrite it (publish or discard it, then send the row again)",
-                                   "draft_open")
+                    raise RowError(
+                        f"version {base.number} of this item is {base.state}, opened by an editor; the "
+                        "sync does not overwrite it (publish or discard it, then send the row again)",
+                        "draft_open",
+                    )
                 target = base  # the source's own proposal, still in review: replaced
         elif not f.get("title"):
             raise RowError("title is required for a new item", "field_required", "title")
@@ -469,20 +542,26 @@ class Applier:
         if "owner" in f:
             fields["owner_id"] = await self.lookups.user_id(session, f["owner"]) if f["owner"] else None
         scratch: Any = SimpleNamespace(item_type=item_type)  # apply_content reads only the type
-        content: Any = knowledge.copy_version(
-            base, (base.number if target is None else base.number - 1) + 1, self.actor) if base is not None \
+        content: Any = (
+            knowledge.copy_version(base, (base.number if target is None else base.number - 1) + 1, self.actor)
+            if base is not None
             else Content(channels=list(self.source.channels or CHANNELS), author_id=knowledge.user_id(self.actor))
+        )
         await knowledge.apply_content(session, self.actor, scratch, content, _content(row))
         # An empty cell of an attribute the item's type does not have is no value, not an unknown
         # attribute: a sheet of several item types has the columns of all of them.
         codes = {d.code for d in defs}
-        attrs = {k[len(ATTR_PREFIX):]: v for k, v in f.items() if k.startswith(ATTR_PREFIX)
-                 and (k[len(ATTR_PREFIX):] in codes or v not in (None, "", []))}
+        attrs = {
+            k[len(ATTR_PREFIX) :]: v
+            for k, v in f.items()
+            if k.startswith(ATTR_PREFIX) and (k[len(ATTR_PREFIX) :] in codes or v not in (None, "", []))
+        }
         multi = {d.code for d in defs if d.type == "multi_enum"}
         attrs = {k: split_cell(v) if k in multi else v for k, v in attrs.items()}
         try:
             content.attributes = taxonomy.validate_attribute_values(
-                defs, {**dict(content.attributes or {}), **attrs}, for_publish=True)
+                defs, {**dict(content.attributes or {}), **attrs}, for_publish=True
+            )
         except AppError as e:
             errors = e.extra.get("errors") or [{}]
             name = str(errors[0].get("field") or "").replace("attributes.", ATTR_PREFIX) or None
@@ -517,48 +596,109 @@ class Applier:
         now, publish = utcnow(), self.source.publish_mode == "publish"
         author = knowledge.user_id(self.actor)
         items_t, versions_t = Item.__table__, ItemVersion.__table__
-        item_rows = [{
-            "item_type": p.item_fields["item_type"], "owner_id": p.item_fields.get("owner_id"),
-            "status": "published" if publish else "draft", "visibility": p.item_fields["visibility"],
-            "valid_from": p.item_fields.get("valid_from"), "valid_to": p.item_fields.get("valid_to"),
-            "review_due": p.item_fields.get("review_due"), "source": self.source.name,
-            "external_id": p.row.external_id, "latest_version_no": 1, "row_version": 1, "created_by": author,
-            "created_at": now, "updated_at": now} for p in plans]
-        ids = dict((await session.execute(insert(items_t).returning(items_t.c.external_id, items_t.c.id),
-                                           item_rows)).all())
+        item_rows = [
+            {
+                "item_type": p.item_fields["item_type"],
+                "owner_id": p.item_fields.get("owner_id"),
+                "status": "published" if publish else "draft",
+                "visibility": p.item_fields["visibility"],
+                "valid_from": p.item_fields.get("valid_from"),
+                "valid_to": p.item_fields.get("valid_to"),
+                "review_due": p.item_fields.get("review_due"),
+                "source": self.source.name,
+                "external_id": p.row.external_id,
+                "latest_version_no": 1,
+                "row_version": 1,
+                "created_by": author,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for p in plans
+        ]
+        ids = dict(
+            (await session.execute(insert(items_t).returning(items_t.c.external_id, items_t.c.id), item_rows)).all()
+        )
         note = f"导入 import #{self.job.id} ({self.source.name})"
         version_rows = []
         for p in plans:
             c = p.content
-            version_rows.append({
-                "item_id": ids[p.row.external_id], "number": 1, "state": "published" if publish else "in_review",
-                "title": c.title, "question": c.question, "similar_questions": list(c.similar_questions),
-                "body": c.body, "body_format": c.body_format, "channel_answers": dict(c.channel_answers),
-                "channels": list(c.channels), "attributes": dict(c.attributes), "change_note": note,
-                "author_id": author, "created_at": now, "updated_at": now, "submitted_at": None if publish else now,
-                "published_at": now if publish else None, "published_by": author if publish else None})
-        version_of = dict((await session.execute(
-            insert(versions_t).returning(versions_t.c.item_id, versions_t.c.id), version_rows)).all())
-        cats = [{"version_id": version_of[ids[p.row.external_id]], "node_id": n.id}
-                for p in plans for n in p.content.categories]
-        tags = [{"version_id": version_of[ids[p.row.external_id]], "tag_id": t.id}
-                for p in plans for t in p.content.tags]
+            version_rows.append(
+                {
+                    "item_id": ids[p.row.external_id],
+                    "number": 1,
+                    "state": "published" if publish else "in_review",
+                    "title": c.title,
+                    "question": c.question,
+                    "similar_questions": list(c.similar_questions),
+                    "body": c.body,
+                    "body_format": c.body_format,
+                    "channel_answers": dict(c.channel_answers),
+                    "channels": list(c.channels),
+                    "attributes": dict(c.attributes),
+                    "change_note": note,
+                    "author_id": author,
+                    "created_at": now,
+                    "updated_at": now,
+                    "submitted_at": None if publish else now,
+                    "published_at": now if publish else None,
+                    "published_by": author if publish else None,
+                }
+            )
+        version_of = dict(
+            (
+                await session.execute(insert(versions_t).returning(versions_t.c.item_id, versions_t.c.id), version_rows)
+            ).all()
+        )
+        cats = [
+            {"version_id": version_of[ids[p.row.external_id]], "node_id": n.id}
+            for p in plans
+            for n in p.content.categories
+        ]
+        tags = [
+            {"version_id": version_of[ids[p.row.external_id]], "tag_id": t.id} for p in plans for t in p.content.tags
+        ]
         if cats:
             await session.execute(insert(version_categories), cats)
         if tags:
             await session.execute(insert(version_tags), tags)
         if publish:
             await session.execute(
-                update(items_t).where(items_t.c.id == bindparam("b_id"))
+                update(items_t)
+                .where(items_t.c.id == bindparam("b_id"))
                 .values(published_version_id=bindparam("b_version")),
-                [{"b_id": item_id, "b_version": version_id} for item_id, version_id in version_of.items()])
-        await session.execute(insert(SyncRecord.__table__), [
-            {"item_id": ids[p.row.external_id], "source": self.source.name, "content_hash": p.digest, "version_no": 1,
-             "updated_at": now} for p in plans])
-        await record_many(session, [entry_values(
-            self.actor, "item.import", "item", ids[p.row.external_id], import_id=self.job.id, source=self.source.name,
-            external_id=p.row.external_id, version=1, outcome="created",
-            state="published" if publish else "in_review") for p in plans])
+                [{"b_id": item_id, "b_version": version_id} for item_id, version_id in version_of.items()],
+            )
+        await session.execute(
+            insert(SyncRecord.__table__),
+            [
+                {
+                    "item_id": ids[p.row.external_id],
+                    "source": self.source.name,
+                    "content_hash": p.digest,
+                    "version_no": 1,
+                    "updated_at": now,
+                }
+                for p in plans
+            ],
+        )
+        await record_many(
+            session,
+            [
+                entry_values(
+                    self.actor,
+                    "item.import",
+                    "item",
+                    ids[p.row.external_id],
+                    import_id=self.job.id,
+                    source=self.source.name,
+                    external_id=p.row.external_id,
+                    version=1,
+                    outcome="created",
+                    state="published" if publish else "in_review",
+                )
+                for p in plans
+            ],
+        )
         for p in plans:
             p.item_id = ids[p.row.external_id]
 
@@ -567,8 +707,14 @@ class Applier:
         now = utcnow()
         for plan in plans:
             if plan.item is None:
-                plan.item = Item(status="draft", source=self.source.name, external_id=plan.row.external_id,
-                                 latest_version_no=1, created_by=knowledge.user_id(self.actor), **plan.item_fields)
+                plan.item = Item(
+                    status="draft",
+                    source=self.source.name,
+                    external_id=plan.row.external_id,
+                    latest_version_no=1,
+                    created_by=knowledge.user_id(self.actor),
+                    **plan.item_fields,
+                )
                 session.add(plan.item)
             else:
                 for k, v in plan.item_fields.items():
@@ -578,8 +724,9 @@ class Applier:
             item, content = plan.item, plan.content
             assert item is not None
             if self.attachments is not None and "attachments" in plan.row.fields:
-                content.attachments = await self.attachments.attach(session, self.actor, item,
-                                                                    plan.row.fields["attachments"])
+                content.attachments = await self.attachments.attach(
+                    session, self.actor, item, plan.row.fields["attachments"]
+                )
             version = plan.target
             if version is None:
                 if isinstance(content, Content):
@@ -609,9 +756,19 @@ class Applier:
             assert plan.item is not None and plan.version is not None
             plan.item_id = plan.item.id
             await _remember(session, plan.item.id, self.source.name, plan.digest, plan.record, plan.version.number)
-            record(session, self.actor, "item.import", "item", plan.item.id, import_id=self.job.id,
-                   source=self.source.name, external_id=plan.row.external_id, version=plan.version.number,
-                   outcome="created" if plan.created else "updated", state=plan.version.state)
+            record(
+                session,
+                self.actor,
+                "item.import",
+                "item",
+                plan.item.id,
+                import_id=self.job.id,
+                source=self.source.name,
+                external_id=plan.row.external_id,
+                version=plan.version.number,
+                outcome="created" if plan.created else "updated",
+                state=plan.version.state,
+            )
         await session.flush()
 
 
@@ -625,8 +782,9 @@ def _row_failure(e: Exception) -> tuple[str, str, str | None]:
     return "row_refused", f"the database refused this row: {type(e).__name__}: {first}", None
 
 
-async def _remember(session: AsyncSession, item_id: int, source: str, digest: str, rec: SyncRecord | None,
-                    version_no: int) -> None:
+async def _remember(
+    session: AsyncSession, item_id: int, source: str, digest: str, rec: SyncRecord | None, version_no: int
+) -> None:
     if rec is None:
         session.add(SyncRecord(item_id=item_id, source=source, content_hash=digest, version_no=version_no))
     else:
@@ -645,8 +803,17 @@ async def archive_item(session: AsyncSession, actor: Principal, item: Item, job:
         latest.state, latest.publish_at = "archived", None
         item.status = "archived"
     item.updated_at = utcnow()
-    record(session, actor, "item.archive", "item", item.id, import_id=job.id, source=job.source,
-           external_id=item.external_id, reason=why)
+    record(
+        session,
+        actor,
+        "item.archive",
+        "item",
+        item.id,
+        import_id=job.id,
+        source=job.source,
+        external_id=item.external_id,
+        reason=why,
+    )
 
 
 # ---------------------------------------------------------------- the job
@@ -672,8 +839,14 @@ def _settings_limits(settings: Settings) -> Limits:
 
 
 class ImportRun:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, import_id: int,
-                 services: dict[str, Any], progress: Any = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        import_id: int,
+        services: dict[str, Any],
+        progress: Any = None,
+    ) -> None:
         self.sessionmaker, self.settings, self.import_id = sessionmaker, settings, import_id
         self.services = services
         self.progress = progress  # async callable: keeps the worker's lease fresh
@@ -687,8 +860,9 @@ class ImportRun:
 
     async def _set(self, **values: Any) -> None:
         async with self.sessionmaker() as s:
-            await s.execute(update(ImportJob).where(ImportJob.id == self.import_id).values(**values,
-                                                                                         updated_at=utcnow()))
+            await s.execute(
+                update(ImportJob).where(ImportJob.id == self.import_id).values(**values, updated_at=utcnow())
+            )
             await s.commit()
 
     def work_dir(self) -> Path:
@@ -707,8 +881,14 @@ class ImportRun:
             path = Path(job.file_path or "")
             if not await asyncio.to_thread(path.is_file):
                 raise JobFailed("file_missing", "the uploaded file is no longer on disk")
-            with open_reader(path, job.format, work_dir=self.work_dir(), encoding=job.options.get("encoding"),
-                             sheet=job.options.get("sheet"), limits=_settings_limits(self.settings)) as reader:
+            with open_reader(
+                path,
+                job.format,
+                work_dir=self.work_dir(),
+                encoding=job.options.get("encoding"),
+                sheet=job.options.get("sheet"),
+                limits=_settings_limits(self.settings),
+            ) as reader:
                 if job.rows_total is None:
                     await self._scan(job, source, reader)
                     async with self.sessionmaker() as s:
@@ -716,8 +896,11 @@ class ImportRun:
                         s.expunge_all()
                     if job.state == "needs_confirmation":
                         return await self._cleanup(job)
-                files = zip_attachments.ZipFiles(reader, self.services, self.settings, dry_run=job.dry_run) \
-                    if job.format == "zip" else None
+                files = (
+                    zip_attachments.ZipFiles(reader, self.services, self.settings, dry_run=job.dry_run)
+                    if job.format == "zip"
+                    else None
+                )
                 await self._apply(job, source, reader, files)
             if job.mode == "full":
                 await self._archive(job, source)
@@ -757,8 +940,12 @@ class ImportRun:
         columns = list(reader.columns)
         missing = missing_columns(columns)
         if missing:
-            raise JobFailed("missing_columns", f"required columns missing: {', '.join(missing)}; the file has: "
-                            f"{', '.join(columns) or 'none'}", missing=missing, columns=columns)
+            raise JobFailed(
+                "missing_columns",
+                f"required columns missing: {', '.join(missing)}; the file has: {', '.join(columns) or 'none'}",
+                missing=missing,
+                columns=columns,
+            )
         warnings = list(reader.warnings)
         unknown = unknown_columns(columns)
         if unknown:
@@ -768,8 +955,11 @@ class ImportRun:
             await s.execute(delete(ImportRowError).where(ImportRowError.import_id == job.id))
             found = {"encoding": getattr(reader, "encoding", None), "sheet": getattr(reader, "sheet", None)}
             options = {**job.options, **{k: v for k, v in found.items() if v}}  # what the reader detected
-            await s.execute(update(ImportJob).where(ImportJob.id == job.id).values(
-                state="scanning", started_at=utcnow(), columns=columns, warnings=warnings, options=options))
+            await s.execute(
+                update(ImportJob)
+                .where(ImportJob.id == job.id)
+                .values(state="scanning", started_at=utcnow(), columns=columns, warnings=warnings, options=options)
+            )
             await s.commit()
         total = 0
         pending: dict[str, tuple[int, bool]] = {}
@@ -780,8 +970,19 @@ class ImportRun:
                 return
             async with self.sessionmaker() as s:
                 ids = list(pending)
-                seen = dict((await s.execute(select(ImportKey.external_id, ImportKey.row).where(
-                    ImportKey.import_id == job.id, ImportKey.external_id.in_(ids)))).all()) if ids else {}
+                seen = (
+                    dict(
+                        (
+                            await s.execute(
+                                select(ImportKey.external_id, ImportKey.row).where(
+                                    ImportKey.import_id == job.id, ImportKey.external_id.in_(ids)
+                                )
+                            )
+                        ).all()
+                    )
+                    if ids
+                    else {}
+                )
                 rows = []
                 for ext, (row_no, is_delete) in pending.items():
                     if ext in seen:
@@ -804,8 +1005,11 @@ class ImportRun:
                 if r.error:
                     continue  # reported when the batch is applied
                 raw = r.values.get("external_id")
-                ext = str(int(raw) if isinstance(raw, float) and raw.is_integer() else raw).strip() \
-                    if raw is not None else ""
+                ext = (
+                    str(int(raw) if isinstance(raw, float) and raw.is_integer() else raw).strip()
+                    if raw is not None
+                    else ""
+                )
                 if not ext or len(ext) > 128:
                     continue  # the row's own error, reported when applied
                 action = str(r.values.get("action") or "").strip().lower()
@@ -817,32 +1021,58 @@ class ImportRun:
                     await flush()
         await flush()
         async with self.sessionmaker() as s:
-            dup_failed = await s.scalar(select(func.count()).select_from(ImportRowError).where(
-                ImportRowError.import_id == job.id)) or 0
+            dup_failed = (
+                await s.scalar(
+                    select(func.count()).select_from(ImportRowError).where(ImportRowError.import_id == job.id)
+                )
+                or 0
+            )
             to_archive = None
             active = 0
             if job.mode == "full":
-                active = await s.scalar(select(func.count()).select_from(Item).where(
-                    Item.source == source.name, Item.status != "archived")) or 0
+                active = (
+                    await s.scalar(
+                        select(func.count())
+                        .select_from(Item)
+                        .where(Item.source == source.name, Item.status != "archived")
+                    )
+                    or 0
+                )
                 to_archive = await s.scalar(select(func.count()).select_from(Item).where(*_missing(job)))
             counts = {**dict.fromkeys(COUNTS, 0), "failed": dup_failed}
-            values: dict[str, Any] = {"rows_total": total, "to_archive": to_archive, "counts": counts,
-                                      "state": "running"}
-            if to_archive and active and to_archive / active > source.max_archive_share \
-                    and not job.confirm_mass_archive:
-                values |= {"state": "needs_confirmation", "finished_at": utcnow(), "error": {
-                    "code": "mass_archive", "to_archive": to_archive, "active": active,
-                    "max_archive_share": source.max_archive_share,
-                    "message": f"this full sync would archive {to_archive} of the source's {active} items "
-                               f"({to_archive / active:.0%}, more than {source.max_archive_share:.0%}); nothing was "
-                               "written: send the file again with confirm_mass_archive=true if that is right"}}
+            values: dict[str, Any] = {
+                "rows_total": total,
+                "to_archive": to_archive,
+                "counts": counts,
+                "state": "running",
+            }
+            if (
+                to_archive
+                and active
+                and to_archive / active > source.max_archive_share
+                and not job.confirm_mass_archive
+            ):
+                values |= {
+                    "state": "needs_confirmation",
+                    "finished_at": utcnow(),
+                    "error": {
+                        "code": "mass_archive",
+                        "to_archive": to_archive,
+                        "active": active,
+                        "max_archive_share": source.max_archive_share,
+                        "message": f"this full sync would archive {to_archive} of the source's {active} items "
+                        f"({to_archive / active:.0%}, more than {source.max_archive_share:.0%}); nothing was "
+                        "written: send the file again with confirm_mass_archive=true if that is right",
+                    },
+                }
             await s.execute(update(ImportJob).where(ImportJob.id == job.id).values(**values, updated_at=utcnow()))
             await s.commit()
 
     # -------------------------------------------------------------- apply
 
-    async def _apply(self, job: ImportJob, source: SyncSource, reader: Any,
-                     files: zip_attachments.ZipFiles | None) -> None:
+    async def _apply(
+        self, job: ImportJob, source: SyncSource, reader: Any, files: zip_attachments.ZipFiles | None
+    ) -> None:
         actor = import_actor(job)
         applier = Applier(job, source, actor, self.tz, files)
         done_before = job.last_row
@@ -882,8 +1112,10 @@ class ImportRun:
         fresh.rows_done = fresh.rows_done + len(rows)
         fresh.counts = {k: fresh.counts.get(k, 0) + result.counts.get(k, 0) for k in COUNTS}
         fresh.updated_at = utcnow()
-        stored = await s.scalar(select(func.count()).select_from(ImportRowError).where(
-            ImportRowError.import_id == job.id)) or 0
+        stored = (
+            await s.scalar(select(func.count()).select_from(ImportRowError).where(ImportRowError.import_id == job.id))
+            or 0
+        )
         room = max(MAX_ERRORS - stored, 0)
         if result.errors[:room]:
             await s.execute(insert(ImportRowError), [{"import_id": job.id, **e} for e in result.errors[:room]])
@@ -909,8 +1141,7 @@ class ImportRun:
                 for item in items:
                     await archive_item(s, actor, item, job, "missing from a full sync")
                     result.counts["archived"] += 1
-                    result.outcomes.append({"action": "archived", "item_id": item.id,
-                                            "external_id": item.external_id})
+                    result.outcomes.append({"action": "archived", "item_id": item.id, "external_id": item.external_id})
                     done.add(item.id)
                 ids = [i.id for i in items]
                 await acl.refresh_readers(s, ids)
@@ -927,11 +1158,17 @@ class ImportRun:
 
 def _missing(job: ImportJob) -> list[Any]:
     """Conditions on Item: of the job's source, not archived, not named (to keep) by the job's file."""
-    named = exists().where(and_(ImportKey.import_id == job.id, ImportKey.external_id == Item.external_id,
-                                ImportKey.delete.is_(False)))
+    named = exists().where(
+        and_(ImportKey.import_id == job.id, ImportKey.external_id == Item.external_id, ImportKey.delete.is_(False))
+    )
     return [Item.source == job.source, Item.status != "archived", ~named]
 
 
 def _dup_error(row: int, external_id: str, first: int) -> dict[str, Any]:
-    return {"row": row, "external_id": external_id, "field": "external_id", "code": "duplicate_external_id",
-            "message": f"external_id {external_id!r} appears again: row {first} has it first and wins"}
+    return {
+        "row": row,
+        "external_id": external_id,
+        "field": "external_id",
+        "code": "duplicate_external_id",
+        "message": f"external_id {external_id!r} appears again: row {first} has it first and wins",
+    }

@@ -56,8 +56,11 @@ from app.workers.outbox import enqueue
 log = logging.getLogger("app.imports")
 
 EXPORT_FORMATS = ("ndjson", "csv", "xlsx")
-MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
-               "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+MEDIA_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 EXPORT_JOB = "imports.export"
 EXPIRE_JOB = "imports.expire_exports"
 # A streamed XLSX is written whole first; one left behind by a crashed request goes after this long.
@@ -96,8 +99,9 @@ def readers_for(principal: Principal) -> list[str] | None:
     return subjects_of(principal)
 
 
-async def plan(session: AsyncSession, source: SyncSource, include_archived: bool, tz: ZoneInfo,
-               readers: list[str] | None = None) -> Plan:
+async def plan(
+    session: AsyncSession, source: SyncSource, include_archived: bool, tz: ZoneInfo, readers: list[str] | None = None
+) -> Plan:
     """The columns (the attributes of the templates of the item types the source's items have) and
     the number of items."""
     base = Plan(source.name, include_archived, await default_taxonomy(session, source), [], 0, tz, readers)
@@ -126,21 +130,52 @@ class RowReader:
         after = 0
         while True:
             async with self.sessionmaker() as s:
-                items = list((await s.scalars(select(Item).where(*self.plan.conditions(), Item.id > after)
-                                              .order_by(Item.id).limit(self.batch_size))).all())
+                items = list(
+                    (
+                        await s.scalars(
+                            select(Item)
+                            .where(*self.plan.conditions(), Item.id > after)
+                            .order_by(Item.id)
+                            .limit(self.batch_size)
+                        )
+                    ).all()
+                )
                 if not items:
                     return
                 ids = [i.id for i in items]
-                exported = or_(ItemVersion.id == Item.published_version_id,
-                               and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no))
-                versions = {v.item_id: v for v in (await s.scalars(
-                    select(ItemVersion).join(Item, and_(Item.id == ItemVersion.item_id, exported))
-                    .where(Item.id.in_(ids))
-                    .options(selectinload(ItemVersion.categories), selectinload(ItemVersion.tags),
-                             raiseload(ItemVersion.attachments)))).all()}  # type: ignore[attr-defined]
+                exported = or_(
+                    ItemVersion.id == Item.published_version_id,
+                    and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no),
+                )
+                versions = {
+                    v.item_id: v
+                    for v in (
+                        await s.scalars(
+                            select(ItemVersion)
+                            .join(Item, and_(Item.id == ItemVersion.item_id, exported))
+                            .where(Item.id.in_(ids))
+                            .options(
+                                selectinload(ItemVersion.categories),
+                                selectinload(ItemVersion.tags),
+                                raiseload(ItemVersion.attachments),
+                            )
+                        )
+                    ).all()
+                }  # type: ignore[attr-defined]
                 owner_ids = {i.owner_id for i in items if i.owner_id is not None}
-                owners: dict[int, str] = dict((await s.execute(select(User.id, User.username).where(  # type: ignore[arg-type]
-                    User.id.in_(owner_ids)))).all()) if owner_ids else {}
+                owners: dict[int, str] = (
+                    dict(
+                        (
+                            await s.execute(
+                                select(User.id, User.username).where(  # type: ignore[arg-type]
+                                    User.id.in_(owner_ids)
+                                )
+                            )
+                        ).all()
+                    )
+                    if owner_ids
+                    else {}
+                )
                 await self._load_nodes(s, [n for v in versions.values() for n in v.categories])
                 rows = [self.row(i, versions[i.id], owners) for i in items if i.id in versions]
             after = ids[-1]
@@ -159,8 +194,7 @@ class RowReader:
     def category(self, node: TaxonomyNode) -> str:
         if node.taxonomy_id != self.plan.taxonomy_id:
             return str(node.id)
-        names = [self.nodes[int(p)][1] for p in node.path.strip("/").split("/") if p.isdigit()
-                 and int(p) in self.nodes]
+        names = [self.nodes[int(p)][1] for p in node.path.strip("/").split("/") if p.isdigit() and int(p) in self.nodes]
         path = "/".join(names) or node.name
         return f"/{path}" if path.isdigit() else path
 
@@ -168,10 +202,17 @@ class RowReader:
         tz = self.plan.tz
         answers, attrs = v.channel_answers or {}, v.attributes or {}
         known: dict[str, Any] = {
-            "external_id": item.external_id, "title": v.title, "question": v.question,
-            "similar_questions": list(v.similar_questions), "body": v.body, "body_format": v.body_format,
-            "channels": list(v.channels), "categories": sorted(self.category(n) for n in v.categories),
-            "tags": sorted(t.name for t in v.tags), "item_type": item.item_type, "visibility": item.visibility,
+            "external_id": item.external_id,
+            "title": v.title,
+            "question": v.question,
+            "similar_questions": list(v.similar_questions),
+            "body": v.body,
+            "body_format": v.body_format,
+            "channels": list(v.channels),
+            "categories": sorted(self.category(n) for n in v.categories),
+            "tags": sorted(t.name for t in v.tags),
+            "item_type": item.item_type,
+            "visibility": item.visibility,
             "valid_from": item.valid_from.astimezone(tz).isoformat() if item.valid_from else None,
             "valid_to": item.valid_to.astimezone(tz).isoformat() if item.valid_to else None,
             "review_due": item.review_due.isoformat() if item.review_due else None,
@@ -180,9 +221,9 @@ class RowReader:
         out: dict[str, Any] = {}
         for c in self.plan.columns:
             if c.startswith(ANSWER_PREFIX):
-                out[c] = answers.get(c[len(ANSWER_PREFIX):]) or None
+                out[c] = answers.get(c[len(ANSWER_PREFIX) :]) or None
             elif c.startswith(ATTR_PREFIX):
-                out[c] = attrs.get(c[len(ATTR_PREFIX):])
+                out[c] = attrs.get(c[len(ATTR_PREFIX) :])
             else:
                 out[c] = known[c]
         return out
@@ -248,8 +289,9 @@ def _append_all(sheet: Any, rows: list[list[Any]]) -> None:
         sheet.append(row)
 
 
-async def write_file(reader: RowReader, fmt: str, path: Path,
-                     on_batch: Callable[[int], Awaitable[None]] | None = None) -> int:
+async def write_file(
+    reader: RowReader, fmt: str, path: Path, on_batch: Callable[[int], Awaitable[None]] | None = None
+) -> int:
     """The whole export into `path`; returns the number of rows. XLSX in openpyxl's write-only mode
     (rows go to a temporary file as they come, not kept in memory)."""
     written = 0
@@ -293,20 +335,28 @@ def exports_dir(settings: Settings) -> Path:
 # ---------------------------------------------------------------- export jobs
 
 
-async def start_job(session: AsyncSession, actor: Principal, *, source: str, fmt: str,
-                    include_archived: bool) -> ExportJob:
+async def start_job(
+    session: AsyncSession, actor: Principal, *, source: str, fmt: str, include_archived: bool
+) -> ExportJob:
     from app.audit.service import record
 
-    job = ExportJob(source=source, format=fmt, include_archived=include_archived, state="queued",
-                    created_by=actor.actor)
+    job = ExportJob(
+        source=source, format=fmt, include_archived=include_archived, state="queued", created_by=actor.actor
+    )
     session.add(job)
     await session.flush()
-    work = enqueue(session, EXPORT_JOB, {"export_id": job.id, "readers": readers_for(actor)}, created_by=actor.actor,
-                   max_attempts=EXPORT_ATTEMPTS)
+    work = enqueue(
+        session,
+        EXPORT_JOB,
+        {"export_id": job.id, "readers": readers_for(actor)},
+        created_by=actor.actor,
+        max_attempts=EXPORT_ATTEMPTS,
+    )
     await session.flush()
     job.job_id = work.id
-    record(session, actor, "export.create", "export", job.id, source=source, format=fmt,
-           include_archived=include_archived)
+    record(
+        session, actor, "export.create", "export", job.id, source=source, format=fmt, include_archived=include_archived
+    )
     await session.commit()
     return job
 
@@ -322,28 +372,50 @@ async def get_job(session: AsyncSession, principal: Principal, export_id: int) -
 
 def job_file(job: ExportJob) -> Path:
     if job.state == "expired":
-        raise Conflict(f"Export {job.id} was deleted after KB_EXPORT_RETENTION_HOURS; start a new one",
-                       code="export_expired", status=410, state=job.state)
+        raise Conflict(
+            f"Export {job.id} was deleted after KB_EXPORT_RETENTION_HOURS; start a new one",
+            code="export_expired",
+            status=410,
+            state=job.state,
+        )
     if job.state != "done" or not job.file_path or not Path(job.file_path).is_file():
-        raise Conflict(f"Export {job.id} is {job.state}: its file is not there"
-                       + (f" ({job.error.get('message')})" if job.error else ""),
-                       code="export_not_ready", state=job.state)
+        raise Conflict(
+            f"Export {job.id} is {job.state}: its file is not there"
+            + (f" ({job.error.get('message')})" if job.error else ""),
+            code="export_not_ready",
+            state=job.state,
+        )
     return Path(job.file_path)
 
 
 def job_out(job: ExportJob) -> ExportOut:
     return ExportOut(
-        id=job.id, source=job.source, format=job.format, include_archived=job.include_archived,
+        id=job.id,
+        source=job.source,
+        format=job.format,
+        include_archived=job.include_archived,
         state=job.state,  # type: ignore[arg-type]
-        rows=job.rows, rows_total=job.rows_total, file_bytes=job.file_bytes,
-        file=f"/api/v1/exports/{job.id}/file" if job.state == "done" else None, error=job.error,
-        created_by=job.created_by, created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at)
+        rows=job.rows,
+        rows_total=job.rows_total,
+        file_bytes=job.file_bytes,
+        file=f"/api/v1/exports/{job.id}/file" if job.state == "done" else None,
+        error=job.error,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
 
 
-async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, export_id: int, *,
-                  readers: list[str] | None = None, progress: Callable[..., Awaitable[None]] | None = None,
-                  last_attempt: bool = True) -> dict[str, Any]:
+async def run_job(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    export_id: int,
+    *,
+    readers: list[str] | None = None,
+    progress: Callable[..., Awaitable[None]] | None = None,
+    last_attempt: bool = True,
+) -> dict[str, Any]:
     """The worker's side: write the file, then mark the export done. A retried attempt starts over."""
 
     async def set_(**values: Any) -> None:
@@ -359,8 +431,11 @@ async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Sett
             return {"state": job.state}
         source = await s.scalar(select(SyncSource).where(SyncSource.name == job.source))
         if source is None:
-            await set_(state="failed", finished_at=utcnow(),
-                       error={"code": "unknown_source", "message": f"the source {job.source!r} was deleted"})
+            await set_(
+                state="failed",
+                finished_at=utcnow(),
+                error={"code": "unknown_source", "message": f"the source {job.source!r} was deleted"},
+            )
             return {"state": "failed"}
         p = await plan(s, source, job.include_archived, ZoneInfo(settings.import_timezone), readers)
         fmt = job.format
@@ -380,13 +455,15 @@ async def run_job(sessionmaker: async_sessionmaker[AsyncSession], settings: Sett
     except Exception as e:
         await asyncio.to_thread(part.unlink, missing_ok=True)
         log.warning("export failed", extra={"export_id": export_id, "error": repr(e)})
-        await set_(state="failed" if last_attempt else "queued", finished_at=utcnow() if last_attempt else None,
-                   error={"code": "export_failed", "message": f"{type(e).__name__}: {str(e)[:500]}"})
+        await set_(
+            state="failed" if last_attempt else "queued",
+            finished_at=utcnow() if last_attempt else None,
+            error={"code": "export_failed", "message": f"{type(e).__name__}: {str(e)[:500]}"},
+        )
         raise
     size = (await asyncio.to_thread(final.stat)).st_size
     await set_(state="done", rows=rows, file_path=str(final), file_bytes=size, finished_at=utcnow())
     return {"state": "done", "rows": rows, "bytes": size}
-
 
 
 async def expire(session: AsyncSession, settings: Settings) -> dict[str, int]:
@@ -398,8 +475,11 @@ async def expire(session: AsyncSession, settings: Settings) -> dict[str, int]:
     expired = 0
     if settings.export_retention_hours > 0:
         cutoff = now - timedelta(hours=settings.export_retention_hours)
-        jobs = (await session.scalars(select(ExportJob).where(
-            ExportJob.state == "done", ExportJob.finished_at < cutoff).limit(1000))).all()
+        jobs = (
+            await session.scalars(
+                select(ExportJob).where(ExportJob.state == "done", ExportJob.finished_at < cutoff).limit(1000)
+            )
+        ).all()
         for job in jobs:
             if job.file_path:
                 await asyncio.to_thread(Path(job.file_path).unlink, missing_ok=True)

@@ -38,8 +38,9 @@ _HEAD = 64 * 1024
 _CHUNK = 1024 * 1024
 _COLUMN_SCAN_ROWS = 1000
 _GB_FAMILY = frozenset({"gbk", "gb2312", "gb18030", "cp936", "euc_cn", "hz"})
-_SUPPORTED_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "big5", "big5hkscs", "cp950",
-                                  "utf-16", "utf-16-le", "utf-16-be"})
+_SUPPORTED_ENCODINGS = frozenset(
+    {"utf-8", "utf-8-sig", "gb18030", "big5", "big5hkscs", "cp950", "utf-16", "utf-16-le", "utf-16-be"}
+)
 
 
 class ImportFileError(Exception):
@@ -85,22 +86,34 @@ def excel_serial_to_datetime(value: float) -> datetime:
 def sniff_format(path: Path, declared: str | None) -> str:
     """The file's format: `declared` checked against the bytes, or guessed from them when None."""
     if declared is not None and declared not in FORMATS:
-        raise ImportFileError(f"unknown import format {declared!r}; use one of {', '.join(FORMATS)}",
-                              "unsupported_format", format=declared, formats=list(FORMATS))
+        raise ImportFileError(
+            f"unknown import format {declared!r}; use one of {', '.join(FORMATS)}",
+            "unsupported_format",
+            format=declared,
+            formats=list(FORMATS),
+        )
     found = _found_format(path)
     if declared is None:
         if found == "json_object":
             return "json"
         if found not in FORMATS:
-            raise ImportFileError(f"the file is {found}, not one of {', '.join(FORMATS)}", "unsupported_format",
-                                  found=found, formats=list(FORMATS))
+            raise ImportFileError(
+                f"the file is {found}, not one of {', '.join(FORMATS)}",
+                "unsupported_format",
+                found=found,
+                formats=list(FORMATS),
+            )
         return found
     if found == declared or (declared == "json" and found in ("json_object", "ndjson")):
         return declared  # a one-line object is also a JSON document; the reader looks for its "rows"
     if found == "json_object":
         found = "json"
-    raise ImportFileError(f"the file was declared {declared} but its content is {found}", "format_mismatch",
-                          declared=declared, found=found)
+    raise ImportFileError(
+        f"the file was declared {declared} but its content is {found}",
+        "format_mismatch",
+        declared=declared,
+        found=found,
+    )
 
 
 def _found_format(path: Path) -> str:
@@ -148,7 +161,8 @@ def _type_name(mime: str) -> str:
     from app.attachments.detect import extension_for
 
     return {"text/html": "html", "application/octet-stream": "binary"}.get(mime) or (
-        extension_for(mime).lstrip(".") or mime)
+        extension_for(mime).lstrip(".") or mime
+    )
 
 
 def _first_nonblank_line(path: Path, limit: int = Limits.max_row_bytes) -> bytes:
@@ -260,8 +274,7 @@ class NdjsonReader(_JsonLikeReader):
 
 
 def _json_kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 class _Counting:
@@ -293,8 +306,10 @@ class JsonReader(_JsonLikeReader):
             if first[0] == "start_map":
                 self._enter_rows(events)
             elif first[0] != "start_array":
-                raise ImportFileError("the JSON holds a single value, not rows: send an array of objects or "
-                                      '{"rows": [...]}', "json_not_rows")
+                raise ImportFileError(
+                    'the JSON holds a single value, not rows: send an array of objects or {"rows": [...]}',
+                    "json_not_rows",
+                )
             limit = self.limits.max_row_bytes + 64 * 1024
             while True:
                 event, value = events.next()
@@ -331,8 +346,9 @@ class JsonReader(_JsonLikeReader):
         while True:
             event, key = events.next()
             if event == "end_map":
-                raise ImportFileError('the JSON object has no "rows" array: send an array of objects or '
-                                      '{"rows": [...]}', "json_not_rows")
+                raise ImportFileError(
+                    'the JSON object has no "rows" array: send an array of objects or {"rows": [...]}', "json_not_rows"
+                )
             event, _ = events.next()
             if key == "rows":
                 if event != "start_array":
@@ -344,7 +360,8 @@ class JsonReader(_JsonLikeReader):
 
 def _event_kind(event: str) -> str:
     return {"start_array": "an array", "string": "a string", "boolean": "a boolean", "null": "null"}.get(
-        event, "a number")
+        event, "a number"
+    )
 
 
 class _JsonEvents:
@@ -358,11 +375,11 @@ class _JsonEvents:
         except StopIteration:
             if allow_end:
                 return ("", None)
-            raise ImportFileError(f"the JSON ends early (after element {self.index})", "invalid_json",
-                                  row=self.index)
+            raise ImportFileError(f"the JSON ends early (after element {self.index})", "invalid_json", row=self.index)
         except ijson.JSONError as exc:
-            raise ImportFileError(f"the JSON is not valid after element {self.index}: {exc}", "invalid_json",
-                                  row=self.index)
+            raise ImportFileError(
+                f"the JSON is not valid after element {self.index}: {exc}", "invalid_json", row=self.index
+            )
 
     def skip_open(self, depth: int) -> None:
         while depth:
@@ -414,9 +431,12 @@ def detect_csv_encoding(path: Path, encoding: str | None = None) -> str:
 
 def _unsupported(found: str) -> ImportFileError:
     what = "could not be recognized" if found == "unknown" else f"looks like {found}"
-    return ImportFileError(f"the CSV's encoding {what}; accepted are UTF-8, GB18030/GBK, Big5 and UTF-16: "
-                           "save it as UTF-8 (Excel: CSV UTF-8) or pass ?encoding=", "unsupported_encoding",
-                           encoding=found)
+    return ImportFileError(
+        f"the CSV's encoding {what}; accepted are UTF-8, GB18030/GBK, Big5 and UTF-16: "
+        "save it as UTF-8 (Excel: CSV UTF-8) or pass ?encoding=",
+        "unsupported_encoding",
+        encoding=found,
+    )
 
 
 def _delimiter(line: str) -> str:
@@ -432,8 +452,12 @@ def _delimiter(line: str) -> str:
 
 
 def _too_large(row: int, limit: int) -> ImportFileError:
-    return ImportFileError(f"row {row} is longer than {limit} bytes (often a quote that is never closed; the rest "
-                           "of the file cannot be read reliably)", "row_too_large", row=row)
+    return ImportFileError(
+        f"row {row} is longer than {limit} bytes (often a quote that is never closed; the rest "
+        "of the file cannot be read reliably)",
+        "row_too_large",
+        row=row,
+    )
 
 
 def header_columns(cells: list[Any], where: str) -> list[tuple[int, str]]:
@@ -449,8 +473,7 @@ def header_columns(cells: list[Any], where: str) -> list[tuple[int, str]]:
     dupes = [n for _, n in columns if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
     if dupes:
         dupes = list(dict.fromkeys(dupes))
-        raise ImportFileError(f"columns appear more than once: {', '.join(dupes)}", "duplicate_columns",
-                              columns=dupes)
+        raise ImportFileError(f"columns appear more than once: {', '.join(dupes)}", "duplicate_columns", columns=dupes)
     return columns
 
 
@@ -503,9 +526,13 @@ class CsvReader(Reader):
 
     def _decode_error(self, exc: UnicodeDecodeError, row: int, offset: int | None) -> ImportFileError:
         where = f"row {row}" + ("" if offset is None else f", byte {offset}")
-        return ImportFileError(f"the CSV is not valid {self.encoding} at {where} ({exc.reason}): save it as "
-                               "UTF-8 or pass ?encoding=", "encoding_error", encoding=self.encoding, row=row,
-                               offset=offset)
+        return ImportFileError(
+            f"the CSV is not valid {self.encoding} at {where} ({exc.reason}): save it as UTF-8 or pass ?encoding=",
+            "encoding_error",
+            encoding=self.encoding,
+            row=row,
+            offset=offset,
+        )
 
     def _records(self) -> Iterator[tuple[int, list[str]]]:
         number = 0
@@ -519,8 +546,9 @@ class CsvReader(Reader):
                 except csv.Error as exc:
                     if "field limit" in str(exc):
                         raise _too_large(number + 1, self.limits.max_row_bytes)
-                    raise ImportFileError(f"the CSV cannot be read at row {number + 1}: {exc}", "csv_error",
-                                          row=number + 1)
+                    raise ImportFileError(
+                        f"the CSV cannot be read at row {number + 1}: {exc}", "csv_error", row=number + 1
+                    )
                 number += 1
                 if number == 1 and cells:
                     cells[0] = cells[0].removeprefix("\ufeff")
@@ -539,7 +567,7 @@ class CsvReader(Reader):
             yield Row(number, values, self._stray(cells))
 
     def _stray(self, cells: list[str]) -> str | None:
-        if len(cells) > self._width and any(cells[self._width:]):
+        if len(cells) > self._width and any(cells[self._width :]):
             used = len(cells)
             while not cells[used - 1]:
                 used -= 1
@@ -574,8 +602,7 @@ class ZipReader(Reader):
             exc.message = f"{self._zip.manifest_name}: {exc.message}"
             raise
         self.manifest = self._zip.manifest_name
-        self._inner = _open(self._zip.manifest, fmt, work_dir=work_dir, encoding=encoding, sheet=None,
-                            limits=limits)
+        self._inner = _open(self._zip.manifest, fmt, work_dir=work_dir, encoding=encoding, sheet=None, limits=limits)
         self.columns = self._inner.columns  # the same list: JSON readers extend it while streaming
         self.warnings = self._inner.warnings
         self.encoding = self._inner.encoding
@@ -589,8 +616,7 @@ class ZipReader(Reader):
         return zipsafe.lookup(self._zip, name)
 
 
-def _open(path: Path, fmt: str, *, work_dir: Path, encoding: str | None, sheet: str | None,
-          limits: Limits) -> Reader:
+def _open(path: Path, fmt: str, *, work_dir: Path, encoding: str | None, sheet: str | None, limits: Limits) -> Reader:
     if fmt == "ndjson":
         return NdjsonReader(path, limits)
     if fmt == "json":
@@ -603,15 +629,36 @@ def _open(path: Path, fmt: str, *, work_dir: Path, encoding: str | None, sheet: 
         return XlsxReader(path, limits, sheet)
     if fmt == "zip":
         return ZipReader(path, limits, work_dir, encoding)
-    raise ImportFileError(f"unknown import format {fmt!r}; use one of {', '.join(FORMATS)}", "unsupported_format",
-                          format=fmt, formats=list(FORMATS))
+    raise ImportFileError(
+        f"unknown import format {fmt!r}; use one of {', '.join(FORMATS)}",
+        "unsupported_format",
+        format=fmt,
+        formats=list(FORMATS),
+    )
 
 
-def open_reader(path: Path, fmt: str, *, work_dir: Path, encoding: str | None = None, sheet: str | None = None,
-                limits: Limits = Limits()) -> Reader:
+def open_reader(
+    path: Path,
+    fmt: str,
+    *,
+    work_dir: Path,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    limits: Limits = Limits(),
+) -> Reader:
     """A reader for `fmt` (see `sniff_format`). Header, encoding, sheet and zip safety are checked here."""
     return _open(path, fmt, work_dir=work_dir, encoding=encoding, sheet=sheet, limits=limits)
 
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "ImportFileError", "Limits", "Reader", "Row", "detect_csv_encoding",
-           "excel_serial_to_datetime", "open_reader", "sniff_format"]
+__all__ = [
+    "CONTENT_TYPES",
+    "FORMATS",
+    "ImportFileError",
+    "Limits",
+    "Reader",
+    "Row",
+    "detect_csv_encoding",
+    "excel_serial_to_datetime",
+    "open_reader",
+    "sniff_format",
+]

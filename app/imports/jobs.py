@@ -18,14 +18,17 @@ async def run_import(ctx: JobContext) -> dict[str, Any]:
     import_id = ctx.payload.get("import_id")
     if not isinstance(import_id, int):
         raise PermanentJobError("payload needs an integer import_id")
-    run = ImportRun(ctx.sessionmaker, ctx.services["settings"], import_id, ctx.services,
-                    progress=ctx.report_progress)
+    run = ImportRun(ctx.sessionmaker, ctx.services["settings"], import_id, ctx.services, progress=ctx.report_progress)
     try:
         return await run.run()
     except Exception as e:  # retried from the last committed batch; the last attempt fails the import
         if ctx.attempt >= RUN_ATTEMPTS:
-            await run.finish_failed(JobFailed("internal_error", f"the import stopped after {ctx.attempt} attempts: "
-                                              f"{type(e).__name__}: {str(e)[:500]}"))
+            await run.finish_failed(
+                JobFailed(
+                    "internal_error",
+                    f"the import stopped after {ctx.attempt} attempts: {type(e).__name__}: {str(e)[:500]}",
+                )
+            )
         raise
 
 
@@ -37,8 +40,14 @@ async def run_export(ctx: JobContext) -> dict[str, Any]:
     readers = ctx.payload.get("readers")
     if readers is not None and not (isinstance(readers, list) and all(isinstance(r, str) for r in readers)):
         raise PermanentJobError("payload readers must be a list of ACL subjects or null")
-    return await export.run_job(ctx.sessionmaker, ctx.services["settings"], export_id, readers=readers,
-                                progress=ctx.report_progress, last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS)
+    return await export.run_job(
+        ctx.sessionmaker,
+        ctx.services["settings"],
+        export_id,
+        readers=readers,
+        progress=ctx.report_progress,
+        last_attempt=ctx.attempt >= export.EXPORT_ATTEMPTS,
+    )
 
 
 EXPIRE_EVERY_SECONDS = 3600.0
@@ -54,6 +63,5 @@ async def schedule_expiry(session: AsyncSession, retention_hours: float, *, besi
 async def expire_exports(ctx: JobContext) -> dict[str, Any]:
     settings = ctx.services["settings"]
     report: dict[str, Any] = await export.expire(ctx.session, settings)
-    report["next_scheduled"] = await schedule_expiry(ctx.session, settings.export_retention_hours,
-                                                     besides=ctx.job_id)
+    report["next_scheduled"] = await schedule_expiry(ctx.session, settings.export_retention_hours, besides=ctx.job_id)
     return report

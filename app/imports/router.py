@@ -65,7 +65,7 @@ _BODY = {
     "requestBody": {
         "required": True,
         "description": "The file itself: NDJSON or JSON (systems), CSV or XLSX (people), or a ZIP holding "
-                       "manifest.ndjson / manifest.csv plus the attachment files. Columns: see the README.",
+        "manifest.ndjson / manifest.csv plus the attachment files. Columns: see the README.",
         "content": {ctype: {"schema": {"type": "string", "format": "binary"}} for ctype in sorted(CONTENT_TYPES)},
     }
 }
@@ -74,8 +74,12 @@ _BODY = {
 # ---------------------------------------------------------------- sources
 
 
-@router.post("/sync-sources", status_code=status.HTTP_201_CREATED, response_model=SourceOut,
-             summary="Create a sync source and its policy")
+@router.post(
+    "/sync-sources",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SourceOut,
+    summary="Create a sync source and its policy",
+)
 async def create_source(body: SourceCreate, session: DbSession, principal: Manager, response: Response) -> SourceOut:
     src = await service.create_source(session, principal, body)
     response.headers["ETag"] = service.source_etag(src)
@@ -92,18 +96,24 @@ async def list_sources(session: DbSession, principal: SyncCaller, page: Paging) 
     return Page(items=[await service.source_out(session, s) for s in rows], next_cursor=nxt)
 
 
-@router.get("/sync-sources/{source}", response_model=SourceOut,
-            summary="A source: policy, watermark, item count, last import")
-async def get_source(source: SourceName, session: DbSession, principal: SyncCaller,
-                     response: Response) -> SourceOut:
+@router.get(
+    "/sync-sources/{source}", response_model=SourceOut, summary="A source: policy, watermark, item count, last import"
+)
+async def get_source(source: SourceName, session: DbSession, principal: SyncCaller, response: Response) -> SourceOut:
     src = await service.get_source(session, principal, source)
     response.headers["ETag"] = service.source_etag(src)
     return await service.source_out(session, src)
 
 
 @router.patch("/sync-sources/{source}", response_model=SourceOut, summary="Change a source's policy (If-Match)")
-async def update_source(source: SourceName, body: SourceUpdate, session: DbSession, principal: Manager,
-                        response: Response, if_match: IfMatch = None) -> SourceOut:
+async def update_source(
+    source: SourceName,
+    body: SourceUpdate,
+    session: DbSession,
+    principal: Manager,
+    response: Response,
+    if_match: IfMatch = None,
+) -> SourceOut:
     src = await service.get_source(session, principal, source)
     check_if_match(if_match, service.source_etag(src), src.row_version)
     src = await service.update_source(session, principal, src, body)
@@ -111,10 +121,14 @@ async def update_source(source: SourceName, body: SourceUpdate, session: DbSessi
     return await service.source_out(session, src)
 
 
-@router.put("/sync-sources/{source}/watermark", response_model=SourceOut,
-            summary="Write where the sync job left off; read it back with GET /sync-sources/{source}")
-async def put_watermark(source: SourceName, body: WatermarkIn, session: DbSession, principal: SyncCaller,
-                        response: Response) -> SourceOut:
+@router.put(
+    "/sync-sources/{source}/watermark",
+    response_model=SourceOut,
+    summary="Write where the sync job left off; read it back with GET /sync-sources/{source}",
+)
+async def put_watermark(
+    source: SourceName, body: WatermarkIn, session: DbSession, principal: SyncCaller, response: Response
+) -> SourceOut:
     src = await service.get_source(session, principal, source)
     src = await service.set_watermark(session, principal, src, body.watermark)
     response.headers["ETag"] = service.source_etag(src)
@@ -133,23 +147,43 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
         raise BadRequest("The client went away before the whole file arrived", code="incomplete_body")
 
 
-@router.post("/imports", status_code=status.HTTP_202_ACCEPTED, response_model=ImportOut, openapi_extra=_BODY,
-             summary="Import a file into a source (202: a job; the same Idempotency-Key answers the same job)")
+@router.post(
+    "/imports",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImportOut,
+    openapi_extra=_BODY,
+    summary="Import a file into a source (202: a job; the same Idempotency-Key answers the same job)",
+)
 async def create_import(
-    request: Request, response: Response, session: DbSession, principal: SyncCaller, settings: AppSettings,
+    request: Request,
+    response: Response,
+    session: DbSession,
+    principal: SyncCaller,
+    settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source the rows belong to")],
-    mode: Annotated[ImportMode, Query(description="incremental: only the rows sent; full: a complete snapshot, "
-                                                  "items of the source it lacks are archived")] = "incremental",
+    mode: Annotated[
+        ImportMode,
+        Query(
+            description="incremental: only the rows sent; full: a complete snapshot, "
+            "items of the source it lacks are archived"
+        ),
+    ] = "incremental",
     dry_run: Annotated[bool, Query(description="Validate and report what would happen; write nothing")] = False,
-    confirm_mass_archive: Annotated[bool, Query(description="Let a full sync archive more than the source's "
-                                                            "max_archive_share")] = False,
+    confirm_mass_archive: Annotated[
+        bool, Query(description="Let a full sync archive more than the source's max_archive_share")
+    ] = False,
     format: Annotated[ImportFormat | None, Query(description="Default: from Content-Type, else from the bytes")] = None,
-    encoding: Annotated[str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
-                                          description="CSV text encoding (default: detected)")] = None,
-    sheet: Annotated[str | None, Query(min_length=1, max_length=100, description="XLSX sheet (default: the first "
-                                                                                 "with an external_id column)")] = None,
-    watermark: Annotated[str | None, Query(max_length=1000, description="Stored on the source when the job ends "
-                                                                        "without failed rows")] = None,
+    encoding: Annotated[
+        str | None,
+        Query(max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="CSV text encoding (default: detected)"),
+    ] = None,
+    sheet: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="XLSX sheet (default: the first with an external_id column)"),
+    ] = None,
+    watermark: Annotated[
+        str | None, Query(max_length=1000, description="Stored on the source when the job ends without failed rows")
+    ] = None,
     file_name: Annotated[str | None, Query(max_length=255, description="Shown in the job")] = None,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> ImportOut:
@@ -158,12 +192,26 @@ async def create_import(
     if encoding and (declared or "csv") not in ("csv", "zip"):
         raise InvalidInput("encoding is for CSV files", code="encoding_not_applicable", field="encoding")
     path, size, sha = await service.receive(_body(request), settings)
-    options: dict[str, Any] = {k: v for k, v in {"encoding": encoding, "sheet": sheet, "watermark": watermark,
-                                                 "file_name": file_name}.items() if v is not None}
+    options: dict[str, Any] = {
+        k: v
+        for k, v in {"encoding": encoding, "sheet": sheet, "watermark": watermark, "file_name": file_name}.items()
+        if v is not None
+    }
     job, replayed = await service.create_import(
-        session, principal, settings, source=src, path=path, size=size, sha256=sha, declared=declared, mode=mode,
-        dry_run=dry_run, confirm_mass_archive=confirm_mass_archive, options=options,
-        idempotency_key=idempotency_key)
+        session,
+        principal,
+        settings,
+        source=src,
+        path=path,
+        size=size,
+        sha256=sha,
+        declared=declared,
+        mode=mode,
+        dry_run=dry_run,
+        confirm_mass_archive=confirm_mass_archive,
+        options=options,
+        idempotency_key=idempotency_key,
+    )
     response.headers["Location"] = f"/api/v1/imports/{job.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -171,8 +219,13 @@ async def create_import(
 
 
 @router.get("/imports", response_model=Page[ImportOut], summary="Import jobs, newest first")
-async def list_imports(session: DbSession, principal: SyncCaller, page: Paging,
-                       source: SourceName | None = None, state: ImportState | None = None) -> Page[ImportOut]:
+async def list_imports(
+    session: DbSession,
+    principal: SyncCaller,
+    page: Paging,
+    source: SourceName | None = None,
+    state: ImportState | None = None,
+) -> Page[ImportOut]:
     stmt = select(ImportJob)
     if source is not None:
         service.check_write(principal, source)
@@ -191,15 +244,26 @@ async def get_import(import_id: Id, session: DbSession, principal: SyncCaller) -
     return await service.import_out(session, await service.get_import(session, principal, import_id))
 
 
-@router.get("/imports/{import_id}/errors", response_model=Page[RowErrorOut],
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
-            summary="Every row error, as JSON pages or (format=csv) one CSV file for Excel")
-async def import_errors(import_id: Id, session: DbSession, principal: SyncCaller, page: Paging,
-                        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Any:
+@router.get(
+    "/imports/{import_id}/errors",
+    response_model=Page[RowErrorOut],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    summary="Every row error, as JSON pages or (format=csv) one CSV file for Excel",
+)
+async def import_errors(
+    import_id: Id,
+    session: DbSession,
+    principal: SyncCaller,
+    page: Paging,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Any:
     job = await service.get_import(session, principal, import_id)
     if format == "csv":
-        return StreamingResponse(_errors_csv(session, job.id), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="import-{job.id}-errors.csv"'})
+        return StreamingResponse(
+            _errors_csv(session, job.id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="import-{job.id}-errors.csv"'},
+        )
     stmt = select(ImportRowError).where(ImportRowError.import_id == job.id)
     rows, nxt = await paginate_by_id(session, stmt, ImportRowError.id, page, descending=False)
     return Page(items=[RowErrorOut.model_validate(r) for r in rows], next_cursor=nxt)
@@ -212,9 +276,14 @@ async def _errors_csv(session: Any, import_id: int) -> AsyncIterator[bytes]:
     yield ("\ufeff" + buf.getvalue()).encode()  # the BOM: Excel opens UTF-8 CSV correctly with it
     after = 0
     while True:
-        rows = (await session.scalars(select(ImportRowError).where(
-            ImportRowError.import_id == import_id, ImportRowError.id > after)
-            .order_by(ImportRowError.id).limit(CSV_EXPORT_BATCH))).all()
+        rows = (
+            await session.scalars(
+                select(ImportRowError)
+                .where(ImportRowError.import_id == import_id, ImportRowError.id > after)
+                .order_by(ImportRowError.id)
+                .limit(CSV_EXPORT_BATCH)
+            )
+        ).all()
         if not rows:
             return
         buf = io.StringIO()
@@ -225,10 +294,12 @@ async def _errors_csv(session: Any, import_id: int) -> AsyncIterator[bytes]:
         yield buf.getvalue().encode()
 
 
-@router.get("/imports/{import_id}/outcomes", response_model=Page[OutcomeOut],
-            summary="The items a job archived (full sync) or deleted, with their external ids")
-async def import_outcomes(import_id: Id, session: DbSession, principal: SyncCaller,
-                          page: Paging) -> Page[OutcomeOut]:
+@router.get(
+    "/imports/{import_id}/outcomes",
+    response_model=Page[OutcomeOut],
+    summary="The items a job archived (full sync) or deleted, with their external ids",
+)
+async def import_outcomes(import_id: Id, session: DbSession, principal: SyncCaller, page: Paging) -> Page[OutcomeOut]:
     job = await service.get_import(session, principal, import_id)
     stmt = select(ImportOutcome).where(ImportOutcome.import_id == job.id)
     rows, nxt = await paginate_by_id(session, stmt, ImportOutcome.id, page, descending=False)
@@ -237,28 +308,41 @@ async def import_outcomes(import_id: Id, session: DbSession, principal: SyncCall
 
 # ---------------------------------------------------------------- exports
 
-_EXPORT_CONTENT = {200: {"description": "The file (up to KB_EXPORT_INLINE_MAX_ITEMS items)",
-                         "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                     for t in export.MEDIA_TYPES.values()}},
-                   202: {"model": ExportOut, "description": "More items: an export job; poll it, then fetch its file"}}
+_EXPORT_CONTENT = {
+    200: {
+        "description": "The file (up to KB_EXPORT_INLINE_MAX_ITEMS items)",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in export.MEDIA_TYPES.values()},
+    },
+    202: {"model": ExportOut, "description": "More items: an export job; poll it, then fetch its file"},
+}
 
 
-@router.get("/exports", responses=_EXPORT_CONTENT, response_class=Response,
-            summary="Export a source's items with the import's columns (a job for large sets)")
+@router.get(
+    "/exports",
+    responses=_EXPORT_CONTENT,
+    response_class=Response,
+    summary="Export a source's items with the import's columns (a job for large sets)",
+)
 async def export_items(
-    request: Request, session: DbSession, principal: SyncCaller, settings: AppSettings,
+    request: Request,
+    session: DbSession,
+    principal: SyncCaller,
+    settings: AppSettings,
     source: Annotated[SourceName, Query(description="The sync source whose items are written")],
     format: Annotated[ExportFormat, Query(description="ndjson (systems), csv or xlsx (people)")] = "ndjson",
     include_archived: Annotated[bool, Query(description="Archived items too (their last version)")] = False,
 ) -> Response:
     src = await service.get_source(session, principal, source)  # 404 unknown_source, 403 source_forbidden
-    plan = await export.plan(session, src, include_archived, ZoneInfo(settings.import_timezone),
-                             export.readers_for(principal))
+    plan = await export.plan(
+        session, src, include_archived, ZoneInfo(settings.import_timezone), export.readers_for(principal)
+    )
     if plan.total > settings.export_inline_max_items:
-        job = await export.start_job(session, principal, source=src.name, fmt=format,
-                                     include_archived=include_archived)
-        return JSONResponse(export.job_out(job).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED,
-                            headers={"Location": f"/api/v1/exports/{job.id}"})
+        job = await export.start_job(session, principal, source=src.name, fmt=format, include_archived=include_archived)
+        return JSONResponse(
+            export.job_out(job).model_dump(mode="json"),
+            status_code=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/v1/exports/{job.id}"},
+        )
     await session.close()  # the rows are read in sessions of their own, batch by batch
     name = export.file_name(src.name, format)
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Export-Rows": str(plan.total)}
@@ -272,8 +356,12 @@ async def export_items(
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return FileResponse(path, media_type=export.MEDIA_TYPES[format], headers=headers,
-                            background=BackgroundTask(path.unlink, missing_ok=True))
+        return FileResponse(
+            path,
+            media_type=export.MEDIA_TYPES[format],
+            headers=headers,
+            background=BackgroundTask(path.unlink, missing_ok=True),
+        )
     return StreamingResponse(export.stream(reader, format), media_type=export.MEDIA_TYPES[format], headers=headers)
 
 
@@ -282,15 +370,21 @@ async def get_export(export_id: Id, session: DbSession, principal: SyncCaller) -
     return export.job_out(await export.get_job(session, principal, export_id))
 
 
-@router.get("/exports/{export_id}/file", response_class=FileResponse,
-            responses={200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}},
-                       410: problem_response("The file was deleted after KB_EXPORT_RETENTION_HOURS")},
-            summary="The file of a finished export (409 export_not_ready before, 410 export_expired after the "
-                    "retention)")
+@router.get(
+    "/exports/{export_id}/file",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {t: {} for t in export.MEDIA_TYPES.values()}},
+        410: problem_response("The file was deleted after KB_EXPORT_RETENTION_HOURS"),
+    },
+    summary="The file of a finished export (409 export_not_ready before, 410 export_expired after the retention)",
+)
 async def export_file(export_id: Id, session: DbSession, principal: SyncCaller) -> FileResponse:
     job = await export.get_job(session, principal, export_id)
     path = await anyio.to_thread.run_sync(export.job_file, job)
     name = f"{job.source}-export-{job.id}.{job.format}"
-    return FileResponse(path, media_type=export.MEDIA_TYPES[job.format],
-                        headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                 "X-Export-Rows": str(job.rows)})
+    return FileResponse(
+        path,
+        media_type=export.MEDIA_TYPES[job.format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Export-Rows": str(job.rows)},
+    )

@@ -18,16 +18,23 @@ ImportState = Literal["queued", "scanning", "running", "archiving", "needs_confi
 class SourcePolicy(Schema):
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     publish_mode: PublishMode | None = Field(
-        None, description="publish: a changed row is published at once; review: it waits in review (审核)")
-    create_categories: bool | None = Field(None, description="Create category paths that do not exist (else the "
-                                                             "row fails)")
+        None, description="publish: a changed row is published at once; review: it waits in review (审核)"
+    )
+    create_categories: bool | None = Field(
+        None, description="Create category paths that do not exist (else the row fails)"
+    )
     create_tags: bool | None = Field(None, description="Create unknown tags (else the row fails)")
     taxonomy_id: Id | None = Field(None, description="The tree category paths are looked up in (default: the first)")
     item_type: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
     channels: list[Channel] | None = Field(None, min_length=1, max_length=4)
     visibility: Visibility | None = None
-    max_archive_share: float | None = Field(None, ge=0, le=1, description="A full sync archiving more than this "
-                                            "share of the source's items stops for confirm_mass_archive=true")
+    max_archive_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="A full sync archiving more than this "
+        "share of the source's items stops for confirm_mass_archive=true",
+    )
 
 
 class SourceCreate(SourcePolicy):
@@ -40,7 +47,8 @@ class SourceUpdate(SourcePolicy):
 
 class WatermarkIn(Schema):
     watermark: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
-        description="Where the sync job left off (a timestamp, a change number ...): read back by the next run")
+        description="Where the sync job left off (a timestamp, a change number ...): read back by the next run"
+    )
 
 
 class LastImport(Out):
@@ -107,8 +115,7 @@ class ImportOut(Out):
     error: dict[str, Any] | None = Field(description="Why the job as a whole failed or stopped: {code, message}")
     errors: list[RowErrorOut] = Field(description="The first row errors; all of them at /imports/{id}/errors")
     errors_total: int
-    outcomes: list[OutcomeOut] = Field(description="The first items archived or deleted; all at "
-                                                   "/imports/{id}/outcomes")
+    outcomes: list[OutcomeOut] = Field(description="The first items archived or deleted; all at /imports/{id}/outcomes")
     file: dict[str, Any]
     created_by: str
     created_at: datetime

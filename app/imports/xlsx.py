@@ -31,8 +31,12 @@ class XlsxReader(Reader):
         try:
             names = list(wb.sheetnames)
             if sheet is not None and sheet not in names:
-                raise ImportFileError(f"the workbook has no sheet {sheet!r}; its sheets: {', '.join(names)}",
-                                      "unknown_sheet", sheet=sheet, sheets=names)
+                raise ImportFileError(
+                    f"the workbook has no sheet {sheet!r}; its sheets: {', '.join(names)}",
+                    "unknown_sheet",
+                    sheet=sheet,
+                    sheets=names,
+                )
             candidates = [n for n in names if hasattr(wb[n], "iter_rows") and sheet in (None, n)]
             if not candidates:
                 raise ImportFileError("the workbook has no worksheet", "no_header")
@@ -51,8 +55,9 @@ class XlsxReader(Reader):
         if others:
             self.warnings.append(f"sheets {', '.join(others)} ignored")
         if header is None:
-            raise ImportFileError(f"sheet {chosen!r} has no header row: its first row must name the columns",
-                                  "no_header", sheet=chosen)
+            raise ImportFileError(
+                f"sheet {chosen!r} has no header row: its first row must name the columns", "no_header", sheet=chosen
+            )
         self._header_row = header[0]
         self._header = header_columns(list(header[1]), f"sheet {chosen!r}")
         self._width = self._header[-1][0] + 1
@@ -123,8 +128,9 @@ class XlsxReader(Reader):
         except (KeyError, zipfile.BadZipFile, expat.ExpatError, OSError, ValueError) as exc:
             raise ImportFileError(f"the XLSX cannot be read: {exc}", "bad_xlsx")
         for ref in no_cache:
-            self.warnings.append(f"formula cell {ref} has no cached value (read as empty; open and save the "
-                                 "file in Excel to compute it)")
+            self.warnings.append(
+                f"formula cell {ref} has no cached value (read as empty; open and save the file in Excel to compute it)"
+            )
         if missing > len(no_cache):
             self.warnings.append(f"{missing - len(no_cache)} more formula cells have no cached value")
 
@@ -137,8 +143,9 @@ class XlsxReader(Reader):
             ws.reset_dimensions()
             active: list[tuple[tuple[int, int, int, int], Any]] = []
             named = {i for i, _ in self._header}
-            for number, raw in enumerate(ws.iter_rows(min_row=self._header_row + 1, values_only=True),
-                                         self._header_row + 1):
+            for number, raw in enumerate(
+                ws.iter_rows(min_row=self._header_row + 1, values_only=True), self._header_row + 1
+            ):
                 values = [_cell_value(v) for v in raw]
                 empty = all(v is None for v in values)
                 if active or number in self._merges:
@@ -149,14 +156,17 @@ class XlsxReader(Reader):
                 stray = next((i for i, v in enumerate(values) if v is not None and i not in named), None)
                 error = None
                 if stray is not None:
-                    error = (f"cell {get_column_letter(stray + 1)}{number} has a value but column "
-                             f"{get_column_letter(stray + 1)} has no header")
+                    error = (
+                        f"cell {get_column_letter(stray + 1)}{number} has a value but column "
+                        f"{get_column_letter(stray + 1)} has no header"
+                    )
                 yield Row(number, row, error)
         finally:
             wb.close()
 
-    def _fill(self, number: int, values: list[Any], active: list[tuple[tuple[int, int, int, int], Any]]
-              ) -> list[tuple[tuple[int, int, int, int], Any]]:
+    def _fill(
+        self, number: int, values: list[Any], active: list[tuple[tuple[int, int, int, int], Any]]
+    ) -> list[tuple[tuple[int, int, int, int], Any]]:
         """Every cell of a merged range gets its top-left value (people merge a category down a block)."""
         for rng in self._merges.get(number, ()):
             active.append((rng, values[rng[1] - 1] if rng[1] <= len(values) else None))

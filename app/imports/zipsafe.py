@@ -73,8 +73,12 @@ def _is_junk(name: str) -> bool:
 def _checked_entries(zf: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInfo, str]]:
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
-        raise ImportFileError(f"the zip has {len(infos)} entries, at most {limits.max_entries} are allowed",
-                              "zip_bomb", entries=len(infos), max_entries=limits.max_entries)
+        raise ImportFileError(
+            f"the zip has {len(infos)} entries, at most {limits.max_entries} are allowed",
+            "zip_bomb",
+            entries=len(infos),
+            max_entries=limits.max_entries,
+        )
     entries: list[tuple[zipfile.ZipInfo, str]] = []
     seen: set[str] = set()
     total = 0
@@ -82,27 +86,36 @@ def _checked_entries(zf: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.
         shown = entry_name(info)
         name = normalize_name(shown)
         if name is None:
-            raise ImportFileError(f"zip entry {shown!r} points outside the archive", "unsafe_zip_entry",
-                                  entry=shown)
+            raise ImportFileError(f"zip entry {shown!r} points outside the archive", "unsafe_zip_entry", entry=shown)
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise ImportFileError(f"zip entry {shown!r} is a symbolic link", "unsafe_zip_entry", entry=shown,
-                                  reason="symlink")
+            raise ImportFileError(
+                f"zip entry {shown!r} is a symbolic link", "unsafe_zip_entry", entry=shown, reason="symlink"
+            )
         if info.flag_bits & _ENCRYPTED_FLAG:
-            raise ImportFileError(f"zip entry {shown!r} is encrypted; send the archive without a password",
-                                  "zip_encrypted", entry=shown)
+            raise ImportFileError(
+                f"zip entry {shown!r} is encrypted; send the archive without a password", "zip_encrypted", entry=shown
+            )
         if name.endswith("/") or _is_junk(name):
             continue
         if name in seen:
-            raise ImportFileError(f"zip entry {shown!r} appears twice", "unsafe_zip_entry", entry=shown,
-                                  reason="duplicate")
+            raise ImportFileError(
+                f"zip entry {shown!r} appears twice", "unsafe_zip_entry", entry=shown, reason="duplicate"
+            )
         seen.add(name)
         total += info.file_size
         if total > limits.max_unzipped_bytes:
-            raise ImportFileError(f"the zip unpacks to more than {limits.max_unzipped_bytes} bytes", "zip_bomb",
-                                  max_unzipped_bytes=limits.max_unzipped_bytes)
+            raise ImportFileError(
+                f"the zip unpacks to more than {limits.max_unzipped_bytes} bytes",
+                "zip_bomb",
+                max_unzipped_bytes=limits.max_unzipped_bytes,
+            )
         if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise ImportFileError(f"zip entry {shown!r} inflates more than {limits.max_ratio} times", "zip_bomb",
-                                  entry=shown, max_ratio=limits.max_ratio)
+            raise ImportFileError(
+                f"zip entry {shown!r} inflates more than {limits.max_ratio} times",
+                "zip_bomb",
+                entry=shown,
+                max_ratio=limits.max_ratio,
+            )
         entries.append((info, name))
     return entries
 
@@ -113,15 +126,19 @@ def _find_manifest(names: list[str]) -> tuple[str, str]:
     if len(tops) == 1 and all("/" in n for n in names):
         bases.append(next(iter(tops)) + "/")
     for base in bases:
-        level = {n[len(base):].lower(): n for n in names if n.startswith(base) and "/" not in n[len(base):]}
+        level = {n[len(base) :].lower(): n for n in names if n.startswith(base) and "/" not in n[len(base) :]}
         found = [level[m] for m in MANIFEST_NAMES if m in level]
         if len(found) > 1:
-            raise ImportFileError(f"the zip holds several manifests: {', '.join(found)}; keep one",
-                                  "ambiguous_manifest", manifests=found)
+            raise ImportFileError(
+                f"the zip holds several manifests: {', '.join(found)}; keep one", "ambiguous_manifest", manifests=found
+            )
         if found:
             return found[0], base
-    raise ImportFileError("the zip holds no manifest: put manifest.ndjson, manifest.jsonl, manifest.json or "
-                          "manifest.csv at its root (or in its single top folder)", "no_manifest")
+    raise ImportFileError(
+        "the zip holds no manifest: put manifest.ndjson, manifest.jsonl, manifest.json or "
+        "manifest.csv at its root (or in its single top folder)",
+        "no_manifest",
+    )
 
 
 def extract(path: Path, work_dir: Path, limits: Limits) -> SafeZip:
@@ -138,8 +155,9 @@ def extract(path: Path, work_dir: Path, limits: Limits) -> SafeZip:
             for info, name in entries:
                 target = (root / name).resolve()
                 if not target.is_relative_to(resolved_root):  # belt and braces after normalize_name
-                    raise ImportFileError(f"zip entry {name!r} points outside the archive", "unsafe_zip_entry",
-                                          entry=name)
+                    raise ImportFileError(
+                        f"zip entry {name!r} points outside the archive", "unsafe_zip_entry", entry=name
+                    )
                 written += _copy_entry(zf, info, name, target, limits, budget=limits.max_unzipped_bytes - written)
                 files[name] = target
     except ImportFileError:
@@ -152,8 +170,9 @@ def extract(path: Path, work_dir: Path, limits: Limits) -> SafeZip:
     return SafeZip(manifest=manifest, manifest_name=manifest_name, base=base, files=files)
 
 
-def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, target: Path, limits: Limits,
-                budget: int) -> int:
+def _copy_entry(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, target: Path, limits: Limits, budget: int
+) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     ratio_cap = max(_RATIO_FLOOR, limits.max_ratio * max(info.compress_size, 1))
     count = 0
@@ -161,11 +180,18 @@ def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, target: P
         while chunk := src.read(_CHUNK):
             count += len(chunk)
             if count > budget:
-                raise ImportFileError(f"the zip unpacks to more than {limits.max_unzipped_bytes} bytes", "zip_bomb",
-                                      max_unzipped_bytes=limits.max_unzipped_bytes)
+                raise ImportFileError(
+                    f"the zip unpacks to more than {limits.max_unzipped_bytes} bytes",
+                    "zip_bomb",
+                    max_unzipped_bytes=limits.max_unzipped_bytes,
+                )
             if count > ratio_cap:
-                raise ImportFileError(f"zip entry {name!r} inflates more than {limits.max_ratio} times", "zip_bomb",
-                                      entry=name, max_ratio=limits.max_ratio)
+                raise ImportFileError(
+                    f"zip entry {name!r} inflates more than {limits.max_ratio} times",
+                    "zip_bomb",
+                    entry=name,
+                    max_ratio=limits.max_ratio,
+                )
             dst.write(chunk)
     return count
 

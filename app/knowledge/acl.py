@@ -62,15 +62,15 @@ def read_filter(principal: Principal | None) -> ColumnElement[bool]:
 def valid_filter(at: datetime | None = None) -> ColumnElement[bool]:
     """SQL condition on `Item`: inside its validity window at `at` (default now)."""
     at = at or utcnow()
-    return and_(or_(Item.valid_from.is_(None), Item.valid_from <= at),
-                or_(Item.valid_to.is_(None), Item.valid_to > at))
+    return and_(or_(Item.valid_from.is_(None), Item.valid_from <= at), or_(Item.valid_to.is_(None), Item.valid_to > at))
 
 
 def visible_filter(principal: Principal | None, at: datetime | None = None) -> ColumnElement[bool]:
     """What a reader sees (only knowledge:read, a channel client, an anonymous visitor): published,
     valid now, and readable under the ACL. Combine with `channel_filter` on the published version."""
-    return and_(Item.status == "published", Item.published_version_id.is_not(None), valid_filter(at),
-                read_filter(principal))
+    return and_(
+        Item.status == "published", Item.published_version_id.is_not(None), valid_filter(at), read_filter(principal)
+    )
 
 
 def channel_filter(channel: str | None) -> ColumnElement[bool]:
@@ -99,8 +99,11 @@ async def can_read(session: AsyncSession, principal: Principal | None, item: Ite
     """The ACL alone (not the life cycle): may this caller read this item at all?"""
     if principal is not None and principal.is_superuser:
         return True
-    found = await session.scalar(select(ItemReader.item_id).where(
-        ItemReader.item_id == item.id, ItemReader.subject.in_(subjects_of(principal))).limit(1))
+    found = await session.scalar(
+        select(ItemReader.item_id)
+        .where(ItemReader.item_id == item.id, ItemReader.subject.in_(subjects_of(principal)))
+        .limit(1)
+    )
     return found is not None
 
 
@@ -138,9 +141,13 @@ async def _governing_categories(session: AsyncSession, item_ids: list[int]) -> d
         select(Item.id, version_categories.c.node_id)
         .join(ItemVersion, ItemVersion.item_id == Item.id)
         .join(version_categories, version_categories.c.version_id == ItemVersion.id)
-        .where(Item.id.in_(item_ids),
-               or_(ItemVersion.id == Item.published_version_id,
-                   and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no)))
+        .where(
+            Item.id.in_(item_ids),
+            or_(
+                ItemVersion.id == Item.published_version_id,
+                and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no),
+            ),
+        )
     )
     out: dict[int, list[int]] = defaultdict(list)
     for item_id, node_id in (await session.execute(stmt)).all():
@@ -167,8 +174,11 @@ async def _grants(session: AsyncSession, target_type: str, ids: Iterable[int]) -
     out: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     if not ids:
         return out
-    rows = await session.execute(select(AclGrant.target_id, AclGrant.access, AclGrant.subject).where(
-        AclGrant.target_type == target_type, AclGrant.target_id.in_(ids)).order_by(AclGrant.id))
+    rows = await session.execute(
+        select(AclGrant.target_id, AclGrant.access, AclGrant.subject)
+        .where(AclGrant.target_type == target_type, AclGrant.target_id.in_(ids))
+        .order_by(AclGrant.id)
+    )
     for target_id, access, subject in rows.all():
         out[target_id][access].append(subject)
     return out
@@ -241,12 +251,17 @@ async def items_under(session: AsyncSession, node_ids: Iterable[int]) -> list[in
     if not nodes:
         return []
     stmt = (
-        select(Item.id).distinct()
+        select(Item.id)
+        .distinct()
         .join(ItemVersion, ItemVersion.item_id == Item.id)
         .join(version_categories, version_categories.c.version_id == ItemVersion.id)
-        .where(version_categories.c.node_id.in_(nodes),
-               or_(ItemVersion.id == Item.published_version_id,
-                   and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no)))
+        .where(
+            version_categories.c.node_id.in_(nodes),
+            or_(
+                ItemVersion.id == Item.published_version_id,
+                and_(Item.published_version_id.is_(None), ItemVersion.number == Item.latest_version_no),
+            ),
+        )
     )
     return sorted((await session.scalars(stmt)).all())
 
@@ -285,22 +300,29 @@ async def _check_subjects(session: AsyncSession, grants: list[GrantIn]) -> list[
     return wanted
 
 
-async def _replace(session: AsyncSession, actor: Principal, target_type: str, target_id: int,
-                   grants: list[GrantIn]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+async def _replace(
+    session: AsyncSession, actor: Principal, target_type: str, target_id: int, grants: list[GrantIn]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     wanted = await _check_subjects(session, grants)
-    old = (await session.scalars(select(AclGrant).where(
-        AclGrant.target_type == target_type, AclGrant.target_id == target_id))).all()
+    old = (
+        await session.scalars(
+            select(AclGrant).where(AclGrant.target_type == target_type, AclGrant.target_id == target_id)
+        )
+    ).all()
     before = [{"subject": g.subject, "access": g.access} for g in sorted(old, key=lambda g: (g.subject, g.access))]
-    await session.execute(delete(AclGrant).where(AclGrant.target_type == target_type,
-                                                 AclGrant.target_id == target_id))
+    await session.execute(delete(AclGrant).where(AclGrant.target_type == target_type, AclGrant.target_id == target_id))
     for subject, access in wanted:
-        session.add(AclGrant(target_type=target_type, target_id=target_id, subject=subject, access=access,
-                             created_by=actor.actor))
+        session.add(
+            AclGrant(
+                target_type=target_type, target_id=target_id, subject=subject, access=access, created_by=actor.actor
+            )
+        )
     try:
         await session.flush()
     except IntegrityError:
-        raise Conflict("Someone changed these grants at the same moment; reload and try again",
-                       code="concurrent_update")
+        raise Conflict(
+            "Someone changed these grants at the same moment; reload and try again", code="concurrent_update"
+        )
     return before, [{"subject": s, "access": a} for s, a in wanted]
 
 
@@ -320,15 +342,28 @@ async def set_node_grants(session: AsyncSession, actor: Principal, node_id: int,
     await get_or_404(session, TaxonomyNode, node_id, "node")
     before, after = await _replace(session, actor, "category", node_id, grants)
     affected = await refresh_for_categories(session, [node_id])
-    record(session, actor, "taxonomy_node.acl_update", "taxonomy_node", node_id, before=before, after=after,
-           items_affected=len(affected))
+    record(
+        session,
+        actor,
+        "taxonomy_node.acl_update",
+        "taxonomy_node",
+        node_id,
+        before=before,
+        after=after,
+        items_affected=len(affected),
+    )
     await session.commit()
     return affected
 
 
 async def describe_item(session: AsyncSession, item: Item) -> ItemAclOut:
-    own = (await session.scalars(select(AclGrant).where(
-        AclGrant.target_type == "item", AclGrant.target_id == item.id).order_by(AclGrant.subject))).all()
+    own = (
+        await session.scalars(
+            select(AclGrant)
+            .where(AclGrant.target_type == "item", AclGrant.target_id == item.id)
+            .order_by(AclGrant.subject)
+        )
+    ).all()
     cats = (await _governing_categories(session, [item.id])).get(item.id, [])
     chains = await _chains(session, cats)
     node_grants = await _grants(session, "category", {n for c in chains.values() for n in c})
@@ -337,11 +372,18 @@ async def describe_item(session: AsyncSession, item: Item) -> ItemAclOut:
         for access in (READ, EDIT):
             src = _nearest(chains.get(node_id, [node_id]), node_grants, access)
             if src is not None:
-                inherited += [InheritedGrant(node_id=node_id, from_node_id=src, subject=s, access=access)
-                              for s in sorted(node_grants[src][access])]
+                inherited += [
+                    InheritedGrant(node_id=node_id, from_node_id=src, subject=s, access=access)
+                    for s in sorted(node_grants[src][access])
+                ]
     sets = (await effective_sets(session, [item.id]))[item.id]
-    return ItemAclOut(item_id=item.id, grants=[{"subject": g.subject, "access": g.access} for g in own],
-                      inherited=inherited, readers=await readers_of(session, item.id), editors=sets[EDIT])
+    return ItemAclOut(
+        item_id=item.id,
+        grants=[{"subject": g.subject, "access": g.access} for g in own],
+        inherited=inherited,
+        readers=await readers_of(session, item.id),
+        editors=sets[EDIT],
+    )
 
 
 async def describe_node(session: AsyncSession, node_id: int) -> NodeAclOut:
@@ -352,7 +394,9 @@ async def describe_node(session: AsyncSession, node_id: int) -> NodeAclOut:
     for access in (READ, EDIT):
         src = _nearest(chain, grants, access)
         if src is not None:
-            effective += [InheritedGrant(node_id=node_id, from_node_id=src, subject=s, access=access)
-                          for s in sorted(grants[src][access])]
+            effective += [
+                InheritedGrant(node_id=node_id, from_node_id=src, subject=s, access=access)
+                for s in sorted(grants[src][access])
+            ]
     own = [{"subject": s, "access": a} for a in (READ, EDIT) for s in sorted(grants.get(node_id, {}).get(a, []))]
     return NodeAclOut(node_id=node_id, grants=own, effective=effective)

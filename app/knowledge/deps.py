@@ -22,8 +22,9 @@ def item_not_found(item_id: int) -> NotFound:
     return NotFound(f"No item with id {item_id}", code="item_not_found")
 
 
-async def accessible_item(request: Request, session: DbSession, principal: Principal, item_id: int, *,
-                          write: bool = False, edit: bool = False) -> Item:
+async def accessible_item(
+    request: Request, session: DbSession, principal: Principal, item_id: int, *, write: bool = False, edit: bool = False
+) -> Item:
     """The item, if the caller may read it (else 404, audited); `edit`: and edit it (else 403): the
     edit grants, and `knowledge:edit` or the caller's own proposal (app/knowledge/proposals.py).
     `write` locks the row (PostgreSQL) so concurrent writers queue."""

@@ -10,8 +10,7 @@ from app.knowledge.models import ItemVersion
 from app.knowledge.schemas import CHANNELS, DiffOut, SetChange, TextChange
 
 # Where an HTML body breaks into lines for the diff (it is often stored on one line).
-_BLOCK_END = re.compile(r"(</(?:p|div|li|tr|h[1-6]|table|thead|tbody|ul|ol|blockquote|pre)>|<br\s*/?>)",
-                        re.IGNORECASE)
+_BLOCK_END = re.compile(r"(</(?:p|div|li|tr|h[1-6]|table|thead|tbody|ul|ol|blockquote|pre)>|<br\s*/?>)", re.IGNORECASE)
 
 
 def _lines(text: str) -> list[str]:
@@ -19,13 +18,19 @@ def _lines(text: str) -> list[str]:
 
 
 def unified(before: str, after: str, name: str, a: int, b: int) -> str:
-    return "\n".join(difflib.unified_diff(_lines(before), _lines(after), fromfile=f"v{a}/{name}",
-                                         tofile=f"v{b}/{name}", lineterm=""))
+    return "\n".join(
+        difflib.unified_diff(_lines(before), _lines(after), fromfile=f"v{a}/{name}", tofile=f"v{b}/{name}", lineterm="")
+    )
 
 
 def _texts(v: ItemVersion) -> dict[str, str]:
-    out = {"title": v.title, "question": v.question, "similar_questions": "\n".join(v.similar_questions),
-           "body": v.body, "body_format": v.body_format}
+    out = {
+        "title": v.title,
+        "question": v.question,
+        "similar_questions": "\n".join(v.similar_questions),
+        "body": v.body,
+        "body_format": v.body_format,
+    }
     for c in CHANNELS:
         out[f"answers.{c}"] = (v.channel_answers or {}).get(c, "")
     out["change_note"] = v.change_note
@@ -54,8 +59,11 @@ def diff_versions(item_id: int, a: ItemVersion, b: ItemVersion) -> DiffOut:
     def node(n: Any) -> dict[str, Any]:
         return {"id": n.id, "name": n.name, "taxonomy_id": n.taxonomy_id}
 
-    cats = _set_change(sorted((node(n) for n in a.categories), key=lambda x: x["id"]),
-                       sorted((node(n) for n in b.categories), key=lambda x: x["id"]), key=lambda x: x["id"])
+    cats = _set_change(
+        sorted((node(n) for n in a.categories), key=lambda x: x["id"]),
+        sorted((node(n) for n in b.categories), key=lambda x: x["id"]),
+        key=lambda x: x["id"],
+    )
     tags = _set_change(sorted(t.name for t in a.tags), sorted(t.name for t in b.tags))
     channels = _set_change(list(a.channels), list(b.channels))
     files = _set_change(sorted(x.id for x in a.attachments), sorted(x.id for x in b.attachments))
@@ -70,6 +78,15 @@ def diff_versions(item_id: int, a: ItemVersion, b: ItemVersion) -> DiffOut:
             unchanged.append(name)
     if not any(attrs.values()):
         unchanged.append("attributes")
-    return DiffOut(item_id=item_id, from_version=a.number, to_version=b.number, changed=changed,
-                   unchanged=unchanged, categories=cats, tags=tags, channels=channels, attachments=files,
-                   attributes=attrs)
+    return DiffOut(
+        item_id=item_id,
+        from_version=a.number,
+        to_version=b.number,
+        changed=changed,
+        unchanged=unchanged,
+        categories=cats,
+        tags=tags,
+        channels=channels,
+        attachments=files,
+        attributes=attrs,
+    )

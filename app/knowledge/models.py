@@ -31,8 +31,7 @@ class Item(IdMixin, TimestampMixin, Base):
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("source", "external_id"),)
 
-    item_type: Mapped[str] = mapped_column(String(32), ForeignKey("item_types.code", ondelete="RESTRICT"),
-                                           index=True)
+    item_type: Mapped[str] = mapped_column(String(32), ForeignKey("item_types.code", ondelete="RESTRICT"), index=True)
     owner_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"), index=True)
     # Summary of the life cycle: draft (never published), published, archived.
     status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
@@ -45,7 +44,8 @@ class Item(IdMixin, TimestampMixin, Base):
     external_id: Mapped[str | None] = mapped_column(String(128))
     latest_version_no: Mapped[int] = mapped_column(default=0)
     published_version_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("item_versions.id", ondelete="SET NULL", use_alter=True), index=True)
+        BigId, ForeignKey("item_versions.id", ondelete="SET NULL", use_alter=True), index=True
+    )
     # Bumped on every change to the item or its versions: the ETag.
     row_version: Mapped[int] = mapped_column(default=1)
     created_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
@@ -61,8 +61,13 @@ class ItemVersion(IdMixin, Base):
     __table_args__ = (
         UniqueConstraint("item_id", "number"),
         # The one-published-version invariant, enforced by the database itself.
-        Index("uq_item_versions_one_published", "item_id", unique=True,
-              sqlite_where=text("state = 'published'"), postgresql_where=text("state = 'published'")),
+        Index(
+            "uq_item_versions_one_published",
+            "item_id",
+            unique=True,
+            sqlite_where=text("state = 'published'"),
+            postgresql_where=text("state = 'published'"),
+        ),
         Index("ix_item_versions_state", "state"),
     )
 
@@ -98,8 +103,10 @@ class AclGrant(IdMixin, Base):
     """Read (or edit) access on a category (inherited down its subtree) or an item (overrides)."""
 
     __tablename__ = "acl_grants"
-    __table_args__ = (UniqueConstraint("target_type", "target_id", "subject", "access"),
-                      Index("ix_acl_grants_target", "target_type", "target_id"))
+    __table_args__ = (
+        UniqueConstraint("target_type", "target_id", "subject", "access"),
+        Index("ix_acl_grants_target", "target_type", "target_id"),
+    )
 
     target_type: Mapped[str] = mapped_column(String(16))  # category | item
     target_id: Mapped[int] = mapped_column(BigId)

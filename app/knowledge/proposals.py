@@ -28,7 +28,9 @@ PROPOSER_ACTIONS = frozenset({"submit", "withdraw", "reopen"})
 APPROVER_ACTIONS = frozenset({"approve", "reject", "publish", "unpublish", "archive"})
 # The general permission of each workflow action, and the proposal-type permission that may stand in.
 SCOPED_FOR_ACTION: dict[str, str] = {
-    **{a: PROPOSE_CASE for a in PROPOSER_ACTIONS}, **{a: APPROVE_CASE for a in APPROVER_ACTIONS}}
+    **{a: PROPOSE_CASE for a in PROPOSER_ACTIONS},
+    **{a: APPROVE_CASE for a in APPROVER_ACTIONS},
+}
 
 
 def is_proposal_type(item_type: str) -> bool:
@@ -50,8 +52,13 @@ def may_create(principal: Principal, item_type: str) -> bool:
 def is_own_proposal(principal: Principal, item: Item) -> bool:
     """The caller proposed this item (created it under the proposal permission) and it was never published."""
     scoped = PROPOSAL_TYPES.get(item.item_type)
-    return (scoped is not None and principal.kind == "user" and principal.can(scoped[0])
-            and item.created_by == principal.id and item.status == "draft")
+    return (
+        scoped is not None
+        and principal.kind == "user"
+        and principal.can(scoped[0])
+        and item.created_by == principal.id
+        and item.status == "draft"
+    )
 
 
 def approves(principal: Principal, item: Item) -> bool:

@@ -38,13 +38,16 @@ class ContentFields(Schema):
     title: Title | None = None
     question: Question | None = Field(None, description="The standard question (标准问)")
     similar_questions: list[Question] | None = Field(
-        None, max_length=500, description=f"相似问法; blanks and duplicates dropped, at most "
-                                          f"{MAX_SIMILAR_QUESTIONS} remain")
+        None,
+        max_length=500,
+        description=f"相似问法; blanks and duplicates dropped, at most {MAX_SIMILAR_QUESTIONS} remain",
+    )
     body: str | None = Field(None, description="Sanitized HTML (script and event handlers stripped) or Markdown")
     body_format: BodyFormat | None = None
     channel_answers: ChannelAnswers | None = None
-    channels: list[Channel] | None = Field(None, min_length=1, max_length=4,
-                                           description="Channels the version is shown on")
+    channels: list[Channel] | None = Field(
+        None, min_length=1, max_length=4, description="Channels the version is shown on"
+    )
     category_ids: list[Id] | None = Field(None, max_length=100, description="Taxonomy node ids, any trees")
     tags: list[TagName] | None = Field(None, max_length=100, description="Tag names")
     attributes: dict[str, Any] | None = Field(None, description="Attribute code -> value, per the type's template")
@@ -113,8 +116,9 @@ class VersionOut(Out):
     body: str
     body_format: str
     channel_answers: dict[str, str]
-    answers: dict[str, str] = Field(default_factory=dict,
-                                    description="The answer each channel shows (its own or the body)")
+    answers: dict[str, str] = Field(
+        default_factory=dict, description="The answer each channel shows (its own or the body)"
+    )
     channels: list[str]
     categories: list[NodeRef]
     tags: list[str]
@@ -172,11 +176,12 @@ class ItemOut(Out):
     created_at: datetime
     updated_at: datetime
     version: VersionOut = Field(description="Editors see the latest version; readers the published one")
-    allowed_actions: list[str] = Field(default_factory=list,
-                                       description="Workflow actions allowed on `version` now")
+    allowed_actions: list[str] = Field(default_factory=list, description="Workflow actions allowed on `version` now")
     possible_duplicates: list[SimilarItemOut] | None = Field(
-        None, description="On create and submit: published items that seem to answer the same question "
-        "(GET /items/{id}/similar for the full list); empty when none, null elsewhere")
+        None,
+        description="On create and submit: published items that seem to answer the same question "
+        "(GET /items/{id}/similar for the full list); empty when none, null elsewhere",
+    )
 
 
 class ItemSummary(Out):
@@ -233,7 +238,8 @@ class DiffOut(Schema):
     channels: SetChange
     attachments: SetChange = Field(description="Attachment ids")
     attributes: dict[str, dict[str, Any]] = Field(
-        description="added / removed / changed: code -> value (changed: {before, after})")
+        description="added / removed / changed: code -> value (changed: {before, after})"
+    )
 
 
 Access = Literal["read", "edit"]
@@ -273,4 +279,5 @@ class NodeAclOut(Schema):
     grants: list[GrantOut] = Field(description="Grants on the node itself")
     effective: list[InheritedGrant] = Field(
         description="What applies to items in this node: per access, its own grants or its nearest "
-                    "ancestor's; empty means the default (all staff, plus public for public items)")
+        "ancestor's; empty means the default (all staff, plus public for public items)"
+    )

@@ -49,10 +49,25 @@ from app.taxonomy.models import AttributeDefinition, Tag
 from app.workers.outbox import enqueue
 
 MAX_BODY_CHARS = 500_000
-EDITOR_PERMISSIONS = ("knowledge:create", "knowledge:edit", "knowledge:submit", "knowledge:review",
-                      "knowledge:publish", "knowledge:archive")
-CONTENT_FIELDS = ("title", "question", "similar_questions", "body", "body_format", "channel_answers", "channels",
-                  "attributes", "change_note")
+EDITOR_PERMISSIONS = (
+    "knowledge:create",
+    "knowledge:edit",
+    "knowledge:submit",
+    "knowledge:review",
+    "knowledge:publish",
+    "knowledge:archive",
+)
+CONTENT_FIELDS = (
+    "title",
+    "question",
+    "similar_questions",
+    "body",
+    "body_format",
+    "channel_answers",
+    "channels",
+    "attributes",
+    "change_note",
+)
 
 # Common formatting, tables, links and images; nh3 drops scripts, styles, event handlers and
 # javascript: URLs whatever the list says.
@@ -68,8 +83,7 @@ _URL_SCHEMES = {"http", "https", "mailto", "tel"}
 
 def sanitize_html(html: str) -> str:
     """Safe HTML: <script>, <style>, on* handlers and javascript: links are stripped."""
-    return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_URL_SCHEMES,
-                     link_rel="noopener noreferrer")
+    return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_URL_SCHEMES, link_rel="noopener noreferrer")
 
 
 def answer_for(version: ItemVersion, channel: str) -> str:
@@ -92,9 +106,12 @@ def normalize_questions(questions: list[str], standard: str = "") -> list[str]:
             seen.add(q)
             out.append(q)
     if len(out) > MAX_SIMILAR_QUESTIONS:
-        raise InvalidInput(f"At most {MAX_SIMILAR_QUESTIONS} similar questions (got {len(out)} distinct ones)",
-                           code="too_many_similar_questions", field="similar_questions",
-                           limit=MAX_SIMILAR_QUESTIONS)
+        raise InvalidInput(
+            f"At most {MAX_SIMILAR_QUESTIONS} similar questions (got {len(out)} distinct ones)",
+            code="too_many_similar_questions",
+            field="similar_questions",
+            limit=MAX_SIMILAR_QUESTIONS,
+        )
     return out
 
 
@@ -129,8 +146,12 @@ LOCKED_STATES = ("in_review", "approved")
 def ensure_unlocked(latest: ItemVersion, to: str | None = None) -> None:
     """A version in review or approved is locked: 409 `version_locked` until it is withdrawn."""
     if latest.state in LOCKED_STATES:
-        raise Conflict(f"Version {latest.number} is {latest.state}; withdraw it {f'to {to}' if to else 'first'}",
-                       code="version_locked", state=latest.state, version=latest.number)
+        raise Conflict(
+            f"Version {latest.number} is {latest.state}; withdraw it {f'to {to}' if to else 'first'}",
+            code="version_locked",
+            state=latest.state,
+            version=latest.number,
+        )
 
 
 @asynccontextmanager
@@ -143,14 +164,18 @@ async def write_guard(session: AsyncSession, item_id: int) -> AsyncIterator[None
     except StaleDataError:
         await session.rollback()
         current = await session.scalar(select(Item.row_version).where(Item.id == item_id))
-        raise PreconditionFailed("Someone changed this item at the same moment; reload and try again",
-                                 current_etag=make_etag("item", item_id, current or 0), current_version=current)
+        raise PreconditionFailed(
+            "Someone changed this item at the same moment; reload and try again",
+            current_etag=make_etag("item", item_id, current or 0),
+            current_version=current,
+        )
     except IntegrityError as e:
         if "item_versions" not in str(e.orig):
             raise
         await session.rollback()  # the one-published-version index, or two new drafts at once
-        raise Conflict("Someone changed this item's versions at the same moment; reload and try again",
-                       code="concurrent_update")
+        raise Conflict(
+            "Someone changed this item's versions at the same moment; reload and try again", code="concurrent_update"
+        )
 
 
 # ---------------------------------------------------------------- loading
@@ -164,8 +189,7 @@ async def load_item(session: AsyncSession, item_id: int, *, for_update: bool = F
 
 
 async def version_no(session: AsyncSession, item: Item, number: int) -> ItemVersion:
-    v = await session.scalar(select(ItemVersion).where(ItemVersion.item_id == item.id,
-                                                       ItemVersion.number == number))
+    v = await session.scalar(select(ItemVersion).where(ItemVersion.item_id == item.id, ItemVersion.number == number))
     if v is None:
         raise NotFound(f"Item {item.id} has no version {number}", code="version_not_found")
     return v
@@ -201,7 +225,8 @@ async def attribute_defs(session: AsyncSession, item_type: str) -> list[Attribut
 async def check_complete(session: AsyncSession, item: Item, version: ItemVersion) -> None:
     """Before submit / publish: required attributes present, every value still valid."""
     version.attributes = taxonomy.validate_attribute_values(
-        await attribute_defs(session, item.item_type), dict(version.attributes or {}), for_publish=True)
+        await attribute_defs(session, item.item_type), dict(version.attributes or {}), for_publish=True
+    )
 
 
 # ---------------------------------------------------------------- writing content
@@ -215,24 +240,39 @@ def user_id(actor: Principal) -> int | None:
 def copy_version(source: ItemVersion, number: int, actor: Principal) -> ItemVersion:
     """A new draft with the content of `source`, its attachment set included."""
     return ItemVersion(
-        item_id=source.item_id, number=number, state="draft", title=source.title, question=source.question,
-        similar_questions=list(source.similar_questions), body=source.body, body_format=source.body_format,
-        channel_answers=dict(source.channel_answers), channels=list(source.channels),
-        attributes=dict(source.attributes), change_note="", author_id=user_id(actor),
-        categories=list(source.categories), tags=list(source.tags),
+        item_id=source.item_id,
+        number=number,
+        state="draft",
+        title=source.title,
+        question=source.question,
+        similar_questions=list(source.similar_questions),
+        body=source.body,
+        body_format=source.body_format,
+        channel_answers=dict(source.channel_answers),
+        channels=list(source.channels),
+        attributes=dict(source.attributes),
+        change_note="",
+        author_id=user_id(actor),
+        categories=list(source.categories),
+        tags=list(source.tags),
         attachments=list(source.attachments),  # the attachment set (app/attachments/models.py)
     )
 
 
 def _clean_body(body: str, body_format: str) -> str:
     if len(body) > MAX_BODY_CHARS:
-        raise PayloadTooLarge(f"The body has {len(body)} characters; at most {MAX_BODY_CHARS} are allowed",
-                              code="body_too_large", field="body", limit=MAX_BODY_CHARS)
+        raise PayloadTooLarge(
+            f"The body has {len(body)} characters; at most {MAX_BODY_CHARS} are allowed",
+            code="body_too_large",
+            field="body",
+            limit=MAX_BODY_CHARS,
+        )
     return sanitize_html(body) if body_format == "html" else body
 
 
-async def apply_content(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
-                        data: ContentFields) -> list[str]:
+async def apply_content(
+    session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, data: ContentFields
+) -> list[str]:
     """Apply the fields the client sent to a draft; returns the names of those that changed.
     `null` clears optional fields; title, channels and body_format cannot be null."""
     sent = data.model_fields_set
@@ -256,18 +296,23 @@ async def apply_content(session: AsyncSession, actor: Principal, item: Item, ver
         raw = dict(version.channel_answers)
         if "channel_answers" in sent:
             raw = data.channel_answers.model_dump() if data.channel_answers is not None else {}
-        version.channel_answers = {c: (sanitize_html(t) if fmt == "html" else t).strip()
-                                   for c, t in raw.items() if c in CHANNELS and t and t.strip()}
+        version.channel_answers = {
+            c: (sanitize_html(t) if fmt == "html" else t).strip()
+            for c, t in raw.items()
+            if c in CHANNELS and t and t.strip()
+        }
     if "channels" in sent and data.channels is not None:
         version.channels = [c for c in CHANNELS if c in data.channels]
     if "category_ids" in sent:
         version.categories = await taxonomy.validate_node_ids(session, data.category_ids or [])
     if "tags" in sent:
-        version.tags = await taxonomy.resolve_tags(session, data.tags or [],
-                                                   create_missing=actor.can("taxonomy:manage"))
+        version.tags = await taxonomy.resolve_tags(
+            session, data.tags or [], create_missing=actor.can("taxonomy:manage")
+        )
     if "attributes" in sent:
         version.attributes = taxonomy.validate_attribute_values(
-            await attribute_defs(session, item.item_type), data.attributes or {}, for_publish=False)
+            await attribute_defs(session, item.item_type), data.attributes or {}, for_publish=False
+        )
     if "change_note" in sent:
         version.change_note = data.change_note or ""
     after = snapshot(version)
@@ -288,11 +333,15 @@ async def _check_owner(session: AsyncSession, owner_id: int | None) -> None:
         raise InvalidInput(f"No user with id {owner_id}", code="unknown_owner", field="owner_id")
 
 
-async def _check_external_ref(session: AsyncSession, source: str | None, external_id: str | None,
-                              exclude_id: int | None = None) -> None:
+async def _check_external_ref(
+    session: AsyncSession, source: str | None, external_id: str | None, exclude_id: int | None = None
+) -> None:
     if (source is None) != (external_id is None):
-        raise InvalidInput("source and external_id go together: send both or neither",
-                           code="incomplete_external_ref", field="external_id")
+        raise InvalidInput(
+            "source and external_id go together: send both or neither",
+            code="incomplete_external_ref",
+            field="external_id",
+        )
     if source is None:
         return
     stmt = select(Item.id).where(Item.source == source, Item.external_id == external_id)
@@ -300,17 +349,27 @@ async def _check_external_ref(session: AsyncSession, source: str | None, externa
         stmt = stmt.where(Item.id != exclude_id)
     other = await session.scalar(stmt)
     if other is not None:
-        raise Conflict(f"An item from {source!r} with external id {external_id!r} exists",
-                       code="duplicate_external_id", item_id=other)
+        raise Conflict(
+            f"An item from {source!r} with external id {external_id!r} exists",
+            code="duplicate_external_id",
+            item_id=other,
+        )
 
 
 def _item_summary(item: Item) -> dict[str, Any]:
     def iso(v: Any) -> Any:
         return v.isoformat() if v is not None else None
 
-    return {"item_type": item.item_type, "owner_id": item.owner_id, "visibility": item.visibility,
-            "valid_from": iso(item.valid_from), "valid_to": iso(item.valid_to), "review_due": iso(item.review_due),
-            "source": item.source, "external_id": item.external_id}
+    return {
+        "item_type": item.item_type,
+        "owner_id": item.owner_id,
+        "visibility": item.visibility,
+        "valid_from": iso(item.valid_from),
+        "valid_to": iso(item.valid_to),
+        "review_due": iso(item.review_due),
+        "source": item.source,
+        "external_id": item.external_id,
+    }
 
 
 async def create_item(session: AsyncSession, actor: Principal, data: ItemCreate) -> tuple[Item, ItemVersion]:
@@ -320,25 +379,49 @@ async def create_item(session: AsyncSession, actor: Principal, data: ItemCreate)
     await _check_external_ref(session, data.source, data.external_id)
     owner_id = data.owner_id if data.owner_id is not None else user_id(actor)
     await _check_owner(session, owner_id)
-    item = Item(item_type=item_type.code, owner_id=owner_id, status="draft", visibility=data.visibility,
-                valid_from=data.valid_from, valid_to=data.valid_to, review_due=data.review_due,
-                source=data.source, external_id=data.external_id, latest_version_no=1,
-                created_by=user_id(actor))
+    item = Item(
+        item_type=item_type.code,
+        owner_id=owner_id,
+        status="draft",
+        visibility=data.visibility,
+        valid_from=data.valid_from,
+        valid_to=data.valid_to,
+        review_due=data.review_due,
+        source=data.source,
+        external_id=data.external_id,
+        latest_version_no=1,
+        created_by=user_id(actor),
+    )
     session.add(item)
     try:
         await session.flush()
     except IntegrityError:
         raise Conflict("An item with that source and external id exists", code="duplicate_external_id")
-    version = ItemVersion(item_id=item.id, number=1, state="draft", title=data.title, question="",
-                          similar_questions=[], body="", body_format="html", channel_answers={},
-                          channels=list(CHANNELS), attributes={}, change_note="", author_id=user_id(actor),
-                          categories=[], tags=[], attachments=[])
+    version = ItemVersion(
+        item_id=item.id,
+        number=1,
+        state="draft",
+        title=data.title,
+        question="",
+        similar_questions=[],
+        body="",
+        body_format="html",
+        channel_answers={},
+        channels=list(CHANNELS),
+        attributes={},
+        change_note="",
+        author_id=user_id(actor),
+        categories=[],
+        tags=[],
+        attachments=[],
+    )
     await apply_content(session, actor, item, version, data)
     session.add(version)
     await acl.refresh_readers(session, [item.id])
     if not await acl.can_edit(session, actor, item):
-        raise Forbidden("Edit grants on these categories do not include you", code="category_not_editable",
-                        field="category_ids")
+        raise Forbidden(
+            "Edit grants on these categories do not include you", code="category_not_editable", field="category_ids"
+        )
     record(session, actor, "item.create", "item", item.id, after={**_item_summary(item), "title": version.title})
     await session.commit()
     return item, version
@@ -358,7 +441,8 @@ async def update_item(session: AsyncSession, actor: Principal, item: Item, data:
             latest = await latest_version(session, item)
             if latest.state in OPEN_STATES:  # the open version must fit the new template
                 latest.attributes = taxonomy.validate_attribute_values(
-                    await attribute_defs(session, new_type.code), dict(latest.attributes), for_publish=False)
+                    await attribute_defs(session, new_type.code), dict(latest.attributes), for_publish=False
+                )
             item.item_type = new_type.code
         if "owner_id" in sent:
             await _check_owner(session, data.owner_id)
@@ -409,8 +493,17 @@ async def save_draft(session: AsyncSession, actor: Principal, item: Item, data: 
         await session.flush()
         if "categories" in changed and item.published_version_id is None:
             await acl.refresh_readers(session, [item.id])
-        record(session, actor, "item.draft_save", "item", item.id, version=draft.number, fields=changed,
-               created=created, reopened=reopened)
+        record(
+            session,
+            actor,
+            "item.draft_save",
+            "item",
+            item.id,
+            version=draft.number,
+            fields=changed,
+            created=created,
+            reopened=reopened,
+        )
         await session.commit()
     return draft
 
@@ -433,8 +526,11 @@ async def discard_draft(session: AsyncSession, actor: Principal, item: Item) -> 
     async with write_guard(session, item.id):
         draft = await _discardable(session, item)
         if draft.number == 1:
-            raise Conflict("This draft is the item's only version: delete the item instead",
-                           code="only_version", hint=f"DELETE /api/v1/items/{item.id}")
+            raise Conflict(
+                "This draft is the item's only version: delete the item instead",
+                code="only_version",
+                hint=f"DELETE /api/v1/items/{item.id}",
+            )
         await session.delete(draft)
         item.latest_version_no = draft.number - 1
         item.updated_at = utcnow()
@@ -451,11 +547,23 @@ async def delete_item(session: AsyncSession, actor: Principal, item: Item) -> No
     async with write_guard(session, item.id):
         latest = await latest_version(session, item)
         if latest.number != 1 or latest.state not in OPEN_STATES:
-            raise Conflict("Only an item that was never published can be deleted; discard its draft, unpublish "
-                           "or archive it instead", code="item_not_deletable", versions=latest.number)
+            raise Conflict(
+                "Only an item that was never published can be deleted; discard its draft, unpublish "
+                "or archive it instead",
+                code="item_not_deletable",
+                versions=latest.number,
+            )
         draft = await _discardable(session, item)  # in review or approved: withdraw first
-        record(session, actor, "item.delete", "item", item.id, title=draft.title, item_type=item.item_type,
-               external_id=item.external_id)
+        record(
+            session,
+            actor,
+            "item.delete",
+            "item",
+            item.id,
+            title=draft.title,
+            item_type=item.item_type,
+            external_id=item.external_id,
+        )
         # Grants name their target without a foreign key; versions, readers and attachments cascade.
         await session.execute(delete(AclGrant).where(AclGrant.target_type == "item", AclGrant.target_id == item.id))
         await session.execute(delete(Item).where(Item.id == item.id))
@@ -463,8 +571,9 @@ async def delete_item(session: AsyncSession, actor: Principal, item: Item) -> No
         await session.commit()
 
 
-async def restore_version(session: AsyncSession, actor: Principal, item: Item, number: int,
-                          change_note: str | None, replace: bool) -> ItemVersion:
+async def restore_version(
+    session: AsyncSession, actor: Principal, item: Item, number: int, change_note: str | None, replace: bool
+) -> ItemVersion:
     """A new draft holding the content of version `number` (see the module docstring)."""
     ensure_not_archived(item)
     async with write_guard(session, item.id):
@@ -472,11 +581,15 @@ async def restore_version(session: AsyncSession, actor: Principal, item: Item, n
         latest = await latest_version(session, item)
         ensure_unlocked(latest)
         if latest.state in OPEN_STATES and not replace:
-            raise Conflict(f"Version {latest.number} is an open draft; edit it, or restore with replace=true "
-                           "to overwrite it", code="draft_open", version=latest.number)
+            raise Conflict(
+                f"Version {latest.number} is an open draft; edit it, or restore with replace=true to overwrite it",
+                code="draft_open",
+                version=latest.number,
+            )
         fresh = copy_version(source, latest.number + 1, actor)
         fresh.attributes = taxonomy.validate_attribute_values(
-            await attribute_defs(session, item.item_type), dict(source.attributes), for_publish=False)
+            await attribute_defs(session, item.item_type), dict(source.attributes), for_publish=False
+        )
         if latest.state in OPEN_STATES:  # replace the open draft's content, keep its number
             draft = latest
             for f in CONTENT_FIELDS:
@@ -493,8 +606,16 @@ async def restore_version(session: AsyncSession, actor: Principal, item: Item, n
         await session.flush()
         if item.published_version_id is None:
             await acl.refresh_readers(session, [item.id])
-        record(session, actor, "item.restore", "item", item.id, version=draft.number, restored_from=number,
-               replaced=latest.state in OPEN_STATES)
+        record(
+            session,
+            actor,
+            "item.restore",
+            "item",
+            item.id,
+            version=draft.number,
+            restored_from=number,
+            replaced=latest.state in OPEN_STATES,
+        )
         await session.commit()
     return draft
 
@@ -506,8 +627,12 @@ def _attr_condition(dialect: str, code: str, value: str | int | float) -> Any:
     """The served version's attribute `code` equals `value` or (a list) contains it."""
     if dialect == "postgresql":
         col = ItemVersion.attributes
-        return or_(*(col.bool_op("@>")(cast(literal(json.dumps({code: v}, ensure_ascii=False)), JSONB))
-                     for v in (value, [value])))
+        return or_(
+            *(
+                col.bool_op("@>")(cast(literal(json.dumps({code: v}, ensure_ascii=False)), JSONB))
+                for v in (value, [value])
+            )
+        )
     each = func.json_each(ItemVersion.attributes, f'$."{code}"').table_valued("value")
     return exists(select(literal(1)).select_from(each).where(each.c.value == value))
 
@@ -515,8 +640,10 @@ def _attr_condition(dialect: str, code: str, value: str | int | float) -> Any:
 async def _attr_filters(session: AsyncSession, attrs: dict[str, str]) -> list[Any]:
     if not attrs:
         return []
-    defs = {d.code: d for d in (await session.scalars(
-        select(AttributeDefinition).where(AttributeDefinition.code.in_(attrs)))).all()}
+    defs = {
+        d.code: d
+        for d in (await session.scalars(select(AttributeDefinition).where(AttributeDefinition.code.in_(attrs)))).all()
+    }
     unknown = sorted(set(attrs) - set(defs))
     if unknown:
         raise InvalidInput(f"Unknown attributes: {', '.join(unknown)}", code="unknown_attribute", unknown=unknown)
@@ -528,18 +655,29 @@ async def _attr_filters(session: AsyncSession, attrs: dict[str, str]) -> list[An
             try:
                 value = float(raw)
             except ValueError:
-                raise InvalidInput(f"attr.{code} must be a number", code="invalid_attribute_filter",
-                                   field=f"attr.{code}")
+                raise InvalidInput(
+                    f"attr.{code} must be a number", code="invalid_attribute_filter", field=f"attr.{code}"
+                )
             value = int(value) if value.is_integer() else value
         out.append(_attr_condition(dialect, code, value))
     return out
 
 
 async def list_items(
-    session: AsyncSession, principal: Principal, page: PageParams, *, item_type: str | None = None,
-    status: str | None = None, state: str | None = None, category_id: int | None = None, tag: str | None = None,
-    owner_id: int | None = None, valid_at: datetime | None = None, updated_since: datetime | None = None,
-    q: str | None = None, attrs: dict[str, str] | None = None,
+    session: AsyncSession,
+    principal: Principal,
+    page: PageParams,
+    *,
+    item_type: str | None = None,
+    status: str | None = None,
+    state: str | None = None,
+    category_id: int | None = None,
+    tag: str | None = None,
+    owner_id: int | None = None,
+    valid_at: datetime | None = None,
+    updated_since: datetime | None = None,
+    q: str | None = None,
+    attrs: dict[str, str] | None = None,
 ) -> tuple[list[tuple[Item, ItemVersion]], str | None]:
     """Editors list every item they may read (with its latest version); readers the published,
     currently valid ones shown on their channel. Filters apply to the version listed."""
@@ -548,8 +686,11 @@ async def list_items(
         join_on = and_(ItemVersion.item_id == Item.id, ItemVersion.number == Item.latest_version_no)
         stmt = select(Item).join(ItemVersion, join_on).where(acl.read_filter(principal))
     else:
-        stmt = (select(Item).join(ItemVersion, ItemVersion.id == Item.published_version_id)
-                .where(acl.visible_filter(principal), acl.channel_filter(acl.channel_of(principal))))
+        stmt = (
+            select(Item)
+            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+            .where(acl.visible_filter(principal), acl.channel_filter(acl.channel_of(principal)))
+        )
     if item_type:
         stmt = stmt.where(Item.item_type == item_type)
     if status:
@@ -559,11 +700,15 @@ async def list_items(
     if category_id is not None:
         await taxonomy.validate_node_ids(session, [category_id])
         nodes = await taxonomy.subtree_ids(session, [category_id])
-        stmt = stmt.where(exists().where(version_categories.c.version_id == ItemVersion.id,
-                                         version_categories.c.node_id.in_(nodes)))
+        stmt = stmt.where(
+            exists().where(version_categories.c.version_id == ItemVersion.id, version_categories.c.node_id.in_(nodes))
+        )
     if tag:
-        stmt = stmt.where(exists().where(version_tags.c.version_id == ItemVersion.id,
-                                         version_tags.c.tag_id == Tag.id, Tag.name == tag))
+        stmt = stmt.where(
+            exists().where(
+                version_tags.c.version_id == ItemVersion.id, version_tags.c.tag_id == Tag.id, Tag.name == tag
+            )
+        )
     if owner_id is not None:
         stmt = stmt.where(Item.owner_id == owner_id)
     if valid_at is not None:
@@ -579,16 +724,18 @@ async def list_items(
         return [], nxt
     ids = [i.id for i in items]
     if editor:
-        vstmt = select(ItemVersion).join(Item, and_(Item.id == ItemVersion.item_id,
-                                                    Item.latest_version_no == ItemVersion.number))
+        vstmt = select(ItemVersion).join(
+            Item, and_(Item.id == ItemVersion.item_id, Item.latest_version_no == ItemVersion.number)
+        )
     else:
         vstmt = select(ItemVersion).join(Item, Item.published_version_id == ItemVersion.id)
     by_item = {v.item_id: v for v in (await session.scalars(vstmt.where(Item.id.in_(ids)))).all()}
     return [(i, by_item[i.id]) for i in items if i.id in by_item], nxt
 
 
-async def list_versions(session: AsyncSession, principal: Principal, item: Item,
-                        page: PageParams) -> tuple[list[ItemVersion], str | None]:
+async def list_versions(
+    session: AsyncSession, principal: Principal, item: Item, page: PageParams
+) -> tuple[list[ItemVersion], str | None]:
     stmt = select(ItemVersion).where(ItemVersion.item_id == item.id)
     if not sees_open_versions(principal, item):
         served = await served_version(session, principal, item)

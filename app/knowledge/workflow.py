@@ -107,8 +107,13 @@ def target_state(action: str, state: str, review_required: bool = True) -> str:
         if r.action == action and r.source == state and _applies(r, review_required):
             return r.target
     allowed = allowed_actions(state, review_required)
-    raise Conflict(f"Cannot {action} a version that is {state}; allowed: {', '.join(allowed) or 'nothing'}",
-                   code="invalid_transition", action=action, state=state, allowed=allowed)
+    raise Conflict(
+        f"Cannot {action} a version that is {state}; allowed: {', '.join(allowed) or 'nothing'}",
+        code="invalid_transition",
+        action=action,
+        state=state,
+        allowed=allowed,
+    )
 
 
 def may_withdraw(actor: Principal, version: ItemVersion) -> bool:
@@ -127,8 +132,9 @@ async def review_required(session: AsyncSession, item: Item) -> bool:
     return (await taxonomy.get_item_type(session, item.item_type)).review_required
 
 
-async def publish_many(session: AsyncSession, actor: Principal, pairs: list[tuple[Item, ItemVersion]],
-                       now: datetime) -> dict[int, int]:
+async def publish_many(
+    session: AsyncSession, actor: Principal, pairs: list[tuple[Item, ItemVersion]], now: datetime
+) -> dict[int, int]:
     """Publish each `version` of its item, superseding the published ones in the same transaction
     (one flush for all). Returns item id -> the number of the version it superseded."""
     superseded: dict[int, int] = {}
@@ -146,8 +152,9 @@ async def publish_many(session: AsyncSession, actor: Principal, pairs: list[tupl
     return superseded
 
 
-async def publish_now(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion,
-                      now: datetime) -> int | None:
+async def publish_now(
+    session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, now: datetime
+) -> int | None:
     """Publish `version`; returns the number of the version it superseded, if any."""
     return (await publish_many(session, actor, [(item, version)], now)).get(item.id)
 
@@ -183,8 +190,11 @@ def wrote(actor: Principal) -> ColumnElement[bool]:
 
 async def _check_four_eyes(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion) -> None:
     if await session.scalar(select(wrote(actor)).where(ItemVersion.id == version.id)):
-        raise Forbidden("Four-eyes review: you wrote or changed this version, so another reviewer must approve it",
-                        code="four_eyes", version=version.number)
+        raise Forbidden(
+            "Four-eyes review: you wrote or changed this version, so another reviewer must approve it",
+            code="four_eyes",
+            version=version.number,
+        )
 
 
 def _check_input(action: str, data: TransitionIn) -> None:
@@ -194,8 +204,15 @@ def _check_input(action: str, data: TransitionIn) -> None:
         raise InvalidInput("publish_at is only for publish", code="publish_at_not_allowed", field="publish_at")
 
 
-async def _apply(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, action: str,
-                 data: TransitionIn, four_eyes: bool) -> dict[str, Any]:
+async def _apply(
+    session: AsyncSession,
+    actor: Principal,
+    item: Item,
+    version: ItemVersion,
+    action: str,
+    data: TransitionIn,
+    four_eyes: bool,
+) -> dict[str, Any]:
     """Change the state (no commit); returns what the audit entry records."""
     now = utcnow()
     from_state = version.state
@@ -203,7 +220,8 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
     service.ensure_not_archived(item)
     _check_input(action, data)
     if (action == "approve" and four_eyes) or (
-            action in ("approve", "publish") and proposals.is_proposal_type(item.item_type)):
+        action in ("approve", "publish") and proposals.is_proposal_type(item.item_type)
+    ):
         await _check_four_eyes(session, actor, item, version)  # a proposal: always
     info: dict[str, Any] = {"version": version.number, "from_state": from_state}
     if data.note:
@@ -225,9 +243,13 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
         at = data.publish_at.astimezone(UTC)
         version.publish_at = at
         info["publish_at"] = at.isoformat()
-        enqueue(session, SCHEDULED_PUBLISH_JOB, {"item_id": item.id, "version": version.number,
-                                                 "publish_at": at.isoformat()},
-                run_after=at, created_by=actor.actor)
+        enqueue(
+            session,
+            SCHEDULED_PUBLISH_JOB,
+            {"item_id": item.id, "version": version.number, "publish_at": at.isoformat()},
+            run_after=at,
+            created_by=actor.actor,
+        )
     elif action == "publish":
         info["superseded"] = await publish_now(session, actor, item, version, now)
     elif action == "unpublish":
@@ -246,8 +268,16 @@ async def _apply(session: AsyncSession, actor: Principal, item: Item, version: I
     return info
 
 
-async def transition(session: AsyncSession, actor: Principal, item: Item, version: ItemVersion, action: str,
-                     data: TransitionIn, *, four_eyes: bool = False) -> ItemVersion:
+async def transition(
+    session: AsyncSession,
+    actor: Principal,
+    item: Item,
+    version: ItemVersion,
+    action: str,
+    data: TransitionIn,
+    *,
+    four_eyes: bool = False,
+) -> ItemVersion:
     """Carry out `action` on `version`: checked against RULES, audited and queued for indexing in
     the same transaction."""
     async with service.write_guard(session, item.id):
@@ -264,10 +294,15 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     item = await service.load_item(session, item_id, for_update=True)
     if item is None:
         return {"skipped": "item deleted"}
-    version = await session.scalar(select(ItemVersion).where(ItemVersion.item_id == item_id,
-                                                             ItemVersion.number == number))
-    if version is None or version.state != "approved" or version.publish_at is None \
-            or version.publish_at.astimezone(UTC).isoformat() != publish_at:
+    version = await session.scalar(
+        select(ItemVersion).where(ItemVersion.item_id == item_id, ItemVersion.number == number)
+    )
+    if (
+        version is None
+        or version.state != "approved"
+        or version.publish_at is None
+        or version.publish_at.astimezone(UTC).isoformat() != publish_at
+    ):
         return {"skipped": "no longer scheduled"}
     if item.status == "archived":
         return {"skipped": "item archived"}
@@ -278,15 +313,28 @@ async def publish_due(session: AsyncSession, item_id: int, number: int, publish_
     await acl.refresh_readers(session, [item.id])
     await reconcile(session, [item.id])
     enqueue(session, INDEX_JOB, {"item_id": item.id})
-    record(session, SCHEDULER, "item.publish", "item", item.id, version=number, from_state="approved",
-           to_state="published", superseded=superseded, scheduled_for=publish_at)
+    record(
+        session,
+        SCHEDULER,
+        "item.publish",
+        "item",
+        item.id,
+        version=number,
+        from_state="approved",
+        to_state="published",
+        superseded=superseded,
+        scheduled_for=publish_at,
+    )
     return {"published": number, "item_id": item_id}
 
 
 def review_queue_stmt(principal: Principal, state: str, four_eyes: bool = False) -> Select[tuple[ItemVersion]]:
     """The review queue's query (GET /reviews, the to-do list's `reviews` section counts it)."""
-    stmt = (select(ItemVersion).join(Item, Item.id == ItemVersion.item_id)
-            .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal)))
+    stmt = (
+        select(ItemVersion)
+        .join(Item, Item.id == ItemVersion.item_id)
+        .where(ItemVersion.state == state, Item.status != "archived", acl.read_filter(principal))
+    )
     if not principal.can("knowledge:review"):  # an approver of proposal types only (app/knowledge/proposals.py)
         stmt = stmt.where(Item.item_type.in_(proposals.approvable_types(principal)))
     if four_eyes and state == "in_review":
@@ -294,12 +342,16 @@ def review_queue_stmt(principal: Principal, state: str, four_eyes: bool = False)
     return stmt
 
 
-async def review_queue(session: AsyncSession, principal: Principal, page: PageParams, state: str,
-                       four_eyes: bool = False) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
+async def review_queue(
+    session: AsyncSession, principal: Principal, page: PageParams, state: str, four_eyes: bool = False
+) -> tuple[list[tuple[ItemVersion, Item]], str | None]:
     """Versions waiting in `state` (待办), oldest first, among the items the caller may read; with
     four-eyes review, versions in review that the caller wrote are someone else's to approve."""
     stmt = review_queue_stmt(principal, state, four_eyes)
     versions, nxt = await paginate_by_id(session, stmt, ItemVersion.id, page, descending=False)
-    items = {i.id: i for i in (await session.scalars(
-        select(Item).where(Item.id.in_({v.item_id for v in versions})))).all()} if versions else {}
+    items = (
+        {i.id: i for i in (await session.scalars(select(Item).where(Item.id.in_({v.item_id for v in versions})))).all()}
+        if versions
+        else {}
+    )
     return [(v, items[v.item_id]) for v in versions], nxt

@@ -37,20 +37,24 @@ async def schedule_sweep(session: AsyncSession, every_seconds: float, *, besides
 async def flag_stale(session: AsyncSession, item_ids: list[int] | None) -> int:
     """Flag the questions linked to `item_ids` (None: every item) whose link is older than the item's
     published version. Returns how many questions were flagged (no commit)."""
-    stmt = (select(QuestionItem.question_id, QuestionItem.item_id, QuestionItem.version, ItemVersion.number)
-            .join(Item, Item.id == QuestionItem.item_id)
-            .join(ItemVersion, ItemVersion.id == Item.published_version_id)
-            .join(Question, Question.id == QuestionItem.question_id)
-            .where(ItemVersion.number > QuestionItem.version, Question.needs_review.is_(False),
-                   Question.state != "retired"))
+    stmt = (
+        select(QuestionItem.question_id, QuestionItem.item_id, QuestionItem.version, ItemVersion.number)
+        .join(Item, Item.id == QuestionItem.item_id)
+        .join(ItemVersion, ItemVersion.id == Item.published_version_id)
+        .join(Question, Question.id == QuestionItem.question_id)
+        .where(ItemVersion.number > QuestionItem.version, Question.needs_review.is_(False), Question.state != "retired")
+    )
     if item_ids is not None:
         stmt = stmt.where(QuestionItem.item_id.in_(item_ids))
     reasons: dict[int, str] = {}
     for qid, item_id, was, now in (await session.execute(stmt)).all():
         reasons.setdefault(qid, f"Item {item_id} has a new published version {now} (written against {was})")
     for qid, reason in reasons.items():
-        await session.execute(update(Question).where(Question.id == qid).values(
-            needs_review=True, review_reason=reason, row_version=Question.row_version + 1))
+        await session.execute(
+            update(Question)
+            .where(Question.id == qid)
+            .values(needs_review=True, review_reason=reason, row_version=Question.row_version + 1)
+        )
         record(session, SYSTEM, "question.flag_review", "question", qid, reason=reason)
     return len(reasons)
 
@@ -67,10 +71,14 @@ async def review_flags(session: AsyncSession) -> dict[str, Any]:
         flagged = await flag_stale(session, None)
         state.feed_seq = await session.scalar(select(ChannelFeed.seq).where(ChannelFeed.id == 1)) or floor
         return {"flagged": flagged, "full_check": True, "more": False}
-    rows = (await session.execute(
-        select(ChannelChange.seq, ChannelChange.item_id).where(ChannelChange.seq > state.feed_seq,
-                                                               ChannelChange.kind.in_(("published", "updated")))
-        .order_by(ChannelChange.seq).limit(FEED_BATCH))).all()
+    rows = (
+        await session.execute(
+            select(ChannelChange.seq, ChannelChange.item_id)
+            .where(ChannelChange.seq > state.feed_seq, ChannelChange.kind.in_(("published", "updated")))
+            .order_by(ChannelChange.seq)
+            .limit(FEED_BATCH)
+        )
+    ).all()
     if not rows:
         return {"flagged": 0, "more": False}
     state.feed_seq = rows[-1].seq

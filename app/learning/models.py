@@ -46,10 +46,12 @@ class Question(IdMixin, TimestampMixin, Base):
 class QuestionCategory(Base):
     __tablename__ = "learning_question_categories"
 
-    question_id: Mapped[int] = mapped_column(BigId, ForeignKey("learning_questions.id", ondelete="CASCADE"),
-                                             primary_key=True)
-    node_id: Mapped[int] = mapped_column(BigId, ForeignKey("taxonomy_nodes.id", ondelete="CASCADE"),
-                                         primary_key=True, index=True)
+    question_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("learning_questions.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("taxonomy_nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class QuestionItem(Base):
@@ -59,10 +61,12 @@ class QuestionItem(Base):
 
     __tablename__ = "learning_question_items"
 
-    question_id: Mapped[int] = mapped_column(BigId, ForeignKey("learning_questions.id", ondelete="CASCADE"),
-                                             primary_key=True)
-    item_id: Mapped[int] = mapped_column(BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
-                                         index=True)
+    question_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("learning_questions.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     version: Mapped[int]
     role: Mapped[str] = mapped_column(String(16), default="source")
 
@@ -107,8 +111,7 @@ class ExamAudience(Base):
 
     __tablename__ = "learning_exam_audience"
 
-    exam_id: Mapped[int] = mapped_column(BigId, ForeignKey("learning_exams.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    exam_id: Mapped[int] = mapped_column(BigId, ForeignKey("learning_exams.id", ondelete="CASCADE"), primary_key=True)
     subject: Mapped[str] = mapped_column(String(80), primary_key=True, index=True)
 
 
@@ -117,8 +120,7 @@ class Attempt(IdMixin, Base):
     `results`: question id -> {score, correct, graded_by, comment} once scored."""
 
     __tablename__ = "learning_attempts"
-    __table_args__ = (UniqueConstraint("exam_id", "user_id"),
-                      Index("ix_learning_attempts_state", "state", "deadline"))
+    __table_args__ = (UniqueConstraint("exam_id", "user_id"), Index("ix_learning_attempts_state", "state", "deadline"))
 
     exam_id: Mapped[int] = mapped_column(BigId, ForeignKey("learning_exams.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -147,4 +149,3 @@ class LearningState(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     feed_seq: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-

@@ -74,7 +74,9 @@ async def create_question(session: DbSession, actor: Manager, body: QuestionCrea
 
 @router.get("/learning/questions", response_model=Page[QuestionOut])
 async def list_questions(
-    session: DbSession, actor: Manager, page: Paging,
+    session: DbSession,
+    actor: Manager,
+    page: Paging,
     state: QuestionState | None = None,
     kind: Kind | None = None,
     difficulty: Annotated[int | None, Query(ge=1, le=5)] = None,
@@ -84,8 +86,18 @@ async def list_questions(
     q: Annotated[str | None, Query(max_length=100, description="Stem contains")] = None,
 ) -> Page[QuestionOut]:
     """The bank, newest first."""
-    rows, nxt = await service.list_questions(session, page, actor, state=state, kind=kind, difficulty=difficulty,
-                                             category=category, needs_review=needs_review, item_id=item_id, q=q)
+    rows, nxt = await service.list_questions(
+        session,
+        page,
+        actor,
+        state=state,
+        kind=kind,
+        difficulty=difficulty,
+        category=category,
+        needs_review=needs_review,
+        item_id=item_id,
+        q=q,
+    )
     return Page(items=await service.outs(session, rows), next_cursor=nxt)
 
 
@@ -111,8 +123,14 @@ async def get_question(session: DbSession, actor: Manager, question_id: Id, resp
 
 
 @router.patch("/learning/questions/{question_id}", response_model=QuestionOut)
-async def update_question(session: DbSession, actor: Manager, question_id: Id, body: QuestionUpdate,
-                          response: Response, if_match: IfMatch = None) -> QuestionOut:
+async def update_question(
+    session: DbSession,
+    actor: Manager,
+    question_id: Id,
+    body: QuestionUpdate,
+    response: Response,
+    if_match: IfMatch = None,
+) -> QuestionOut:
     """If-Match required (428 without, 412 when stale). Changing an approved question's content
     sends it back to draft."""
     q = await service.get_question(session, question_id, actor)
@@ -122,8 +140,9 @@ async def update_question(session: DbSession, actor: Manager, question_id: Id, b
 
 
 @router.post("/learning/questions/{question_id}/approve", response_model=QuestionOut)
-async def approve_question(session: DbSession, actor: Manager, question_id: Id, response: Response,
-                           if_match: IfMatch = None) -> QuestionOut:
+async def approve_question(
+    session: DbSession, actor: Manager, question_id: Id, response: Response, if_match: IfMatch = None
+) -> QuestionOut:
     """draft → approved; a question flagged `needs_review` is approved again, its links moved to
     the items' current versions."""
     q = await service.get_question(session, question_id, actor)
@@ -133,8 +152,9 @@ async def approve_question(session: DbSession, actor: Manager, question_id: Id, 
 
 
 @router.post("/learning/questions/{question_id}/retire", response_model=QuestionOut)
-async def retire_question(session: DbSession, actor: Manager, question_id: Id, response: Response,
-                          if_match: IfMatch = None) -> QuestionOut:
+async def retire_question(
+    session: DbSession, actor: Manager, question_id: Id, response: Response, if_match: IfMatch = None
+) -> QuestionOut:
     """Out of use: no new paper takes it (papers already made keep their copy)."""
     q = await service.get_question(session, question_id, actor)
     check_if_match(if_match, service.etag_of(q), q.row_version)
@@ -190,8 +210,9 @@ async def get_exam(session: DbSession, actor: Manager, exam_id: Id, response: Re
 
 
 @router.post("/learning/exams/{exam_id}/cancel", response_model=ExamOut)
-async def cancel_exam(session: DbSession, actor: Manager, exam_id: Id, response: Response,
-                      if_match: IfMatch = None) -> ExamOut:
+async def cancel_exam(
+    session: DbSession, actor: Manager, exam_id: Id, response: Response, if_match: IfMatch = None
+) -> ExamOut:
     """Withdraw the exam from its audience (attempts and results are kept)."""
     e = await exams.get_exam(session, exam_id)
     check_if_match(if_match, exams.etag_of(e), e.row_version)
@@ -201,8 +222,9 @@ async def cancel_exam(session: DbSession, actor: Manager, exam_id: Id, response:
 
 
 @router.get("/learning/exams/{exam_id}/attempts", response_model=Page[ResultRow])
-async def exam_attempts(session: DbSession, actor: Manager, exam_id: Id, page: Paging,
-                        state: AttemptState | None = None) -> Page[ResultRow]:
+async def exam_attempts(
+    session: DbSession, actor: Manager, exam_id: Id, page: Paging, state: AttemptState | None = None
+) -> Page[ResultRow]:
     """Per agent: state, score, pass or fail."""
     rows, nxt = await exams.exam_attempts(session, await exams.get_exam(session, exam_id), page, state)
     return Page(items=rows, next_cursor=nxt)
@@ -238,16 +260,25 @@ async def grading_queue(session: DbSession, actor: Manager, page: Paging) -> Pag
 
 
 @router.get("/me/exams", response_model=Page[MyExamOut])
-async def my_exams(session: DbSession, me: Student, page: Paging,
-                   status_: Annotated[Literal["upcoming", "open", "in_progress", "submitted", "missed"] | None,
-                                      Query(alias="status")] = None) -> Page[MyExamOut]:
+async def my_exams(
+    session: DbSession,
+    me: Student,
+    page: Paging,
+    status_: Annotated[
+        Literal["upcoming", "open", "in_progress", "submitted", "missed"] | None, Query(alias="status")
+    ] = None,
+) -> Page[MyExamOut]:
     """The exams assigned to me (newest first) with my status, score and pass or fail."""
     rows, nxt = await exams.my_exams(session, me, page, status_)
     return Page(items=rows, next_cursor=nxt)
 
 
-@router.post("/me/exams/{exam_id}/attempt", response_model=AttemptOut, status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "The attempt in progress, resumed", "model": AttemptOut}})
+@router.post(
+    "/me/exams/{exam_id}/attempt",
+    response_model=AttemptOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "The attempt in progress, resumed", "model": AttemptOut}},
+)
 async def start_attempt(session: DbSession, me: Student, exam_id: Id, response: Response) -> AttemptOut:
     """Start (201) or resume (200). The deadline is min(now + time limit, closes_at). 409
     `exam_not_open`, `exam_closed`, `already_submitted`, `deadline_passed`."""

@@ -10,8 +10,9 @@ from app.core.schemas import Id, Out, Schema
 Kind = Literal["single_choice", "multiple_choice", "true_false", "fill_in", "short_answer"]
 QuestionState = Literal["draft", "approved", "retired"]
 Difficulty = Annotated[int, Field(ge=1, le=5, description="1 easy … 5 hard (easy=1, medium=3, hard=5)")]
-DifficultyIn = Annotated[int | Literal["easy", "medium", "hard"], Field(
-    description="1 … 5, or easy (1), medium (3), hard (5)")]
+DifficultyIn = Annotated[
+    int | Literal["easy", "medium", "hard"], Field(description="1 … 5, or easy (1), medium (3), hard (5)")
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 OptionText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 AnswerText = Annotated[str, StringConstraints(max_length=2000)]
@@ -21,9 +22,12 @@ MAX_QUESTIONS_PER_PAPER = 500
 
 class ItemLink(Schema):
     item_id: Id
-    version: int | None = Field(None, ge=1, le=2**31 - 1,
-                                description="The item version the question was written against; "
-                                            "default: its published (else latest) version")
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="The item version the question was written against; default: its published (else latest) version",
+    )
 
 
 class QuestionCreate(Schema):
@@ -108,8 +112,9 @@ class GenerateIn(Schema):
 
 class SkippedOut(BaseModel):
     item_id: int
-    reason: str = Field(description="not_faq, not_published, not_found, no_answer, already_generated, "
-                                    "not_enough_distractors")
+    reason: str = Field(
+        description="not_faq, not_published, not_found, no_answer, already_generated, not_enough_distractors"
+    )
     detail: str
 
 
@@ -204,7 +209,8 @@ class ExamAudienceIn(Schema):
     """Who takes it: anyone matching one entry (a role, a department with its sub-departments, a user)."""
 
     roles: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=50, description="Role names")
+        default_factory=list, max_length=50, description="Role names"
+    )
     departments: list[Id] = Field(default_factory=list, max_length=200)
     users: list[Id] = Field(default_factory=list, max_length=5000)
 
@@ -291,7 +297,8 @@ class AnswersIn(Schema):
 
 class SubmitIn(Schema):
     answers: dict[str, AnswerValue] | None = Field(
-        None, max_length=MAX_QUESTIONS_PER_PAPER, description="Final answers; omitted: the saved ones")
+        None, max_length=MAX_QUESTIONS_PER_PAPER, description="Final answers; omitted: the saved ones"
+    )
 
 
 class ResultQuestionOut(BaseModel):

@@ -28,8 +28,9 @@ def check_answer(question: dict[str, Any], value: Any, field: str) -> Any:
     keys = {o["key"] for o in question.get("options", [])}
 
     def bad(message: str) -> InvalidInput:
-        return InvalidInput(f"{field}: {message}", code="invalid_answer", field=field,
-                            question_id=question["question_id"])
+        return InvalidInput(
+            f"{field}: {message}", code="invalid_answer", field=field, question_id=question["question_id"]
+        )
 
     if value is None:
         return None

@@ -80,22 +80,29 @@ def check_content(kind: str, options: list[str], answer: list[str]) -> list[str]
     """The answer key in its stored form, or 422 naming the field."""
     if kind in CHOICE:
         if not 2 <= len(options) <= len(KEYS):
-            raise InvalidInput(f"A {kind} question needs 2 to {len(KEYS)} options", code="invalid_options",
-                               field="options")
+            raise InvalidInput(
+                f"A {kind} question needs 2 to {len(KEYS)} options", code="invalid_options", field="options"
+            )
         dup = duplicate_options(options)
         if dup:
             a, b = dup
-            raise InvalidInput(f"Options {KEYS[a]} and {KEYS[b]} say the same thing: {options[b]!r}",
-                               code="duplicate_options", field="options", options=[KEYS[a], KEYS[b]])
-        keys = KEYS[:len(options)]
+            raise InvalidInput(
+                f"Options {KEYS[a]} and {KEYS[b]} say the same thing: {options[b]!r}",
+                code="duplicate_options",
+                field="options",
+                options=[KEYS[a], KEYS[b]],
+            )
+        keys = KEYS[: len(options)]
         chosen = sorted({a.strip().upper() for a in answer})
         unknown = [k for k in chosen if k not in keys]
         if unknown or not chosen:
-            raise InvalidInput(f"answer must name option keys among {list(keys)}", code="invalid_answer_key",
-                               field="answer")
+            raise InvalidInput(
+                f"answer must name option keys among {list(keys)}", code="invalid_answer_key", field="answer"
+            )
         if kind == "single_choice" and len(chosen) != 1:
-            raise InvalidInput("A single-choice question has exactly one right option", code="invalid_answer_key",
-                               field="answer")
+            raise InvalidInput(
+                "A single-choice question has exactly one right option", code="invalid_answer_key", field="answer"
+            )
         return chosen
     if options:
         raise InvalidInput(f"A {kind} question has no options", code="invalid_options", field="options")
@@ -105,11 +112,13 @@ def check_content(kind: str, options: list[str], answer: list[str]) -> list[str]
         return [answer[0].lower()]
     cleaned = list(dict.fromkeys(a for a in answer if a))
     if kind == "fill_in" and not cleaned:
-        raise InvalidInput("A fill-in question needs at least one accepted answer", code="invalid_answer_key",
-                           field="answer")
+        raise InvalidInput(
+            "A fill-in question needs at least one accepted answer", code="invalid_answer_key", field="answer"
+        )
     if kind == "short_answer" and len(cleaned) > 1:
-        raise InvalidInput("A short answer has one reference answer for the grader", code="invalid_answer_key",
-                           field="answer")
+        raise InvalidInput(
+            "A short answer has one reference answer for the grader", code="invalid_answer_key", field="answer"
+        )
     return cleaned
 
 
@@ -129,14 +138,16 @@ async def resolve_links(session: AsyncSession, actor: Principal, links: list[Ite
     for i, link in enumerate(dict((lk.item_id, lk) for lk in links).values()):
         item = await session.get(Item, link.item_id)
         if item is None or not await acl.can_read(session, actor, item):
-            raise InvalidInput(f"Unknown item {link.item_id}", code="unknown_item", field=f"items.{i}.item_id",
-                               item_id=link.item_id)
+            raise InvalidInput(
+                f"Unknown item {link.item_id}", code="unknown_item", field=f"items.{i}.item_id", item_id=link.item_id
+            )
         number = link.version
         if number is None:
             number = await current_version_no(session, item)
         elif number > item.latest_version_no:
-            raise InvalidInput(f"Item {item.id} has no version {number}", code="version_not_found",
-                               field=f"items.{i}.version")
+            raise InvalidInput(
+                f"Item {item.id} has no version {number}", code="version_not_found", field=f"items.{i}.version"
+            )
         out.append((item.id, number))
     return out
 
@@ -156,9 +167,13 @@ async def current_version_no(session: AsyncSession, item: Item) -> int:
 async def _categories_of(session: AsyncSession, ids: list[int]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {i: [] for i in ids}
     if ids:
-        for qid, node in (await session.execute(select(QuestionCategory.question_id, QuestionCategory.node_id)
-                                                .where(QuestionCategory.question_id.in_(ids))
-                                                .order_by(QuestionCategory.node_id))).all():
+        for qid, node in (
+            await session.execute(
+                select(QuestionCategory.question_id, QuestionCategory.node_id)
+                .where(QuestionCategory.question_id.in_(ids))
+                .order_by(QuestionCategory.node_id)
+            )
+        ).all():
             out[qid].append(node)
     return out
 
@@ -166,23 +181,49 @@ async def _categories_of(session: AsyncSession, ids: list[int]) -> dict[int, lis
 async def _links_of(session: AsyncSession, ids: list[int]) -> dict[int, list[LinkOut]]:
     out: dict[int, list[LinkOut]] = {i: [] for i in ids}
     if ids:
-        rows = (await session.scalars(select(QuestionItem).where(QuestionItem.question_id.in_(ids))
-                                      .order_by(QuestionItem.role.desc(), QuestionItem.item_id))).all()
+        rows = (
+            await session.scalars(
+                select(QuestionItem)
+                .where(QuestionItem.question_id.in_(ids))
+                .order_by(QuestionItem.role.desc(), QuestionItem.item_id)
+            )
+        ).all()
         for r in rows:
-            out[r.question_id].append(LinkOut(item_id=r.item_id, version=r.version, role=r.role,
-                                              link=item_link(r.item_id)))
+            out[r.question_id].append(
+                LinkOut(item_id=r.item_id, version=r.version, role=r.role, link=item_link(r.item_id))
+            )
     return out
 
 
 async def outs(session: AsyncSession, rows: Sequence[Question]) -> list[QuestionOut]:
     ids = [q.id for q in rows]
     cats, links = await _categories_of(session, ids), await _links_of(session, ids)
-    return [QuestionOut(
-        id=q.id, kind=q.kind, stem=q.stem, options=[OptionOut(**o) for o in q.options], answer=list(q.answer),
-        explanation=q.explanation, difficulty=q.difficulty, categories=cats[q.id], items=links[q.id], state=q.state,
-        needs_review=q.needs_review, review_reason=q.review_reason, source=q.source, created_by=q.created_by,
-        updated_by=q.updated_by, approved_by=q.approved_by, approved_at=q.approved_at, created_at=q.created_at,
-        updated_at=q.updated_at, row_version=q.row_version, etag=etag_of(q)) for q in rows]
+    return [
+        QuestionOut(
+            id=q.id,
+            kind=q.kind,
+            stem=q.stem,
+            options=[OptionOut(**o) for o in q.options],
+            answer=list(q.answer),
+            explanation=q.explanation,
+            difficulty=q.difficulty,
+            categories=cats[q.id],
+            items=links[q.id],
+            state=q.state,
+            needs_review=q.needs_review,
+            review_reason=q.review_reason,
+            source=q.source,
+            created_by=q.created_by,
+            updated_by=q.updated_by,
+            approved_by=q.approved_by,
+            approved_at=q.approved_at,
+            created_at=q.created_at,
+            updated_at=q.updated_at,
+            row_version=q.row_version,
+            etag=etag_of(q),
+        )
+        for q in rows
+    ]
 
 
 async def out(session: AsyncSession, q: Question) -> QuestionOut:
@@ -197,8 +238,8 @@ def readable_by(principal: Principal) -> Any:
         return true()
     hidden = select(QuestionItem.question_id).where(
         QuestionItem.question_id == Question.id,
-        ~exists().where(ItemReader.item_id == QuestionItem.item_id,
-                        ItemReader.subject.in_(acl.subjects_of(principal))))
+        ~exists().where(ItemReader.item_id == QuestionItem.item_id, ItemReader.subject.in_(acl.subjects_of(principal))),
+    )
     return ~exists(hidden)
 
 
@@ -218,13 +259,30 @@ async def subtree(session: AsyncSession, node_ids: Iterable[int]) -> list[int]:
     if not ids:
         return []
     paths = (await session.scalars(select(TaxonomyNode.path).where(TaxonomyNode.id.in_(ids)))).all()
-    return list((await session.scalars(select(TaxonomyNode.id).where(
-        or_(*[TaxonomyNode.path.like(p.replace("%", "\\%") + "%", escape="\\") for p in paths])))).all())
+    return list(
+        (
+            await session.scalars(
+                select(TaxonomyNode.id).where(
+                    or_(*[TaxonomyNode.path.like(p.replace("%", "\\%") + "%", escape="\\") for p in paths])
+                )
+            )
+        ).all()
+    )
 
 
-async def list_questions(session: AsyncSession, page: PageParams, principal: Principal, *, state: str | None,
-                         kind: str | None, difficulty: int | None, category: int | None, needs_review: bool | None,
-                         item_id: int | None, q: str | None) -> tuple[list[Question], str | None]:
+async def list_questions(
+    session: AsyncSession,
+    page: PageParams,
+    principal: Principal,
+    *,
+    state: str | None,
+    kind: str | None,
+    difficulty: int | None,
+    category: int | None,
+    needs_review: bool | None,
+    item_id: int | None,
+    q: str | None,
+) -> tuple[list[Question], str | None]:
     stmt = select(Question).where(readable_by(principal))
     if state:
         stmt = stmt.where(Question.state == state)
@@ -236,8 +294,9 @@ async def list_questions(session: AsyncSession, page: PageParams, principal: Pri
         stmt = stmt.where(Question.needs_review == needs_review)
     if category:
         nodes = await subtree(session, await check_categories(session, [category], "category"))
-        stmt = stmt.where(Question.id.in_(select(QuestionCategory.question_id)
-                                          .where(QuestionCategory.node_id.in_(nodes))))
+        stmt = stmt.where(
+            Question.id.in_(select(QuestionCategory.question_id).where(QuestionCategory.node_id.in_(nodes)))
+        )
     if item_id:
         stmt = stmt.where(Question.id.in_(select(QuestionItem.question_id).where(QuestionItem.item_id == item_id)))
     if q:
@@ -248,11 +307,18 @@ async def list_questions(session: AsyncSession, page: PageParams, principal: Pri
 # ---------------------------------------------------------------- writing
 
 
-def summary(q: Question, categories: list[int] | None = None,
-            links: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": q.kind, "stem": q.stem[:200], "options": [o["text"][:100] for o in q.options],
-                           "answer": list(q.answer), "difficulty": q.difficulty, "state": q.state,
-                           "needs_review": q.needs_review}
+def summary(
+    q: Question, categories: list[int] | None = None, links: list[tuple[int, int]] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": q.kind,
+        "stem": q.stem[:200],
+        "options": [o["text"][:100] for o in q.options],
+        "answer": list(q.answer),
+        "difficulty": q.difficulty,
+        "state": q.state,
+        "needs_review": q.needs_review,
+    }
     if categories is not None:
         out["categories"] = categories
     if links is not None:
@@ -265,8 +331,13 @@ async def _set_categories(session: AsyncSession, q: Question, ids: list[int]) ->
     session.add_all([QuestionCategory(question_id=q.id, node_id=n) for n in ids])
 
 
-async def _set_links(session: AsyncSession, q: Question, links: list[tuple[int, int]], role: str = "source",
-                     keep_other_roles: bool = False) -> None:
+async def _set_links(
+    session: AsyncSession,
+    q: Question,
+    links: list[tuple[int, int]],
+    role: str = "source",
+    keep_other_roles: bool = False,
+) -> None:
     stmt = delete(QuestionItem).where(QuestionItem.question_id == q.id)
     if keep_other_roles:
         stmt = stmt.where(QuestionItem.role == role)
@@ -274,22 +345,49 @@ async def _set_links(session: AsyncSession, q: Question, links: list[tuple[int, 
     session.add_all([QuestionItem(question_id=q.id, item_id=i, version=v, role=role) for i, v in links])
 
 
-async def add_question(session: AsyncSession, actor: Principal, *, kind: str, stem: str, options: list[str],
-                       answer: list[str], explanation: str, difficulty: int, categories: list[int],
-                       links: list[tuple[int, int]], distractor_links: Sequence[tuple[int, int]] = (),
-                       source: str = "manual") -> Question:
+async def add_question(
+    session: AsyncSession,
+    actor: Principal,
+    *,
+    kind: str,
+    stem: str,
+    options: list[str],
+    answer: list[str],
+    explanation: str,
+    difficulty: int,
+    categories: list[int],
+    links: list[tuple[int, int]],
+    distractor_links: Sequence[tuple[int, int]] = (),
+    source: str = "manual",
+) -> Question:
     """Insert a checked question with its categories and links (no commit)."""
     now = utcnow()
-    q = Question(kind=kind, stem=stem, options=options_of(options), answer=answer, explanation=explanation,
-                 difficulty=difficulty, state="draft", source=source, created_by=actor.actor, updated_by=actor.actor,
-                 created_at=now, updated_at=now)
+    q = Question(
+        kind=kind,
+        stem=stem,
+        options=options_of(options),
+        answer=answer,
+        explanation=explanation,
+        difficulty=difficulty,
+        state="draft",
+        source=source,
+        created_by=actor.actor,
+        updated_by=actor.actor,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(q)
     await session.flush()
     session.add_all([QuestionCategory(question_id=q.id, node_id=n) for n in categories])
     session.add_all([QuestionItem(question_id=q.id, item_id=i, version=v, role="source") for i, v in links])
     source_ids = {i for i, _ in links}
-    session.add_all([QuestionItem(question_id=q.id, item_id=i, version=v, role="distractor")
-                     for i, v in dict(distractor_links).items() if i not in source_ids])
+    session.add_all(
+        [
+            QuestionItem(question_id=q.id, item_id=i, version=v, role="distractor")
+            for i, v in dict(distractor_links).items()
+            if i not in source_ids
+        ]
+    )
     return q
 
 
@@ -297,9 +395,18 @@ async def create_question(session: AsyncSession, actor: Principal, data: Questio
     answer = check_content(data.kind, data.options, data.answer)
     categories = await check_categories(session, data.categories)
     links = await resolve_links(session, actor, data.items)
-    q = await add_question(session, actor, kind=data.kind, stem=data.stem, options=data.options, answer=answer,
-                           explanation=data.explanation, difficulty=difficulty_of(data.difficulty),
-                           categories=categories, links=links)
+    q = await add_question(
+        session,
+        actor,
+        kind=data.kind,
+        stem=data.stem,
+        options=data.options,
+        answer=answer,
+        explanation=data.explanation,
+        difficulty=difficulty_of(data.difficulty),
+        categories=categories,
+        links=links,
+    )
     record(session, actor, "question.create", "question", q.id, after=summary(q, categories, links))
     await session.commit()
     return q
@@ -312,8 +419,11 @@ async def _flush(session: AsyncSession, q: Question) -> None:
     except StaleDataError:
         await session.rollback()
         current = await session.scalar(select(Question.row_version).where(Question.id == id_))
-        raise PreconditionFailed("Someone changed this question at the same moment; reload and try again",
-                                 current_etag=make_etag("question", id_, current or 0), current_version=current)
+        raise PreconditionFailed(
+            "Someone changed this question at the same moment; reload and try again",
+            current_etag=make_etag("question", id_, current or 0),
+            current_version=current,
+        )
 
 
 async def relink_to_current(session: AsyncSession, q: Question) -> None:
@@ -371,12 +481,12 @@ async def approve(session: AsyncSession, actor: Principal, q: Question, *, commi
     """draft → approved; an approved question waiting for review is approved again (its links move to
     the items' current versions). False when there was nothing to do."""
     if q.state == "retired":
-        raise Conflict("A retired question cannot be approved", code="invalid_transition", state=q.state,
-                       allowed=[])
+        raise Conflict("A retired question cannot be approved", code="invalid_transition", state=q.state, allowed=[])
     if q.state == "approved" and not q.needs_review:
         if commit:
-            raise Conflict("The question is already approved", code="invalid_transition", state=q.state,
-                           allowed=["retire"])
+            raise Conflict(
+                "The question is already approved", code="invalid_transition", state=q.state, allowed=["retire"]
+            )
         return False
     from_state = q.state
     now = utcnow()
@@ -395,8 +505,9 @@ async def approve_many(session: AsyncSession, actor: Principal, ids: list[int]) 
     rows = {q.id: q for q in (await session.scalars(select(Question).where(Question.id.in_(ids)))).all()}
     missing = [i for i in ids if i not in rows]
     if missing:
-        raise InvalidInput(f"Unknown questions: {missing}", code="unknown_question", field="question_ids",
-                           unknown=missing)
+        raise InvalidInput(
+            f"Unknown questions: {missing}", code="unknown_question", field="question_ids", unknown=missing
+        )
     done, already = [], []
     for i in dict.fromkeys(ids):
         (done if await approve(session, actor, rows[i], commit=False) else already).append(i)
@@ -443,22 +554,33 @@ async def _pick(session: AsyncSession, rules: list[PaperRule], seed: int | None)
         if rule.difficulty is not None:
             stmt = stmt.where(Question.difficulty == difficulty_of(rule.difficulty))
         if rule.categories:
-            nodes = await subtree(session, await check_categories(session, rule.categories,
-                                                                  f"rules.{i}.categories"))
-            stmt = stmt.where(Question.id.in_(select(QuestionCategory.question_id)
-                                              .where(QuestionCategory.node_id.in_(nodes))))
+            nodes = await subtree(session, await check_categories(session, rule.categories, f"rules.{i}.categories"))
+            stmt = stmt.where(
+                Question.id.in_(select(QuestionCategory.question_id).where(QuestionCategory.node_id.in_(nodes)))
+            )
         ids = sorted(set((await session.scalars(stmt)).all()) - taken)
         if len(ids) < rule.count:
             label = await _rule_label(session, rule)
-            shortfalls.append({"rule": i, "label": label, "need": rule.count, "approved": len(ids),
-                               "message": f"{label}: need {rule.count}, approved {len(ids)}"})
+            shortfalls.append(
+                {
+                    "rule": i,
+                    "label": label,
+                    "need": rule.count,
+                    "approved": len(ids),
+                    "message": f"{label}: need {rule.count}, approved {len(ids)}",
+                }
+            )
             continue
         picked = rng.sample(ids, rule.count)
         taken.update(picked)
         chosen += [(qid, rule.score) for qid in picked]
     if shortfalls:
-        raise InvalidInput("Not enough approved questions: " + "; ".join(s["message"] for s in shortfalls),
-                           code="rule_not_met", field="rules", shortfalls=shortfalls)
+        raise InvalidInput(
+            "Not enough approved questions: " + "; ".join(s["message"] for s in shortfalls),
+            code="rule_not_met",
+            field="rules",
+            shortfalls=shortfalls,
+        )
     return chosen
 
 
@@ -466,19 +588,24 @@ async def _by_hand(session: AsyncSession, data: PaperCreate) -> list[tuple[int, 
     ids = [q.question_id for q in data.questions]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise InvalidInput(f"Questions listed twice: {dupes}", code="duplicate_question", field="questions",
-                           duplicates=dupes)
+        raise InvalidInput(
+            f"Questions listed twice: {dupes}", code="duplicate_question", field="questions", duplicates=dupes
+        )
     rows = dict((await session.execute(select(Question.id, Question.state).where(Question.id.in_(ids)))).all())
-    flagged = set((await session.scalars(select(Question.id).where(Question.id.in_(ids),
-                                                                   Question.needs_review.is_(True)))).all())
+    flagged = set(
+        (await session.scalars(select(Question.id).where(Question.id.in_(ids), Question.needs_review.is_(True)))).all()
+    )
     unknown = [i for i in ids if i not in rows]
     if unknown:
-        raise InvalidInput(f"Unknown questions: {unknown}", code="unknown_question", field="questions",
-                           unknown=unknown)
+        raise InvalidInput(f"Unknown questions: {unknown}", code="unknown_question", field="questions", unknown=unknown)
     unusable = [i for i in ids if rows[i] != "approved" or i in flagged]
     if unusable:
-        raise InvalidInput(f"Only approved questions not waiting for review go into a paper: {unusable}",
-                           code="question_not_approved", field="questions", questions=unusable)
+        raise InvalidInput(
+            f"Only approved questions not waiting for review go into a paper: {unusable}",
+            code="question_not_approved",
+            field="questions",
+            questions=unusable,
+        )
     return [(q.question_id, q.score) for q in data.questions]
 
 
@@ -486,11 +613,21 @@ async def snapshot(session: AsyncSession, picked: list[tuple[int, float]]) -> li
     ids = [qid for qid, _ in picked]
     rows = {q.id: q for q in (await session.scalars(select(Question).where(Question.id.in_(ids)))).all()}
     links = await _links_of(session, ids)
-    return [{"position": n, "question_id": qid, "kind": rows[qid].kind, "stem": rows[qid].stem,
-             "options": list(rows[qid].options), "answer": list(rows[qid].answer),
-             "explanation": rows[qid].explanation, "difficulty": rows[qid].difficulty, "score": score,
-             "items": [lk.model_dump() for lk in links[qid]]}
-            for n, (qid, score) in enumerate(picked, start=1)]
+    return [
+        {
+            "position": n,
+            "question_id": qid,
+            "kind": rows[qid].kind,
+            "stem": rows[qid].stem,
+            "options": list(rows[qid].options),
+            "answer": list(rows[qid].answer),
+            "explanation": rows[qid].explanation,
+            "difficulty": rows[qid].difficulty,
+            "score": score,
+            "items": [lk.model_dump() for lk in links[qid]],
+        }
+        for n, (qid, score) in enumerate(picked, start=1)
+    ]
 
 
 async def create_paper(session: AsyncSession, actor: Principal, data: PaperCreate) -> Paper:
@@ -501,20 +638,44 @@ async def create_paper(session: AsyncSession, actor: Principal, data: PaperCreat
         raise InvalidInput("A paper holds at most 500 questions", code="paper_too_long", field="rules")
     total = round(sum(s for _, s in picked), 2)
     if data.total_score is not None and abs(data.total_score - total) > 1e-6:
-        raise InvalidInput(f"The questions add up to {total:g}, not the total_score {data.total_score:g}",
-                           code="total_score_mismatch", field="total_score", questions_total=total)
+        raise InvalidInput(
+            f"The questions add up to {total:g}, not the total_score {data.total_score:g}",
+            code="total_score_mismatch",
+            field="total_score",
+            questions_total=total,
+        )
     pass_score = data.pass_score if data.pass_score is not None else round(total * 0.6, 2)
     if pass_score > total:
-        raise InvalidInput(f"pass_score {pass_score:g} is above the total {total:g}", code="invalid_pass_score",
-                           field="pass_score")
-    paper = Paper(title=data.title, description=data.description, mode="rules" if data.rules else "manual",
-                  rules=[r.model_dump() for r in data.rules], questions=await snapshot(session, picked),
-                  total_score=total, pass_score=pass_score, created_by=actor.actor)
+        raise InvalidInput(
+            f"pass_score {pass_score:g} is above the total {total:g}", code="invalid_pass_score", field="pass_score"
+        )
+    paper = Paper(
+        title=data.title,
+        description=data.description,
+        mode="rules" if data.rules else "manual",
+        rules=[r.model_dump() for r in data.rules],
+        questions=await snapshot(session, picked),
+        total_score=total,
+        pass_score=pass_score,
+        created_by=actor.actor,
+    )
     session.add(paper)
     await session.flush()
-    record(session, actor, "paper.create", "paper", paper.id, after={
-        "title": paper.title, "mode": paper.mode, "questions": [qid for qid, _ in picked], "total_score": total,
-        "pass_score": pass_score, "rules": paper.rules})
+    record(
+        session,
+        actor,
+        "paper.create",
+        "paper",
+        paper.id,
+        after={
+            "title": paper.title,
+            "mode": paper.mode,
+            "questions": [qid for qid, _ in picked],
+            "total_score": total,
+            "pass_score": pass_score,
+            "rules": paper.rules,
+        },
+    )
     await session.commit()
     return paper
 
@@ -527,17 +688,41 @@ async def get_paper(session: AsyncSession, paper_id: int) -> Paper:
 
 
 def paper_out(p: Paper) -> PaperOut:
-    return PaperOut(id=p.id, title=p.title, description=p.description, mode=p.mode, rules=list(p.rules),
-                    total_score=p.total_score, pass_score=p.pass_score, question_count=len(p.questions),
-                    questions=[PaperQuestionOut(**{**q, "options": [OptionOut(**o) for o in q["options"]],
-                                                   "items": [LinkOut(**lk) for lk in q["items"]]})
-                               for q in p.questions],
-                    created_by=p.created_by, created_at=p.created_at)
+    return PaperOut(
+        id=p.id,
+        title=p.title,
+        description=p.description,
+        mode=p.mode,
+        rules=list(p.rules),
+        total_score=p.total_score,
+        pass_score=p.pass_score,
+        question_count=len(p.questions),
+        questions=[
+            PaperQuestionOut(
+                **{
+                    **q,
+                    "options": [OptionOut(**o) for o in q["options"]],
+                    "items": [LinkOut(**lk) for lk in q["items"]],
+                }
+            )
+            for q in p.questions
+        ],
+        created_by=p.created_by,
+        created_at=p.created_at,
+    )
 
 
 def paper_summary(p: Paper) -> PaperSummary:
-    return PaperSummary(id=p.id, title=p.title, mode=p.mode, total_score=p.total_score, pass_score=p.pass_score,
-                        question_count=len(p.questions), created_by=p.created_by, created_at=p.created_at)
+    return PaperSummary(
+        id=p.id,
+        title=p.title,
+        mode=p.mode,
+        total_score=p.total_score,
+        pass_score=p.pass_score,
+        question_count=len(p.questions),
+        created_by=p.created_by,
+        created_at=p.created_at,
+    )
 
 
 async def list_papers(session: AsyncSession, page: PageParams) -> tuple[list[Paper], str | None]:

@@ -17,9 +17,21 @@ async def open_exams(ctx: TodoContext) -> TodoSection | None:
     if ctx.principal.kind != "user" or not ctx.principal.can(STUDY):
         return None
     rows = await exams.open_for(ctx.session, ctx.principal, ctx.now)
-    return TodoSection(count=len(rows), items=[TodoEntry(
-        kind="exam", id=e.id, title=e.title, state="in_progress" if started else "not_started",
-        due_at=due, created_at=e.created_at, link=f"/api/v1/me/exams/{e.id}") for e, due, started in rows[:ctx.limit]])
+    return TodoSection(
+        count=len(rows),
+        items=[
+            TodoEntry(
+                kind="exam",
+                id=e.id,
+                title=e.title,
+                state="in_progress" if started else "not_started",
+                due_at=due,
+                created_at=e.created_at,
+                link=f"/api/v1/me/exams/{e.id}",
+            )
+            for e, due, started in rows[: ctx.limit]
+        ],
+    )
 
 
 async def grading(ctx: TodoContext) -> TodoSection | None:
@@ -27,9 +39,26 @@ async def grading(ctx: TodoContext) -> TodoSection | None:
     if not ctx.principal.can(MANAGE):
         return None
     count = await exams.grading_count(ctx.session)
-    rows = (await ctx.session.execute(
-        select(Attempt, Exam.title).join(Exam, Exam.id == Attempt.exam_id).where(Attempt.state == "grading")
-        .order_by(Attempt.submitted_at, Attempt.id).limit(ctx.limit))).all()
-    return TodoSection(count=count, items=[TodoEntry(
-        kind="grading", id=a.id, title=title, state=a.state, created_at=a.submitted_at,
-        link=f"/api/v1/learning/attempts/{a.id}") for a, title in rows])
+    rows = (
+        await ctx.session.execute(
+            select(Attempt, Exam.title)
+            .join(Exam, Exam.id == Attempt.exam_id)
+            .where(Attempt.state == "grading")
+            .order_by(Attempt.submitted_at, Attempt.id)
+            .limit(ctx.limit)
+        )
+    ).all()
+    return TodoSection(
+        count=count,
+        items=[
+            TodoEntry(
+                kind="grading",
+                id=a.id,
+                title=title,
+                state=a.state,
+                created_at=a.submitted_at,
+                link=f"/api/v1/learning/attempts/{a.id}",
+            )
+            for a, title in rows
+        ],
+    )

@@ -75,8 +75,9 @@ async def index_item(ctx: JobContext) -> dict[str, Any]:
     return await _sync(ctx, [_item_id(ctx.payload)])
 
 
-def index_outcomes(jobs_of: dict[int, list[int]], errors: dict[int, str | None], removed: set[int],
-                   feed_events: dict[int, int]) -> BatchOutcome:
+def index_outcomes(
+    jobs_of: dict[int, list[int]], errors: dict[int, str | None], removed: set[int], feed_events: dict[int, int]
+) -> BatchOutcome:
     """Each job's outcome from its item's: `errors` is what `backend.upsert` answered (item id ->
     None or the error of that document); a job of a failed item is retried, the others are done."""
     batch = {"batch_jobs": sum(len(j) for j in jobs_of.values()), "batch_items": len(jobs_of)}
@@ -87,9 +88,14 @@ def index_outcomes(jobs_of: dict[int, list[int]], errors: dict[int, str | None],
             if error:
                 out[job_id] = RuntimeError(f"document of item {item_id} failed: {error}")
             else:
-                out[job_id] = {"item_id": item_id, "indexed": int(item_id not in removed),
-                               "removed": int(item_id in removed), "feed_events": feed_events.get(item_id, 0),
-                               "coalesced": len(job_ids), **batch}
+                out[job_id] = {
+                    "item_id": item_id,
+                    "indexed": int(item_id not in removed),
+                    "removed": int(item_id in removed),
+                    "feed_events": feed_events.get(item_id, 0),
+                    "coalesced": len(job_ids),
+                    **batch,
+                }
     return out
 
 

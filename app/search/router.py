@@ -76,8 +76,10 @@ async def search(
     explain: bool = False,
     mode: Annotated[
         Literal["keyword", "semantic", "hybrid"] | None,
-        Query(description="keyword (words), semantic (meaning) or hybrid (both, fused); default hybrid when an "
-                          "embedder is loaded, else keyword"),
+        Query(
+            description="keyword (words), semantic (meaning) or hybrid (both, fused); default hybrid when an "
+            "embedder is loaded, else keyword"
+        ),
     ] = None,
 ) -> Response:
     """Chinese full-text search over titles, questions, bodies, channel answers and attachment text,
@@ -101,8 +103,9 @@ async def search(
         explain=explain,
         mode=mode,
     )
-    out = await service.search(session, backend_of(request), search_log_of(request), principal, params,
-                               semantic_of(request))
+    out = await service.search(
+        session, backend_of(request), search_log_of(request), principal, params, semantic_of(request)
+    )
     # Serialized here, once: returned as a model, FastAPI would validate and convert it again
     # (ten hits with highlights and the facet lists, on every search).
     return Response(out.model_dump_json(), media_type="application/json")

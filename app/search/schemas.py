@@ -49,10 +49,14 @@ class SearchOut(BaseModel):
         description="True when no item had enough of the query's words (all of 1-2, 75 % of 3 or more), "
         "so these are the items matching any one of them"
     )
-    mode: str = Field("keyword", description="What was asked: keyword, semantic or hybrid (the default when an "
-                      "embedder is loaded)")
-    mode_used: str = Field("keyword", description="What ran: keyword when the semantic leg was not available (a "
-                           "warning starting with semantic_unavailable says why), for a browse or sort=updated")
+    mode: str = Field(
+        "keyword", description="What was asked: keyword, semantic or hybrid (the default when an embedder is loaded)"
+    )
+    mode_used: str = Field(
+        "keyword",
+        description="What ran: keyword when the semantic leg was not available (a "
+        "warning starting with semantic_unavailable says why), for a browse or sort=updated",
+    )
     warnings: list[str] = []
 
 
@@ -61,8 +65,10 @@ class SimilarItemOut(BaseModel):
     title: str
     item_type: str
     score: float = Field(description="max(semantic_score, question_match), 0..1")
-    semantic_score: float | None = Field(description="Cosine of this item's question with the other item's "
-                                         "nearest text; null when the semantic leg is off or missed it")
+    semantic_score: float | None = Field(
+        description="Cosine of this item's question with the other item's "
+        "nearest text; null when the semantic leg is off or missed it"
+    )
     question_match: float = Field(description="Best character overlap between the two items' questions")
     likely_duplicate: bool = Field(description="Past KB_DUPLICATE_MIN_SCORE (cosine) or 0.6 overlap")
 

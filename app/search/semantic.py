@@ -59,8 +59,9 @@ class Semantic:
         self.candidates = candidates  # KB_SEMANTIC_CANDIDATES
         # KB_SEMANTIC_MIN_SCORE, KB_DUPLICATE_MIN_SCORE; unset: the embedder's own scale
         self.min_score = min_score if min_score is not None else getattr(embedder, "min_score", 1.0)
-        self.duplicate_min_score = (duplicate_min_score if duplicate_min_score is not None
-                                    else getattr(embedder, "duplicate_score", 1.0))
+        self.duplicate_min_score = (
+            duplicate_min_score if duplicate_min_score is not None else getattr(embedder, "duplicate_score", 1.0)
+        )
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod

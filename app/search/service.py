@@ -256,7 +256,11 @@ async def _query_vector(semantic: Semantic | None, text: str, warnings: list[str
 
 
 async def _semantic_search(
-    backend: SearchBackend, semantic: Semantic, query: SearchQuery, vector: list[float], mode: str,
+    backend: SearchBackend,
+    semantic: Semantic,
+    query: SearchQuery,
+    vector: list[float],
+    mode: str,
     warnings: list[str],
 ) -> tuple[SearchResult, str]:
     """A semantic or hybrid search. Both legs run inside the engine under the same ACL, channel and
@@ -281,16 +285,18 @@ async def _semantic_search(
     candidates: dict[int, Candidate] = {}
     hits: dict[int, SearchHit] = {}
     for rank, hit in enumerate(keyword.hits):
-        candidates[hit.item_id] = Candidate(hit.item_id, keyword_rank=rank, keyword_score=hit.score,
-                                            questions=hit.questions)
+        candidates[hit.item_id] = Candidate(
+            hit.item_id, keyword_rank=rank, keyword_score=hit.score, questions=hit.questions
+        )
         hits[hit.item_id] = hit
     for rank, hit in enumerate(meaning.hits):
         found_by_words = candidates.get(hit.item_id)
         if found_by_words is not None:
             found_by_words.semantic_rank, found_by_words.semantic_score = rank, hit.score
         elif hit.score >= semantic.min_score:  # meaning alone must be close to count
-            candidates[hit.item_id] = Candidate(hit.item_id, semantic_rank=rank, semantic_score=hit.score,
-                                                questions=hit.questions)
+            candidates[hit.item_id] = Candidate(
+                hit.item_id, semantic_rank=rank, semantic_score=hit.score, questions=hit.questions
+            )
             hits[hit.item_id] = hit
     fused = fusion.fuse(query.text, list(candidates.values()), embedder=semantic.model)
     page_hits = []
@@ -525,9 +531,16 @@ async def similar_items(
     if not texts:
         return []
     text = texts[0]
-    base = SearchQuery(text=text, principals=principals_for_search(principal), channel=None,
-                       filters=SearchFilters(statuses=["published"]), limit=limit + 1, highlight=False,
-                       facets=False, strict=False)
+    base = SearchQuery(
+        text=text,
+        principals=principals_for_search(principal),
+        channel=None,
+        filters=SearchFilters(statuses=["published"]),
+        limit=limit + 1,
+        highlight=False,
+        facets=False,
+        strict=False,
+    )
     found: dict[int, SearchHit] = {hit.item_id: hit for hit in (await backend.search(base)).hits}
     cosine: dict[int, float] = {}
     if semantic is not None and semantic.available:
@@ -547,10 +560,17 @@ async def similar_items(
             continue
         match = max(ranking.question_match(t, hit.questions) for t in texts)
         sem = cosine.get(other)
-        out.append(SimilarItemOut(
-            item_id=other, title=hit.title, item_type=hit.item_type, score=round(max(match, sem or 0.0), 4),
-            semantic_score=None if sem is None else round(sem, 4), question_match=round(match, 4),
-            likely_duplicate=match >= LIKELY_DUPLICATE_MATCH or (sem is not None and sem >= threshold)))
+        out.append(
+            SimilarItemOut(
+                item_id=other,
+                title=hit.title,
+                item_type=hit.item_type,
+                score=round(max(match, sem or 0.0), 4),
+                semantic_score=None if sem is None else round(sem, 4),
+                question_match=round(match, 4),
+                likely_duplicate=match >= LIKELY_DUPLICATE_MATCH or (sem is not None and sem >= threshold),
+            )
+        )
     out.sort(key=lambda s: (-s.score, s.item_id))
     return out[:limit]
 

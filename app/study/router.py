@@ -51,8 +51,9 @@ async def get_path(session: DbSession, actor: Manager, path_id: Id, response: Re
 
 
 @router.patch("/study/paths/{path_id}", response_model=PathOut)
-async def update_path(session: DbSession, actor: Manager, path_id: Id, body: PathUpdate, response: Response,
-                      if_match: IfMatch = None) -> PathOut:
+async def update_path(
+    session: DbSession, actor: Manager, path_id: Id, body: PathUpdate, response: Response, if_match: IfMatch = None
+) -> PathOut:
     """Change what was sent (`If-Match` required: 428 without, 412 when stale)."""
     p = await service.get(session, path_id)
     check_if_match(if_match, service.etag_of(p), p.row_version)
@@ -68,8 +69,9 @@ async def delete_path(session: DbSession, actor: Manager, path_id: Id, if_match:
 
 
 @router.get("/study/paths/{path_id}/progress", response_model=ProgressPage)
-async def path_progress(request: Request, session: DbSession, actor: Manager, path_id: Id,
-                        page: Paging) -> ProgressPage:
+async def path_progress(
+    request: Request, session: DbSession, actor: Manager, path_id: Id, page: Paging
+) -> ProgressPage:
     """Each active user of the audience, by user id: items they can read, how many they read (the
     current published version), completed, overdue."""
     p = await service.get(session, path_id)
@@ -106,5 +108,3 @@ async def my_change(request: Request, session: DbSession, reader: Reader, item_i
     read the current one, never read it, or may not read it now)."""
     await events_of(request).flush()
     return await service.my_change(session, reader, item_id)
-
-

@@ -17,8 +17,11 @@ class PathCreate(Schema):
     title: Title
     description: str = Field("", max_length=5000)
     roles: list[RoleName] = Field(min_length=1, max_length=50, description="Role names the path is required for")
-    departments: list[Id] = Field(default_factory=list, max_length=100,
-                                  description="Department ids that narrow the audience (sub-departments included)")
+    departments: list[Id] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Department ids that narrow the audience (sub-departments included)",
+    )
     due_at: AwareDatetime | None = Field(None, description="Complete by (overdue afterwards)")
     item_ids: list[Id] = Field(min_length=1, max_length=MAX_ITEMS, description="The items to read, in order")
 

@@ -24,8 +24,9 @@ class TaxonomyNode(IdMixin, TimestampMixin, Base):
     __table_args__ = (UniqueConstraint("taxonomy_id", "parent_id", "name"),)
 
     taxonomy_id: Mapped[int] = mapped_column(BigId, ForeignKey("taxonomies.id", ondelete="CASCADE"), index=True)
-    parent_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("taxonomy_nodes.id", ondelete="RESTRICT"),
-                                                  index=True)
+    parent_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("taxonomy_nodes.id", ondelete="RESTRICT"), index=True
+    )
     name: Mapped[str] = mapped_column(String(100))
     position: Mapped[int] = mapped_column(default=0)
     # "/3/8/15/": ids from the root down to this node; a subtree is a prefix match.
@@ -66,7 +67,8 @@ class Template(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(String(500), default="")
     attributes: Mapped[list[AttributeDefinition]] = relationship(
-        secondary=template_attributes, lazy="selectin", order_by=template_attributes.c.position)
+        secondary=template_attributes, lazy="selectin", order_by=template_attributes.c.position
+    )
 
 
 class ItemType(TimestampMixin, Base):

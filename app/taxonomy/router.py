@@ -89,7 +89,10 @@ async def taxonomy_tree(session: DbSession, _: Reader, taxonomy_id: Id) -> Taxon
 
 @router.get("/taxonomies/{taxonomy_id}/nodes", response_model=Page[NodeOut])
 async def list_nodes(
-    session: DbSession, _: Reader, taxonomy_id: Id, page: Paging,
+    session: DbSession,
+    _: Reader,
+    taxonomy_id: Id,
+    page: Paging,
     parent_id: Annotated[Id | None, Query(description="Only the children of this node")] = None,
     top_level: Annotated[bool, Query(description="Only the top-level nodes")] = False,
     q: Annotated[str | None, Query(max_length=100, description="Name contains")] = None,
@@ -128,7 +131,9 @@ async def move_node(session: DbSession, actor: Manager, node_id: Id, body: NodeM
 
 @router.delete("/taxonomy-nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_node(
-    session: DbSession, actor: Manager, node_id: Id,
+    session: DbSession,
+    actor: Manager,
+    node_id: Id,
     rehome_to: Annotated[Id | None, Query(description="Move children and item placements here first")] = None,
 ) -> None:
     """Only an empty node (no children, no item version placed in it), else 409 `node_not_empty`;
@@ -141,7 +146,9 @@ async def delete_node(
 
 @router.get("/tags", response_model=Page[TagOut])
 async def list_tags(
-    session: DbSession, _: Reader, page: Paging,
+    session: DbSession,
+    _: Reader,
+    page: Paging,
     q: Annotated[str | None, Query(max_length=64, description="Name starts with (case-insensitive)")] = None,
 ) -> Page[TagOut]:
     """Tags by id with `usage_count`: distinct items carrying the tag on a current version."""
@@ -176,7 +183,9 @@ async def delete_tag(session: DbSession, actor: Manager, tag_id: Id) -> None:
 
 @router.get("/attributes", response_model=Page[AttributeOut])
 async def list_attributes(
-    session: DbSession, _: Reader, page: Paging,
+    session: DbSession,
+    _: Reader,
+    page: Paging,
     q: Annotated[str | None, Query(max_length=100, description="Code or name contains")] = None,
 ) -> Page[AttributeOut]:
     rows, nxt = await service.list_attributes(session, page, q)
@@ -196,8 +205,9 @@ async def get_attribute(session: DbSession, _: Reader, attribute_id: Id) -> Attr
 
 
 @router.patch("/attributes/{attribute_id}", response_model=AttributeOut)
-async def update_attribute(session: DbSession, actor: Manager, attribute_id: Id,
-                           body: AttributeUpdate) -> AttributeDefinition:
+async def update_attribute(
+    session: DbSession, actor: Manager, attribute_id: Id, body: AttributeUpdate
+) -> AttributeDefinition:
     """409 `attribute_in_use` for a type change once a version holds a value; 409 `option_in_use`
     when removing an enum option that a version holds."""
     return await service.update_attribute(session, actor, attribute_id, body)

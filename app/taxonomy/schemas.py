@@ -108,8 +108,9 @@ class TagWrite(Schema):
 class TagOut(Out):
     id: int
     name: str
-    usage_count: int = Field(description="Distinct items carrying the tag on a current version "
-                                         "(any state but superseded or archived)")
+    usage_count: int = Field(
+        description="Distinct items carrying the tag on a current version (any state but superseded or archived)"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -95,9 +95,12 @@ async def _published_items_in_nodes(session: AsyncSession, node_ids: list[int]) 
     """Items whose published version is placed in one of these nodes."""
     if not node_ids:
         return []
-    stmt = (select(ItemVersion.item_id).distinct()
-            .join(version_categories, version_categories.c.version_id == ItemVersion.id)
-            .where(version_categories.c.node_id.in_(node_ids), ItemVersion.state == "published"))
+    stmt = (
+        select(ItemVersion.item_id)
+        .distinct()
+        .join(version_categories, version_categories.c.version_id == ItemVersion.id)
+        .where(version_categories.c.node_id.in_(node_ids), ItemVersion.state == "published")
+    )
     return sorted((await session.scalars(stmt)).all())
 
 
@@ -113,8 +116,12 @@ async def _refresh_readers_below(session: AsyncSession, node_ids: list[int]) -> 
 def _enqueue_reindex(session: AsyncSession, actor: Principal | None, item_ids: list[int]) -> int:
     """Outbox: the search index catches up after this transaction commits. Nothing when no items."""
     for i in range(0, len(item_ids), REINDEX_BATCH):
-        enqueue(session, REINDEX_JOB, {"item_ids": item_ids[i:i + REINDEX_BATCH]},
-                created_by=actor.actor if actor else None)
+        enqueue(
+            session,
+            REINDEX_JOB,
+            {"item_ids": item_ids[i : i + REINDEX_BATCH]},
+            created_by=actor.actor if actor else None,
+        )
     return len(item_ids)
 
 
@@ -171,8 +178,9 @@ async def node_names(session: AsyncSession, ids: list[int]) -> dict[int, str]:
 
 async def _lock_taxonomy(session: AsyncSession, taxonomy_id: int) -> Taxonomy:
     """Serialize changes to the shape of one tree (FOR UPDATE is a no-op on SQLite)."""
-    tax = await session.scalar(select(Taxonomy).where(Taxonomy.id == taxonomy_id).with_for_update()
-                               .execution_options(populate_existing=True))
+    tax = await session.scalar(
+        select(Taxonomy).where(Taxonomy.id == taxonomy_id).with_for_update().execution_options(populate_existing=True)
+    )
     if tax is None:
         raise NotFound(f"No taxonomy with id {taxonomy_id}", code="taxonomy_not_found")
     return tax
@@ -199,8 +207,7 @@ async def create_taxonomy(session: AsyncSession, actor: Principal, data: Taxonom
     return tax
 
 
-async def update_taxonomy(session: AsyncSession, actor: Principal, taxonomy_id: int,
-                          data: TaxonomyUpdate) -> Taxonomy:
+async def update_taxonomy(session: AsyncSession, actor: Principal, taxonomy_id: int, data: TaxonomyUpdate) -> Taxonomy:
     tax = await get_or_404(session, Taxonomy, taxonomy_id, "taxonomy")
     before = _taxonomy_summary(tax)
     if data.name is not None and data.name != tax.name:
@@ -220,29 +227,43 @@ async def delete_taxonomy(session: AsyncSession, actor: Principal, taxonomy_id: 
     """Deletes the taxonomy with all its nodes, unless an item version is placed in one of them."""
     tax = await _lock_taxonomy(session, taxonomy_id)
     node_ids = select(TaxonomyNode.id).where(TaxonomyNode.taxonomy_id == tax.id)
-    placements = await session.scalar(select(func.count()).select_from(version_categories)
-                                      .where(version_categories.c.node_id.in_(node_ids)))
+    placements = await session.scalar(
+        select(func.count()).select_from(version_categories).where(version_categories.c.node_id.in_(node_ids))
+    )
     if placements:
-        raise Conflict("Items are still placed in this taxonomy; move them or delete the nodes with rehome_to",
-                       code="taxonomy_in_use", placements=placements)
+        raise Conflict(
+            "Items are still placed in this taxonomy; move them or delete the nodes with rehome_to",
+            code="taxonomy_in_use",
+            placements=placements,
+        )
     nodes = await session.scalar(select(func.count()).where(TaxonomyNode.taxonomy_id == tax.id))
-    await session.execute(delete(AclGrant).where(AclGrant.target_type == CATEGORY_ACL,
-                                                 AclGrant.target_id.in_(node_ids)))
+    await session.execute(
+        delete(AclGrant).where(AclGrant.target_type == CATEGORY_ACL, AclGrant.target_id.in_(node_ids))
+    )
     # parent_id is ON DELETE RESTRICT: detach the tree first, then remove every node at once.
-    await session.execute(update(TaxonomyNode).where(TaxonomyNode.taxonomy_id == tax.id).values(parent_id=None)
-                          .execution_options(synchronize_session=False))
-    await session.execute(delete(TaxonomyNode).where(TaxonomyNode.taxonomy_id == tax.id)
-                          .execution_options(synchronize_session=False))
-    record(session, actor, "taxonomy.delete", "taxonomy", tax.id, before=_taxonomy_summary(tax),
-           nodes_deleted=nodes)
+    await session.execute(
+        update(TaxonomyNode)
+        .where(TaxonomyNode.taxonomy_id == tax.id)
+        .values(parent_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(TaxonomyNode).where(TaxonomyNode.taxonomy_id == tax.id).execution_options(synchronize_session=False)
+    )
+    record(session, actor, "taxonomy.delete", "taxonomy", tax.id, before=_taxonomy_summary(tax), nodes_deleted=nodes)
     await _delete_and_commit(session, tax, "taxonomy_in_use", "Items were placed in this taxonomy meanwhile")
     forget_node_names()
 
 
 async def taxonomy_tree(session: AsyncSession, taxonomy_id: int) -> TaxonomyTreeOut:
     tax = await get_or_404(session, Taxonomy, taxonomy_id, "taxonomy")
-    rows = (await session.scalars(select(TaxonomyNode).where(TaxonomyNode.taxonomy_id == tax.id)
-                                  .order_by(TaxonomyNode.position, TaxonomyNode.id))).all()
+    rows = (
+        await session.scalars(
+            select(TaxonomyNode)
+            .where(TaxonomyNode.taxonomy_id == tax.id)
+            .order_by(TaxonomyNode.position, TaxonomyNode.id)
+        )
+    ).all()
     out = {n.id: TreeNodeOut(id=n.id, name=n.name, position=n.position, path=n.path) for n in rows}
     roots: list[TreeNodeOut] = []
     for n in rows:  # already in sibling order, so children lists come out ordered too
@@ -260,8 +281,9 @@ def _node_summary(n: TaxonomyNode) -> dict[str, Any]:
     return {"name": n.name, "parent_id": n.parent_id, "position": n.position, "path": n.path}
 
 
-async def list_nodes(session: AsyncSession, taxonomy_id: int, page: PageParams, parent_id: int | None,
-                     top_level: bool, q: str | None) -> tuple[list[TaxonomyNode], str | None]:
+async def list_nodes(
+    session: AsyncSession, taxonomy_id: int, page: PageParams, parent_id: int | None, top_level: bool, q: str | None
+) -> tuple[list[TaxonomyNode], str | None]:
     await get_or_404(session, Taxonomy, taxonomy_id, "taxonomy")
     stmt = select(TaxonomyNode).where(TaxonomyNode.taxonomy_id == taxonomy_id)
     if top_level:
@@ -273,8 +295,9 @@ async def list_nodes(session: AsyncSession, taxonomy_id: int, page: PageParams, 
     return await paginate_by_id(session, stmt, TaxonomyNode.id, page, descending=False)
 
 
-async def _siblings(session: AsyncSession, taxonomy_id: int, parent_id: int | None,
-                    exclude_id: int | None = None) -> list[TaxonomyNode]:
+async def _siblings(
+    session: AsyncSession, taxonomy_id: int, parent_id: int | None, exclude_id: int | None = None
+) -> list[TaxonomyNode]:
     stmt = select(TaxonomyNode).where(TaxonomyNode.taxonomy_id == taxonomy_id)
     stmt = stmt.where(TaxonomyNode.parent_id.is_(None) if parent_id is None else TaxonomyNode.parent_id == parent_id)
     if exclude_id is not None:
@@ -297,18 +320,22 @@ def _check_name_free(siblings: list[TaxonomyNode], name: str) -> None:
 async def _parent_for(session: AsyncSession, taxonomy_id: int, parent_id: int) -> TaxonomyNode:
     parent = await session.get(TaxonomyNode, parent_id)
     if parent is None:
-        raise InvalidInput(f"No node with id {parent_id} to place this under", code="unknown_parent",
-                           field="parent_id", unknown=[parent_id])
+        raise InvalidInput(
+            f"No node with id {parent_id} to place this under",
+            code="unknown_parent",
+            field="parent_id",
+            unknown=[parent_id],
+        )
     if parent.taxonomy_id != taxonomy_id:
-        raise InvalidInput("A node can only be placed under a node of the same taxonomy",
-                           code="taxonomy_mismatch", field="parent_id")
+        raise InvalidInput(
+            "A node can only be placed under a node of the same taxonomy", code="taxonomy_mismatch", field="parent_id"
+        )
     return parent
 
 
 def _check_depth(depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise InvalidInput(f"A tree may be at most {MAX_DEPTH} levels deep", code="tree_too_deep",
-                           max_depth=MAX_DEPTH)
+        raise InvalidInput(f"A tree may be at most {MAX_DEPTH} levels deep", code="tree_too_deep", max_depth=MAX_DEPTH)
 
 
 async def create_node(session: AsyncSession, actor: Principal, taxonomy_id: int, data: NodeCreate) -> TaxonomyNode:
@@ -319,8 +346,7 @@ async def create_node(session: AsyncSession, actor: Principal, taxonomy_id: int,
         _check_depth(_depth(parent.path) + 1)
     siblings = await _siblings(session, tax.id, data.parent_id)
     _check_name_free(siblings, data.name)
-    node = TaxonomyNode(taxonomy_id=tax.id, parent_id=data.parent_id, name=data.name, position=len(siblings),
-                        path="/")
+    node = TaxonomyNode(taxonomy_id=tax.id, parent_id=data.parent_id, name=data.name, position=len(siblings), path="/")
     session.add(node)
     try:
         await session.flush()
@@ -330,8 +356,9 @@ async def create_node(session: AsyncSession, actor: Principal, taxonomy_id: int,
     siblings.insert(len(siblings) if data.position is None else min(data.position, len(siblings)), node)
     _renumber(siblings)
     await session.flush()
-    record(session, actor, "taxonomy_node.create", "taxonomy_node", node.id, taxonomy_id=tax.id,
-           after=_node_summary(node))
+    record(
+        session, actor, "taxonomy_node.create", "taxonomy_node", node.id, taxonomy_id=tax.id, after=_node_summary(node)
+    )
     await session.commit()
     forget_node_names()
     return node
@@ -386,13 +413,12 @@ async def move_node(session: AsyncSession, actor: Principal, node_id: int, data:
         _renumber(await _siblings(session, node.taxonomy_id, node.parent_id, exclude_id=node.id))
         old_path, new_path = node.path, f"{prefix}{node.id}/"
         for n in subtree:
-            n.path = new_path + n.path[len(old_path):]
+            n.path = new_path + n.path[len(old_path) :]
         node.parent_id = new_parent_id
         position = len(new_siblings) if data.position is None else min(data.position, len(new_siblings))
         new_siblings.insert(position, node)
         _renumber(new_siblings)
-        reindexed = _enqueue_reindex(session, actor,
-                                     await _published_items_in_nodes(session, [n.id for n in subtree]))
+        reindexed = _enqueue_reindex(session, actor, await _published_items_in_nodes(session, [n.id for n in subtree]))
         await _refresh_readers_below(session, [node.id])
     elif data.position is not None:  # a reorder among the same siblings
         siblings = await _siblings(session, node.taxonomy_id, node.parent_id, exclude_id=node.id)
@@ -402,8 +428,15 @@ async def move_node(session: AsyncSession, actor: Principal, node_id: int, data:
         await session.flush()
     except IntegrityError:
         raise Conflict(f"A node named {node.name!r} exists at that place", code="node_exists", name=node.name)
-    record(session, actor, "taxonomy_node.move", "taxonomy_node", node.id, **changes(before, _node_summary(node)),
-           reindexed_items=reindexed)
+    record(
+        session,
+        actor,
+        "taxonomy_node.move",
+        "taxonomy_node",
+        node.id,
+        **changes(before, _node_summary(node)),
+        reindexed_items=reindexed,
+    )
     await session.commit()
     forget_node_names()
     return node
@@ -416,24 +449,37 @@ async def delete_node(session: AsyncSession, actor: Principal, node_id: int, reh
     await _lock_taxonomy(session, node.taxonomy_id)
     await session.refresh(node)
     children = await _siblings(session, node.taxonomy_id, node.id)
-    placements = await session.scalar(select(func.count()).select_from(version_categories)
-                                      .where(version_categories.c.node_id == node.id)) or 0
+    placements = (
+        await session.scalar(
+            select(func.count()).select_from(version_categories).where(version_categories.c.node_id == node.id)
+        )
+        or 0
+    )
     info: dict[str, Any] = {}
     if rehome_to is None:
         if children or placements:
-            raise Conflict("Only an empty node can be deleted; pass rehome_to to move its content first",
-                           code="node_not_empty", children=len(children), placements=placements)
+            raise Conflict(
+                "Only an empty node can be deleted; pass rehome_to to move its content first",
+                code="node_not_empty",
+                children=len(children),
+                placements=placements,
+            )
     else:
         target = await session.get(TaxonomyNode, rehome_to)
         if target is None:
-            raise InvalidInput(f"No node with id {rehome_to} to re-home into", code="invalid_rehome_target",
-                               field="rehome_to")
+            raise InvalidInput(
+                f"No node with id {rehome_to} to re-home into", code="invalid_rehome_target", field="rehome_to"
+            )
         if target.taxonomy_id != node.taxonomy_id:
-            raise InvalidInput("Content can only be re-homed within the same taxonomy", code="taxonomy_mismatch",
-                               field="rehome_to")
+            raise InvalidInput(
+                "Content can only be re-homed within the same taxonomy", code="taxonomy_mismatch", field="rehome_to"
+            )
         if target.path.startswith(node.path):
-            raise InvalidInput("The re-home target must lie outside the node being deleted",
-                               code="invalid_rehome_target", field="rehome_to")
+            raise InvalidInput(
+                "The re-home target must lie outside the node being deleted",
+                code="invalid_rehome_target",
+                field="rehome_to",
+            )
         subtree = await _subtree(session, node)
         affected = await _published_items_in_nodes(session, [n.id for n in subtree])
         if children:
@@ -442,29 +488,46 @@ async def delete_node(session: AsyncSession, actor: Principal, node_id: int, reh
             target_children = await _siblings(session, node.taxonomy_id, target.id)
             clash = sorted({c.name for c in children} & {t.name for t in target_children})
             if clash:
-                raise Conflict(f"The target already has children named {', '.join(clash)}", code="node_exists",
-                               names=clash)
+                raise Conflict(
+                    f"The target already has children named {', '.join(clash)}", code="node_exists", names=clash
+                )
             for n in subtree:
                 if n.id != node.id:
-                    n.path = target.path + n.path[len(node.path):]
+                    n.path = target.path + n.path[len(node.path) :]
             for c in children:
                 c.parent_id = target.id
             _renumber(target_children + children)
         if placements:
             # A version already placed in the target keeps that one placement.
             already = select(version_categories.c.version_id).where(version_categories.c.node_id == target.id)
-            await session.execute(delete(version_categories).where(version_categories.c.node_id == node.id,
-                                                                   version_categories.c.version_id.in_(already)))
-            await session.execute(update(version_categories).where(version_categories.c.node_id == node.id)
-                                  .values(node_id=target.id))
-        info = {"rehome_to": target.id, "moved_children": [c.id for c in children], "moved_placements": placements,
-                "reindexed_items": _enqueue_reindex(session, actor, affected)}
+            await session.execute(
+                delete(version_categories).where(
+                    version_categories.c.node_id == node.id, version_categories.c.version_id.in_(already)
+                )
+            )
+            await session.execute(
+                update(version_categories).where(version_categories.c.node_id == node.id).values(node_id=target.id)
+            )
+        info = {
+            "rehome_to": target.id,
+            "moved_children": [c.id for c in children],
+            "moved_placements": placements,
+            "reindexed_items": _enqueue_reindex(session, actor, affected),
+        }
         await session.flush()  # children leave before their parent goes (parent_id is RESTRICT)
         await _refresh_readers_below(session, [target.id])
     await session.execute(delete(AclGrant).where(AclGrant.target_type == CATEGORY_ACL, AclGrant.target_id == node.id))
     _renumber(await _siblings(session, node.taxonomy_id, node.parent_id, exclude_id=node.id))
-    record(session, actor, "taxonomy_node.delete", "taxonomy_node", node.id, taxonomy_id=node.taxonomy_id,
-           before=_node_summary(node), **info)
+    record(
+        session,
+        actor,
+        "taxonomy_node.delete",
+        "taxonomy_node",
+        node.id,
+        taxonomy_id=node.taxonomy_id,
+        before=_node_summary(node),
+        **info,
+    )
     await _delete_and_commit(session, node, "node_not_empty", "Content was added to this node meanwhile")
     forget_node_names()
 
@@ -476,11 +539,12 @@ async def subtree_ids(session: AsyncSession, node_ids: list[int]) -> list[int]:
     """Every node in the subtrees of these nodes, themselves included (unknown ids are ignored)."""
     if not node_ids:
         return []
-    paths = sorted(set((await session.scalars(select(TaxonomyNode.path)
-                                              .where(TaxonomyNode.id.in_(set(node_ids))))).all()))
+    paths = sorted(
+        set((await session.scalars(select(TaxonomyNode.path).where(TaxonomyNode.id.in_(set(node_ids))))).all())
+    )
     out: set[int] = set()
     for i in range(0, len(paths), 200):
-        prefixes = [TaxonomyNode.path.startswith(p) for p in paths[i:i + 200]]
+        prefixes = [TaxonomyNode.path.startswith(p) for p in paths[i : i + 200]]
         out.update((await session.scalars(select(TaxonomyNode.id).where(or_(*prefixes)))).all())
     return sorted(out)
 
@@ -522,24 +586,31 @@ def normalize_tag(name: str) -> str | None:
 def _tag_name(name: str) -> str:
     norm = normalize_tag(name)
     if norm is None:
-        raise InvalidInput(f"A tag is 1 to {MAX_TAG_LENGTH} characters without control characters",
-                           code="invalid_tag", invalid=[name], field="name")
+        raise InvalidInput(
+            f"A tag is 1 to {MAX_TAG_LENGTH} characters without control characters",
+            code="invalid_tag",
+            invalid=[name],
+            field="name",
+        )
     return norm
 
 
 async def _tag_usage(session: AsyncSession, tag_ids: list[int]) -> dict[int, int]:
     if not tag_ids:
         return {}
-    stmt = (select(version_tags.c.tag_id, func.count(distinct(ItemVersion.item_id)))
-            .join(ItemVersion, ItemVersion.id == version_tags.c.version_id)
-            .where(version_tags.c.tag_id.in_(tag_ids), ItemVersion.state.not_in(HISTORY_STATES))
-            .group_by(version_tags.c.tag_id))
+    stmt = (
+        select(version_tags.c.tag_id, func.count(distinct(ItemVersion.item_id)))
+        .join(ItemVersion, ItemVersion.id == version_tags.c.version_id)
+        .where(version_tags.c.tag_id.in_(tag_ids), ItemVersion.state.not_in(HISTORY_STATES))
+        .group_by(version_tags.c.tag_id)
+    )
     return {tid: n for tid, n in (await session.execute(stmt)).all()}
 
 
 def _tag_out(tag: Tag, usage: dict[int, int]) -> TagOut:
-    return TagOut(id=tag.id, name=tag.name, usage_count=usage.get(tag.id, 0), created_at=tag.created_at,
-                  updated_at=tag.updated_at)
+    return TagOut(
+        id=tag.id, name=tag.name, usage_count=usage.get(tag.id, 0), created_at=tag.created_at, updated_at=tag.updated_at
+    )
 
 
 async def list_tags(session: AsyncSession, page: PageParams, q: str | None) -> tuple[list[TagOut], str | None]:
@@ -594,12 +665,18 @@ async def rename_tag(session: AsyncSession, actor: Principal, tag_id: int, name:
             await session.flush()
         except IntegrityError:
             raise Conflict(f"The tag {norm!r} exists", code="tag_exists", name=norm)
-        items = (await session.scalars(
-            select(ItemVersion.item_id).distinct().join(version_tags, version_tags.c.version_id == ItemVersion.id)
-            .where(version_tags.c.tag_id == tag.id, ItemVersion.state == "published"))).all()
+        items = (
+            await session.scalars(
+                select(ItemVersion.item_id)
+                .distinct()
+                .join(version_tags, version_tags.c.version_id == ItemVersion.id)
+                .where(version_tags.c.tag_id == tag.id, ItemVersion.state == "published")
+            )
+        ).all()
         reindexed = _enqueue_reindex(session, actor, sorted(items))
-    record(session, actor, "tag.rename", "tag", tag.id, **changes(before, {"name": tag.name}),
-           reindexed_items=reindexed)
+    record(
+        session, actor, "tag.rename", "tag", tag.id, **changes(before, {"name": tag.name}), reindexed_items=reindexed
+    )
     await session.commit()
     return _tag_out(tag, await _tag_usage(session, [tag.id]))
 
@@ -607,12 +684,17 @@ async def rename_tag(session: AsyncSession, actor: Principal, tag_id: int, name:
 async def delete_tag(session: AsyncSession, actor: Principal, tag_id: int) -> None:
     """Refused while any version, history included, carries the tag."""
     tag = await get_or_404(session, Tag, tag_id, "tag")
-    versions = await session.scalar(select(func.count()).select_from(version_tags)
-                                    .where(version_tags.c.tag_id == tag.id))
+    versions = await session.scalar(
+        select(func.count()).select_from(version_tags).where(version_tags.c.tag_id == tag.id)
+    )
     if versions:
         usage = (await _tag_usage(session, [tag.id])).get(tag.id, 0)
-        raise Conflict(f"The tag {tag.name!r} is used by {versions} item versions", code="tag_in_use",
-                       versions=versions, usage_count=usage)
+        raise Conflict(
+            f"The tag {tag.name!r} is used by {versions} item versions",
+            code="tag_in_use",
+            versions=versions,
+            usage_count=usage,
+        )
     record(session, actor, "tag.delete", "tag", tag.id, before={"name": tag.name})
     await _delete_and_commit(session, tag, "tag_in_use", f"The tag {tag.name!r} was used meanwhile")
 
@@ -623,8 +705,11 @@ async def resolve_tags(session: AsyncSession, names: list[str], create_missing: 
     committed) when `create_missing`, else InvalidInput `unknown_tag`."""
     invalid = [n for n in names if normalize_tag(n) is None]
     if invalid:
-        raise InvalidInput(f"Tags are 1 to {MAX_TAG_LENGTH} characters without control characters",
-                           code="invalid_tag", invalid=invalid[:50])
+        raise InvalidInput(
+            f"Tags are 1 to {MAX_TAG_LENGTH} characters without control characters",
+            code="invalid_tag",
+            invalid=invalid[:50],
+        )
     wanted = list(dict.fromkeys(n for n in (normalize_tag(x) for x in names) if n is not None))
     if not wanted:
         return []
@@ -647,19 +732,30 @@ async def resolve_tags(session: AsyncSession, names: list[str], create_missing: 
 
 
 def _attribute_summary(a: AttributeDefinition) -> dict[str, Any]:
-    return {"code": a.code, "name": a.name, "type": a.type, "options": list(a.options), "required": a.required,
-            "description": a.description}
+    return {
+        "code": a.code,
+        "name": a.name,
+        "type": a.type,
+        "options": list(a.options),
+        "required": a.required,
+        "description": a.description,
+    }
 
 
 def _check_options(type_: str, options: list[str]) -> list[str]:
     if type_ in ENUM_TYPES:
         if not options:
-            raise InvalidInput(f"An {type_} attribute needs a non-empty list of options", code="invalid_options",
-                               field="options")
+            raise InvalidInput(
+                f"An {type_} attribute needs a non-empty list of options", code="invalid_options", field="options"
+            )
         dupes = sorted({o for o in options if options.count(o) > 1})
         if dupes:
-            raise InvalidInput(f"Options must be unique; repeated: {', '.join(dupes)}", code="invalid_options",
-                               field="options", duplicates=dupes)
+            raise InvalidInput(
+                f"Options must be unique; repeated: {', '.join(dupes)}",
+                code="invalid_options",
+                field="options",
+                duplicates=dupes,
+            )
         return list(options)
     if options:
         raise InvalidInput(f"A {type_} attribute takes no options", code="invalid_options", field="options")
@@ -668,8 +764,12 @@ def _check_options(type_: str, options: list[str]) -> list[str]:
 
 async def _attribute_use_count(session: AsyncSession, code: str) -> int:
     """Item versions (any state) holding a non-null value for this attribute."""
-    return await session.scalar(select(func.count()).select_from(ItemVersion)
-                                .where(ItemVersion.attributes[code].as_string().is_not(None))) or 0
+    return (
+        await session.scalar(
+            select(func.count()).select_from(ItemVersion).where(ItemVersion.attributes[code].as_string().is_not(None))
+        )
+        or 0
+    )
 
 
 async def _options_in_use(session: AsyncSession, attr: AttributeDefinition, options: list[str]) -> list[str]:
@@ -684,7 +784,8 @@ async def _options_in_use(session: AsyncSession, attr: AttributeDefinition, opti
             "SELECT DISTINCT e FROM item_versions, jsonb_array_elements_text(CASE WHEN "
             "jsonb_typeof(item_versions.attributes -> CAST(:code AS text)) = 'array' "
             "THEN item_versions.attributes -> CAST(:code AS text) ELSE CAST('[]' AS jsonb) END) AS e "
-            "WHERE e = ANY(:opts)").bindparams(code=attr.code, opts=list(options))
+            "WHERE e = ANY(:opts)"
+        ).bindparams(code=attr.code, opts=list(options))
     else:
         stmt = text(
             "SELECT DISTINCT je.value FROM item_versions, json_each(item_versions.attributes, :path) AS je "
@@ -693,20 +794,27 @@ async def _options_in_use(session: AsyncSession, attr: AttributeDefinition, opti
     return sorted((await session.scalars(stmt)).all())
 
 
-async def list_attributes(session: AsyncSession, page: PageParams,
-                          q: str | None) -> tuple[list[AttributeDefinition], str | None]:
+async def list_attributes(
+    session: AsyncSession, page: PageParams, q: str | None
+) -> tuple[list[AttributeDefinition], str | None]:
     stmt = select(AttributeDefinition)
     if q:
         like = like_pattern(q)
-        stmt = stmt.where(AttributeDefinition.code.ilike(like, escape="\\")
-                          | AttributeDefinition.name.ilike(like, escape="\\"))
+        stmt = stmt.where(
+            AttributeDefinition.code.ilike(like, escape="\\") | AttributeDefinition.name.ilike(like, escape="\\")
+        )
     return await paginate_by_id(session, stmt, AttributeDefinition.id, page, descending=False)
 
 
 async def create_attribute(session: AsyncSession, actor: Principal, data: AttributeCreate) -> AttributeDefinition:
-    attr = AttributeDefinition(code=data.code, name=data.name, type=data.type,
-                               options=_check_options(data.type, data.options), required=data.required,
-                               description=data.description)
+    attr = AttributeDefinition(
+        code=data.code,
+        name=data.name,
+        type=data.type,
+        options=_check_options(data.type, data.options),
+        required=data.required,
+        description=data.description,
+    )
     session.add(attr)
     try:
         await session.flush()
@@ -717,8 +825,9 @@ async def create_attribute(session: AsyncSession, actor: Principal, data: Attrib
     return attr
 
 
-async def update_attribute(session: AsyncSession, actor: Principal, attr_id: int,
-                           data: AttributeUpdate) -> AttributeDefinition:
+async def update_attribute(
+    session: AsyncSession, actor: Principal, attr_id: int, data: AttributeUpdate
+) -> AttributeDefinition:
     """The type cannot change once a version holds a value; an enum option cannot be removed
     while a version holds it."""
     attr = await get_or_404(session, AttributeDefinition, attr_id, "attribute")
@@ -732,14 +841,20 @@ async def update_attribute(session: AsyncSession, actor: Principal, attr_id: int
     if new_type != attr.type:
         used = await _attribute_use_count(session, attr.code)
         if used:
-            raise Conflict(f"{used} item versions hold a value for {attr.code!r}; its type cannot change",
-                           code="attribute_in_use", versions=used)
+            raise Conflict(
+                f"{used} item versions hold a value for {attr.code!r}; its type cannot change",
+                code="attribute_in_use",
+                versions=used,
+            )
     else:
         removed = [o for o in attr.options if o not in options]
         still_used = await _options_in_use(session, attr, removed)
         if still_used:
-            raise Conflict(f"Options still used by item versions: {', '.join(still_used)}", code="option_in_use",
-                           options=still_used)
+            raise Conflict(
+                f"Options still used by item versions: {', '.join(still_used)}",
+                code="option_in_use",
+                options=still_used,
+            )
     attr.type, attr.options = new_type, options
     if data.name is not None:
         attr.name = data.name
@@ -755,16 +870,23 @@ async def update_attribute(session: AsyncSession, actor: Principal, attr_id: int
 
 async def delete_attribute(session: AsyncSession, actor: Principal, attr_id: int) -> None:
     attr = await get_or_404(session, AttributeDefinition, attr_id, "attribute")
-    templates = (await session.scalars(
-        select(Template.name).join(template_attributes, template_attributes.c.template_id == Template.id)
-        .where(template_attributes.c.attribute_id == attr.id).order_by(Template.id))).all()
+    templates = (
+        await session.scalars(
+            select(Template.name)
+            .join(template_attributes, template_attributes.c.template_id == Template.id)
+            .where(template_attributes.c.attribute_id == attr.id)
+            .order_by(Template.id)
+        )
+    ).all()
     if templates:
-        raise Conflict(f"Templates still use this attribute: {', '.join(templates)}", code="attribute_in_template",
-                       templates=list(templates))
+        raise Conflict(
+            f"Templates still use this attribute: {', '.join(templates)}",
+            code="attribute_in_template",
+            templates=list(templates),
+        )
     used = await _attribute_use_count(session, attr.code)
     if used:
-        raise Conflict(f"{used} item versions hold a value for {attr.code!r}", code="attribute_in_use",
-                       versions=used)
+        raise Conflict(f"{used} item versions hold a value for {attr.code!r}", code="attribute_in_use", versions=used)
     record(session, actor, "attribute.delete", "attribute", attr.id, before=_attribute_summary(attr))
     await _delete_and_commit(session, attr, "attribute_in_template", "A template took this attribute meanwhile")
 
@@ -789,8 +911,9 @@ def _number(value: Any) -> int | float | None:
     return None
 
 
-def validate_attribute_values(defs: list[AttributeDefinition], values: dict[str, Any], *,
-                              for_publish: bool) -> dict[str, Any]:
+def validate_attribute_values(
+    defs: list[AttributeDefinition], values: dict[str, Any], *, for_publish: bool
+) -> dict[str, Any]:
     """Check and normalize attribute values against the definitions of an item type's template.
 
     text → trimmed string; number → int or float (numeric strings accepted); date → "YYYY-MM-DD";
@@ -800,9 +923,13 @@ def validate_attribute_values(defs: list[AttributeDefinition], values: dict[str,
     `errors` list: {"field": "attributes.<code>", "attribute", "type", "message"} per bad field.
     """
     if not isinstance(values, dict):
-        raise InvalidInput("attributes must be an object of attribute code → value", code="invalid_attribute",
-                           errors=[{"field": "attributes", "attribute": None, "type": "not_an_object",
-                                    "message": "must be an object"}])
+        raise InvalidInput(
+            "attributes must be an object of attribute code → value",
+            code="invalid_attribute",
+            errors=[
+                {"field": "attributes", "attribute": None, "type": "not_an_object", "message": "must be an object"}
+            ],
+        )
     by_code = {d.code: d for d in defs}
     errors: list[dict[str, Any]] = []
     out: dict[str, Any] = {}
@@ -870,8 +997,9 @@ def validate_attribute_values(defs: list[AttributeDefinition], values: dict[str,
             if d.required and d.code not in out and not any(e["attribute"] == d.code for e in errors):
                 bad(d.code, "required", "required before publishing")
     if errors:
-        raise InvalidInput("; ".join(f"{e['field']}: {e['message']}" for e in errors)[:2000],
-                           code="invalid_attribute", errors=errors)
+        raise InvalidInput(
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors)[:2000], code="invalid_attribute", errors=errors
+        )
     return out
 
 
@@ -885,18 +1013,28 @@ def _template_summary(t: Template) -> dict[str, Any]:
 async def _set_template_attributes(session: AsyncSession, template: Template, ids: list[int]) -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise InvalidInput(f"Attributes listed more than once: {dupes}", code="duplicate_attribute",
-                           field="attribute_ids", duplicates=dupes)
-    known = set((await session.scalars(select(AttributeDefinition.id)
-                                       .where(AttributeDefinition.id.in_(ids)))).all()) if ids else set()
+        raise InvalidInput(
+            f"Attributes listed more than once: {dupes}",
+            code="duplicate_attribute",
+            field="attribute_ids",
+            duplicates=dupes,
+        )
+    known = (
+        set((await session.scalars(select(AttributeDefinition.id).where(AttributeDefinition.id.in_(ids)))).all())
+        if ids
+        else set()
+    )
     missing = [i for i in ids if i not in known]
     if missing:
-        raise InvalidInput(f"Unknown attributes: {missing}", code="unknown_attribute", field="attribute_ids",
-                           unknown=missing)
+        raise InvalidInput(
+            f"Unknown attributes: {missing}", code="unknown_attribute", field="attribute_ids", unknown=missing
+        )
     await session.execute(delete(template_attributes).where(template_attributes.c.template_id == template.id))
     if ids:
-        await session.execute(insert(template_attributes), [
-            {"template_id": template.id, "attribute_id": a, "position": i} for i, a in enumerate(ids)])
+        await session.execute(
+            insert(template_attributes),
+            [{"template_id": template.id, "attribute_id": a, "position": i} for i, a in enumerate(ids)],
+        )
     await session.refresh(template, ["attributes"])
 
 
@@ -926,8 +1064,7 @@ async def create_template(session: AsyncSession, actor: Principal, data: Templat
     return tmpl
 
 
-async def update_template(session: AsyncSession, actor: Principal, template_id: int,
-                          data: TemplateUpdate) -> Template:
+async def update_template(session: AsyncSession, actor: Principal, template_id: int, data: TemplateUpdate) -> Template:
     tmpl = await get_or_404(session, Template, template_id, "template")
     before = _template_summary(tmpl)
     if data.name is not None and data.name != tmpl.name:
@@ -948,11 +1085,13 @@ async def update_template(session: AsyncSession, actor: Principal, template_id: 
 
 async def delete_template(session: AsyncSession, actor: Principal, template_id: int) -> None:
     tmpl = await get_or_404(session, Template, template_id, "template")
-    types = (await session.scalars(select(ItemType.code).where(ItemType.template_id == tmpl.id)
-                                   .order_by(ItemType.code))).all()
+    types = (
+        await session.scalars(select(ItemType.code).where(ItemType.template_id == tmpl.id).order_by(ItemType.code))
+    ).all()
     if types:
-        raise Conflict(f"Item types still use this template: {', '.join(types)}", code="template_in_use",
-                       item_types=list(types))
+        raise Conflict(
+            f"Item types still use this template: {', '.join(types)}", code="template_in_use", item_types=list(types)
+        )
     record(session, actor, "template.delete", "template", tmpl.id, before=_template_summary(tmpl))
     await session.delete(tmpl)
     await session.commit()
@@ -978,16 +1117,16 @@ async def item_type_or_404(session: AsyncSession, code: str) -> ItemType:
 
 async def _check_template_id(session: AsyncSession, template_id: int | None) -> None:
     if template_id is not None and await session.get(Template, template_id) is None:
-        raise InvalidInput(f"No template with id {template_id}", code="unknown_template", field="template_id",
-                           unknown=[template_id])
+        raise InvalidInput(
+            f"No template with id {template_id}", code="unknown_template", field="template_id", unknown=[template_id]
+        )
 
 
 async def create_item_type(session: AsyncSession, actor: Principal, data: ItemTypeCreate) -> ItemType:
     if await session.get(ItemType, data.code) is not None:
         raise Conflict(f"The item type {data.code!r} exists", code="item_type_exists")
     await _check_template_id(session, data.template_id)
-    row = ItemType(code=data.code, name=data.name, template_id=data.template_id,
-                   review_required=data.review_required)
+    row = ItemType(code=data.code, name=data.name, template_id=data.template_id, review_required=data.review_required)
     session.add(row)
     try:
         await session.flush()
@@ -1026,8 +1165,9 @@ async def delete_item_type(session: AsyncSession, actor: Principal, code: str) -
 
 async def ensure_default_item_types(session: AsyncSession) -> list[ItemType]:
     """faq / article / policy / announcement, when missing (flushed; the caller commits)."""
-    existing = {t.code: t for t in (await session.scalars(
-        select(ItemType).where(ItemType.code.in_(DEFAULT_ITEM_TYPES)))).all()}
+    existing = {
+        t.code: t for t in (await session.scalars(select(ItemType).where(ItemType.code.in_(DEFAULT_ITEM_TYPES)))).all()
+    }
     for code, name in DEFAULT_ITEM_TYPES.items():
         if code not in existing:
             existing[code] = ItemType(code=code, name=name, review_required=True)

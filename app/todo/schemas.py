@@ -29,9 +29,10 @@ class TodoOut(BaseModel):
     total: int
     sections: dict[str, TodoSection] = Field(
         description="reviews (reviewers only), error_reports, review_due, expiring, unassigned (managers only), "
-                    "announcements (unread, mandatory first), exams (open, not submitted, nearest deadline "
-                    "first), grading (learning:manage: attempts waiting for short-answer grading), "
-                    "announcements (unread, mandatory first), expert_questions (routed to me, unanswered by me), "
-                    "answered_questions (my questions with an answer to accept), study (my unfinished learning "
-                    "paths), case_proposals (my best-practice drafts and rejected proposals), "
-                    "and any other domain's")
+        "announcements (unread, mandatory first), exams (open, not submitted, nearest deadline "
+        "first), grading (learning:manage: attempts waiting for short-answer grading), "
+        "announcements (unread, mandatory first), expert_questions (routed to me, unanswered by me), "
+        "answered_questions (my questions with an answer to accept), study (my unfinished learning "
+        "paths), case_proposals (my best-practice drafts and rejected proposals), "
+        "and any other domain's"
+    )

@@ -20,11 +20,25 @@ async def reviews(ctx: TodoContext) -> TodoSection | None:
         return None
     four_eyes = ctx.settings.four_eyes
     count = await count_of(ctx.session, workflow.review_queue_stmt(ctx.principal, "in_review", four_eyes))
-    rows, _ = await workflow.review_queue(ctx.session, ctx.principal, PageParams(ctx.limit, None), "in_review",
-                                          four_eyes)
-    return TodoSection(count=count, items=[TodoEntry(
-        kind="review", id=v.id, title=v.title, item_id=i.id, version_no=v.number, state=v.state,
-        created_at=v.submitted_at, link=f"/api/v1/items/{i.id}/versions/{v.number}") for v, i in rows])
+    rows, _ = await workflow.review_queue(
+        ctx.session, ctx.principal, PageParams(ctx.limit, None), "in_review", four_eyes
+    )
+    return TodoSection(
+        count=count,
+        items=[
+            TodoEntry(
+                kind="review",
+                id=v.id,
+                title=v.title,
+                item_id=i.id,
+                version_no=v.number,
+                state=v.state,
+                created_at=v.submitted_at,
+                link=f"/api/v1/items/{i.id}/versions/{v.number}",
+            )
+            for v, i in rows
+        ],
+    )
 
 
 todo_section("reviews")(reviews)

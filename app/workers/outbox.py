@@ -120,30 +120,34 @@ def enqueue(
     return job
 
 
-async def enqueue_many(session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *,
-                       created_by: str | None = None) -> None:
+async def enqueue_many(
+    session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *, created_by: str | None = None
+) -> None:
     """Many jobs of one kind in one INSERT (bulk writers: an import batch queues an index job per item)."""
     if payloads:
         now = utcnow()
-        await session.execute(insert(Job.__table__), [
-            {"kind": kind, "payload": p, "run_after": now, "created_by": created_by} for p in payloads])
+        await session.execute(
+            insert(Job.__table__),
+            [{"kind": kind, "payload": p, "run_after": now, "created_by": created_by} for p in payloads],
+        )
 
 
 SCHEDULER = "scheduler"  # created_by of recurring jobs
 
 
-async def schedule_recurring(session: AsyncSession, kind: str, every_seconds: float, *,
-                             besides: int | None = None) -> bool:
+async def schedule_recurring(
+    session: AsyncSession, kind: str, every_seconds: float, *, besides: int | None = None
+) -> bool:
     """Keep one recurring `kind` job queued, `every_seconds` from now (0: off). `besides`: a running
     one that does not count (it is about to end and schedules the next)."""
     if every_seconds <= 0:
         return False
-    stmt = select(Job.id).where(Job.kind == kind, Job.created_by == SCHEDULER,
-                                Job.status.in_(("pending", "running")))
+    stmt = select(Job.id).where(Job.kind == kind, Job.created_by == SCHEDULER, Job.status.in_(("pending", "running")))
     if besides is not None:
         stmt = stmt.where(Job.id != besides)
     if await session.scalar(stmt.limit(1)) is not None:
         return False
-    enqueue(session, kind, {}, run_after=utcnow() + timedelta(seconds=every_seconds), created_by=SCHEDULER,
-            max_attempts=3)
+    enqueue(
+        session, kind, {}, run_after=utcnow() + timedelta(seconds=every_seconds), created_by=SCHEDULER, max_attempts=3
+    )
     return True

@@ -22,7 +22,9 @@ JobsAdmin = Require("jobs:manage")
 
 @router.get("", response_model=Page[JobOut])
 async def list_jobs(
-    session: DbSession, _: JobsAdmin, page: Paging,
+    session: DbSession,
+    _: JobsAdmin,
+    page: Paging,
     status: Literal["pending", "running", "done", "failed"] | None = None,
     kind: Annotated[str | None, Query(max_length=80)] = None,
 ) -> Page[JobOut]:

@@ -99,8 +99,9 @@ class Worker:
             await s.execute(
                 update(Job)
                 .where(Job.id.in_(ids))
-                .values(status="running", locked_by=self.worker_id, locked_at=now,
-                        attempts=Job.attempts + 1, updated_at=now)
+                .values(
+                    status="running", locked_by=self.worker_id, locked_at=now, attempts=Job.attempts + 1, updated_at=now
+                )
             )
             await s.commit()
         return ids
@@ -136,19 +137,28 @@ class Worker:
                 except Exception as e:  # a handler's failure must never stop the worker
                     await s.rollback()
                     error = f"{type(e).__name__}: {e}"
-                    log.warning("job failed", extra={"job_id": job_id, "kind": kind, "attempt": attempt,
-                                                     "trace": traceback.format_exc(limit=5)})
+                    log.warning(
+                        "job failed",
+                        extra={
+                            "job_id": job_id,
+                            "kind": kind,
+                            "attempt": attempt,
+                            "trace": traceback.format_exc(limit=5),
+                        },
+                    )
         return await self._fail(job_id, error or "unknown error", permanent)
 
     async def run_batch(self, kind: str, job_ids: list[int]) -> dict[str, int]:
         """Run claimed jobs of a batchable kind in one transaction. Returns how many ended done,
         retry, failed (parked) and lost (no longer ours)."""
         async with self.sessionmaker() as s:
-            rows = (await s.execute(
-                select(Job.id, Job.payload, Job.attempts)
-                .where(Job.id.in_(job_ids), Job.locked_by == self.worker_id, Job.status == "running")
-                .order_by(Job.id)
-            )).all()
+            rows = (
+                await s.execute(
+                    select(Job.id, Job.payload, Job.attempts)
+                    .where(Job.id.in_(job_ids), Job.locked_by == self.worker_id, Job.status == "running")
+                    .order_by(Job.id)
+                )
+            ).all()
         jobs = [BatchJob(job_id, dict(payload or {}), attempts) for job_id, payload, attempts in rows]
         counts = {"done": 0, "retry": 0, "failed": 0, "lost": len(job_ids) - len(jobs)}
         if not jobs:
@@ -174,8 +184,9 @@ class Worker:
             except Exception as e:  # the batch as a whole (engine down, database error): every job retries
                 await s.rollback()
                 error = f"{type(e).__name__}: {e}"
-                log.warning("job batch failed", extra={"kind": kind, "jobs": len(jobs),
-                                                       "trace": traceback.format_exc(limit=5)})
+                log.warning(
+                    "job batch failed", extra={"kind": kind, "jobs": len(jobs), "trace": traceback.format_exc(limit=5)}
+                )
                 failures = {job.job_id: (error, isinstance(e, PermanentJobError)) for job in jobs}
                 done = {}
         self.jobs_done += len(done)
@@ -202,7 +213,8 @@ class Worker:
                 else:
                     job.status = "pending"
                     job.run_after = utcnow() + timedelta(
-                        seconds=backoff_delay(self.settings.job_backoff_seconds, job.attempts))
+                        seconds=backoff_delay(self.settings.job_backoff_seconds, job.attempts)
+                    )
                 states[job.id] = "failed" if job.status == "failed" else "retry"
             await s.commit()
         return states

@@ -38,8 +38,9 @@ async def _view(client: httpx.AsyncClient, item_id: int, times: int) -> None:
 
 
 async def _vote(client: httpx.AsyncClient, item_id: int, helpful: bool, visitor: str) -> None:
-    r = await client.post(f"{WEB}/items/{item_id}/feedback", json={"helpful": helpful},
-                          headers={"X-Visitor-Id": visitor})
+    r = await client.post(
+        f"{WEB}/items/{item_id}/feedback", json={"helpful": helpful}, headers={"X-Visitor-Id": visitor}
+    )
     assert r.status_code == 202, r.text
 
 
@@ -56,8 +57,9 @@ async def seeded(app: Any, kb: Kb, admin: Actor, agent: Actor, client: httpx.Asy
     items = {
         "宽带无法上网怎么办？": await _publish(kb, admin, "宽带无法上网怎么办？"),
         "信用卡挂失流程": await _publish(kb, admin, "信用卡挂失流程", review_due=str(today - timedelta(days=3))),
-        "携號轉網辦理條件": await _publish(kb, admin, "携號轉網辦理條件",
-                                       valid_to=(utcnow() + timedelta(days=7)).isoformat()),
+        "携號轉網辦理條件": await _publish(
+            kb, admin, "携號轉網辦理條件", valid_to=(utcnow() + timedelta(days=7)).isoformat()
+        ),
         XSS_TITLE: await _publish(kb, admin, XSS_TITLE),
         "电费缴纳渠道": await _publish(kb, admin, "电费缴纳渠道"),
     }

@@ -39,17 +39,28 @@ async def roll(app: Any) -> dict[str, int]:
 
 
 async def publish(kb: Kb, admin: Actor, title: str, node: str, **fields: Any) -> int:
-    out = await kb.publish(admin, title=title, question=f"{title}？", visibility="public",
-                           category_ids=[kb.nodes[node]], **fields)
+    out = await kb.publish(
+        admin, title=title, question=f"{title}？", visibility="public", category_ids=[kb.nodes[node]], **fields
+    )
     return int(out["item_id"] if "item_id" in out else out["id"])
 
 
 def logged(app: Any, query: str, total: int, days_ago: int, channel: str | None = "agent") -> None:
     """A search of some days ago, through the search log's batch writer (the search endpoint stamps now)."""
-    app.state.search_log.append({
-        "search_id": uuid.uuid4().hex, "at": utcnow() - timedelta(days=days_ago), "actor": "user:1",
-        "channel": channel, "query": query, "normalized": query.lower(), "filters": {}, "total": total,
-        "zero_result": total == 0, "took_ms": 4.0})
+    app.state.search_log.append(
+        {
+            "search_id": uuid.uuid4().hex,
+            "at": utcnow() - timedelta(days=days_ago),
+            "actor": "user:1",
+            "channel": channel,
+            "query": query,
+            "normalized": query.lower(),
+            "filters": {},
+            "total": total,
+            "zero_result": total == 0,
+            "took_ms": 4.0,
+        }
+    )
 
 
 async def search(client: httpx.AsyncClient, actor: Actor, q: str) -> dict[str, Any]:
@@ -58,15 +69,20 @@ async def search(client: httpx.AsyncClient, actor: Actor, q: str) -> dict[str, A
     return r.json()
 
 
-async def vote(client: httpx.AsyncClient, item_id: int, visitor: str, helpful: bool,
-               comment: str | None = None) -> None:
-    r = await client.post(f"/api/v1/channels/web/items/{item_id}/feedback",
-                          json={"helpful": helpful, "comment": comment}, headers={"X-Visitor-Id": visitor})
+async def vote(
+    client: httpx.AsyncClient, item_id: int, visitor: str, helpful: bool, comment: str | None = None
+) -> None:
+    r = await client.post(
+        f"/api/v1/channels/web/items/{item_id}/feedback",
+        json={"helpful": helpful, "comment": comment},
+        headers={"X-Visitor-Id": visitor},
+    )
     assert r.status_code == 202, r.text
 
 
-async def read(client: httpx.AsyncClient, item_id: int, n: int, channel: str = "web",
-               headers: dict[str, str] | None = None) -> None:
+async def read(
+    client: httpx.AsyncClient, item_id: int, n: int, channel: str = "web", headers: dict[str, str] | None = None
+) -> None:
     for _ in range(n):
         r = await client.get(f"/api/v1/channels/{channel}/items/{item_id}", headers=headers or {})
         assert r.status_code == 200, r.text
@@ -92,8 +108,11 @@ async def last_week(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, a
     await drain(app)  # the index
     found = await search(client, agent, "宽带无法上网")
     assert found["total"] >= 1
-    r = await client.post("/api/v1/search/click", json={"search_id": found["search_id"], "item_id": broadband,
-                                                         "position": 1}, headers=agent.headers)
+    r = await client.post(
+        "/api/v1/search/click",
+        json={"search_id": found["search_id"], "item_id": broadband, "position": 1},
+        headers=agent.headers,
+    )
     assert r.status_code == 204, r.text
     assert (await search(client, agent, "信用卡年费"))["total"] >= 1  # shown, never opened
     for _ in range(2):
@@ -115,17 +134,22 @@ async def last_week(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, a
 
 
 async def test_a_manager_sees_last_weeks_gaps_and_least_helpful_answers(
-        app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor) -> None:
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor
+) -> None:
     week = await last_week(app, client, kb, admin, agent)
 
     gaps = await get(client, supervisor, "zero-result-queries")
     assert [(g["query"], g["zero_results"]) for g in gaps["items"]] == [
-        ("5G套餐 流量不够用 2024", 3), ("携号转网需要什么条件", 2)]
+        ("5G套餐 流量不够用 2024", 3),
+        ("携号转网需要什么条件", 2),
+    ]
     assert gaps["range"]["from"] == str(utcnow().date() - timedelta(days=6)) and gaps["rolled_up_at"]
 
     helpful = await get(client, supervisor, "helpfulness")
     assert [(h["title"], h["helpful"], h["not_helpful"], h["ratio"]) for h in helpful["items"]] == [
-        ("信用卡年费怎么减免", 1, 3, 0.25), ("宽带无法上网怎么办", 4, 0, 1.0)]
+        ("信用卡年费怎么减免", 1, 3, 0.25),
+        ("宽带无法上网怎么办", 4, 0, 1.0),
+    ]
     assert helpful["items"][0]["comments"] == 2  # the last vote of visitor-cc-03 has none
 
     unclicked = await get(client, supervisor, "unclicked-queries")
@@ -142,36 +166,56 @@ async def test_a_manager_sees_last_weeks_gaps_and_least_helpful_answers(
     assert views["total"] == 10 and views["days"][-1]["views"] == 10
     items = await get(client, supervisor, "top-items")
     assert sorted((i["title"], i["views"]) for i in items["items"]) == [
-        ("信用卡年费怎么减免", 5), ("宽带无法上网怎么办", 5)]
+        ("信用卡年费怎么减免", 5),
+        ("宽带无法上网怎么办", 5),
+    ]
 
     # filters: a channel, a category (its subtree), and a longer range that reaches the old miss
     assert (await get(client, supervisor, "views", channel="agent"))["total"] == 2
-    assert [i["item_id"] for i in (await get(client, supervisor, "top-items", channel="web"))["items"]][:1] == \
-        [week.broadband]
+    assert [i["item_id"] for i in (await get(client, supervisor, "top-items", channel="web"))["items"]][:1] == [
+        week.broadband
+    ]
     under = await get(client, supervisor, "top-items", category=kb.nodes["宽带业务"])
     assert [i["item_id"] for i in under["items"]] == [week.broadband]
-    assert (await get(client, supervisor, "helpfulness", category=kb.nodes["信用卡"]))["items"][0]["item_id"] == \
-        week.card
+    assert (await get(client, supervisor, "helpfulness", category=kb.nodes["信用卡"]))["items"][0][
+        "item_id"
+    ] == week.card
     wechat = await get(client, supervisor, "zero-result-queries", channel="wechat")
     assert [g["query"] for g in wechat["items"]] == ["5G套餐 流量不够用 2024"]
     month = await get(client, supervisor, "zero-result-queries", **{"from": str(utcnow().date() - timedelta(days=29))})
     assert "ETC卡办理" in [g["query"] for g in month["items"]]
     stale = await get(client, supervisor, "stale")
-    assert stale["counts"]["never_viewed"] == 1 and \
-        [i["item_id"] for i in stale["items"] if i["kind"] == "never_viewed"] == [week.power]
+    assert stale["counts"]["never_viewed"] == 1 and [
+        i["item_id"] for i in stale["items"] if i["kind"] == "never_viewed"
+    ] == [week.power]
 
 
 async def test_the_rollup_counts_once_however_often_it_runs(
-        app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor) -> None:
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor
+) -> None:
     week = await last_week(app, client, kb, admin, agent)
 
     async def figures() -> list[Any]:
         async with app.state.sessionmaker() as s:
-            days = (await s.execute(select(SearchDay.day, SearchDay.channel, SearchDay.normalized, SearchDay.searches,
-                                           SearchDay.zero_results, SearchDay.clicked)
-                                    .order_by(SearchDay.day, SearchDay.normalized))).all()
-            votes = (await s.execute(select(FeedbackDay.day, FeedbackDay.item_id, FeedbackDay.helpful,
-                                            FeedbackDay.not_helpful).order_by(FeedbackDay.item_id))).all()
+            days = (
+                await s.execute(
+                    select(
+                        SearchDay.day,
+                        SearchDay.channel,
+                        SearchDay.normalized,
+                        SearchDay.searches,
+                        SearchDay.zero_results,
+                        SearchDay.clicked,
+                    ).order_by(SearchDay.day, SearchDay.normalized)
+                )
+            ).all()
+            votes = (
+                await s.execute(
+                    select(FeedbackDay.day, FeedbackDay.item_id, FeedbackDay.helpful, FeedbackDay.not_helpful).order_by(
+                        FeedbackDay.item_id
+                    )
+                )
+            ).all()
         return [days, votes]
 
     before = await figures()
@@ -182,8 +226,9 @@ async def test_the_rollup_counts_once_however_often_it_runs(
     # a vote changed (one counts), a search of three days ago clicked today: both re-rolled, never added
     await vote(client, week.card, "visitor-cc-00", False)
     async with app.state.sessionmaker() as s:
-        old = await s.scalar(select(SearchLog).where(SearchLog.query == "5G套餐 流量不够用 2024")
-                             .order_by(SearchLog.at).limit(1))
+        old = await s.scalar(
+            select(SearchLog).where(SearchLog.query == "5G套餐 流量不够用 2024").order_by(SearchLog.at).limit(1)
+        )
         assert old is not None
         old.clicked_item_id, old.clicked_at = week.broadband, utcnow()  # as POST /search/click writes it
         await s.commit()
@@ -199,8 +244,9 @@ async def test_the_rollup_counts_once_however_often_it_runs(
     assert await figures() == again
 
 
-async def test_the_rollup_job_is_scheduled_and_runs(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor,
-                                                    agent: Actor, supervisor: Actor) -> None:
+async def test_the_rollup_job_is_scheduled_and_runs(
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor
+) -> None:
     await search(client, agent, "電費帳單 2024年11月")
     await app.state.search_log.flush()
     async with app.state.sessionmaker() as s:
@@ -218,10 +264,11 @@ async def test_the_rollup_job_is_scheduled_and_runs(app: Any, client: httpx.Asyn
     assert [j.status for j in jobs] == ["done", "pending"]  # and the next one queued
 
 
-async def test_csv_for_excel(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor,
-                             supervisor: Actor) -> None:
+async def test_csv_for_excel(
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor
+) -> None:
     await last_week(app, client, kb, admin, agent)
-    logged(app, "=HYPERLINK(\"http://evil\")", 0, 0)
+    logged(app, '=HYPERLINK("http://evil")', 0, 0)
     await roll(app)
     r = await client.get(f"{A}/zero-result-queries", params={"format": "csv"}, headers=supervisor.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -229,34 +276,41 @@ async def test_csv_for_excel(app: Any, client: httpx.AsyncClient, kb: Kb, admin:
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[0] == ["query", "normalized", "searches", "zero_results", "clicked", "last_seen"]
     assert [rows[1][0], rows[1][2], rows[1][4]] == ["5G套餐 流量不够用 2024", "3", "0"]
-    assert "'=HYPERLINK(\"http://evil\")" in [row[0] for row in rows]  # never a formula in Excel
+    assert '\'=HYPERLINK("http://evil")' in [row[0] for row in rows]  # never a formula in Excel
     r = await client.get(f"{A}/helpfulness", headers={**supervisor.headers, "Accept": "text/csv"})
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[1][1:5] == ["信用卡年费怎么减免", "published", "1", "3"]
-    r = await client.get(f"{A}/views", params={"format": "csv", "from": "2026-01-01", "to": "2026-01-03"},
-                         headers=supervisor.headers)
+    r = await client.get(
+        f"{A}/views", params={"format": "csv", "from": "2026-01-01", "to": "2026-01-03"}, headers=supervisor.headers
+    )
     assert r.content.decode("utf-8-sig").splitlines() == ["day,views", "2026-01-01,0", "2026-01-02,0", "2026-01-03,0"]
 
 
 async def test_ranges_and_filters_are_checked(client: httpx.AsyncClient, kb: Kb, supervisor: Actor) -> None:
     h = supervisor.headers
-    body = assert_problem(await client.get(f"{A}/views", params={"from": "2026-12-07", "to": "2026-12-01"},
-                                           headers=h), 422, "invalid_range")
+    body = assert_problem(
+        await client.get(f"{A}/views", params={"from": "2026-12-07", "to": "2026-12-01"}, headers=h),
+        422,
+        "invalid_range",
+    )
     assert body["errors"][0]["field"] == "query.from"
-    assert_problem(await client.get(f"{A}/searches", params={"from": "2025-01-01", "to": "2026-01-02"}, headers=h),
-                   422, "range_too_long")
+    assert_problem(
+        await client.get(f"{A}/searches", params={"from": "2025-01-01", "to": "2026-01-02"}, headers=h),
+        422,
+        "range_too_long",
+    )
     ok = await client.get(f"{A}/searches", params={"from": "2025-01-02", "to": "2026-01-02"}, headers=h)
     assert ok.status_code == 200 and len(ok.json()["days"]) == 366
     assert_problem(await client.get(f"{A}/views", params={"to": "9999-12-31"}, headers=h), 422, "invalid_range")
     assert_problem(await client.get(f"{A}/views", params={"from": "2026-13-01"}, headers=h), 422)
     assert_problem(await client.get(f"{A}/views", params={"channel": "fax"}, headers=h), 422)
-    assert_problem(await client.get(f"{A}/top-items", params={"category": 999_999}, headers=h), 422,
-                   "unknown_category")
+    assert_problem(await client.get(f"{A}/top-items", params={"category": 999_999}, headers=h), 422, "unknown_category")
     assert_problem(await client.get(f"{A}/top-items", params={"limit": 0}, headers=h), 422)
 
 
-async def test_who_may_read_the_analytics(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor,
-                                          people: People) -> None:
+async def test_who_may_read_the_analytics(
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, people: People
+) -> None:
     item = await publish(kb, admin, "5G套餐资费说明", "套餐资费")
     await read(client, item, 2)
     assert_problem(await client.get(f"{A}/views"), 401)
@@ -273,23 +327,33 @@ async def test_who_may_read_the_analytics(app: Any, client: httpx.AsyncClient, k
 async def test_stale_knowledge(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, supervisor: Actor) -> None:
     today = utcnow().date()
     overdue = await publish(kb, admin, "携号转网办理条件", "携号转网", review_due=str(today - timedelta(days=3)))
-    expiring = await publish(kb, admin, "双十一宽带优惠活动", "宽带办理",
-                             valid_to=(utcnow() + timedelta(days=5)).isoformat())
-    later = await publish(kb, admin, "年度套餐调整公告", "套餐资费",
-                          valid_to=(utcnow() + timedelta(days=90)).isoformat())
+    expiring = await publish(
+        kb, admin, "双十一宽带优惠活动", "宽带办理", valid_to=(utcnow() + timedelta(days=5)).isoformat()
+    )
+    later = await publish(
+        kb, admin, "年度套餐调整公告", "套餐资费", valid_to=(utcnow() + timedelta(days=90)).isoformat()
+    )
     await read(client, overdue, 1)
     out = await get(client, supervisor, "stale", expiring_days=30)
     assert out["counts"] == {"review_overdue": 1, "never_viewed": 2, "expiring": 1}
     kinds = {(i["kind"], i["item_id"]) for i in out["items"]}
-    assert kinds == {("review_overdue", overdue), ("never_viewed", expiring), ("never_viewed", later),
-                     ("expiring", expiring)}
+    assert kinds == {
+        ("review_overdue", overdue),
+        ("never_viewed", expiring),
+        ("never_viewed", later),
+        ("expiring", expiring),
+    }
     assert (await get(client, supervisor, "stale", expiring_days=120))["counts"]["expiring"] == 2
     assert (await get(client, supervisor, "stale", category=kb.nodes["手机业务"]))["counts"] == {
-        "review_overdue": 1, "never_viewed": 1, "expiring": 0}
+        "review_overdue": 1,
+        "never_viewed": 1,
+        "expiring": 0,
+    }
 
 
-async def test_author_and_reviewer_throughput(app: Any, client: httpx.AsyncClient, kb: Kb, author: Actor,
-                                              reviewer: Actor, publisher: Actor, supervisor: Actor) -> None:
+async def test_author_and_reviewer_throughput(
+    app: Any, client: httpx.AsyncClient, kb: Kb, author: Actor, reviewer: Actor, publisher: Actor, supervisor: Actor
+) -> None:
     ids = []
     for title in ("信用卡挂失流程", "寬頻報修電話", "5G套餐升级办理"):
         item = await kb.create(author, title=title, category_ids=[kb.nodes["信用卡"]])
@@ -316,12 +380,14 @@ async def test_author_and_reviewer_throughput(app: Any, client: httpx.AsyncClien
     assert (await get(client, supervisor, "throughput", category=kb.nodes["电费缴纳"]))["drafts_created"] == 0
 
 
-async def test_report_data_holds_a_whole_report(app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor,
-                                                agent: Actor, supervisor: Actor) -> None:
+async def test_report_data_holds_a_whole_report(
+    app: Any, client: httpx.AsyncClient, kb: Kb, admin: Actor, agent: Actor, supervisor: Actor
+) -> None:
     await last_week(app, client, kb, admin, agent)
     today = utcnow().date()
-    principal = Principal(kind="user", id=supervisor.user.id, name="zhao.min",
-                          permissions=frozenset(DEFAULT_ROLES["supervisor"][1]))
+    principal = Principal(
+        kind="user", id=supervisor.user.id, name="zhao.min", permissions=frozenset(DEFAULT_ROLES["supervisor"][1])
+    )
     async with app.state.sessionmaker() as s:
         report = await report_data(s, principal, today - timedelta(days=29), today, None, None)
     assert isinstance(report, ReportData) and report.range.days == 30 and len(report.views.days) == 30

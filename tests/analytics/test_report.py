@@ -57,8 +57,15 @@ async def test_report_shows_the_period_figures_escaped_under_a_strict_csp(
     assert "账单查询&lt;img src=x onerror=&quot;window.pwned=true&quot;&gt;" in page
     spec = json.loads(DATA.search(page).group(1))  # type: ignore[union-attr]
     charts = {c["id"]: c for c in spec["charts"]}
-    assert set(charts) == {"chart-daily", "chart-top-items", "chart-top-queries", "chart-zero-result-queries",
-                           "chart-least-helpful", "chart-stale", "chart-throughput"}
+    assert set(charts) == {
+        "chart-daily",
+        "chart-top-items",
+        "chart-top-queries",
+        "chart-zero-result-queries",
+        "chart-least-helpful",
+        "chart-stale",
+        "chart-throughput",
+    }
     assert XSS_QUERY[:23] + "…" in charts["chart-zero-result-queries"]["labels"]  # raw: drawn as text
     assert charts["chart-top-items"]["datasets"][0]["data"] == [5, 3, 2, 1]
     assert XSS_TITLE[:23] + "…" in charts["chart-top-items"]["labels"]
@@ -75,8 +82,9 @@ async def test_report_shows_the_period_figures_escaped_under_a_strict_csp(
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_a_channel_and_a_period_narrow_the_report(client: httpx.AsyncClient, admin: Actor,
-                                                      seeded: Seeded) -> None:
+async def test_a_channel_and_a_period_narrow_the_report(
+    client: httpx.AsyncClient, admin: Actor, seeded: Seeded
+) -> None:
     wechat = await client.get(REPORT, params={"channel": "wechat"}, headers=admin.headers)
     assert wechat.status_code == 200 and "渠道：wechat" in wechat.text
     assert "chart-top-items" not in wechat.text  # nothing was read on WeChat
@@ -109,8 +117,9 @@ async def test_ranges_must_be_ordered_and_at_most_366_days(client: httpx.AsyncCl
     assert_problem(await client.get(REPORT, params={"channel": "fax"}, headers=admin.headers), 422)
 
 
-async def test_only_callers_with_analytics_read_see_the_report(client: httpx.AsyncClient, people: People,
-                                                               agent: Actor, app: Any) -> None:
+async def test_only_callers_with_analytics_read_see_the_report(
+    client: httpx.AsyncClient, people: People, agent: Actor, app: Any
+) -> None:
     assert_problem(await client.get(REPORT), 401)
     assert_problem(await client.get(REPORT, headers=agent.headers), 403, "permission_denied")
     manager = await people.make("wang.fang", permissions=["system:access", "module:analytics", "analytics:read"])

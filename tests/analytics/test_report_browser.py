@@ -25,8 +25,15 @@ from tests.analytics.conftest import XSS_QUERY, XSS_TITLE, Seeded
 from tests.conftest import Actor, skip_outside_ci
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHARTS = {"chart-daily", "chart-top-items", "chart-top-queries", "chart-zero-result-queries", "chart-least-helpful",
-          "chart-stale", "chart-throughput"}
+CHARTS = {
+    "chart-daily",
+    "chart-top-items",
+    "chart-top-queries",
+    "chart-zero-result-queries",
+    "chart-least-helpful",
+    "chart-stale",
+    "chart-throughput",
+}
 # Per canvas: its size and how many of its pixels were painted (Chart.js leaves the rest transparent).
 PAINTED = """() => Array.from(document.querySelectorAll("canvas")).map((c) => {
   const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
@@ -38,8 +45,10 @@ PAINTED = """() => Array.from(document.querySelectorAll("canvas")).map((c) => {
 
 def _missing() -> str | None:
     if not os.path.exists(CHROMIUM):
-        return ("chromium is not installed: `make browser` (run by `make test`) installs Debian's chromium "
-                "and fonts-noto-cjk")
+        return (
+            "chromium is not installed: `make browser` (run by `make test`) installs Debian's chromium "
+            "and fonts-noto-cjk"
+        )
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
@@ -82,17 +91,20 @@ async def served(app: Any) -> AsyncIterator[str]:
         await task
 
 
-async def test_the_report_draws_every_chart_in_chromium(browser: Any, served: str, admin: Actor, seeded: Seeded,
-                                                        tmp_path: Path) -> None:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN",
-                                        extra_http_headers=admin.headers)
+async def test_the_report_draws_every_chart_in_chromium(
+    browser: Any, served: str, admin: Actor, seeded: Seeded, tmp_path: Path
+) -> None:
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="zh-CN", extra_http_headers=admin.headers
+    )
     page = await context.new_page()
     requests: list[str] = []
     problems: list[str] = []
     dialogs: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in {"error", "warning"}
-            else None)
+    page.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in {"error", "warning"} else None
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
     async def on_dialog(dialog: Any) -> None:
@@ -127,8 +139,15 @@ async def test_the_report_draws_every_chart_in_chromium(browser: Any, served: st
 
     assert await page.inner_text("h1") == "知识运营报告"
     headings = await page.locator("h2").all_inner_texts()
-    assert headings == ["每日趋势：浏览量、搜索次数、无结果搜索", "热门知识（浏览量）", "热门搜索词（搜索次数）",
-                        "无结果搜索词（待补充的知识）", "最不满意的答案", "待复核知识", "作者与审核员工作量"]
+    assert headings == [
+        "每日趋势：浏览量、搜索次数、无结果搜索",
+        "热门知识（浏览量）",
+        "热门搜索词（搜索次数）",
+        "无结果搜索词（待补充的知识）",
+        "最不满意的答案",
+        "待复核知识",
+        "作者与审核员工作量",
+    ]
     zero = await page.locator("#zero-result-queries tbody td:first-child").all_inner_texts()
     assert zero == [XSS_QUERY, "燃气表读数异常"]  # the query shows as the text it is
     assert XSS_TITLE in await page.locator("#top-items tbody td:first-child").all_inner_texts()

@@ -43,27 +43,41 @@ async def titles_for(client: httpx.AsyncClient, who: Actor, **params: Any) -> li
 
 async def channel_client(app: Any, channel: str) -> dict[str, str]:
     async with app.state.sessionmaker() as s:
-        c = ApiClient(client_id=f"{channel}-ann-bot", name="渠道", secret_hash=hash_secret("x" * 12),
-                      scopes=["knowledge:read"], channel=channel)
+        c = ApiClient(
+            client_id=f"{channel}-ann-bot",
+            name="渠道",
+            secret_hash=hash_secret("x" * 12),
+            scopes=["knowledge:read"],
+            channel=channel,
+        )
         s.add(c)
         await s.commit()
     codec = app.state.token_codec
-    token, _ = codec.encode({"sub": f"client:{c.id}", "typ": "access", "ver": c.token_version,
-                             "scope": "knowledge:read"}, codec.access_ttl)
+    token, _ = codec.encode(
+        {"sub": f"client:{c.id}", "typ": "access", "ver": c.token_version, "scope": "knowledge:read"}, codec.access_ttl
+    )
     return {"Authorization": f"Bearer {token}"}
 
 
 async def test_mandatory_bulletin_shows_who_has_not_read_it(
-        client: httpx.AsyncClient, people: People, manager: Actor, app: Any) -> None:
+    client: httpx.AsyncClient, people: People, manager: Actor, app: Any
+) -> None:
     agents = [await people.make(name, role="agent") for name in ("wang.fang", "zhao.lei", "chen.jing")]
     author = await people.make("sun.author", role="author")  # may read announcements, not an agent
     gone = await people.make("left.agent", role="agent")
     async with app.state.sessionmaker() as s:
         (await s.get(User, gone.user.id)).is_active = False  # type: ignore[union-attr]
         await s.commit()
-    ann = await post(client, manager, title="【紧急】5G套餐资费调整通知", priority="urgent", mandatory=True,
-                     body="**即日起** 5G畅享套餐 129 元档调整为 139 元，老用户资费不变。", body_format="markdown",
-                     audience={"roles": ["agent"]})
+    ann = await post(
+        client,
+        manager,
+        title="【紧急】5G套餐资费调整通知",
+        priority="urgent",
+        mandatory=True,
+        body="**即日起** 5G畅享套餐 129 元档调整为 139 元，老用户资费不变。",
+        body_format="markdown",
+        audience={"roles": ["agent"]},
+    )
     assert ann["audience"] == {"roles": ["agent"], "departments": [], "channels": []}
     assert "<strong>即日起</strong>" in ann["html"] and ann["current"] and ann["state"] == "published"
 
@@ -87,8 +101,11 @@ async def test_mandatory_bulletin_shows_who_has_not_read_it(
     assert [u["username"] for u in after["items"]] == ["zhao.lei", "chen.jing"]
     paged = (await client.get(f"{API}/{ann['id']}/unread", params={"limit": 1}, headers=manager.headers)).json()
     assert [u["username"] for u in paged["items"]] == ["zhao.lei"]
-    rest = (await client.get(f"{API}/{ann['id']}/unread", params={"limit": 1, "cursor": paged["next_cursor"]},
-                             headers=manager.headers)).json()
+    rest = (
+        await client.get(
+            f"{API}/{ann['id']}/unread", params={"limit": 1, "cursor": paged["next_cursor"]}, headers=manager.headers
+        )
+    ).json()
     assert [u["username"] for u in rest["items"]] == ["chen.jing"] and rest["next_cursor"] is None
 
     mine = (await client.get("/api/v1/me/announcements", headers=agents[0].headers)).json()["items"]
@@ -107,8 +124,9 @@ async def test_mandatory_bulletin_shows_who_has_not_read_it(
     assert_problem(await client.get(f"{API}/{ann['id']}/unread", headers=agents[0].headers), 403, "permission_denied")
 
 
-async def test_audience_by_department_and_role(client: httpx.AsyncClient, people: People, manager: Actor,
-                                               admin: Actor) -> None:
+async def test_audience_by_department_and_role(
+    client: httpx.AsyncClient, people: People, manager: Actor, admin: Actor
+) -> None:
     async def dept(name: str, parent: int | None = None) -> int:
         r = await client.post("/api/v1/departments", json={"name": name, "parent_id": parent}, headers=admin.headers)
         assert r.status_code == 201, r.text
@@ -132,14 +150,23 @@ async def test_audience_by_department_and_role(client: httpx.AsyncClient, people
     assert (counts["total"], [u["username"] for u in counts["items"]]) == (1, ["lin.xiaomei"])
 
     # unknown audience entries are refused, naming the field
-    bad = assert_problem(await client.post(API, json={"title": "x", "audience": {"roles": ["agent", "班长"]}},
-                                           headers=manager.headers), 422, "unknown_role")
+    bad = assert_problem(
+        await client.post(API, json={"title": "x", "audience": {"roles": ["agent", "班长"]}}, headers=manager.headers),
+        422,
+        "unknown_role",
+    )
     assert bad["field"] == "audience.roles" and bad["unknown"] == ["班长"]
-    bad = assert_problem(await client.post(API, json={"title": "x", "audience": {"departments": [9_999_999]}},
-                                           headers=manager.headers), 422, "unknown_department")
+    bad = assert_problem(
+        await client.post(API, json={"title": "x", "audience": {"departments": [9_999_999]}}, headers=manager.headers),
+        422,
+        "unknown_department",
+    )
     assert bad["field"] == "audience.departments"
-    bad = assert_problem(await client.post(API, json={"title": "x", "audience": {"channels": ["fax"]}},
-                                           headers=manager.headers), 422, "validation_error")
+    bad = assert_problem(
+        await client.post(API, json={"title": "x", "audience": {"channels": ["fax"]}}, headers=manager.headers),
+        422,
+        "validation_error",
+    )
     assert bad["errors"][0]["field"].startswith("body.audience.channels")
     assert (await client.get(API, params={"q": "x"}, headers=manager.headers)).json()["items"] == []
 
@@ -147,21 +174,36 @@ async def test_audience_by_department_and_role(client: httpx.AsyncClient, people
 async def test_validity_order_and_todo(client: httpx.AsyncClient, people: People, manager: Actor, app: Any) -> None:
     agent = await people.make("wu.kefu", role="agent")
     future = await post(client, manager, title="春节客服热线安排", valid_from=iso(timedelta(days=3)))
-    await post(client, manager, title="已过期：国庆停机通知", valid_from=iso(-timedelta(days=9)),
-               valid_to=iso(-timedelta(days=1)))
+    await post(
+        client,
+        manager,
+        title="已过期：国庆停机通知",
+        valid_from=iso(-timedelta(days=9)),
+        valid_to=iso(-timedelta(days=1)),
+    )
     await post(client, manager, title="草稿：电费缴纳渠道变更", state="draft")
     await post(client, manager, title="水费账单延迟说明")
     await post(client, manager, title="信用卡盗刷处置流程（高）", priority="high")
     await post(client, manager, title="置顶：坐席行为规范", pinned=True)
     await post(client, manager, title="携号转网必读", mandatory=True, valid_to=iso(timedelta(days=30)))
-    assert await titles_for(client, agent) == ["置顶：坐席行为规范", "信用卡盗刷处置流程（高）", "携号转网必读",
-                                               "水费账单延迟说明"]
+    assert await titles_for(client, agent) == [
+        "置顶：坐席行为规范",
+        "信用卡盗刷处置流程（高）",
+        "携号转网必读",
+        "水费账单延迟说明",
+    ]
     page = (await client.get("/api/v1/me/announcements", params={"limit": 3}, headers=agent.headers)).json()
-    nxt = (await client.get("/api/v1/me/announcements", params={"limit": 3, "cursor": page["next_cursor"]},
-                            headers=agent.headers)).json()
+    nxt = (
+        await client.get(
+            "/api/v1/me/announcements", params={"limit": 3, "cursor": page["next_cursor"]}, headers=agent.headers
+        )
+    ).json()
     assert [a["title"] for a in nxt["items"]] == ["水费账单延迟说明"] and nxt["next_cursor"] is None
-    assert_problem(await client.get("/api/v1/me/announcements", params={"cursor": "bm9wZQ"}, headers=agent.headers),
-                   422, "invalid_cursor")
+    assert_problem(
+        await client.get("/api/v1/me/announcements", params={"cursor": "bm9wZQ"}, headers=agent.headers),
+        422,
+        "invalid_cursor",
+    )
     assert_problem(await client.post(f"{API}/{future['id']}/read", headers=agent.headers), 404)
 
     async with app.state.sessionmaker() as s:
@@ -180,22 +222,37 @@ async def test_validity_order_and_todo(client: httpx.AsyncClient, people: People
     r = await client.patch(url, json={"state": "published"}, headers={**manager.headers, "If-Match": drafts[0]["etag"]})
     assert r.status_code == 200 and r.json()["current"], r.text
     assert "草稿：电费缴纳渠道变更" in await titles_for(client, agent)
-    stale = assert_problem(await client.patch(url, json={"pinned": True},
-                                              headers={**manager.headers, "If-Match": drafts[0]["etag"]}), 412)
+    stale = assert_problem(
+        await client.patch(url, json={"pinned": True}, headers={**manager.headers, "If-Match": drafts[0]["etag"]}), 412
+    )
     assert stale["current_etag"] == r.headers["etag"]
-    assert_problem(await client.patch(url, json={"valid_from": iso(timedelta(days=2)), "valid_to": iso(timedelta(1))},
-                                      headers={**manager.headers, "If-Match": r.headers["etag"]}), 422,
-                   "invalid_validity")
-    assert_problem(await client.patch(url, json={"state": "draft"}, headers={**manager.headers,
-                                                                               "If-Match": r.headers["etag"]}),
-                   409, "invalid_transition")
+    assert_problem(
+        await client.patch(
+            url,
+            json={"valid_from": iso(timedelta(days=2)), "valid_to": iso(timedelta(1))},
+            headers={**manager.headers, "If-Match": r.headers["etag"]},
+        ),
+        422,
+        "invalid_validity",
+    )
+    assert_problem(
+        await client.patch(url, json={"state": "draft"}, headers={**manager.headers, "If-Match": r.headers["etag"]}),
+        409,
+        "invalid_transition",
+    )
     gone = await client.delete(url, headers={**manager.headers, "If-Match": r.headers["etag"]})
     assert gone.status_code == 200 and gone.json()["state"] == "withdrawn", gone.text
     assert "草稿：电费缴纳渠道变更" not in await titles_for(client, agent)
     assert_problem(await client.post(f"{url}/read", headers=agent.headers), 404)
-    assert_problem(await client.post(API, json={"title": "窗口颠倒", "valid_from": iso(timedelta(2)),
-                                                "valid_to": iso(timedelta(1))}, headers=manager.headers),
-                   422, "invalid_validity")
+    assert_problem(
+        await client.post(
+            API,
+            json={"title": "窗口颠倒", "valid_from": iso(timedelta(2)), "valid_to": iso(timedelta(1))},
+            headers=manager.headers,
+        ),
+        422,
+        "invalid_validity",
+    )
     assert_problem(await client.get(f"{API}/999999999", headers=manager.headers), 404, "announcement_not_found")
 
 
@@ -211,8 +268,9 @@ async def test_public_channels(client: httpx.AsyncClient, people: People, manage
     assert r.status_code == 200, r.text
     assert [a["title"] for a in r.json()["items"]] == ["官网：宽带提速免费升级"]
     assert r.headers["cache-control"].startswith("public") and r.headers["etag"]
-    assert (await client.get("/api/v1/channels/web/announcements",
-                             headers={"If-None-Match": r.headers["etag"]})).status_code == 304
+    assert (
+        await client.get("/api/v1/channels/web/announcements", headers={"If-None-Match": r.headers["etag"]})
+    ).status_code == 304
     assert_problem(await client.get("/api/v1/channels/wechat/announcements"), 401)  # not a public channel
     assert_problem(await client.get("/api/v1/channels/agent/announcements"), 401)
     assert_problem(await client.get("/api/v1/channels/fax/announcements"), 404, "unknown_channel")
@@ -230,8 +288,9 @@ async def test_public_channels(client: httpx.AsyncClient, people: People, manage
     assert [a["title"] for a in items] == ["微信：账单查询入口调整"]
 
 
-async def test_concurrent_reads_and_who_may_read(client: httpx.AsyncClient, people: People, manager: Actor,
-                                                 app: Any) -> None:
+async def test_concurrent_reads_and_who_may_read(
+    client: httpx.AsyncClient, people: People, manager: Actor, app: Any
+) -> None:
     agent = await people.make("zheng.kefu", role="agent")
     # access split over two roles still counts (as a principal's permissions combine); no access does not
     split = await people.make("split.access", permissions=["system:access", "module:knowledge"])
@@ -242,8 +301,7 @@ async def test_concurrent_reads_and_who_may_read(client: httpx.AsyncClient, peop
         user.roles = [*user.roles, extra]  # type: ignore[union-attr]
         await s.commit()
     ann = await post(client, manager, title="電費繳納系統維護公告", mandatory=True)
-    answers = await asyncio.gather(*(client.post(f"{API}/{ann['id']}/read", headers=agent.headers)
-                                     for _ in range(6)))
+    answers = await asyncio.gather(*(client.post(f"{API}/{ann['id']}/read", headers=agent.headers) for _ in range(6)))
     assert {r.status_code for r in answers} == {200} and len({r.json()["read_at"] for r in answers}) == 1
     counts = (await client.get(f"{API}/{ann['id']}/unread", headers=manager.headers)).json()
     names = [u["username"] for u in counts["items"]]

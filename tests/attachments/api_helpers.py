@@ -25,15 +25,25 @@ async def drain(app: Any) -> int:
     return await Worker(app.state.sessionmaker, app.state.settings, services=app.state.services).drain()
 
 
-def part_head(filename: bytes | str | None, *, field: str = "files", content_type: str = "application/octet-stream",
-              extra: str = "") -> bytes:
+def part_head(
+    filename: bytes | str | None,
+    *,
+    field: str = "files",
+    content_type: str = "application/octet-stream",
+    extra: str = "",
+) -> bytes:
     disp = f'form-data; name="{field}"'.encode()
     if filename is not None:
         raw = filename.encode("utf-8") if isinstance(filename, str) else filename
         disp += b'; filename="' + raw + b'"'
     disp += extra.encode()
-    return (f"--{BOUNDARY}\r\n".encode() + b"Content-Disposition: " + disp + b"\r\n"
-            + f"Content-Type: {content_type}\r\n\r\n".encode())
+    return (
+        f"--{BOUNDARY}\r\n".encode()
+        + b"Content-Disposition: "
+        + disp
+        + b"\r\n"
+        + f"Content-Type: {content_type}\r\n\r\n".encode()
+    )
 
 
 def multipart(files: Iterable[tuple[bytes | str | None, bytes]], **kw: Any) -> bytes:
@@ -43,8 +53,9 @@ def multipart(files: Iterable[tuple[bytes | str | None, bytes]], **kw: Any) -> b
     return out + f"--{BOUNDARY}--\r\n".encode()
 
 
-async def streamed(files: Iterable[tuple[str, Iterable[bytes]]], *, fail_after: int | None = None,
-                   pulled: list[int] | None = None) -> AsyncIterator[bytes]:
+async def streamed(
+    files: Iterable[tuple[str, Iterable[bytes]]], *, fail_after: int | None = None, pulled: list[int] | None = None
+) -> AsyncIterator[bytes]:
     """A multipart body sent chunk by chunk; `fail_after`: the client dies after that many chunks."""
     n = 0
     for name, chunks in files:
@@ -74,14 +85,24 @@ def random_chunks(total: int, chunk: int = 64 * 1024, head: bytes = b"", seed: i
         yield data
 
 
-async def upload(client: httpx.AsyncClient, headers: dict[str, str], item_id: int,
-                 files: Iterable[tuple[bytes | str | None, bytes]], **kw: Any) -> httpx.Response:
-    return await client.post(f"/api/v1/items/{item_id}/attachments", content=multipart(files),
-                             headers={**headers, "Content-Type": CTYPE, **kw.pop("extra_headers", {})}, **kw)
+async def upload(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    item_id: int,
+    files: Iterable[tuple[bytes | str | None, bytes]],
+    **kw: Any,
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/items/{item_id}/attachments",
+        content=multipart(files),
+        headers={**headers, "Content-Type": CTYPE, **kw.pop("extra_headers", {})},
+        **kw,
+    )
 
 
-async def upload_ok(client: httpx.AsyncClient, headers: dict[str, str], item_id: int,
-                    files: Iterable[tuple[bytes | str | None, bytes]]) -> dict[str, Any]:
+async def upload_ok(
+    client: httpx.AsyncClient, headers: dict[str, str], item_id: int, files: Iterable[tuple[bytes | str | None, bytes]]
+) -> dict[str, Any]:
     r = await upload(client, headers, item_id, files)
     assert r.status_code == 201, r.text
     assert r.headers["etag"] == r.json()["etag"]
@@ -101,12 +122,15 @@ async def etag(client: httpx.AsyncClient, headers: dict[str, str], item_id: int)
     return r.headers["etag"]
 
 
-async def act(client: httpx.AsyncClient, headers: dict[str, str], item_id: int, number: int,
-              *actions: str) -> dict[str, Any]:
+async def act(
+    client: httpx.AsyncClient, headers: dict[str, str], item_id: int, number: int, *actions: str
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for action in actions:
-        r = await client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}",
-                              headers={**headers, "If-Match": await etag(client, headers, item_id)})
+        r = await client.post(
+            f"/api/v1/items/{item_id}/versions/{number}/{action}",
+            headers={**headers, "If-Match": await etag(client, headers, item_id)},
+        )
         assert r.status_code == 200, f"{action}: {r.text}"
         out = r.json()
     return out
@@ -136,7 +160,8 @@ async def counts(app: Any) -> dict[str, int]:
             "attachments": await s.scalar(select(func.count()).select_from(Attachment)),
             "links": await s.scalar(select(func.count()).select_from(version_attachments)),
             "extract_jobs": await s.scalar(
-                select(func.count()).select_from(Job).where(Job.kind == "attachments.extract")),
+                select(func.count()).select_from(Job).where(Job.kind == "attachments.extract")
+            ),
         }
 
 

@@ -19,8 +19,10 @@ SAMPLES_DIR = SHARED_DIR / "samples" / "tika"
 @pytest.fixture(scope="session")
 def samples() -> Path:
     if not SAMPLES_DIR.is_dir():
-        skip_outside_ci(f"the shared real-world samples are not at {SAMPLES_DIR}: these run when the checkout sits "
-                        "next to ../shared (as in CI) or KB_SHARED_DIR points to it")
+        skip_outside_ci(
+            f"the shared real-world samples are not at {SAMPLES_DIR}: these run when the checkout sits "
+            "next to ../shared (as in CI) or KB_SHARED_DIR points to it"
+        )
     return SAMPLES_DIR
 
 

@@ -112,7 +112,8 @@ async def test_office_files_extracted_searchable_downloadable_and_previewed(
     assert r.headers["accept-ranges"] == "bytes" and r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["etag"] == f'"{pdf["sha256"]}"'
     assert r.headers["content-disposition"] == (
-        f"attachment; filename=\"attachment-{pdf['id']}.pdf\"; filename*=UTF-8''{quote('光猫手册.pdf')}")
+        f"attachment; filename=\"attachment-{pdf['id']}.pdf\"; filename*=UTF-8''{quote('光猫手册.pdf')}"
+    )
     r = await client.get(url, headers={**agent.headers, "Range": "bytes=100-1099"})
     assert r.status_code == 206 and r.content == data["pdf"][100:1100]
     assert r.headers["content-range"] == f"bytes 100-1099/{len(data['pdf'])}" and r.headers["content-length"] == "1000"
@@ -215,8 +216,9 @@ def encrypted_pdf(path: Path) -> bytes:
     from reportlab.lib import pdfencrypt
     from reportlab.pdfgen import canvas
 
-    c = canvas.Canvas(str(path), encrypt=pdfencrypt.StandardEncryption("user-pw", ownerPassword="owner-pw",
-                                                                        strength=128))
+    c = canvas.Canvas(
+        str(path), encrypt=pdfencrypt.StandardEncryption("user-pw", ownerPassword="owner-pw", strength=128)
+    )
     c.drawString(50, 800, "confidential tariff sheet")
     c.showPage()
     c.save()
@@ -257,7 +259,8 @@ async def test_hostile_and_broken_files_end_in_a_clear_status(
     assert (locked["status"], locked["reason"]) == ("failed", "encrypted: password-protected document")
     boom = await status("炸弹.zip")
     assert (boom["status"] == "failed" and boom["reason"].startswith("suspected zip bomb")) or (
-        boom["status"] == "done" and boom["truncated"]), boom
+        boom["status"] == "done" and boom["truncated"]
+    ), boom
     assert len(boom["text"]) <= tika.state.settings.extraction_max_chars
 
     r = await attachment(client, h, got["账单.pdf"]["id"], "/content")
@@ -285,8 +288,11 @@ async def test_large_video_is_streamed_in_and_out_not_extracted(
     item = await create_item(client, h)
     video = mp4_bytes(5 * 1024 * 1024 + 123)
     chunks = [video[i : i + 64 * 1024] for i in range(0, len(video), 64 * 1024)]
-    r = await client.post(f"/api/v1/items/{item['id']}/attachments", content=streamed([("培训录像.mp4", chunks)]),
-                          headers={**h, "Content-Type": CTYPE})
+    r = await client.post(
+        f"/api/v1/items/{item['id']}/attachments",
+        content=streamed([("培训录像.mp4", chunks)]),
+        headers={**h, "Content-Type": CTYPE},
+    )
     assert r.status_code == 201, r.text
     att = r.json()["attachments"][0]
     assert (att["mime"], att["size"], att["sha256"]) == ("video/mp4", len(video), sha(video))
@@ -306,7 +312,8 @@ async def test_large_video_is_streamed_in_and_out_not_extracted(
     r = await client.get(f"/api/v1/attachments/{att['id']}/content", headers=h)
     assert r.status_code == 200 and sha(r.content) == att["sha256"]
     assert r.headers["content-disposition"] == (
-        f"attachment; filename=\"attachment-{att['id']}.mp4\"; filename*=UTF-8''{quote('培训录像.mp4')}")
+        f"attachment; filename=\"attachment-{att['id']}.mp4\"; filename*=UTF-8''{quote('培训录像.mp4')}"
+    )
 
 
 async def test_bad_names_and_bodies(client: httpx.AsyncClient, admin: Actor, app: Any) -> None:
@@ -323,8 +330,9 @@ async def test_bad_names_and_bodies(client: httpx.AsyncClient, admin: Actor, app
     assert_problem(await upload(client, h, iid, [("../..", body)]), 422, "invalid_file_name")
     # a good file and an empty one: the request fails as a whole, the good blob is not left behind
     assert_problem(await upload(client, h, iid, [("好.txt", b"good file"), ("坏.txt", b"")]), 422, "empty_file")
-    r = await client.post(url, headers={**h, "Content-Type": CTYPE},
-                          content=multipart([("x.txt", body)], field="attachment"))
+    r = await client.post(
+        url, headers={**h, "Content-Type": CTYPE}, content=multipart([("x.txt", body)], field="attachment")
+    )
     assert_problem(r, 422, "unexpected_field")
     r = await client.post(url, headers={**h, "Content-Type": CTYPE}, content=f"--{BOUNDARY}--\r\n".encode())
     assert_problem(r, 422, "no_files")
@@ -337,15 +345,23 @@ async def test_bad_names_and_bodies(client: httpx.AsyncClient, admin: Actor, app
     assert await counts(app) == {"blobs": 0, "blob_texts": 0, "attachments": 0, "links": 0, "extract_jobs": 0}
 
     # names: path parts dropped, control and bidi characters removed, Chinese kept, raw GBK understood
-    up = await upload_ok(client, h, iid, [
-        ("../../etc/passwd", b"root:x:0:0"),
-        ("C:\\Users\\坐席\\报表\x01\x1f.txt", b"report"),
-        ("发票\u202egpj.exe", b"invoice"),
-        ("投诉记录.txt".encode("gbk"), b"complaint"),
-    ])
+    up = await upload_ok(
+        client,
+        h,
+        iid,
+        [
+            ("../../etc/passwd", b"root:x:0:0"),
+            ("C:\\Users\\坐席\\报表\x01\x1f.txt", b"report"),
+            ("发票\u202egpj.exe", b"invoice"),
+            ("投诉记录.txt".encode("gbk"), b"complaint"),
+        ],
+    )
     assert [a["file_name"] for a in up["attachments"]] == ["passwd", "报表.txt", "发票gpj.exe", "投诉记录.txt"]
-    r = await client.post(url, headers={**h, "Content-Type": CTYPE}, content=multipart(
-        [(None, b"extended")], extra="; filename*=UTF-8''%E5%B7%A5%E5%8D%95.txt"))
+    r = await client.post(
+        url,
+        headers={**h, "Content-Type": CTYPE},
+        content=multipart([(None, b"extended")], extra="; filename*=UTF-8''%E5%B7%A5%E5%8D%95.txt"),
+    )
     assert r.status_code == 201 and r.json()["attachments"][0]["file_name"] == "工单.txt"
     assert r.json()["attachments"][0]["mime"] == "text/plain"
 
@@ -374,8 +390,11 @@ async def test_limits_and_disconnects_leave_no_blob_and_no_row(
     assert blob_files(app) == [] and temp_files(app) == [] and await counts(app) == nothing
 
     # a declared Content-Length over the request limit is refused before anything is read
-    r = await client.post(url, content=b"x", headers={
-        **h, "Content-Type": CTYPE, "Content-Length": str(settings.max_upload_request_bytes + 1)})
+    r = await client.post(
+        url,
+        content=b"x",
+        headers={**h, "Content-Type": CTYPE, "Content-Length": str(settings.max_upload_request_bytes + 1)},
+    )
     assert_problem(r, 413, "payload_too_large")
 
     # no Content-Length (chunked): the middleware stops the body at the request limit, mid-file
@@ -389,8 +408,9 @@ async def test_limits_and_disconnects_leave_no_blob_and_no_row(
     assert blob_files(app) == [] and temp_files(app) == [] and await counts(app) == nothing
 
     # the client dies in the middle of the second file (after the first was stored)
-    r = await post(streamed([("一.bin", random_chunks(200_000, seed=4)), ("二.bin", random_chunks(500_000, seed=5))],
-                            fail_after=6))
+    r = await post(
+        streamed([("一.bin", random_chunks(200_000, seed=4)), ("二.bin", random_chunks(500_000, seed=5))], fail_after=6)
+    )
     assert r.status_code >= 400
     assert blob_files(app) == [] and temp_files(app) == [] and await counts(app) == nothing
 
@@ -407,11 +427,20 @@ async def test_limits_and_disconnects_leave_no_blob_and_no_row(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": url, "raw_path": url.encode(), "query_string": b"", "root_path": "", "server": ("test", 80),
-             "client": ("127.0.0.1", 5000),
-             "headers": [(b"content-type", CTYPE.encode()),
-                         *((k.lower().encode(), v.encode()) for k, v in h.items())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": url,
+        "raw_path": url.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"content-type", CTYPE.encode()), *((k.lower().encode(), v.encode()) for k, v in h.items())],
+    }
     await app(scope, receive, send)
     assert sent[0]["status"] == 400
     assert blob_files(app) == [] and temp_files(app) == [] and await counts(app) == nothing
@@ -434,8 +463,9 @@ async def test_who_may_upload_see_and_fetch(
     assert (await attachment(client, agent.headers, a["id"], "/content")).status_code == 200
 
     # knowledge:read without attachments:download: metadata and text, never the file
-    reader = await people.make("li.na", permissions=["system:access", "module:knowledge", "module:attachments",
-                                                      "knowledge:read"])
+    reader = await people.make(
+        "li.na", permissions=["system:access", "module:knowledge", "module:attachments", "knowledge:read"]
+    )
     assert (await attachment(client, reader.headers, a["id"])).status_code == 200
     assert (await attachment(client, reader.headers, a["id"], "/text")).status_code == 200
     for sub in ("/content", "/preview"):
@@ -444,8 +474,7 @@ async def test_who_may_upload_see_and_fetch(
             body = assert_problem(r, 403, "permission_denied")
             assert body["required_permission"] == "attachments:download"
     # the download permission alone does not replace the right to read content
-    fetcher = await people.make("dl.only", permissions=["system:access", "module:attachments",
-                                                         "attachments:download"])
+    fetcher = await people.make("dl.only", permissions=["system:access", "module:attachments", "attachments:download"])
     r = await attachment(client, fetcher.headers, a["id"], "/content")
     assert assert_problem(r, 403, "permission_denied")["required_permission"] == "knowledge:read"
 
@@ -453,13 +482,22 @@ async def test_who_may_upload_see_and_fetch(
     # with a read grant that leaves them out, the item does not exist for them (404)
     author = await people.make("wang.fang", role="author")
     assert_problem(await upload(client, agent.headers, iid, [("x.txt", b"x")]), 403, "permission_denied")
-    r = await client.put(f"/api/v1/items/{iid}/acl", headers=h, json={"grants": [
-        {"subject": f"user:{admin.user.id}", "access": "edit"}, {"subject": "internal", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/items/{iid}/acl",
+        headers=h,
+        json={
+            "grants": [
+                {"subject": f"user:{admin.user.id}", "access": "edit"},
+                {"subject": "internal", "access": "read"},
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     assert_problem(await upload(client, author.headers, iid, [("x.txt", b"x")]), 403, "permission_denied")
     assert_problem(await client.delete(f"/api/v1/items/{iid}/attachments/{a['id']}", headers=author.headers), 403)
-    r = await client.put(f"/api/v1/items/{iid}/acl", headers=h, json={"grants": [
-        {"subject": f"user:{admin.user.id}", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/items/{iid}/acl", headers=h, json={"grants": [{"subject": f"user:{admin.user.id}", "access": "read"}]}
+    )
     assert r.status_code == 200, r.text
     assert_problem(await upload(client, author.headers, iid, [("x.txt", b"x")]), 404, "item_not_found")
     assert_problem(await attachment(client, author.headers, a["id"]), 404, "attachment_not_found")
@@ -490,8 +528,11 @@ async def test_versions_carry_their_own_attachment_sets(
     assert (up["version"], up["created_draft"]) == (2, True) and up["etag"] != before
     assert await listed(admin, 1) == ["办理指南.docx"] and await listed(admin, 2) == ["办理指南.docx", "补充话术.txt"]
     assert await listed(admin) == ["办理指南.docx", "补充话术.txt"] and await listed(agent) == ["办理指南.docx"]
-    assert_problem(await client.get(f"/api/v1/items/{iid}/attachments", params={"version": 2},
-                                    headers=agent.headers), 404, "version_not_found")
+    assert_problem(
+        await client.get(f"/api/v1/items/{iid}/attachments", params={"version": 2}, headers=agent.headers),
+        404,
+        "version_not_found",
+    )
     assert_problem(await attachment(client, agent.headers, b["id"]), 404, "attachment_not_found")
     assert (await attachment(client, h, a["id"])).json()["versions"] == [1, 2]
 
@@ -516,8 +557,7 @@ async def test_versions_carry_their_own_attachment_sets(
     assert_problem(await client.delete(url, headers={**h, "If-Match": '"item-1-1"'}), 412)
     r = await client.delete(url, headers={**h, "If-Match": await etag(client, h, iid)})
     assert r.status_code == 204 and r.headers["etag"] == await etag(client, h, iid)
-    assert_problem(await client.delete(url, headers={**h, "If-Match": r.headers["etag"]}), 404,
-                   "attachment_not_found")
+    assert_problem(await client.delete(url, headers={**h, "If-Match": r.headers["etag"]}), 404, "attachment_not_found")
     assert await listed(admin, 2) == ["补充话术.txt", "话术副本.txt", "同一文件.bin"]
     assert await listed(agent) == ["办理指南.docx"]
     assert (await attachment(client, agent.headers, a["id"], "/content")).status_code == 200
@@ -527,23 +567,32 @@ async def test_versions_carry_their_own_attachment_sets(
     assert await listed(agent) == ["补充话术.txt", "话术副本.txt", "同一文件.bin"]
     assert_problem(await attachment(client, agent.headers, a["id"]), 404, "attachment_not_found")
     # restoring version 1 restores its attachment set
-    r = await client.post(f"/api/v1/items/{iid}/versions/1/restore",
-                          headers={**h, "If-Match": await etag(client, h, iid)})
+    r = await client.post(
+        f"/api/v1/items/{iid}/versions/1/restore", headers={**h, "If-Match": await etag(client, h, iid)}
+    )
     assert r.status_code == 201, r.text
     assert await listed(admin, 3) == ["办理指南.docx"]
     assert await listed(agent) == ["补充话术.txt", "话术副本.txt", "同一文件.bin"]
     # an open draft restored over (replace=true) takes the old set too
     await upload_ok(client, h, iid, [("临时.txt", b"tmp")])
-    r = await client.post(f"/api/v1/items/{iid}/versions/2/restore", params={"replace": "true"},
-                          headers={**h, "If-Match": await etag(client, h, iid)})
+    r = await client.post(
+        f"/api/v1/items/{iid}/versions/2/restore",
+        params={"replace": "true"},
+        headers={**h, "If-Match": await etag(client, h, iid)},
+    )
     assert r.status_code == 201, r.text
     assert await listed(admin, 3) == ["补充话术.txt", "话术副本.txt", "同一文件.bin"]
 
     # a version in review is locked; an archived item takes no files
     await act(client, h, iid, 3, "submit")
     assert_problem(await upload(client, h, iid, [("x.txt", b"x")]), 409, "version_locked")
-    assert_problem(await client.delete(f"/api/v1/items/{iid}/attachments/{b['id']}",
-                                       headers={**h, "If-Match": await etag(client, h, iid)}), 409, "version_locked")
+    assert_problem(
+        await client.delete(
+            f"/api/v1/items/{iid}/attachments/{b['id']}", headers={**h, "If-Match": await etag(client, h, iid)}
+        ),
+        409,
+        "version_locked",
+    )
     await act(client, h, iid, 3, "withdraw")
     await act(client, h, iid, 2, "archive")
     assert_problem(await upload(client, h, iid, [("x.txt", b"x")]), 409, "item_archived")
@@ -560,8 +609,10 @@ async def test_orphans_are_collected_after_the_grace_period(
     item = await create_item(client, h)
     up = await upload_ok(client, h, item["id"], [("留.docx", generated["docx"].read_bytes()), ("删.txt", b"remove me")])
     keep, gone = up["attachments"]
-    r = await client.delete(f"/api/v1/items/{item['id']}/attachments/{gone['id']}",
-                            headers={**h, "If-Match": await etag(client, h, item["id"])})
+    r = await client.delete(
+        f"/api/v1/items/{item['id']}/attachments/{gone['id']}",
+        headers={**h, "If-Match": await etag(client, h, item["id"])},
+    )
     assert r.status_code == 204
     assert (await counts(app))["attachments"] == 1  # no version carries it: the row went at once
     store = app.state.services["blobs"]
@@ -588,8 +639,11 @@ async def test_orphans_are_collected_after_the_grace_period(
     c = await counts(app)
     assert (c["blobs"], c["blob_texts"], c["attachments"]) == (1, 1, 1)  # the text went with its blob
     assert (await attachment(client, h, keep["id"], "/content")).content == generated["docx"].read_bytes()
-    assert_problem(await client.post("/api/v1/attachments/collect-orphans", headers=h, json={"grace_seconds": -1}),
-                   422, "validation_error")
+    assert_problem(
+        await client.post("/api/v1/attachments/collect-orphans", headers=h, json={"grace_seconds": -1}),
+        422,
+        "validation_error",
+    )
 
 
 async def test_orphan_collection_keeps_one_run_scheduled(app: Any, client: httpx.AsyncClient, admin: Actor) -> None:
@@ -639,8 +693,14 @@ async def test_start_up_schedules_the_orphan_collection_once(settings: Settings)
     async def scheduled_after_start(hours: float) -> int:
         application = create_app(settings.model_copy(update={"orphan_collect_hours": hours}))
         async with LifespanManager(application), application.state.sessionmaker() as s:
-            return await s.scalar(select(func.count()).select_from(Job).where(
-                Job.created_by == "scheduler", Job.kind == "attachments.collect_orphans")) or 0
+            return (
+                await s.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.created_by == "scheduler", Job.kind == "attachments.collect_orphans")
+                )
+                or 0
+            )
 
     assert await scheduled_after_start(0) == 0  # off: collected only when asked
     assert await scheduled_after_start(24) == 1
@@ -657,7 +717,7 @@ async def test_extractor_outage_is_retried_and_reindexes_when_it_ends(
     tika.state.services["extractor"] = TikaServerExtractor("http://127.0.0.1:9")  # nothing listens there
     try:
         item = await create_item(client, h, title="停机公告")
-        att = (await upload_ok(client, h, item["id"], [("停机维护.docx", generated["docx"].read_bytes())]))
+        att = await upload_ok(client, h, item["id"], [("停机维护.docx", generated["docx"].read_bytes())])
         att = att["attachments"][0]
         await drain(tika)
         [job] = await jobs(tika, "attachments.extract")

@@ -34,9 +34,17 @@ async def stream(data: bytes, chunk: int = 7919) -> AsyncIterator[bytes]:
 
 def s3_store(endpoint: str, **kw: object) -> S3BlobStore:
     """A store under its own prefix in the test bucket, so tests never see each other's objects."""
-    return S3BlobStore(bucket="kb-test-blobs", endpoint_url=endpoint, region=REGION, access_key=ACCESS_KEY,
-                       secret_key=SECRET_KEY, prefix=f"t-{uuid.uuid4().hex[:12]}/", create_bucket=True,
-                       part_size=5 * MIB, **kw)  # type: ignore[arg-type]
+    return S3BlobStore(
+        bucket="kb-test-blobs",
+        endpoint_url=endpoint,
+        region=REGION,
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        prefix=f"t-{uuid.uuid4().hex[:12]}/",
+        create_bucket=True,
+        part_size=5 * MIB,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 async def leftovers(store: BlobStore) -> list[str]:

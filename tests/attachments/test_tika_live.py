@@ -17,8 +17,8 @@ SIMPLIFIED = "宽带无法上网时，请先重启光猫，再检查指示灯。
 TRADITIONAL = "寬頻無法上網時請重新啟動數據機"
 
 pytestmark = pytest.mark.skipif(
-    not TIKA_URL, reason="KB_TIKA_URL is not set: runs only against a live Tika server (apache/tika), "
-    "which this machine cannot run"
+    not TIKA_URL,
+    reason="KB_TIKA_URL is not set: runs only against a live Tika server (apache/tika), which this machine cannot run",
 )
 
 

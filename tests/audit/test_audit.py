@@ -6,13 +6,18 @@ from tests.conftest import Actor, People, assert_problem
 
 
 async def test_writes_are_audited_with_before_and_after(client: httpx.AsyncClient, admin: Actor) -> None:
-    r = await client.post("/api/v1/roles", headers={**admin.headers, "x-request-id": "req-role-1"},
-                          json={"name": "night_shift", "description": "夜班坐席", "permissions": ["knowledge:read"]})
+    r = await client.post(
+        "/api/v1/roles",
+        headers={**admin.headers, "x-request-id": "req-role-1"},
+        json={"name": "night_shift", "description": "夜班坐席", "permissions": ["knowledge:read"]},
+    )
     role_id = r.json()["id"]
-    await client.patch(f"/api/v1/roles/{role_id}", headers=admin.headers,
-                       json={"permissions": ["knowledge:read", "search:query"]})
-    r = await client.get("/api/v1/audit", params={"target_type": "role", "target_id": str(role_id)},
-                         headers=admin.headers)
+    await client.patch(
+        f"/api/v1/roles/{role_id}", headers=admin.headers, json={"permissions": ["knowledge:read", "search:query"]}
+    )
+    r = await client.get(
+        "/api/v1/audit", params={"target_type": "role", "target_id": str(role_id)}, headers=admin.headers
+    )
     entries = r.json()["items"]
     assert [e["action"] for e in entries] == ["role.update", "role.create"]  # newest first
     update, create = entries

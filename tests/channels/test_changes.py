@@ -38,8 +38,9 @@ async def sweep(app: Any) -> None:
     await drain(app)
 
 
-async def changes(client: httpx.AsyncClient, channel: str, headers: dict[str, str], cursor: str | None = None,
-                  limit: int = 50) -> dict[str, Any]:
+async def changes(
+    client: httpx.AsyncClient, channel: str, headers: dict[str, str], cursor: str | None = None, limit: int = 50
+) -> dict[str, Any]:
     params: dict[str, Any] = {"channel": channel, "limit": limit}
     if cursor is not None:
         params["cursor"] = cursor
@@ -48,8 +49,9 @@ async def changes(client: httpx.AsyncClient, channel: str, headers: dict[str, st
     return r.json()
 
 
-async def snapshot(client: httpx.AsyncClient, channel: str, headers: dict[str, str],
-                   limit: int = 100) -> tuple[dict[int, int], str]:
+async def snapshot(
+    client: httpx.AsyncClient, channel: str, headers: dict[str, str], limit: int = 100
+) -> tuple[dict[int, int], str]:
     out: dict[int, int] = {}
     cursor, first = None, None
     while True:
@@ -117,19 +119,24 @@ async def republish(kb: Kb, actor: Actor, item_id: int, fields: dict[str, Any]) 
 
 
 async def patch_item(kb: Kb, actor: Actor, item_id: int, body: dict[str, Any]) -> None:
-    r = await kb.client.patch(f"/api/v1/items/{item_id}", json=body,
-                              headers={**actor.headers, "If-Match": await kb.etag(item_id)})
+    r = await kb.client.patch(
+        f"/api/v1/items/{item_id}", json=body, headers={**actor.headers, "If-Match": await kb.etag(item_id)}
+    )
     assert r.status_code == 200, r.text
 
 
-async def test_replicas_follow_every_channel_through_the_life_cycle(kb: Kb, admin: Actor, agent: Actor,
-                                                                    client: httpx.AsyncClient, app: Any) -> None:
+async def test_replicas_follow_every_channel_through_the_life_cycle(
+    kb: Kb, admin: Actor, agent: Actor, client: httpx.AsyncClient, app: Any
+) -> None:
     web_bot = await kb.channel_client("web")
     wechat_bot = await kb.channel_client("wechat")
     old = await kb.publish(admin, title="营业厅营业时间", visibility="public")  # before the front ends start
-    replicas = {"anonymous web": Replica(client, "web", ANON), "web client": Replica(client, "web", web_bot.headers),
-                "wechat client": Replica(client, "wechat", wechat_bot.headers),
-                "agent": Replica(client, "agent", agent.headers)}
+    replicas = {
+        "anonymous web": Replica(client, "web", ANON),
+        "web client": Replica(client, "web", web_bot.headers),
+        "wechat client": Replica(client, "wechat", wechat_bot.headers),
+        "agent": Replica(client, "agent", agent.headers),
+    }
     for r in replicas.values():
         await r.start()
     assert replicas["anonymous web"].items == {old["id"]: 1}
@@ -172,10 +179,19 @@ async def test_replicas_follow_every_channel_through_the_life_cycle(kb: Kb, admi
     assert kinds(seen["agent"], old["id"]) == ["archived"] and replicas["anonymous web"].items == {}
 
     # Expiry: valid_to passes while nothing writes the item; the scheduled sweep says so.
-    bill = (await kb.publish(admin, title="电费账单查询", visibility="public",
-                             valid_to=(utcnow() + timedelta(days=1)).isoformat()))["id"]
-    later = (await kb.publish(admin, title="2027年春节营业安排", visibility="public",
-                              valid_from=(utcnow() + timedelta(days=1)).isoformat()))["id"]
+    bill = (
+        await kb.publish(
+            admin, title="电费账单查询", visibility="public", valid_to=(utcnow() + timedelta(days=1)).isoformat()
+        )
+    )["id"]
+    later = (
+        await kb.publish(
+            admin,
+            title="2027年春节营业安排",
+            visibility="public",
+            valid_from=(utcnow() + timedelta(days=1)).isoformat(),
+        )
+    )["id"]
     seen = await check_all()
     assert bill in replicas["wechat client"].items and later not in replicas["agent"].items
     async with app.state.sessionmaker() as s:
@@ -199,15 +215,18 @@ async def test_replicas_follow_every_channel_through_the_life_cycle(kb: Kb, admi
     assert {e["item_id"] for e in replicas["anonymous web"].events} <= public_ids
 
 
-async def test_acl_changes_reach_the_feed_and_reconcile_is_idempotent(kb: Kb, admin: Actor, agent: Actor,
-                                                                      client: httpx.AsyncClient, app: Any) -> None:
-    item = (await kb.publish(admin, title="信用卡挂失流程", visibility="public",
-                             category_ids=[kb.nodes["挂失"]]))["id"]
+async def test_acl_changes_reach_the_feed_and_reconcile_is_idempotent(
+    kb: Kb, admin: Actor, agent: Actor, client: httpx.AsyncClient, app: Any
+) -> None:
+    item = (await kb.publish(admin, title="信用卡挂失流程", visibility="public", category_ids=[kb.nodes["挂失"]]))["id"]
     anon = Replica(client, "web", ANON)
     await anon.start()
     assert item in anon.items
-    r = await client.put(f"/api/v1/items/{item}/acl", headers={**admin.headers, "If-Match": await kb.etag(item)},
-                         json={"grants": [{"subject": "internal", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/items/{item}/acl",
+        headers={**admin.headers, "If-Match": await kb.etag(item)},
+        json={"grants": [{"subject": "internal", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
     got = await anon.check()
     assert [(e["kind"], e["shown"]) for e in got] == [("visibility_changed", False)] and item not in anon.items
@@ -219,8 +238,9 @@ async def test_acl_changes_reach_the_feed_and_reconcile_is_idempotent(kb: Kb, ad
     assert await anon.sync() == []
 
 
-async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app: Any, settings: Any,
-                            people: People) -> None:
+async def test_cursor_rules(
+    kb: Kb, admin: Actor, client: httpx.AsyncClient, app: Any, settings: Any, people: People
+) -> None:
     ids = [(await kb.publish(admin, title=f"5G套餐资费说明 第{i}版", visibility="public"))["id"] for i in range(3)]
     first = await changes(client, "web", ANON, limit=2)
     assert [e["item_id"] for e in first["items"]] == ids[:2] and first["has_more"] is True
@@ -229,8 +249,10 @@ async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app
 
     # Another API process (its own app, engine and sessions) resumes from the same cursor.
     other = create_app(settings.model_copy(update={"data_dir": settings.data_dir / "other"}))
-    async with LifespanManager(other), httpx.AsyncClient(transport=httpx.ASGITransport(app=other),
-                                                         base_url="http://testserver") as c2:
+    async with (
+        LifespanManager(other),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://testserver") as c2,
+    ):
         there = await changes(c2, "web", ANON, first["next_cursor"], limit=2)
     assert [e["item_id"] for e in there["items"]] == ids[2:]
     again = await changes(client, "web", ANON, first["next_cursor"], limit=2)
@@ -238,14 +260,22 @@ async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app
     empty = await changes(client, "web", ANON, again["next_cursor"])
     assert empty["items"] == [] and empty["next_cursor"] == again["next_cursor"] and empty["has_more"] is False
 
-    for bad in ("not-a-cursor!", encode_cursor({"s": "7"}), encode_cursor({"s": -1}), encode_cursor({"id": 3}),
-                "W10"):  # "W10" is the JSON list []
-        assert_problem(await client.get("/api/v1/changes", params={"channel": "web", "cursor": bad}), 400,
-                       "invalid_cursor")
-        assert_problem(await client.get("/api/v1/channels/web/snapshot", params={"cursor": bad}), 400,
-                       "invalid_cursor")
-    assert_problem(await client.get("/api/v1/changes", params={"channel": "web", "cursor": encode_cursor(
-        {"s": 10**9})}), 410, "resync_required")  # ahead of the feed: not from this database
+    for bad in (
+        "not-a-cursor!",
+        encode_cursor({"s": "7"}),
+        encode_cursor({"s": -1}),
+        encode_cursor({"id": 3}),
+        "W10",
+    ):  # "W10" is the JSON list []
+        assert_problem(
+            await client.get("/api/v1/changes", params={"channel": "web", "cursor": bad}), 400, "invalid_cursor"
+        )
+        assert_problem(await client.get("/api/v1/channels/web/snapshot", params={"cursor": bad}), 400, "invalid_cursor")
+    assert_problem(
+        await client.get("/api/v1/changes", params={"channel": "web", "cursor": encode_cursor({"s": 10**9})}),
+        410,
+        "resync_required",
+    )  # ahead of the feed: not from this database
     for limit in (0, 201, -1):
         assert_problem(await client.get("/api/v1/changes", params={"channel": "web", "limit": limit}), 422)
     assert_problem(await client.get("/api/v1/changes", params={"channel": "fax"}), 404, "unknown_channel")
@@ -257,17 +287,26 @@ async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app
     for limit in (0, 201):
         assert_problem(await client.get("/api/v1/channels/web/snapshot", params={"limit": limit}), 422)
     wechat_bot = await kb.channel_client("wechat")
-    assert_problem(await client.get("/api/v1/changes", params={"channel": "web"}, headers=wechat_bot.headers), 403,
-                   "channel_mismatch")
+    assert_problem(
+        await client.get("/api/v1/changes", params={"channel": "web"}, headers=wechat_bot.headers),
+        403,
+        "channel_mismatch",
+    )
 
     # Retention: events older than KB_CHANGES_RETENTION_DAYS go; a cursor from before them answers 410.
     async with app.state.sessionmaker() as s:
-        await s.execute(update(ChannelChange).where(ChannelChange.seq <= seqs[-1])
-                        .values(at=utcnow() - timedelta(days=settings.changes_retention_days + 1)))
+        await s.execute(
+            update(ChannelChange)
+            .where(ChannelChange.seq <= seqs[-1])
+            .values(at=utcnow() - timedelta(days=settings.changes_retention_days + 1))
+        )
         await s.commit()
     await sweep(app)
-    assert_problem(await client.get("/api/v1/changes", params={"channel": "web", "cursor": encode_cursor(
-        {"s": seqs[-1] - 1})}), 410, "resync_required")
+    assert_problem(
+        await client.get("/api/v1/changes", params={"channel": "web", "cursor": encode_cursor({"s": seqs[-1] - 1})}),
+        410,
+        "resync_required",
+    )
     assert (await changes(client, "web", ANON, first["next_cursor"]))["items"][0]["item_id"] == ids[2]
     start = await changes(client, "web", ANON)  # no cursor: from the oldest event kept
     assert [e["item_id"] for e in start["items"]] == ids[2:]
@@ -276,14 +315,17 @@ async def test_cursor_rules(kb: Kb, admin: Actor, client: httpx.AsyncClient, app
         assert await purge(s, settings.changes_retention_days) == seqs[-1]  # the floor stays
 
 
-async def test_a_slower_writer_that_started_first_is_not_skipped(kb: Kb, admin: Actor, client: httpx.AsyncClient,
-                                                                 app: Any, db: Any) -> None:
+async def test_a_slower_writer_that_started_first_is_not_skipped(
+    kb: Kb, admin: Actor, client: httpx.AsyncClient, app: Any, db: Any
+) -> None:
     """PostgreSQL: transaction A reconciles first (takes the feed's lock) and commits late; B waits
     for that lock, so it takes its seq only after A committed, and a reader never sees B's event
     (a higher seq) while A's is still invisible: nobody skips A."""
     if db.kind != "postgresql":
-        pytest.skip("SQLite has one writer at a time, so commit order is seq order by construction: this runs in the "
-                    "PostgreSQL leg of every run")
+        pytest.skip(
+            "SQLite has one writer at a time, so commit order is seq order by construction: this runs in the "
+            "PostgreSQL leg of every run"
+        )
     a_item = (await kb.create(admin, title="宽带报装进度查询", visibility="public"))["id"]
     b_item = (await kb.create(admin, title="手机停机保号办理", visibility="public"))["id"]
     maker = app.state.sessionmaker

@@ -25,9 +25,13 @@ async def drain(app: Any) -> int:
 
 
 async def make_callers(kb: Kb, agent: Actor) -> dict[str, dict[str, str]]:
-    return {"anon_web": {}, "web": (await kb.channel_client("web")).headers,
-            "wechat": (await kb.channel_client("wechat")).headers,
-            "app": (await kb.channel_client("app")).headers, "agent": agent.headers}
+    return {
+        "anon_web": {},
+        "web": (await kb.channel_client("web")).headers,
+        "wechat": (await kb.channel_client("wechat")).headers,
+        "app": (await kb.channel_client("app")).headers,
+        "agent": agent.headers,
+    }
 
 
 def channel_of(caller: str) -> str:
@@ -40,18 +44,21 @@ async def build_states(kb: Kb, admin: Actor) -> tuple[dict[str, int], dict[str, 
     base = {"category_ids": [node], "visibility": "public"}
     ids: dict[str, int] = {}
     ids["published"] = (await kb.publish(admin, title="宽带无法上网怎么办？", **base))["id"]
-    ids["internal"] = (await kb.publish(admin, title="宽带内部折扣码怎么申请", category_ids=[node],
-                                        visibility="internal"))["id"]
+    ids["internal"] = (
+        await kb.publish(admin, title="宽带内部折扣码怎么申请", category_ids=[node], visibility="internal")
+    )["id"]
     ids["draft"] = (await kb.create(admin, title="宽带提速草稿", **base))["id"]
     ids["unpublished"] = (await kb.publish(admin, title="寬帶舊套餐下線說明", **base))["id"]
     await kb.ok(admin, ids["unpublished"], 1, "unpublish")
     ids["archived"] = (await kb.publish(admin, title="宽带2019年资费（已归档）", **base))["id"]
     await kb.ok(admin, ids["archived"], 1, "archive")
     ids["expired"] = (await kb.publish(admin, title="宽带双十一优惠活动", **base))["id"]
-    ids["future"] = (await kb.publish(admin, title="宽带新春优惠活动", valid_from=(utcnow() + timedelta(days=3))
-                                      .isoformat(), **base))["id"]
-    ids["off_web"] = (await kb.publish(admin, title="宽带报修APP专享通道", channels=["agent", "wechat", "app"],
-                                       **base))["id"]
+    ids["future"] = (
+        await kb.publish(admin, title="宽带新春优惠活动", valid_from=(utcnow() + timedelta(days=3)).isoformat(), **base)
+    )["id"]
+    ids["off_web"] = (
+        await kb.publish(admin, title="宽带报修APP专享通道", channels=["agent", "wechat", "app"], **base)
+    )["id"]
     ids["wechat_only"] = (await kb.publish(admin, title="宽带微信报修指引", channels=["wechat"], **base))["id"]
     with_draft = await kb.publish(admin, title="宽带安装需要多久", **base)
     ids["published_with_draft"] = with_draft["id"]
@@ -89,14 +96,15 @@ async def test_every_state_on_every_channel(kb: Kb, admin: Actor, agent: Actor, 
         tree = (await client.get(f"/api/v1/channels/{ch}/categories", headers=headers)).json()
         assert tree["total"] == len(expected), who
         [top] = [n for n in tree["nodes"] if n["id"] == parent]
-        assert top["count"] == len(expected) and [c["count"] for c in top["children"] if c["id"] == node] == \
-            [len(expected)], (who, tree)
+        assert top["count"] == len(expected) and [c["count"] for c in top["children"] if c["id"] == node] == [
+            len(expected)
+        ], (who, tree)
         assert all(n["id"] == parent for n in tree["nodes"]), "nodes without visible items are left out"
-        listed = (await client.get(f"/api/v1/channels/{ch}/categories/{parent}/items?limit=50",
-                                   headers=headers)).json()
+        listed = (await client.get(f"/api/v1/channels/{ch}/categories/{parent}/items?limit=50", headers=headers)).json()
         assert {i["item_id"] for i in listed["items"]} == expected, who
-        found = (await client.get(f"/api/v1/channels/{ch}/answers", params={"q": "宽带", "limit": 20},
-                                  headers=headers)).json()
+        found = (
+            await client.get(f"/api/v1/channels/{ch}/answers", params={"q": "宽带", "limit": 20}, headers=headers)
+        ).json()
         assert {a["item_id"] for a in found["items"]} == expected, (who, found)
     # the published version is served, not the draft on top of it
     r = await client.get(f"/api/v1/channels/web/items/{ids['published_with_draft']}")
@@ -121,19 +129,32 @@ async def test_access_rules(kb: Kb, admin: Actor, agent: Actor, client: httpx.As
 async def test_four_channels_one_answer(kb: Kb, admin: Actor, agent: Actor, client: httpx.AsyncClient) -> None:
     """The same question from the website, WeChat, the APP and the softphone: one item and version,
     each in its own format."""
-    await kb.publish(admin, title="如何办理携号转网？", question="携号转网怎么办理", visibility="public",
-                     category_ids=[kb.nodes["携号转网"]], similar_questions=["我想换运营商但保留号码"],
-                     body="<h2>办理条件</h2><ul><li>入网满120天</li><li>无欠费</li></ul>"
-                          "<p>发送短信 SQXZ#姓名#证件号 到 10086 查询资格。办理后24小时内生效。</p>",
-                     channel_answers={"agent": "您好，携号转网需要入网满120天且无欠费，我帮您查询资格。",
-                                      "wechat": "携号转网需入网满120天且无欠费。发送SQXZ到10086查询资格！"})
+    await kb.publish(
+        admin,
+        title="如何办理携号转网？",
+        question="携号转网怎么办理",
+        visibility="public",
+        category_ids=[kb.nodes["携号转网"]],
+        similar_questions=["我想换运营商但保留号码"],
+        body="<h2>办理条件</h2><ul><li>入网满120天</li><li>无欠费</li></ul>"
+        "<p>发送短信 SQXZ#姓名#证件号 到 10086 查询资格。办理后24小时内生效。</p>",
+        channel_answers={
+            "agent": "您好，携号转网需要入网满120天且无欠费，我帮您查询资格。",
+            "wechat": "携号转网需入网满120天且无欠费。发送SQXZ到10086查询资格！",
+        },
+    )
     item = await kb.publish(admin, title="宽带安装预约", visibility="public")
     await drain(kb.app)
     callers = await make_callers(kb, agent)
     seen = {}
     for who in ("anon_web", "wechat", "app", "agent"):
-        found = (await client.get(f"/api/v1/channels/{channel_of(who)}/answers", params={"q": "我想保留号码换运营商"},
-                                  headers=callers[who])).json()
+        found = (
+            await client.get(
+                f"/api/v1/channels/{channel_of(who)}/answers",
+                params={"q": "我想保留号码换运营商"},
+                headers=callers[who],
+            )
+        ).json()
         top = found["items"][0]
         assert top["matched_question"] == "我想换运营商但保留号码" and found["search_id"]
         r = await client.get(top["url"].removeprefix("http://testserver"), headers=callers[who])
@@ -149,8 +170,9 @@ async def test_four_channels_one_answer(kb: Kb, admin: Actor, agent: Actor, clie
 
 
 async def test_caching_headers_and_304(kb: Kb, admin: Actor, client: httpx.AsyncClient) -> None:
-    item = await kb.publish(admin, title="电费账单怎么查询", visibility="public",
-                            body="<p>登录网上国网APP，进入“账单”查看。</p>")
+    item = await kb.publish(
+        admin, title="电费账单怎么查询", visibility="public", body="<p>登录网上国网APP，进入“账单”查看。</p>"
+    )
     url = f"/api/v1/channels/web/items/{item['id']}"
     r = await client.get(url)
     etag = r.headers["etag"]
@@ -174,8 +196,15 @@ async def test_caching_headers_and_304(kb: Kb, admin: Actor, client: httpx.Async
 
 async def test_by_external_id_and_related(kb: Kb, admin: Actor, client: httpx.AsyncClient) -> None:
     node = kb.nodes["挂失"]
-    lost = await kb.publish(admin, title="信用卡丢失怎么挂失", visibility="public", category_ids=[node],
-                            source="crm", external_id="CARD-LOSS-001", tags=["信用卡"])
+    lost = await kb.publish(
+        admin,
+        title="信用卡丢失怎么挂失",
+        visibility="public",
+        category_ids=[node],
+        source="crm",
+        external_id="CARD-LOSS-001",
+        tags=["信用卡"],
+    )
     near = await kb.publish(admin, title="挂失后如何补办新卡", visibility="public", category_ids=[node])
     tagged = await kb.publish(admin, title="信用卡年费怎么减免", visibility="public", tags=["信用卡"])
     hidden = await kb.publish(admin, title="挂失内部处理流程", visibility="internal", category_ids=[node])
@@ -190,8 +219,9 @@ async def test_by_external_id_and_related(kb: Kb, admin: Actor, client: httpx.As
     assert_problem(await client.get(f"/api/v1/channels/web/related/{hidden['id']}"), 404, "item_not_found")
 
 
-@pytest.mark.parametrize("q", ["", "宽带故障" * 250, "宽带故障" * 251, "😀😀", "宽带 AND (OR \"*",
-                               "Wi-Fi密碼忘記了 123"])
+@pytest.mark.parametrize(
+    "q", ["", "宽带故障" * 250, "宽带故障" * 251, "😀😀", '宽带 AND (OR "*', "Wi-Fi密碼忘記了 123"]
+)
 async def test_answers_take_any_query(kb: Kb, admin: Actor, client: httpx.AsyncClient, q: str) -> None:
     await kb.publish(admin, title="Wi-Fi密码忘记了怎么办", visibility="public")
     await drain(kb.app)
@@ -209,10 +239,12 @@ async def test_bad_parameters(kb: Kb, admin: Actor, client: httpx.AsyncClient) -
     assert_problem(await client.get("/api/v1/channels/web/items/99999999999999999999"), 422)
     assert_problem(await client.get("/api/v1/channels/web/categories?taxonomy=nope"), 404, "taxonomy_not_found")
     assert_problem(await client.get("/api/v1/channels/web/categories?include_empty=true"), 403)
-    assert_problem(await client.get(f"/api/v1/channels/web/categories/{kb.nodes['挂失']}/items"), 404,
-                   "category_not_found")
+    assert_problem(
+        await client.get(f"/api/v1/channels/web/categories/{kb.nodes['挂失']}/items"), 404, "category_not_found"
+    )
     parent = kb.nodes["宽带业务"]
-    assert_problem(await client.get(f"/api/v1/channels/web/categories/{parent}/items?cursor=%%%"), 422,
-                   "invalid_cursor")
+    assert_problem(
+        await client.get(f"/api/v1/channels/web/categories/{parent}/items?cursor=%%%"), 422, "invalid_cursor"
+    )
     kb.app.state.settings.public_channels = ["web", "wechat"]
     assert_problem(await client.get(f"/api/v1/channels/wechat/items/{item['id']}?max_bytes=10"), 422)

@@ -35,13 +35,17 @@ def visitor(address: str = "203.0.113.7", channel: str = "web") -> ChannelCaller
 
 
 def staff(actor: Actor) -> ChannelCaller:
-    return ChannelCaller("agent", Principal(kind="user", id=actor.user.id, name="zhang.wei",
-                                            permissions=frozenset({"knowledge:read"})), "10.0.0.5")
+    return ChannelCaller(
+        "agent",
+        Principal(kind="user", id=actor.user.id, name="zhang.wei", permissions=frozenset({"knowledge:read"})),
+        "10.0.0.5",
+    )
 
 
 async def faq(kb: Kb, admin: Actor, title: str, **fields: Any) -> int:
-    item = await kb.publish(admin, title=title, question=f"{title}？", visibility=fields.pop("visibility", "public"),
-                            **fields)
+    item = await kb.publish(
+        admin, title=title, question=f"{title}？", visibility=fields.pop("visibility", "public"), **fields
+    )
     return int(item["item_id"] if "item_id" in item else item["id"])
 
 
@@ -50,15 +54,17 @@ async def views(app: Any, item_id: int, n: int, caller: ChannelCaller | None = N
         record_view(request_to(app), caller or visitor(), item_id, 1)
 
 
-async def hot(client: httpx.AsyncClient, path: str = WEB, headers: dict[str, str] | None = None,
-              **params: Any) -> list[tuple[int, int]]:
+async def hot(
+    client: httpx.AsyncClient, path: str = WEB, headers: dict[str, str] | None = None, **params: Any
+) -> list[tuple[int, int]]:
     r = await client.get(f"{path}/hot", params=params, headers=headers or {})
     assert r.status_code == 200, r.text
     return [(i["item_id"], i["views"]) for i in r.json()["items"]]
 
 
-async def test_views_are_written_in_one_batch_and_rolled_up_per_day(app: Any, kb: Kb, admin: Actor,
-                                                                    agent: Actor) -> None:
+async def test_views_are_written_in_one_batch_and_rolled_up_per_day(
+    app: Any, kb: Kb, admin: Actor, agent: Actor
+) -> None:
     item = await faq(kb, admin, "宽带无法上网怎么办")
     events = app.state.channel_events
     record_view(request_to(app), visitor(), item, 1, query="  家里宽带断网了 ", search_id="a" * 32)
@@ -70,8 +76,13 @@ async def test_views_are_written_in_one_batch_and_rolled_up_per_day(app: Any, kb
     assert await events.flush() == 3 and events.pending == 0
     async with app.state.sessionmaker() as s:
         rows = (await s.scalars(select(ChannelView).order_by(ChannelView.id))).all()
-        days = (await s.execute(select(ChannelViewDay.channel, ChannelViewDay.day, ChannelViewDay.views)
-                                .order_by(ChannelViewDay.channel))).all()
+        days = (
+            await s.execute(
+                select(ChannelViewDay.channel, ChannelViewDay.day, ChannelViewDay.views).order_by(
+                    ChannelViewDay.channel
+                )
+            )
+        ).all()
     assert [(r.channel, r.actor, r.address, r.query, r.search_id) for r in rows] == [
         ("web", None, "203.0.113.7", "家里宽带断网了", "a" * 32),
         ("web", None, "2001:db8::1", ("寬頻報修" * 100)[:200], None),
@@ -102,8 +113,13 @@ async def test_hot_ranks_by_views_over_the_window(app: Any, client: httpx.AsyncC
     body = r.json()
     assert body["channel"] == "web" and body["days"] == 7
     assert body["items"] == [
-        {"item_id": broadband, "version": 1, "title": "宽带无法上网怎么办", "question": "宽带无法上网怎么办？",
-         "views": 4},
+        {
+            "item_id": broadband,
+            "version": 1,
+            "title": "宽带无法上网怎么办",
+            "question": "宽带无法上网怎么办？",
+            "views": 4,
+        },
         {"item_id": roaming, "version": 1, "title": "国际漫游如何开通", "question": "国际漫游如何开通？", "views": 3},
     ]
     assert await hot(client, days=6) == [(roaming, 3), (broadband, 2)]  # today and the 5 days before
@@ -171,12 +187,20 @@ async def test_anonymous_callers_are_refused_on_a_channel_that_is_not_public(
     item = await faq(kb, admin, "携号转网办理条件")
     for channel in ("agent", "wechat"):
         assert_problem(await client.get(f"/api/v1/channels/{channel}/hot"), 401)
-        assert_problem(await client.post(f"/api/v1/channels/{channel}/items/{item}/feedback",
-                                         json={"helpful": True}), 401)
+        assert_problem(
+            await client.post(f"/api/v1/channels/{channel}/items/{item}/feedback", json={"helpful": True}), 401
+        )
 
 
-async def vote(client: httpx.AsyncClient, item: int, helpful: bool, visitor_id: str | bytes | None = None,
-               path: str = WEB, headers: dict[str, str] | None = None, **extra: Any) -> httpx.Response:
+async def vote(
+    client: httpx.AsyncClient,
+    item: int,
+    helpful: bool,
+    visitor_id: str | bytes | None = None,
+    path: str = WEB,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> httpx.Response:
     h: dict[str, str | bytes] = dict(headers or {})
     if visitor_id:
         h["X-Visitor-Id"] = visitor_id
@@ -194,8 +218,12 @@ async def test_one_vote_per_voter_counts_and_a_revote_replaces_it(
     await events.flush()
     async with app.state.sessionmaker() as s:
         assert (await helpfulness(s, item)).model_dump() == {
-            "item_id": item, "helpful": 0, "not_helpful": 1, "comments": 0,
-            "channels": [{"channel": "web", "helpful": 0, "not_helpful": 1, "comments": 0}]}
+            "item_id": item,
+            "helpful": 0,
+            "not_helpful": 1,
+            "comments": 0,
+            "channels": [{"channel": "web", "helpful": 0, "not_helpful": 1, "comments": 0}],
+        }
     await vote(client, item, True, "visitor-0001", comment="讲得很清楚")  # a later batch: the upsert replaces
     await vote(client, item, True, "Visitor_0002")  # another visitor counts apart
     await vote(client, item, False)  # no visitor id: the address is the voter ...
@@ -214,11 +242,20 @@ async def test_one_vote_per_voter_counts_and_a_revote_replaces_it(
         voters = set((await s.scalars(select(ChannelFeedback.voter))).all())
     assert (summary.helpful, summary.not_helpful, summary.comments) == (4, 2, 1)
     assert [(c.channel, c.helpful, c.not_helpful) for c in summary.channels] == [
-        ("agent", 1, 0), ("web", 2, 1), ("wechat", 1, 1)]
+        ("agent", 1, 0),
+        ("web", 2, 1),
+        ("wechat", 1, 1),
+    ]
     assert comment == "讲得很清楚"
     client_id = wechat.user.id
-    assert voters == {"visitor:visitor-0001", "visitor:Visitor_0002", "ip:127.0.0.1", f"client:{client_id}",
-                      f"client:{client_id}/visitor:oFz3x5Jq-wx-openid", f"user:{agent.user.id}"}
+    assert voters == {
+        "visitor:visitor-0001",
+        "visitor:Visitor_0002",
+        "ip:127.0.0.1",
+        f"client:{client_id}",
+        f"client:{client_id}/visitor:oFz3x5Jq-wx-openid",
+        f"user:{agent.user.id}",
+    }
 
 
 async def test_feedback_on_an_item_not_shown_is_the_missing_items_404(
@@ -229,8 +266,9 @@ async def test_feedback_on_an_item_not_shown_is_the_missing_items_404(
     hidden = assert_problem(await vote(client, internal, True, "visitor-0001"), 404, "item_not_found")
     absent = assert_problem(await vote(client, missing, True, "visitor-0001"), 404, "item_not_found")
     assert hidden["detail"] == f"No item with id {internal}" and absent["detail"] == f"No item with id {missing}"
-    assert {k: v for k, v in hidden.items() if k not in {"detail", "instance", "request_id"}} == \
-        {k: v for k, v in absent.items() if k not in {"detail", "instance", "request_id"}}
+    assert {k: v for k, v in hidden.items() if k not in {"detail", "instance", "request_id"}} == {
+        k: v for k, v in absent.items() if k not in {"detail", "instance", "request_id"}
+    }
     assert app.state.channel_events.pending == 0  # nothing recorded
 
 

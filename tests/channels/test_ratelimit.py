@@ -53,8 +53,11 @@ def test_limit_strings_use_the_rate_units() -> None:
 
 
 async def test_an_address_is_limited_at_its_limit_and_another_is_not(settings: Settings) -> None:
-    async with (limited_app(settings, rate_limit_anonymous="5/minute") as app,
-                client_at(app, "198.51.100.7") as visitor, client_at(app, "203.0.113.20") as neighbour):
+    async with (
+        limited_app(settings, rate_limit_anonymous="5/minute") as app,
+        client_at(app, "198.51.100.7") as visitor,
+        client_at(app, "203.0.113.20") as neighbour,
+    ):
         first = await visitor.get(PROBE)
         assert first.json() == {"key": "ip:198.51.100.7", "channel": "web"}
         assert first.headers["RateLimit-Policy"] == "5;w=60"
@@ -93,8 +96,10 @@ async def test_the_change_feed_and_the_screen_pop_count_against_the_same_limit(s
     """The routes that resolve their caller themselves are limited too, on the caller's one count: a
     web visitor's feed polling, an agent softphone's screen pops."""
     softphone = await kb.channel_client("agent")
-    async with (limited_app(settings, rate_limit_anonymous="3/minute", rate_limit_client="4/minute") as app,
-                client_at(app, "198.51.100.60") as c):
+    async with (
+        limited_app(settings, rate_limit_anonymous="3/minute", rate_limit_client="4/minute") as app,
+        client_at(app, "198.51.100.60") as c,
+    ):
         first = await c.get("/api/v1/changes", params={"channel": "web"})
         assert first.status_code == 200 and first.headers["RateLimit-Policy"] == "3;w=60"
         assert (await c.get(PROBE)).status_code == 200  # the channel reads share the count
@@ -102,8 +107,10 @@ async def test_the_change_feed_and_the_screen_pop_count_against_the_same_limit(s
         r = await c.get("/api/v1/changes", params={"channel": "web"})
         assert_problem(r, 429, "rate_limited")
         assert int(r.headers["Retry-After"]) >= 1
-        pops = [await c.get("/api/v1/channels/agent/screen-pop", params={"called": "10086"},
-                            headers=softphone.headers) for _ in range(5)]
+        pops = [
+            await c.get("/api/v1/channels/agent/screen-pop", params={"called": "10086"}, headers=softphone.headers)
+            for _ in range(5)
+        ]
         assert [p.status_code for p in pops] == [200] * 4 + [429]
         assert pops[0].headers["RateLimit-Policy"] == "4;w=60"
         assert_problem(pops[-1], 429, "rate_limited")
@@ -123,8 +130,10 @@ async def test_requests_are_allowed_again_once_the_wait_passes(settings: Setting
 
 
 async def test_switched_off_nothing_is_limited(settings: Settings) -> None:
-    async with (limited_app(settings, rate_limit_enabled=False, rate_limit_anonymous="1/minute") as app,
-                client_at(app, "198.51.100.8") as c):
+    async with (
+        limited_app(settings, rate_limit_enabled=False, rate_limit_anonymous="1/minute") as app,
+        client_at(app, "198.51.100.8") as c,
+    ):
         r = await c.get(PROBE)
         assert r.status_code == 200 and "RateLimit-Policy" not in r.headers
         assert await statuses(c, 3) == [200] * 3
@@ -137,14 +146,30 @@ async def test_the_limit_holds_across_api_processes(settings: Settings, tmp_path
     ports = [free_port(), free_port()]
     procs = []
     for port in ports:
-        env = serve_env(settings, data, port, KB_RATE_LIMIT_ANONYMOUS="8/minute", KB_WORKER_EMBEDDED="false",
-                        PYTHONPATH=str(ROOT))
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "tests.channels.ratelimit_app:factory", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", cwd=ROOT, env=env))
+        env = serve_env(
+            settings, data, port, KB_RATE_LIMIT_ANONYMOUS="8/minute", KB_WORKER_EMBEDDED="false", PYTHONPATH=str(ROOT)
+        )
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.channels.ratelimit_app:factory",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                cwd=ROOT,
+                env=env,
+            )
+        )
     try:
-        await asyncio.gather(*(wait_ready(f"http://127.0.0.1:{p}", proc, path="/healthz")
-                               for p, proc in zip(ports, procs, strict=True)))
+        await asyncio.gather(
+            *(wait_ready(f"http://127.0.0.1:{p}", proc, path="/healthz") for p, proc in zip(ports, procs, strict=True))
+        )
         async with httpx.AsyncClient(timeout=10) as c:
             got = [(await c.get(f"http://127.0.0.1:{ports[i % 2]}{PROBE}")).status_code for i in range(12)]
             assert got == [200] * 8 + [429] * 4, got
@@ -169,11 +194,15 @@ def redis_url(tmp_path: Path) -> Any:
 
     binary = shutil.which("redis-server")
     if binary is None:
-        skip_outside_ci("redis-server is not installed: the shared Redis store runs wherever it is (apt-get install "
-                        "redis-server; CI has it); the SQLite store tests above run everywhere")
+        skip_outside_ci(
+            "redis-server is not installed: the shared Redis store runs wherever it is (apt-get install "
+            "redis-server; CI has it); the SQLite store tests above run everywhere"
+        )
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
@@ -187,8 +216,18 @@ async def test_hosts_sharing_redis_share_the_limit(settings: Settings, redis_url
 
     from app.channels.ratelimit import RateLimiter
 
-    hosts = [RateLimiter(settings.model_copy(update={"rate_limit_storage": redis_url, "data_dir": tmp_path / f"h{n}",
-                                                     "rate_limit_client": "6/minute"})) for n in range(2)]
+    hosts = [
+        RateLimiter(
+            settings.model_copy(
+                update={
+                    "rate_limit_storage": redis_url,
+                    "data_dir": tmp_path / f"h{n}",
+                    "rate_limit_client": "6/minute",
+                }
+            )
+        )
+        for n in range(2)
+    ]
     try:
         for _ in range(100):  # the server is starting
             try:

@@ -19,9 +19,9 @@ LINK_BYTES = len(LINK.encode())
 BROADBAND_HTML = (
     "<h2>寬帶無法上網怎麼辦？</h2>"
     "<p>請先重啟光貓和路由器，等待約3分鐘。</p>"
-    "<p onclick=\"steal()\">若LOS燈<b>紅色閃爍</b>，說明光纖中斷，請撥打<a href=\"tel:10000\">10000</a>報修。"
+    '<p onclick="steal()">若LOS燈<b>紅色閃爍</b>，說明光纖中斷，請撥打<a href="tel:10000">10000</a>報修。'
     "<script>alert('x')</script></p>"
-    "<img src=\"/media/onu.png\" alt=\"光貓指示燈\">"
+    '<img src="/media/onu.png" alt="光貓指示燈">'
 )
 
 MARKDOWN = """# 信用卡挂失
@@ -43,16 +43,35 @@ MARKDOWN = """# 信用卡挂失
 ![挂失流程](https://cdn.example.com/lost.png)
 """
 
-ATTACHMENT = AttachmentRef(id=7, file_name="光貓設置指南.pdf", content_type="application/pdf", size=204_800,
-                           url="/api/v1/attachments/7/download")
+ATTACHMENT = AttachmentRef(
+    id=7,
+    file_name="光貓設置指南.pdf",
+    content_type="application/pdf",
+    size=204_800,
+    url="/api/v1/attachments/7/download",
+)
 
 
-def source(body: str = BROADBAND_HTML, body_format: str = "html", *, version_id: int = 1001,
-           answers: dict[str, str] | None = None, **over: object) -> Source:
+def source(
+    body: str = BROADBAND_HTML,
+    body_format: str = "html",
+    *,
+    version_id: int = 1001,
+    answers: dict[str, str] | None = None,
+    **over: object,
+) -> Source:
     fields: dict[str, object] = dict(
-        item_id=42, version=3, version_id=version_id, title="寬帶無法上網", question="宽带连不上网怎么办",
-        similar_questions=("宽带断网了", "光猫LOS灯红了"), body=body, body_format=body_format,
-        answers=tuple((answers or {}).items()), attachments=(ATTACHMENT,), web_url=URL,
+        item_id=42,
+        version=3,
+        version_id=version_id,
+        title="寬帶無法上網",
+        question="宽带连不上网怎么办",
+        similar_questions=("宽带断网了", "光猫LOS灯红了"),
+        body=body,
+        body_format=body_format,
+        answers=tuple((answers or {}).items()),
+        attachments=(ATTACHMENT,),
+        web_url=URL,
     )
     fields.update(over)
     return Source(**fields)  # type: ignore[arg-type]
@@ -93,8 +112,17 @@ def test_openapi_schema_of_the_models() -> None:
 
     schema = app.openapi()
     components = schema["components"]["schemas"]
-    for name in ("WebRender", "AppRender", "WechatRender", "AgentRender", "ParagraphBlock", "TableBlock",
-                 "ListBlock", "ListItem", "WechatNews"):
+    for name in (
+        "WebRender",
+        "AppRender",
+        "WechatRender",
+        "AgentRender",
+        "ParagraphBlock",
+        "TableBlock",
+        "ListBlock",
+        "ListItem",
+        "WechatNews",
+    ):
         assert name in components
     one_of = schema["paths"]["/x"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert one_of["discriminator"]["propertyName"] == "format"
@@ -118,7 +146,7 @@ def test_web_strips_script_and_handlers_keeps_content() -> None:
 
 
 def test_web_markdown_becomes_sanitized_html_with_gfm_table() -> None:
-    body = MARKDOWN + "\n<a href=\"javascript:alert(1)\" onmouseover=\"x()\">点我</a>\n"
+    body = MARKDOWN + '\n<a href="javascript:alert(1)" onmouseover="x()">点我</a>\n'
     out = render(source(body, "markdown"), "web")
     assert "<h1>信用卡挂失</h1>" in out.html
     assert "<strong>立即</strong>" in out.html
@@ -143,9 +171,11 @@ def test_app_blocks_from_markdown() -> None:
     assert (h1.level, h1.text, h2.level, h2.text) == (1, "信用卡挂失", 2, "办理渠道")
     assert para.text == "卡片丢失后请立即挂失，挂失后原卡失效。详见挂失说明。"
     assert [(i.type, i.text, getattr(i, "href", None), i.marks) for i in para.inlines] == [
-        ("text", "卡片丢失后请", None, ()), ("text", "立即", None, ("bold",)),
+        ("text", "卡片丢失后请", None, ()),
+        ("text", "立即", None, ("bold",)),
         ("text", "挂失，挂失后原卡失效。详见", None, ()),
-        ("link", "挂失说明", "https://bank.example.com/lost", ()), ("text", "。", None, ()),
+        ("link", "挂失说明", "https://bank.example.com/lost", ()),
+        ("text", "。", None, ()),
     ]
     assert lst.ordered
     assert [i.text for i in lst.items] == ["手机银行：我的 > 信用卡 > 挂失", "客服热线 95588，按 2 号键"]
@@ -165,13 +195,24 @@ def test_app_odd_html_loses_no_text() -> None:
         "<ul><li>一级A<ul><li>二级A1<ol><li>三级</li></ol></li></ul></li><ul><li>错位的子列表</li></ul>"
         "<li><p>段落一</p><p>段落二</p></li></ul>"
         "<table><tr><td>业务</td><td>办理方式</td></tr><tr><td>停机保号</td><td>发送 TJBH 到 10086</td></tr></table>"
-        "<p><a href=\"https://www.10086.cn\">中国移动官网</a></p>"
-        "<p>含图<img src=\"/a.png\" alt=\"a\">之后</p>"
+        '<p><a href="https://www.10086.cn">中国移动官网</a></p>'
+        '<p>含图<img src="/a.png" alt="a">之后</p>'
     )
     blocks = render(source(body), "app").blocks
     kinds = [b.type for b in blocks]
-    assert kinds == ["paragraph", "paragraph", "paragraph", "paragraph", "list", "table", "link", "paragraph",
-                     "image", "paragraph", "attachment"]
+    assert kinds == [
+        "paragraph",
+        "paragraph",
+        "paragraph",
+        "paragraph",
+        "list",
+        "table",
+        "link",
+        "paragraph",
+        "image",
+        "paragraph",
+        "attachment",
+    ]
     assert blocks[0].text == "直接写在正文里的文字"
     assert blocks[1].text == "套餐资费\n每月59元"
     assert (blocks[2].text, blocks[3].text) == ("内层div", "div尾巴")
@@ -212,8 +253,9 @@ def long_body(sentences: int) -> str:
 def test_wechat_fits_whole_without_link() -> None:
     out = render(source(), "wechat")
     assert not out.truncated
-    assert out.text == ("寬帶無法上網怎麼辦？\n請先重啟光貓和路由器，等待約3分鐘。\n"
-                        "若LOS燈紅色閃爍，說明光纖中斷，請撥打10000報修。")
+    assert out.text == (
+        "寬帶無法上網怎麼辦？\n請先重啟光貓和路由器，等待約3分鐘。\n若LOS燈紅色閃爍，說明光纖中斷，請撥打10000報修。"
+    )
     assert out.bytes == len(out.text.encode()) and "详情" not in out.text
     assert out.answer_source == "body"
 
@@ -309,8 +351,9 @@ def test_wechat_news_shape() -> None:
     assert out.news.title == "寬帶無法上網" and out.news.url == URL
     assert out.news.picurl == "https://kb.example.com/media/onu.png"  # relative src made absolute
     # the heading repeats the question, not the title: kept; sentences up to 120 characters
-    assert out.news.description == ("寬帶無法上網怎麼辦？請先重啟光貓和路由器，等待約3分鐘。"
-                                    "若LOS燈紅色閃爍，說明光纖中斷，請撥打10000報修。")
+    assert out.news.description == (
+        "寬帶無法上網怎麼辦？請先重啟光貓和路由器，等待約3分鐘。若LOS燈紅色閃爍，說明光纖中斷，請撥打10000報修。"
+    )
     long = render(source(long_body(20), version_id=2002), "wechat").news.description
     assert len(long) <= 120 and long.endswith("。")
     assert long == "".join(f"第{i}步：請檢查光貓電源燈是否常亮，如不亮請更換電源適配器。" for i in range(4))
@@ -401,20 +444,23 @@ def test_wechat_long_body_default_limit() -> None:
     head = out.text.removesuffix(LINK)
     full = "\n".join(f"第{i}步：請檢查光貓電源燈是否常亮，如不亮請更換電源適配器。" for i in range(200))
     assert full.startswith(head) and head.endswith("。")
-    next_sentence = full[len(head):].split("。")[0] + "。"
+    next_sentence = full[len(head) :].split("。")[0] + "。"
     assert len((head + next_sentence + LINK).encode()) > 2048  # the longest cut that fits
 
 
 # ---------------------------------------------------------------- robustness
 
 
-@pytest.mark.parametrize("body", [
-    "<div>" * 3000 + "深層嵌套" + "</div>" * 3000,
-    "<ul>" * 500 + "<li>深层列表" + "</ul>" * 500,
-    "文字\ud800孤立代理",
-    "<ol start=\"abc\"><li>一</li></ol><table><tr></tr></table><p></p>",
-    "",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<div>" * 3000 + "深層嵌套" + "</div>" * 3000,
+        "<ul>" * 500 + "<li>深层列表" + "</ul>" * 500,
+        "文字\ud800孤立代理",
+        '<ol start="abc"><li>一</li></ol><table><tr></tr></table><p></p>',
+        "",
+    ],
+)
 def test_odd_bodies_render_on_every_channel(body: str) -> None:
     for channel in ("web", "app", "wechat", "agent"):
         out = render(source(body, version_id=hash(body) % 10**9), channel)

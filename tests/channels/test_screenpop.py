@@ -48,20 +48,39 @@ async def world(kb: Kb, admin: Actor, app: Any) -> dict[str, int]:
         return (await kb.publish(admin, title=title, question=title, similar_questions=[], **fields))["id"]
 
     out = {
-        "offline": await pub("宽带无法上网怎么办", category_ids=[n["宽带故障"]], tags=["故障"], visibility="public",
-                             body="<p>请先重启光猫和路由器。</p>",
-                             channel_answers={"agent": "<p>您好，请您先重启光猫，&nbsp;等待3分钟后再试。</p>"}),
-        "los": await pub("光猫LOS灯红色闪烁", category_ids=[n["宽带故障"]],
-                         body="<p>LOS灯红色说明光纤中断，需派单报修。</p>"),
+        "offline": await pub(
+            "宽带无法上网怎么办",
+            category_ids=[n["宽带故障"]],
+            tags=["故障"],
+            visibility="public",
+            body="<p>请先重启光猫和路由器。</p>",
+            channel_answers={"agent": "<p>您好，请您先重启光猫，&nbsp;等待3分钟后再试。</p>"},
+        ),
+        "los": await pub(
+            "光猫LOS灯红色闪烁", category_ids=[n["宽带故障"]], body="<p>LOS灯红色说明光纤中断，需派单报修。</p>"
+        ),
         "install": await pub("宽带新装办理流程", category_ids=[n["宽带办理"]], body="<p>新装宽带请携带身份证。</p>"),
-        "card_loss": await pub("信用卡丢失如何挂失", category_ids=[n["挂失"]], tags=["挂失"],
-                               body="<p>信用卡丢失请立即挂失。</p>",
-                               channel_answers={"agent": "先生/女士您好，请核实身份后为您办理临时挂失。"}),
+        "card_loss": await pub(
+            "信用卡丢失如何挂失",
+            category_ids=[n["挂失"]],
+            tags=["挂失"],
+            body="<p>信用卡丢失请立即挂失。</p>",
+            channel_answers={"agent": "先生/女士您好，请核实身份后为您办理临时挂失。"},
+        ),
         "card_fee": await pub("挂失手續費說明", category_ids=[n["挂失"]], body="<p>挂失手续费每卡10元。</p>"),
-        "plan": await pub("5G畅享套餐资费说明", category_ids=[n["套餐资费"]], tags=["资费"],
-                          body="<p>5G畅享套餐每月128元，含30GB国内流量。</p>"),
-        "web_only": await pub("宽带故障自助排查（网站版）", category_ids=[n["宽带故障"]], channels=["web"],
-                              visibility="public", body="<p>网站自助排查。</p>"),
+        "plan": await pub(
+            "5G畅享套餐资费说明",
+            category_ids=[n["套餐资费"]],
+            tags=["资费"],
+            body="<p>5G畅享套餐每月128元，含30GB国内流量。</p>",
+        ),
+        "web_only": await pub(
+            "宽带故障自助排查（网站版）",
+            category_ids=[n["宽带故障"]],
+            channels=["web"],
+            visibility="public",
+            body="<p>网站自助排查。</p>",
+        ),
     }
     await drain(app)
     return out
@@ -97,9 +116,17 @@ async def test_rule_crud_is_audited_and_guarded_by_if_match(
     h = manager.headers
     session.add(Tag(name="故障"))
     await session.commit()
-    created = await rule(client, manager, name="400热线 宽带故障", called="4008-123-456", ivr_path="/1/3/",
-                         business_code="bb_fault", caller_tags=[" VIP ", "VIP"],
-                         category_ids=[kb.nodes["宽带故障"], kb.nodes["宽带故障"]], priority=10)
+    created = await rule(
+        client,
+        manager,
+        name="400热线 宽带故障",
+        called="4008-123-456",
+        ivr_path="/1/3/",
+        business_code="bb_fault",
+        caller_tags=[" VIP ", "VIP"],
+        category_ids=[kb.nodes["宽带故障"], kb.nodes["宽带故障"]],
+        priority=10,
+    )
     assert (created["called"], created["ivr_path"], created["business_code"]) == ("4008123456", "1/3", "BB_FAULT")
     assert created["caller_tags"] == ["VIP"] and created["category_ids"] == [kb.nodes["宽带故障"]]
     rid, etag = created["id"], created["etag"]
@@ -127,11 +154,14 @@ async def test_rule_crud_is_audited_and_guarded_by_if_match(
     assert (await client.delete(f"{RULES}/{rid}", headers={**h, "If-Match": new["etag"]})).status_code == 204
     assert_problem(await client.get(f"{RULES}/{rid}", headers=h), 404, "screen_pop_rule_not_found")
 
-    entries = (await session.scalars(select(AuditEntry).where(AuditEntry.target_type == "screen_pop_rule",
-                                                              AuditEntry.target_id == str(rid))
-                                     .order_by(AuditEntry.id))).all()
-    assert [e.action for e in entries] == ["screen_pop.rule.create", "screen_pop.rule.update",
-                                           "screen_pop.rule.delete"]
+    entries = (
+        await session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.target_type == "screen_pop_rule", AuditEntry.target_id == str(rid))
+            .order_by(AuditEntry.id)
+        )
+    ).all()
+    assert [e.action for e in entries] == ["screen_pop.rule.create", "screen_pop.rule.update", "screen_pop.rule.delete"]
     assert all(e.actor == f"user:{manager.user.id}" for e in entries)
     assert entries[0].summary["after"]["called"] == "4008123456"
     assert entries[1].summary["before"] == {"priority": 10, "ivr_path": "1/3", "tags": []}
@@ -139,25 +169,29 @@ async def test_rule_crud_is_audited_and_guarded_by_if_match(
     assert entries[2].summary["before"]["name"] == "400热线 宽带故障"
 
 
-async def test_rules_need_channels_manage(
-    client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb
-) -> None:
+async def test_rules_need_channels_manage(client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb) -> None:
     made = await rule(client, manager, called="10086", category_ids=[kb.nodes["宽带故障"]])
     path = f"{RULES}/{made['id']}"
     body = {"name": "x", "called": "10086", "category_ids": [kb.nodes["宽带故障"]]}
-    attempts = [("GET", RULES, None), ("POST", RULES, body), ("GET", path, None),
-                ("PATCH", path, {"priority": 3}), ("DELETE", path, None)]
+    attempts = [
+        ("GET", RULES, None),
+        ("POST", RULES, body),
+        ("GET", path, None),
+        ("PATCH", path, {"priority": 3}),
+        ("DELETE", path, None),
+    ]
     for method, url, payload in attempts:
         headers = {"If-Match": made["etag"]}
-        assert_problem(await client.request(method, url, json=payload, headers={**agent.headers, **headers}),
-                       403, "permission_denied")
+        assert_problem(
+            await client.request(method, url, json=payload, headers={**agent.headers, **headers}),
+            403,
+            "permission_denied",
+        )
         assert_problem(await client.request(method, url, json=payload, headers=headers), 401)
     assert (await client.get(path, headers=manager.headers)).json()["priority"] == 0  # nothing changed
 
 
-async def test_rule_bad_input_names_the_fields(
-    client: httpx.AsyncClient, manager: Actor, kb: Kb, admin: Actor
-) -> None:
+async def test_rule_bad_input_names_the_fields(client: httpx.AsyncClient, manager: Actor, kb: Kb, admin: Actor) -> None:
     h = manager.headers
     cat = [kb.nodes["挂失"]]
 
@@ -195,8 +229,15 @@ async def test_rule_bad_input_names_the_fields(
 async def test_telecom_hotline_pops_pinned_then_category_with_agent_script(
     client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb, world: dict[str, int]
 ) -> None:
-    r = await rule(client, manager, name="10086 宽带故障", called="10086", ivr_path="1/3",
-                   category_ids=[kb.nodes["宽带故障"]], pinned_item_ids=[world["los"]])
+    r = await rule(
+        client,
+        manager,
+        name="10086 宽带故障",
+        called="10086",
+        ivr_path="1/3",
+        category_ids=[kb.nodes["宽带故障"]],
+        pinned_item_ids=[world["los"]],
+    )
     out = await pop(client, agent, called="10086", ivr_path="1/3/2")
     assert [x["id"] for x in out["rules"]] == [r["id"]]
     # pinned first; then the category's other agent-channel item (the web-only one is not shown)
@@ -209,18 +250,26 @@ async def test_telecom_hotline_pops_pinned_then_category_with_agent_script(
     # the parent category covers its subtree
     await rule(client, manager, called="10086", ivr_path="1/4", category_ids=[kb.nodes["宽带业务"]])
     assert set(ids(await pop(client, agent, called="10086", ivr_path="1/4"))) == {
-        world["offline"], world["los"], world["install"]}
+        world["offline"],
+        world["los"],
+        world["install"],
+    }
     # another number, another IVR branch: nothing
     assert (await pop(client, agent, called="10010", ivr_path="1/3"))["items"] == []
     assert (await pop(client, agent, called="10086", ivr_path="2/3"))["rules"] == []
 
 
-async def test_ivr_path_is_a_node_wise_prefix(
-    client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb
-) -> None:
+async def test_ivr_path_is_a_node_wise_prefix(client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb) -> None:
     made = await rule(client, manager, ivr_path="1/3/2", category_ids=[kb.nodes["宽带故障"]])
-    for path, hit in (("1/3/2", True), ("1/3/2/5", True), ("/1/3/2/", True), ("1/3/20", False), ("1/3", False),
-                      ("11/3/2", False), ("1/3/2*", False)):
+    for path, hit in (
+        ("1/3/2", True),
+        ("1/3/2/5", True),
+        ("/1/3/2/", True),
+        ("1/3/20", False),
+        ("1/3", False),
+        ("11/3/2", False),
+        ("1/3/2*", False),
+    ):
         out = await pop(client, agent, ivr_path=path)
         assert [x["id"] for x in out["rules"]] == ([made["id"]] if hit else []), path
     assert (await pop(client, agent, ivr_path="/1/3/2/5"))["ivr_path"] == "1/3/2/5"
@@ -243,8 +292,15 @@ async def test_called_numbers_are_compared_as_digits(
 async def test_bank_business_code_and_caller_tags(
     client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb, world: dict[str, int]
 ) -> None:
-    loss = await rule(client, manager, name="95588 信用卡挂失", called="95588", business_code="CARD_LOSS",
-                      category_ids=[kb.nodes["挂失"]], pinned_item_ids=[world["card_loss"]])
+    loss = await rule(
+        client,
+        manager,
+        name="95588 信用卡挂失",
+        called="95588",
+        business_code="CARD_LOSS",
+        category_ids=[kb.nodes["挂失"]],
+        pinned_item_ids=[world["card_loss"]],
+    )
     vip = await rule(client, manager, name="VIP 资费", caller_tags=["VIP", "高端客户"], tags=["资费"])
     out = await pop(client, agent, called="95588", business_code="card_loss")
     assert [x["id"] for x in out["rules"]] == [loss["id"]] and out["business_code"] == "CARD_LOSS"
@@ -264,18 +320,38 @@ async def test_bank_business_code_and_caller_tags(
 async def test_priority_orders_rules_and_each_item_appears_once(
     client: httpx.AsyncClient, manager: Actor, agent: Actor, kb: Kb, world: dict[str, int]
 ) -> None:
-    low = await rule(client, manager, name="低", called="10086", priority=1,
-                     pinned_item_ids=[world["plan"], world["offline"]], category_ids=[kb.nodes["宽带故障"]])
-    high = await rule(client, manager, name="高", called="10086", ivr_path="1", priority=50,
-                      pinned_item_ids=[world["offline"], world["install"]])
+    low = await rule(
+        client,
+        manager,
+        name="低",
+        called="10086",
+        priority=1,
+        pinned_item_ids=[world["plan"], world["offline"]],
+        category_ids=[kb.nodes["宽带故障"]],
+    )
+    high = await rule(
+        client,
+        manager,
+        name="高",
+        called="10086",
+        ivr_path="1",
+        priority=50,
+        pinned_item_ids=[world["offline"], world["install"]],
+    )
     out = await pop(client, agent, called="10086", ivr_path="1/3")
     assert [x["id"] for x in out["rules"]] == [high["id"], low["id"]]
-    assert reasons(out) == [(world["offline"], "pinned"), (world["install"], "pinned"), (world["plan"], "pinned"),
-                            (world["los"], "category")]
+    assert reasons(out) == [
+        (world["offline"], "pinned"),
+        (world["install"], "pinned"),
+        (world["plan"], "pinned"),
+        (world["los"], "category"),
+    ]
     assert [i["rule_id"] for i in out["items"]] == [high["id"], high["id"], low["id"], low["id"]]
     assert len(set(ids(out))) == len(ids(out))
-    assert ids(await pop(client, agent, called="10086", ivr_path="1/3", limit=2)) == [world["offline"],
-                                                                                     world["install"]]
+    assert ids(await pop(client, agent, called="10086", ivr_path="1/3", limit=2)) == [
+        world["offline"],
+        world["install"],
+    ]
     # priority changed: the low rule's pins come first now, and a disabled rule no longer matches
     h = {**manager.headers, "If-Match": low["etag"]}
     assert (await client.patch(f"{RULES}/{low['id']}", headers=h, json={"priority": 100})).status_code == 200
@@ -286,21 +362,40 @@ async def test_priority_orders_rules_and_each_item_appears_once(
 
 
 async def test_items_the_agent_may_not_read_or_not_published_never_pop(
-    client: httpx.AsyncClient, manager: Actor, agent: Actor, publisher: Actor, admin: Actor, people: People,
-    kb: Kb, world: dict[str, int], app: Any
+    client: httpx.AsyncClient,
+    manager: Actor,
+    agent: Actor,
+    publisher: Actor,
+    admin: Actor,
+    people: People,
+    kb: Kb,
+    world: dict[str, int],
+    app: Any,
 ) -> None:
     roles = await people.roles()
-    secret = (await kb.publish(admin, title="內部：宽带故障工单升级流程", category_ids=[kb.nodes["宽带故障"]],
-                               body="<p>仅限二线。</p>"))["id"]
-    r = await client.put(f"/api/v1/items/{secret}/acl", headers=admin.headers,
-                         json={"grants": [{"subject": f"role:{roles['publisher'].id}", "access": "read"}]})
+    secret = (
+        await kb.publish(
+            admin, title="內部：宽带故障工单升级流程", category_ids=[kb.nodes["宽带故障"]], body="<p>仅限二线。</p>"
+        )
+    )["id"]
+    r = await client.put(
+        f"/api/v1/items/{secret}/acl",
+        headers=admin.headers,
+        json={"grants": [{"subject": f"role:{roles['publisher'].id}", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
     gone = (await kb.publish(admin, title="旧版宽带资费（已下线）", category_ids=[kb.nodes["宽带故障"]]))["id"]
     assert (await kb.act(admin, gone, 1, "unpublish")).status_code == 200
     archived = (await kb.publish(admin, title="2019年宽带提速公告", category_ids=[kb.nodes["宽带故障"]]))["id"]
     assert (await kb.act(admin, archived, 1, "archive")).status_code == 200
-    expired = (await kb.publish(admin, title="双十一宽带优惠（已过期）", category_ids=[kb.nodes["宽带故障"]],
-                                valid_to=(utcnow() + timedelta(hours=1)).isoformat()))["id"]
+    expired = (
+        await kb.publish(
+            admin,
+            title="双十一宽带优惠（已过期）",
+            category_ids=[kb.nodes["宽带故障"]],
+            valid_to=(utcnow() + timedelta(hours=1)).isoformat(),
+        )
+    )["id"]
     draft = (await kb.create(admin, title="宽带草稿"))["id"]
     await drain(app)
     pinned = [secret, gone, archived, draft, world["web_only"], world["los"]]
@@ -334,8 +429,9 @@ async def test_search_results_for_q_come_after_the_rules(
     assert world["card_loss"] not in [i["item_id"] for i in searched]  # de-duplicated against the pins
     # the same engine and ranking as /search
     found = (await client.get("/api/v1/search", headers=agent.headers, params={"q": "5G畅享套餐资费"})).json()
-    assert [i["item_id"] for i in searched] == [h["item_id"] for h in found["items"]
-                                                 if h["item_id"] != world["card_loss"]]
+    assert [i["item_id"] for i in searched] == [
+        h["item_id"] for h in found["items"] if h["item_id"] != world["card_loss"]
+    ]
     # no rule matches: search alone, traditional characters fold like in /search
     alone = await pop(client, agent, q="挂失手续费")
     assert alone["rules"] == [] and ids(alone)[0] == world["card_fee"]
@@ -347,13 +443,18 @@ async def test_screen_pop_bad_input_and_callers(
 ) -> None:
     await rule(client, manager, called="10086", category_ids=[kb.nodes["宽带故障"]])
     h = agent.headers
-    for params, code in (({"limit": 0}, "validation_error"), ({"limit": 51}, "validation_error"),
-                         ({"limit": "十"}, "validation_error"), ({"called": "客服热线"}, "invalid_called"),
-                         ({"ivr_path": "1/3/x"}, "invalid_ivr_path"), ({"ivr_path": "1//3"}, "invalid_ivr_path"),
-                         ({"business_code": "卡 挂失"}, "invalid_business_code"),
-                         ({"caller_tags": [f"t{i}" for i in range(21)]}, "validation_error"),
-                         ({"caller_tags": ",".join(f"t{i}" for i in range(21))}, "too_many_caller_tags"),
-                         ({"called": "1" * 41}, "validation_error")):
+    for params, code in (
+        ({"limit": 0}, "validation_error"),
+        ({"limit": 51}, "validation_error"),
+        ({"limit": "十"}, "validation_error"),
+        ({"called": "客服热线"}, "invalid_called"),
+        ({"ivr_path": "1/3/x"}, "invalid_ivr_path"),
+        ({"ivr_path": "1//3"}, "invalid_ivr_path"),
+        ({"business_code": "卡 挂失"}, "invalid_business_code"),
+        ({"caller_tags": [f"t{i}" for i in range(21)]}, "validation_error"),
+        ({"caller_tags": ",".join(f"t{i}" for i in range(21))}, "too_many_caller_tags"),
+        ({"called": "1" * 41}, "validation_error"),
+    ):
         assert_problem(await client.get(POP, headers=h, params=params), 422, code)
     long = await pop(client, agent, called="10086", q="宽带 wifi " * 125)  # 1,000 characters, cut to 200
     assert long["warnings"] and ids(long)[0] in (world["offline"], world["los"])

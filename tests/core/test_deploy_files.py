@@ -62,10 +62,17 @@ def _compose_available() -> bool:
     return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _compose_available(), reason="needs the docker compose plugin; this machine has "
-                    "only the docker client without it, so the structural tests above stand in")
+@pytest.mark.skipif(
+    not _compose_available(),
+    reason="needs the docker compose plugin; this machine has "
+    "only the docker client without it, so the structural tests above stand in",
+)
 def test_docker_compose_config_is_valid() -> None:
-    r = subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True,
-                       env={"KB_JWT_SECRET": "x" * 40, "KB_BOOTSTRAP_ADMIN_PASSWORD": "secret-password",
-                            "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        ["docker", "compose", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"KB_JWT_SECRET": "x" * 40, "KB_BOOTSTRAP_ADMIN_PASSWORD": "secret-password", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr

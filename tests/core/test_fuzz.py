@@ -42,7 +42,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "KB_PORT": str(port),
         "KB_LOG_LEVEL": "ERROR",
         "PYTHONPATH": str(ROOT),  # this checkout's `app`, whatever the editable install points at
-
     }
     for cmd in (["migrate"], ["create-admin", "--username", ADMIN, "--password", PASSWORD]):
         subprocess.run([sys.executable, "-m", "app", *cmd], cwd=data, env=env, check=True, capture_output=True)

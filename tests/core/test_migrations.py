@@ -49,8 +49,8 @@ async def test_models_and_migrations_agree(kind: str, tmp_path: Path) -> None:
         engine = make_engine(url)
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": False}),
-                                           Base.metadata))
+                lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": False}), Base.metadata)
+            )
         await engine.dispose()
         assert diff == []
     finally:

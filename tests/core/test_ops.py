@@ -78,9 +78,11 @@ async def test_cors_allows_configured_origins_only(settings: Settings) -> None:
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            ok = await c.options("/api/v1/auth/me", headers={
-                "origin": "https://faq.example.cn", "access-control-request-method": "GET"})
-            bad = await c.options("/api/v1/auth/me", headers={
-                "origin": "https://evil.example", "access-control-request-method": "GET"})
+            ok = await c.options(
+                "/api/v1/auth/me", headers={"origin": "https://faq.example.cn", "access-control-request-method": "GET"}
+            )
+            bad = await c.options(
+                "/api/v1/auth/me", headers={"origin": "https://evil.example", "access-control-request-method": "GET"}
+            )
     assert ok.headers.get("access-control-allow-origin") == "https://faq.example.cn"
     assert "access-control-allow-origin" not in bad.headers

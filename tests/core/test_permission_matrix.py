@@ -86,32 +86,51 @@ async def test_denials_are_audited(client: httpx.AsyncClient, people: People, ad
     assert (await client.get("/api/v1/users", headers=agent.headers)).status_code == 403
     r = await client.get("/api/v1/audit", params={"outcome": "denied"}, headers=admin.headers)
     entries = r.json()["items"]
-    assert any(e["actor"] == f"user:{agent.user.id}" and e["summary"]["permission"] == "identity:manage"
-               and e["summary"]["path"] == "/api/v1/users" for e in entries), entries
+    assert any(
+        e["actor"] == f"user:{agent.user.id}"
+        and e["summary"]["permission"] == "identity:manage"
+        and e["summary"]["path"] == "/api/v1/users"
+        for e in entries
+    ), entries
 
 
 # Learning paths, the expert network (issue 17): every route is walked above; these name them, so
 # a route dropped from the app fails here, and say which ones an agent (the default role) may not call.
 STUDY_AND_EXPERT_ROUTES = {
-    ("POST", "/api/v1/study/paths"), ("GET", "/api/v1/study/paths"), ("GET", "/api/v1/study/paths/{path_id}"),
-    ("PATCH", "/api/v1/study/paths/{path_id}"), ("DELETE", "/api/v1/study/paths/{path_id}"),
-    ("GET", "/api/v1/study/paths/{path_id}/progress"), ("GET", "/api/v1/me/study"),
-    ("GET", "/api/v1/me/study/paths/{path_id}"), ("GET", "/api/v1/me/study/changes"),
+    ("POST", "/api/v1/study/paths"),
+    ("GET", "/api/v1/study/paths"),
+    ("GET", "/api/v1/study/paths/{path_id}"),
+    ("PATCH", "/api/v1/study/paths/{path_id}"),
+    ("DELETE", "/api/v1/study/paths/{path_id}"),
+    ("GET", "/api/v1/study/paths/{path_id}/progress"),
+    ("GET", "/api/v1/me/study"),
+    ("GET", "/api/v1/me/study/paths/{path_id}"),
+    ("GET", "/api/v1/me/study/changes"),
     ("GET", "/api/v1/me/study/changes/{item_id}"),
-    ("GET", "/api/v1/experts"), ("GET", "/api/v1/experts/{user_id}"), ("PUT", "/api/v1/experts/{user_id}"),
-    ("DELETE", "/api/v1/experts/{user_id}"), ("POST", "/api/v1/questions"), ("GET", "/api/v1/questions"),
-    ("GET", "/api/v1/questions/{question_id}"), ("POST", "/api/v1/questions/{question_id}/answers"),
+    ("GET", "/api/v1/experts"),
+    ("GET", "/api/v1/experts/{user_id}"),
+    ("PUT", "/api/v1/experts/{user_id}"),
+    ("DELETE", "/api/v1/experts/{user_id}"),
+    ("POST", "/api/v1/questions"),
+    ("GET", "/api/v1/questions"),
+    ("GET", "/api/v1/questions/{question_id}"),
+    ("POST", "/api/v1/questions/{question_id}/answers"),
     ("POST", "/api/v1/questions/{question_id}/answers/{answer_id}/accept"),
     ("POST", "/api/v1/questions/{question_id}/close"),
     ("POST", "/api/v1/questions/{question_id}/answers/{answer_id}/draft"),
 }
-MANAGERS_ONLY = {r for r in STUDY_AND_EXPERT_ROUTES
-                 if r[1].startswith("/api/v1/study/") or (r[1].startswith("/api/v1/experts") and r[0] != "GET")
-                 or r[1].endswith("/draft")}
+MANAGERS_ONLY = {
+    r
+    for r in STUDY_AND_EXPERT_ROUTES
+    if r[1].startswith("/api/v1/study/")
+    or (r[1].startswith("/api/v1/experts") and r[0] != "GET")
+    or r[1].endswith("/draft")
+}
 
 
 async def test_study_and_expert_routes_are_covered_and_agents_kept_out_of_managing(
-        app: Any, client: httpx.AsyncClient, people: People) -> None:
+    app: Any, client: httpx.AsyncClient, people: People
+) -> None:
     assert set(api_routes(app)) >= STUDY_AND_EXPERT_ROUTES
     agent = await people.make("zhang.wei", role="agent")
     for method, path in sorted(MANAGERS_ONLY):

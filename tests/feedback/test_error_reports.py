@@ -24,7 +24,8 @@ async def new_version(kb: Kb, publisher: Actor, item_id: int, number: int, body:
 
 
 async def test_report_reaches_the_owner_and_the_fix_reaches_the_agent(
-        client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor) -> None:
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor
+) -> None:
     item = await published(kb, publisher, author)
     r = await report(client, agent, item["id"], "outdated", "宽带 100M 包月已从 99 元调整为 79 元，\x07页面仍是旧价")
     assert r.status_code == 201, r.text
@@ -40,7 +41,8 @@ async def test_report_reaches_the_owner_and_the_fix_reaches_the_agent(
     assert section["items"][0]["title"] == "宽带套餐资费标准（2026版）"
     assert "reviews" not in todo["sections"]  # authors do not review
     assert (await client.get("/api/v1/me/todo", headers=agent.headers)).json()["sections"]["error_reports"][
-        "count"] == 0
+        "count"
+    ] == 0
 
     r = await task_act(client, author, task["id"], "accept", {"note": "已核实，本周更新"}, if_match=task["etag"])
     assert r.status_code == 200, r.text
@@ -54,8 +56,9 @@ async def test_report_reaches_the_owner_and_the_fix_reaches_the_agent(
     assert_problem(await task_act(client, author, task["id"], "fix", {"version": 2}), 422, "version_not_published")
     await kb.ok(publisher, item["id"], 2, "submit", "approve", "publish")
 
-    r = await task_act(client, author, task["id"], "fix", {"version": 2, "note": "已更新为 79 元"},
-                       if_match=accepted["etag"])
+    r = await task_act(
+        client, author, task["id"], "fix", {"version": 2, "note": "已更新为 79 元"}, if_match=accepted["etag"]
+    )
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "fixed" and r.json()["resolved_by"] == author.user.id
 
@@ -73,16 +76,18 @@ async def test_report_reaches_the_owner_and_the_fix_reaches_the_agent(
     assert sorted(actions) == ["error_report.create", "task.accept", "task.fix"]
 
 
-async def test_dismissal_reason_reaches_the_reporter(client: httpx.AsyncClient, kb: Kb, agent: Actor,
-                                                    author: Actor, publisher: Actor) -> None:
+async def test_dismissal_reason_reaches_the_reporter(
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor
+) -> None:
     item = await published(kb, publisher, author)
     task = (await report(client, agent, item["id"], "unclear", "携号转网的条件写得不清楚")).json()
     assert_problem(await task_act(client, author, task["id"], "dismiss", {"reason": "  \x01 "}), 422)
     assert_problem(await task_act(client, author, task["id"], "dismiss", {}), 422)
     r = await task_act(client, author, task["id"], "dismiss", {"reason": "条件已在第二段列明，无需修改"})
     assert r.status_code == 200 and r.json()["state"] == "dismissed"
-    mine = (await client.get("/api/v1/me/error-reports", params={"state": "dismissed"},
-                             headers=agent.headers)).json()["items"]
+    mine = (await client.get("/api/v1/me/error-reports", params={"state": "dismissed"}, headers=agent.headers)).json()[
+        "items"
+    ]
     assert [m["resolution_note"] for m in mine] == ["条件已在第二段列明，无需修改"]
     assert mine[0]["fixed_version"] is None
     # resolved: a new report of the same kind is a new task
@@ -90,12 +95,16 @@ async def test_dismissal_reason_reaches_the_reporter(client: httpx.AsyncClient, 
     assert again.status_code == 201 and again.json()["id"] != task["id"]
 
 
-async def test_unreadable_item_answers_404(client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor,
-                                           publisher: Actor, people: People) -> None:
+async def test_unreadable_item_answers_404(
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor, people: People
+) -> None:
     admin = await people.make("acl.admin", role="admin")
     secret = await published(kb, publisher, author, title="信用卡风控内部口径")
-    r = await client.put(f"/api/v1/items/{secret['id']}/acl", headers=admin.headers,
-                         json={"grants": [{"subject": f"user:{author.user.id}", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/items/{secret['id']}/acl",
+        headers=admin.headers,
+        json={"grants": [{"subject": f"user:{author.user.id}", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
     assert_problem(await report(client, agent, secret["id"]), 404, "item_not_found")
     assert_problem(await report(client, agent, 987654321), 404, "item_not_found")
@@ -106,8 +115,9 @@ async def test_unreadable_item_answers_404(client: httpx.AsyncClient, kb: Kb, ag
     assert_problem(await report(client, reader, secret["id"]), 403, "permission_denied")
 
 
-async def test_one_open_report_per_reporter_item_and_category(client: httpx.AsyncClient, kb: Kb, agent: Actor,
-                                                             author: Actor, publisher: Actor) -> None:
+async def test_one_open_report_per_reporter_item_and_category(
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor
+) -> None:
     item = await published(kb, publisher, author)
     first = await report(client, agent, item["id"], "wrong", "挂失电话写错了，应为 95588")
     assert first.status_code == 201
@@ -120,21 +130,24 @@ async def test_one_open_report_per_reporter_item_and_category(client: httpx.Asyn
     assert len(items) == 2
 
 
-async def test_bad_reports_are_refused(client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor,
-                                       publisher: Actor) -> None:
+async def test_bad_reports_are_refused(
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor
+) -> None:
     item = await published(kb, publisher, author)
     body = assert_problem(await report(client, agent, item["id"], comment="繁體字很長" * 401), 422, "validation_error")
     assert any(e["field"].endswith("comment") for e in body["errors"])
     assert (await report(client, agent, item["id"], comment="長" * 2000)).status_code == 201
     assert_problem(await report(client, agent, item["id"], category="rude"), 422, "validation_error")
     assert_problem(await report(client, agent, item["id"], category="wrong", version=7), 422, "version_not_found")
-    r = await client.post(f"/api/v1/items/{item['id']}/error-reports", headers=agent.headers,
-                          json={"category": "wrong", "extra": 1})
+    r = await client.post(
+        f"/api/v1/items/{item['id']}/error-reports", headers=agent.headers, json={"category": "wrong", "extra": 1}
+    )
     assert_problem(r, 422, "validation_error")
 
 
-async def test_spam_is_throttled(client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor,
-                                 app: Any) -> None:
+async def test_spam_is_throttled(
+    client: httpx.AsyncClient, kb: Kb, agent: Actor, author: Actor, publisher: Actor, app: Any
+) -> None:
     app.state.settings.error_report_max_per_hour = 3
     items = [await published(kb, publisher, author, title=f"电费缴纳渠道 {n}") for n in range(2)]
     for item in items:

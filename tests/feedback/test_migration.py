@@ -31,17 +31,27 @@ async def test_existing_default_roles_get_the_new_permissions(kind: str, tmp_pat
         await asyncio.to_thread(command.upgrade, cfg, "0011")
         engine = make_engine(url)
         async with engine.begin() as conn:
-            for name, perms in (("agent", ["system:access", "knowledge:read"]),
-                                ("publisher", ["system:access", "knowledge:publish"]),
-                                ("质检组", ["system:access", "knowledge:read"])):
-                await conn.execute(insert(Role.__table__).values(name=name, description="", permissions=perms,
-                                                                  created_at=utcnow(), updated_at=utcnow()))
+            for name, perms in (
+                ("agent", ["system:access", "knowledge:read"]),
+                ("publisher", ["system:access", "knowledge:publish"]),
+                ("质检组", ["system:access", "knowledge:read"]),
+            ):
+                await conn.execute(
+                    insert(Role.__table__).values(
+                        name=name, description="", permissions=perms, created_at=utcnow(), updated_at=utcnow()
+                    )
+                )
         await engine.dispose()
         await asyncio.to_thread(command.upgrade, cfg, "0012")
         roles = await _permissions(url)
         assert roles["agent"] == ["feedback:report", "knowledge:read", "system:access"]
-        assert roles["publisher"] == ["feedback:manage", "feedback:report", "knowledge:owners", "knowledge:publish",
-                                      "system:access"]
+        assert roles["publisher"] == [
+            "feedback:manage",
+            "feedback:report",
+            "knowledge:owners",
+            "knowledge:publish",
+            "system:access",
+        ]
         assert roles["质检组"] == ["knowledge:read", "system:access"]  # an administrator's own role: untouched
         await asyncio.to_thread(command.downgrade, cfg, "0011")
         assert (await _permissions(url))["publisher"] == ["knowledge:publish", "system:access"]

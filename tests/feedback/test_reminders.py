@@ -33,37 +33,47 @@ async def tasks(app: Any) -> list[Task]:
 
 
 async def patch(client: httpx.AsyncClient, kb: Kb, actor: Actor, item_id: int, body: dict[str, Any]) -> None:
-    r = await client.patch(f"/api/v1/items/{item_id}", json=body,
-                           headers={**actor.headers, "If-Match": await kb.etag(item_id)})
+    r = await client.patch(
+        f"/api/v1/items/{item_id}", json=body, headers={**actor.headers, "If-Match": await kb.etag(item_id)}
+    )
     assert r.status_code == 200, r.text
 
 
-async def test_reminders_create_do_not_duplicate_and_close(client: httpx.AsyncClient, kb: Kb, author: Actor,
-                                                           publisher: Actor) -> None:
+async def test_reminders_create_do_not_duplicate_and_close(
+    client: httpx.AsyncClient, kb: Kb, author: Actor, publisher: Actor
+) -> None:
     today = utcnow().date()
     soon = (utcnow() + timedelta(days=5)).isoformat()
-    overdue = await kb.publish(publisher, title="宽带资费复核", owner_id=author.user.id,
-                               review_due=(today - timedelta(days=3)).isoformat())
+    overdue = await kb.publish(
+        publisher, title="宽带资费复核", owner_id=author.user.id, review_due=(today - timedelta(days=3)).isoformat()
+    )
     expiring = await kb.publish(publisher, title="双十一话费优惠活动", owner_id=author.user.id, valid_to=soon)
-    later = await kb.publish(publisher, title="信用卡年费政策", owner_id=author.user.id,
-                             review_due=(today + timedelta(days=30)).isoformat(),
-                             valid_to=(utcnow() + timedelta(days=60)).isoformat())
+    later = await kb.publish(
+        publisher,
+        title="信用卡年费政策",
+        owner_id=author.user.id,
+        review_due=(today + timedelta(days=30)).isoformat(),
+        valid_to=(utcnow() + timedelta(days=60)).isoformat(),
+    )
     draft = await kb.create(publisher, title="草稿不提醒", review_due=(today - timedelta(days=1)).isoformat())
 
     report = await run(kb.app)
     assert report["review_due_created"] == 1 and report["expiring_created"] == 1 and not report["more"]
     made = {(t.item_id, t.kind): t for t in await tasks(kb.app)}
     assert set(made) == {(overdue["id"], "review_due"), (expiring["id"], "expiring")}
-    assert all(t.assignee_id == author.user.id and t.state == "open" and t.reporter_id is None
-               and t.version_no == 1 for t in made.values())
+    assert all(
+        t.assignee_id == author.user.id and t.state == "open" and t.reporter_id is None and t.version_no == 1
+        for t in made.values()
+    )
     assert made[(overdue["id"], "review_due")].due_at is not None
     assert later["id"] not in {i for i, _ in made} and draft["id"] not in {i for i, _ in made}
 
     todo = (await client.get("/api/v1/me/todo", headers=author.headers)).json()["sections"]
     assert todo["review_due"]["count"] == 1 and todo["review_due"]["items"][0]["title"] == "宽带资费复核"
     assert todo["expiring"]["count"] == 1 and todo["expiring"]["items"][0]["item_id"] == expiring["id"]
-    narrow = (await client.get("/api/v1/me/todo", params={"expiring_within_days": 2},
-                               headers=author.headers)).json()["sections"]
+    narrow = (await client.get("/api/v1/me/todo", params={"expiring_within_days": 2}, headers=author.headers)).json()[
+        "sections"
+    ]
     assert narrow["expiring"]["count"] == 0
 
     again = await run(kb.app)  # idempotent: nothing new
@@ -93,10 +103,15 @@ async def test_reminders_create_do_not_duplicate_and_close(client: httpx.AsyncCl
     assert len(await tasks(kb.app)) == 3
 
 
-async def test_reminders_follow_the_item(client: httpx.AsyncClient, kb: Kb, author: Actor, publisher: Actor,
-                                         people: Any) -> None:
-    item = await kb.publish(publisher, title="携号转网办理条件", owner_id=author.user.id,
-                            valid_to=(utcnow() + timedelta(days=10)).isoformat())
+async def test_reminders_follow_the_item(
+    client: httpx.AsyncClient, kb: Kb, author: Actor, publisher: Actor, people: Any
+) -> None:
+    item = await kb.publish(
+        publisher,
+        title="携号转网办理条件",
+        owner_id=author.user.id,
+        valid_to=(utcnow() + timedelta(days=10)).isoformat(),
+    )
     await run(kb.app)
     successor = await people.make("qian.hua", role="author")
     new_end = utcnow() + timedelta(days=3)
@@ -113,8 +128,10 @@ async def test_reminders_follow_the_item(client: httpx.AsyncClient, kb: Kb, auth
 
 async def test_batches_and_the_job(kb: Kb, author: Actor, publisher: Actor) -> None:
     past = (utcnow().date() - timedelta(days=1)).isoformat()
-    ids = [(await kb.publish(publisher, title=f"电费缴纳 FAQ {n}", owner_id=author.user.id, review_due=past))["id"]
-           for n in range(5)]
+    ids = [
+        (await kb.publish(publisher, title=f"电费缴纳 FAQ {n}", owner_id=author.user.id, review_due=past))["id"]
+        for n in range(5)
+    ]
     first = await run(kb.app, batch=2)
     assert first["review_due_created"] == 2 and first["more"]
     async with kb.app.state.sessionmaker() as s:  # the rest through the worker, as the job

@@ -22,24 +22,35 @@ SECRET = "crm-nightly-秘密-0123456789"
 
 
 async def kb_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", *args, cwd=ROOT, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_kb_import_and_export_through_a_running_service(importer: Importer, kb: Kb, settings: Settings,
-                                                              tmp_path: Path) -> None:
+async def test_kb_import_and_export_through_a_running_service(
+    importer: Importer, kb: Kb, settings: Settings, tmp_path: Path
+) -> None:
     await importer.source()
     async with importer.app.state.sessionmaker() as s:
-        s.add(ApiClient(client_id="crm-nightly", name="CRM 夜间同步", secret_hash=hash_secret(SECRET),
-                        scopes=["import:crm"]))
+        s.add(
+            ApiClient(
+                client_id="crm-nightly", name="CRM 夜间同步", secret_hash=hash_secret(SECRET), scopes=["import:crm"]
+            )
+        )
         await s.commit()
     port = free_port()
     env = serve_env(settings, tmp_path / "served", port, KB_EXPORT_INLINE_MAX_ITEMS="3")
-    cli_env = {**env, "KB_URL": f"http://127.0.0.1:{port}", "KB_CLIENT_ID": "crm-nightly",
-               "KB_CLIENT_SECRET": SECRET}
+    cli_env = {**env, "KB_URL": f"http://127.0.0.1:{port}", "KB_CLIENT_ID": "crm-nightly", "KB_CLIENT_SECRET": SECRET}
     faq = tmp_path / "faq.ndjson"
     faq.write_bytes(ndjson(ROWS))
     async with served(env, ROOT):
@@ -62,8 +73,14 @@ async def test_kb_import_and_export_through_a_running_service(importer: Importer
         assert source["watermark"] == "2026-12-07"
 
         bad = tmp_path / "bad.ndjson"
-        bad.write_bytes(ndjson([{**ROWS[2], "title": "信用卡丢失如何挂失"},
-                                {"external_id": "CRM-3003", "title": "话费查询", "attr.region": "火星"}]))
+        bad.write_bytes(
+            ndjson(
+                [
+                    {**ROWS[2], "title": "信用卡丢失如何挂失"},
+                    {"external_id": "CRM-3003", "title": "话费查询", "attr.region": "火星"},
+                ]
+            )
+        )
         code, out, err = await kb_cli(cli_env, "import", str(bad), "--source", "crm", "--quiet")
         assert code == 1, out + err
         assert "updated 1, unchanged 0, archived 0, deleted 0, failed 1" in out
@@ -74,8 +91,9 @@ async def test_kb_import_and_export_through_a_running_service(importer: Importer
         code, out, err = await kb_cli(cli_env, "export", "--source", "crm", "--format", "csv", "--out", str(csv_out))
         assert code == 0, out + err
         assert f"exported 4 items of crm to {csv_out}" in out
-        api = await importer.client.get("/api/v1/exports", params={"source": "crm", "format": "csv"},
-                                        headers=importer.manager.headers)
+        api = await importer.client.get(
+            "/api/v1/exports", params={"source": "crm", "format": "csv"}, headers=importer.manager.headers
+        )
         assert api.status_code == 200 and csv_out.read_bytes() == api.content
         assert "信用卡丢失如何挂失" in api.content.decode("utf-8-sig")
 
@@ -85,15 +103,20 @@ async def test_kb_import_and_export_through_a_running_service(importer: Importer
         code, out, err = await kb_cli(cli_env, "import", str(one), "--source", "crm", "--mode", "full")
         assert code == 3, out + err
         assert "needs_confirmation" in out and "--confirm-mass-archive" in out
-        code, out, err = await kb_cli(cli_env, "import", str(one), "--source", "crm", "--mode", "full",
-                                      "--confirm-mass-archive")
+        code, out, err = await kb_cli(
+            cli_env, "import", str(one), "--source", "crm", "--mode", "full", "--confirm-mass-archive"
+        )
         assert code == 0, out + err
         assert "unchanged 1, archived 3" in out
         assert all(f"archived {r['external_id']}" in out for r in ROWS[1:])
         async with importer.app.state.sessionmaker() as s:
             states = dict((await s.execute(select(Item.external_id, Item.status))).all())
-        assert states == {"CRM-1001": "published", "CRM-1002": "archived", "CRM-1003": "archived",
-                          "CRM-1004": "archived"}
+        assert states == {
+            "CRM-1001": "published",
+            "CRM-1002": "archived",
+            "CRM-1003": "archived",
+            "CRM-1004": "archived",
+        }
 
         # One item left: an inline export.
         nd_out = tmp_path / "crm.ndjson"
@@ -103,8 +126,9 @@ async def test_kb_import_and_export_through_a_running_service(importer: Importer
         assert nd_out.read_bytes() == api.content and api.content.count(b"\n") == 1
 
         # Refused: a wrong secret, a source the client may not write.
-        code, out, err = await kb_cli({**cli_env, "KB_CLIENT_SECRET": "wrong-secret"}, "import", str(faq),
-                                      "--source", "crm")
+        code, out, err = await kb_cli(
+            {**cli_env, "KB_CLIENT_SECRET": "wrong-secret"}, "import", str(faq), "--source", "crm"
+        )
         assert code == 2 and "401 invalid_client" in out, out + err
         code, out, err = await kb_cli(cli_env, "export", "--source", "tariffs", "--out", str(tmp_path / "t.ndjson"))
         assert code == 2 and "unknown_source" in out, out + err

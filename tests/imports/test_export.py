@@ -30,8 +30,11 @@ ATTRS = ["attr.region", "attr.since_version", "attr.speed"]
 
 
 async def export(importer: Importer, fmt: str = "ndjson", actor: Any = None, **params: Any) -> bytes:
-    r = await importer.client.get("/api/v1/exports", params={"source": "crm", "format": fmt, **params},
-                                  headers=(actor or importer.manager).headers)
+    r = await importer.client.get(
+        "/api/v1/exports",
+        params={"source": "crm", "format": fmt, **params},
+        headers=(actor or importer.manager).headers,
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith(CTYPES[fmt])
     assert r.headers["content-disposition"].startswith('attachment; filename="crm-')
@@ -54,40 +57,81 @@ async def build_content(importer: Importer, kb: Kb, people: People) -> None:
     editor = importer.manager
     # Markdown, published, then a new version waiting in review: the published one is exported.
     first = await kb.publish(
-        editor, source="crm", external_id="KB-0001", title="5G套餐如何变更", question="5G套餐怎么改",
+        editor,
+        source="crm",
+        external_id="KB-0001",
+        title="5G套餐如何变更",
+        question="5G套餐怎么改",
         # A value holding "|" survives CSV and XLSX too (written as a JSON array in the cell).
         similar_questions=["换5G套餐", "套餐降档怎么办", "换5G套餐", "5G|4G 套餐怎么选"],
-        body="## 变更步骤\n\n1. 登录中国移动 APP\n2. 选择 **套餐变更**，次月生效\n", body_format="markdown",
+        body="## 变更步骤\n\n1. 登录中国移动 APP\n2. 选择 **套餐变更**，次月生效\n",
+        body_format="markdown",
         channel_answers={"agent": "您好，套餐变更次月1日生效，我这边帮您登记。", "wechat": "回复【套餐】办理变更"},
-        channels=["agent", "wechat", "app"], category_ids=[kb.nodes["套餐资费"]], tags=["5G", "套餐"],
-        attributes={"region": "北京", "since_version": "v2.3", "speed": 500}, visibility="public",
-        valid_from="2026-01-01T00:00:00+08:00", valid_to="2027-06-30T23:59:59+08:00", review_due="2027-03-31",
-        owner_id=owner.user.id)
+        channels=["agent", "wechat", "app"],
+        category_ids=[kb.nodes["套餐资费"]],
+        tags=["5G", "套餐"],
+        attributes={"region": "北京", "since_version": "v2.3", "speed": 500},
+        visibility="public",
+        valid_from="2026-01-01T00:00:00+08:00",
+        valid_to="2027-06-30T23:59:59+08:00",
+        review_due="2027-03-31",
+        owner_id=owner.user.id,
+    )
     r = await kb.edit(editor, first["id"], {"title": "5G套餐变更（草稿）"})
     assert r.status_code == 200, r.text
     assert (await kb.act(editor, first["id"], 2, "submit")).status_code == 200
     # HTML (a script stripped on the way in), traditional characters, two categories, never published.
     await kb.create(
-        editor, source="crm", external_id="KB-0002", title="信用卡境外盜刷如何處理", question="卡被盜刷了怎麼辦",
+        editor,
+        source="crm",
+        external_id="KB-0002",
+        title="信用卡境外盜刷如何處理",
+        question="卡被盜刷了怎麼辦",
         similar_questions=["境外盜刷", "信用卡被盗刷"],
         body='<p>請立即致電 <a href="tel:95588">95588</a> 凍結卡片，並保留交易憑證。</p><script>alert(1)</script>',
-        category_ids=[kb.nodes["挂失"], kb.nodes["信用卡"]], tags=["盜刷", "信用卡"], attributes={"region": "广东"},
-        owner_id=owner.user.id, review_due="2027-01-15")
+        category_ids=[kb.nodes["挂失"], kb.nodes["信用卡"]],
+        tags=["盜刷", "信用卡"],
+        attributes={"region": "广东"},
+        owner_id=owner.user.id,
+        review_due="2027-01-15",
+    )
     # Another item type, without a template: its attr.* cells are empty.
-    await kb.publish(editor, item_type="notice", source="crm", external_id="KB-0003",
-                     title="12月8日凌晨系统升级通知",
-                     body="<p>12月8日 00:00-04:00 营业厅系统升级，暂停办理携号转网。</p>",
-                     owner_id=owner.user.id)
+    await kb.publish(
+        editor,
+        item_type="notice",
+        source="crm",
+        external_id="KB-0003",
+        title="12月8日凌晨系统升级通知",
+        body="<p>12月8日 00:00-04:00 营业厅系统升级，暂停办理携号转网。</p>",
+        owner_id=owner.user.id,
+    )
     rows = [
-        {**ROWS[0], "owner": OWNER, "answer.web": "请在网页端提交报修单，工程师 24 小时内上门。",
-         "channels": ["agent", "web"], "review_due": "2027-02-01", "attr.speed": "1000"},
+        {
+            **ROWS[0],
+            "owner": OWNER,
+            "answer.web": "请在网页端提交报修单，工程师 24 小时内上门。",
+            "channels": ["agent", "web"],
+            "review_due": "2027-02-01",
+            "attr.speed": "1000",
+        },
         ROWS[1],
-        {**ROWS[2], "valid_from": "2026-12-01 09:00", "valid_to": "2026-12-31T18:00:00+08:00",
-         "attr.since_version": "2026版"},
+        {
+            **ROWS[2],
+            "valid_from": "2026-12-01 09:00",
+            "valid_to": "2026-12-31T18:00:00+08:00",
+            "attr.since_version": "2026版",
+        },
         ROWS[3],
-        {"external_id": "UT-2001", "title": "电费如何线上缴纳", "question": "電費怎麼線上繳",
-         "body": "<p>支付宝搜索“生活缴费”，选择国网电力，输入户号即可。</p>", "categories": ["电费缴纳/线上缴费"],
-         "tags": ["缴费", "Alipay"], "attr.region": "上海", "visibility": "public"},
+        {
+            "external_id": "UT-2001",
+            "title": "电费如何线上缴纳",
+            "question": "電費怎麼線上繳",
+            "body": "<p>支付宝搜索“生活缴费”，选择国网电力，输入户号即可。</p>",
+            "categories": ["电费缴纳/线上缴费"],
+            "tags": ["缴费", "Alipay"],
+            "attr.region": "上海",
+            "visibility": "public",
+        },
         {"external_id": "CRM-1999", "title": "旧版话费查询", "attr.region": "全国"},
     ]
     job = await importer.run(ndjson(rows))
@@ -103,20 +147,37 @@ async def stored(importer: Importer) -> dict[str, dict[str, Any]]:
         names = {n.id: n.name for n in (await s.scalars(select(TaxonomyNode))).all()}
         users = {u.id: u.username for u in (await s.scalars(select(User))).all()}
         out = {}
-        for i in (await s.scalars(select(Item).where(Item.source == "crm", Item.status != "archived")
-                                  .order_by(Item.id))).all():
-            v = await s.scalar(select(ItemVersion).where(ItemVersion.id == i.published_version_id)) \
-                if i.published_version_id else await s.scalar(select(ItemVersion).where(
-                    ItemVersion.item_id == i.id, ItemVersion.number == i.latest_version_no))
+        for i in (
+            await s.scalars(select(Item).where(Item.source == "crm", Item.status != "archived").order_by(Item.id))
+        ).all():
+            v = (
+                await s.scalar(select(ItemVersion).where(ItemVersion.id == i.published_version_id))
+                if i.published_version_id
+                else await s.scalar(
+                    select(ItemVersion).where(ItemVersion.item_id == i.id, ItemVersion.number == i.latest_version_no)
+                )
+            )
             assert v is not None
             out[i.external_id] = {
-                "title": v.title, "question": v.question, "similar_questions": v.similar_questions, "body": v.body,
-                "body_format": v.body_format, "channel_answers": v.channel_answers, "channels": v.channels,
-                "categories": sorted("/".join(names[int(p)] for p in n.path.strip("/").split("/"))
-                                     for n in v.categories),
-                "tags": sorted(t.name for t in v.tags), "attributes": v.attributes, "visibility": i.visibility,
-                "valid_from": i.valid_from, "valid_to": i.valid_to, "review_due": i.review_due,
-                "owner": users.get(i.owner_id) if i.owner_id else None, "item_type": i.item_type}
+                "title": v.title,
+                "question": v.question,
+                "similar_questions": v.similar_questions,
+                "body": v.body,
+                "body_format": v.body_format,
+                "channel_answers": v.channel_answers,
+                "channels": v.channels,
+                "categories": sorted(
+                    "/".join(names[int(p)] for p in n.path.strip("/").split("/")) for n in v.categories
+                ),
+                "tags": sorted(t.name for t in v.tags),
+                "attributes": v.attributes,
+                "visibility": i.visibility,
+                "valid_from": i.valid_from,
+                "valid_to": i.valid_to,
+                "review_due": i.review_due,
+                "owner": users.get(i.owner_id) if i.owner_id else None,
+                "item_type": i.item_type,
+            }
         return out
 
 
@@ -138,16 +199,43 @@ async def empty_instance(importer: Importer, db: Database, people: People) -> No
 
 
 async def test_the_export_writes_the_import_columns_with_the_published_or_latest_version(
-        importer: Importer, kb: Kb, people: People) -> None:
+    importer: Importer, kb: Kb, people: People
+) -> None:
     await build_content(importer, kb, people)
     rows = parse_ndjson(await export(importer))
-    assert list(rows[0]) == ["external_id", "title", "question", "body", "body_format", "similar_questions",
-                             "channels", "categories", "tags", "item_type", "visibility", "valid_from", "valid_to",
-                             "review_due", "owner", "answer.agent", "answer.web", "answer.wechat", "answer.app",
-                             *ATTRS]
+    assert list(rows[0]) == [
+        "external_id",
+        "title",
+        "question",
+        "body",
+        "body_format",
+        "similar_questions",
+        "channels",
+        "categories",
+        "tags",
+        "item_type",
+        "visibility",
+        "valid_from",
+        "valid_to",
+        "review_due",
+        "owner",
+        "answer.agent",
+        "answer.web",
+        "answer.wechat",
+        "answer.app",
+        *ATTRS,
+    ]
     got = by_id(rows)
-    assert list(got) == ["KB-0001", "KB-0002", "KB-0003", "CRM-1001", "CRM-1002", "CRM-1003", "CRM-1004",
-                         "UT-2001"]  # by id; the archived CRM-1999 only with include_archived
+    assert list(got) == [
+        "KB-0001",
+        "KB-0002",
+        "KB-0003",
+        "CRM-1001",
+        "CRM-1002",
+        "CRM-1003",
+        "CRM-1004",
+        "UT-2001",
+    ]  # by id; the archived CRM-1999 only with include_archived
     first = got["KB-0001"]
     assert first["title"] == "5G套餐如何变更"  # the published version, not the one in review
     assert first["similar_questions"] == ["换5G套餐", "套餐降档怎么办", "5G|4G 套餐怎么选"]
@@ -156,7 +244,10 @@ async def test_the_export_writes_the_import_columns_with_the_published_or_latest
     assert first["channels"] == ["agent", "wechat", "app"] and first["answer.web"] is None
     assert first["answer.wechat"] == "回复【套餐】办理变更"
     assert (first["valid_from"], first["valid_to"], first["review_due"]) == (
-        "2026-01-01T00:00:00+08:00", "2027-06-30T23:59:59+08:00", "2027-03-31")
+        "2026-01-01T00:00:00+08:00",
+        "2027-06-30T23:59:59+08:00",
+        "2027-03-31",
+    )
     assert first["owner"] == OWNER and first["visibility"] == "public"
     assert [first[a] for a in ATTRS] == ["北京", "v2.3", 500]
     second = got["KB-0002"]  # never published: the latest
@@ -186,7 +277,8 @@ async def test_the_export_writes_the_import_columns_with_the_published_or_latest
 
 @pytest.mark.parametrize("fmt", ["ndjson", "csv", "xlsx"])
 async def test_export_then_import_into_an_empty_instance_gives_equal_content(
-        importer: Importer, kb: Kb, people: People, db: Database, fmt: str) -> None:
+    importer: Importer, kb: Kb, people: People, db: Database, fmt: str
+) -> None:
     await build_content(importer, kb, people)
     before_ndjson = await export(importer)
     before_file = before_ndjson if fmt == "ndjson" else await export(importer, fmt)
@@ -226,23 +318,35 @@ async def test_who_may_export_a_source(importer: Importer, kb: Kb, people: Peopl
     forbidden = await importer.client.get("/api/v1/exports", params={"source": "tariffs"}, headers=bot.headers)
     assert_problem(forbidden, 403, "source_forbidden")
     agent = await people.make(role="agent")
-    assert_problem(await importer.client.get("/api/v1/exports", params={"source": "crm"}, headers=agent.headers),
-                   403, "permission_denied")  # no import permission at all
-    assert_problem(await importer.client.get("/api/v1/exports", params={"source": "nosuch"},
-                                             headers=importer.manager.headers), 404, "unknown_source")
-    assert_problem(await importer.client.get("/api/v1/exports", params={"source": "crm", "format": "pdf"},
-                                             headers=importer.manager.headers), 422)
+    assert_problem(
+        await importer.client.get("/api/v1/exports", params={"source": "crm"}, headers=agent.headers),
+        403,
+        "permission_denied",
+    )  # no import permission at all
+    assert_problem(
+        await importer.client.get("/api/v1/exports", params={"source": "nosuch"}, headers=importer.manager.headers),
+        404,
+        "unknown_source",
+    )
+    assert_problem(
+        await importer.client.get(
+            "/api/v1/exports", params={"source": "crm", "format": "pdf"}, headers=importer.manager.headers
+        ),
+        422,
+    )
     assert_problem(await importer.client.get("/api/v1/exports", headers=importer.manager.headers), 422)
     assert_problem(await importer.client.get("/api/v1/exports", params={"source": "crm"}), 401)
     # An empty source exports the header only.
-    empty = await importer.client.get("/api/v1/exports", params={"source": "tariffs", "format": "csv"},
-                                      headers=importer.manager.headers)
+    empty = await importer.client.get(
+        "/api/v1/exports", params={"source": "tariffs", "format": "csv"}, headers=importer.manager.headers
+    )
     assert empty.status_code == 200 and empty.content.decode("utf-8-sig").startswith("external_id,title,")
     assert len(empty.content.decode("utf-8-sig").splitlines()) == 1
 
 
 async def test_a_large_export_is_a_job_whose_file_matches_the_inline_export(
-        importer: Importer, kb: Kb, settings: Settings) -> None:
+    importer: Importer, kb: Kb, settings: Settings
+) -> None:
     await importer.source()
     await importer.source("tariffs")
     await importer.run(ndjson(ROWS))
@@ -250,15 +354,22 @@ async def test_a_large_export_is_a_job_whose_file_matches_the_inline_export(
     settings.export_inline_max_items = 3
     jobs = {}
     for fmt in ("ndjson", "csv", "xlsx"):
-        r = await importer.client.get("/api/v1/exports", params={"source": "crm", "format": fmt},
-                                      headers=importer.manager.headers)
+        r = await importer.client.get(
+            "/api/v1/exports", params={"source": "crm", "format": fmt}, headers=importer.manager.headers
+        )
         assert r.status_code == 202, r.text
         body = r.json()
-        assert body["state"] == "queued" and body["file"] is None and r.headers["location"] == f"/api/v1/exports/" \
-            f"{body['id']}"
+        assert (
+            body["state"] == "queued"
+            and body["file"] is None
+            and r.headers["location"] == f"/api/v1/exports/{body['id']}"
+        )
         jobs[fmt] = body["id"]
-    assert_problem(await importer.client.get(f"/api/v1/exports/{jobs['csv']}/file",
-                                             headers=importer.manager.headers), 409, "export_not_ready")
+    assert_problem(
+        await importer.client.get(f"/api/v1/exports/{jobs['csv']}/file", headers=importer.manager.headers),
+        409,
+        "export_not_ready",
+    )
     await importer.drain()
     for fmt, export_id in jobs.items():
         got = (await importer.client.get(f"/api/v1/exports/{export_id}", headers=importer.manager.headers)).json()
@@ -274,27 +385,34 @@ async def test_a_large_export_is_a_job_whose_file_matches_the_inline_export(
             assert [r[0] for r in rows] == ["external_id", *(r["external_id"] for r in ROWS)]
     # Another source's client sees no such export.
     other = await kb.channel_client(None, scopes=["import:tariffs"])
-    assert_problem(await importer.client.get(f"/api/v1/exports/{jobs['csv']}", headers=other.headers), 404,
-                   "export_not_found")
-    assert_problem(await importer.client.get(f"/api/v1/exports/{jobs['csv']}/file", headers=other.headers), 404,
-                   "export_not_found")
+    assert_problem(
+        await importer.client.get(f"/api/v1/exports/{jobs['csv']}", headers=other.headers), 404, "export_not_found"
+    )
+    assert_problem(
+        await importer.client.get(f"/api/v1/exports/{jobs['csv']}/file", headers=other.headers), 404, "export_not_found"
+    )
 
 
 async def test_an_export_shows_a_user_only_the_items_their_acl_lets_them_read(
-        importer: Importer, kb: Kb, people: People, admin: Any, settings: Settings) -> None:
+    importer: Importer, kb: Kb, people: People, admin: Any, settings: Settings
+) -> None:
     """An item of the source restricted to the supervisors is left out of another user's export,
     inline and as a job, and the job's file is its starter's alone; the source's own sync client and
     a superuser export everything."""
     await importer.source()
     await importer.run(ndjson(ROWS))
     async with importer.app.state.sessionmaker() as s:
-        restricted = await s.scalar(select(Item).where(Item.source == "crm",
-                                                        Item.external_id == ROWS[0]["external_id"]))
+        restricted = await s.scalar(
+            select(Item).where(Item.source == "crm", Item.external_id == ROWS[0]["external_id"])
+        )
         assert restricted is not None
         restricted_id = restricted.id
     supervisors = (await people.roles())["supervisor"]
-    r = await importer.client.put(f"/api/v1/items/{restricted_id}/acl", headers=admin.headers,
-                                  json={"grants": [{"subject": f"role:{supervisors.id}", "access": "read"}]})
+    r = await importer.client.put(
+        f"/api/v1/items/{restricted_id}/acl",
+        headers=admin.headers,
+        json={"grants": [{"subject": f"role:{supervisors.id}", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
     everyone = [row["external_id"] for row in ROWS]
     others = everyone[1:]
@@ -316,8 +434,9 @@ async def test_an_export_shows_a_user_only_the_items_their_acl_lets_them_read(
     assert [row["external_id"] for row in parse_ndjson(f.content)] == others
     # Another user who may import the source does not get the manager's file.
     colleague = await people.make(role="kb_manager")
-    assert_problem(await importer.client.get(f"/api/v1/exports/{job_id}", headers=colleague.headers), 404,
-                   "export_not_found")
+    assert_problem(
+        await importer.client.get(f"/api/v1/exports/{job_id}", headers=colleague.headers), 404, "export_not_found"
+    )
     assert_problem(await importer.client.get(got["file"], headers=colleague.headers), 404, "export_not_found")
 
 
@@ -349,8 +468,9 @@ async def test_export_files_are_deleted_after_the_retention(importer: Importer, 
     settings.export_inline_max_items = 1
     ids = []
     for _ in range(2):
-        r = await importer.client.get("/api/v1/exports", params={"source": "crm", "format": "csv"},
-                                      headers=importer.manager.headers)
+        r = await importer.client.get(
+            "/api/v1/exports", params={"source": "crm", "format": "csv"}, headers=importer.manager.headers
+        )
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
     await importer.drain()
@@ -381,8 +501,14 @@ def test_a_list_cell_reads_back_as_written() -> None:
     start with "[" (a plain "[急] ..." question stays one value)."""
     from app.imports.columns import join_cell, split_text
 
-    for values in (["宽带报修", "光猫红灯"], ["5G|4G 套餐怎么选", "换套餐"], ["[急] 停电报修"], ["第一行\n第二行"],
-                   ["[\"a\"]"], ["信用卡", "額度"]):
+    for values in (
+        ["宽带报修", "光猫红灯"],
+        ["5G|4G 套餐怎么选", "换套餐"],
+        ["[急] 停电报修"],
+        ["第一行\n第二行"],
+        ['["a"]'],
+        ["信用卡", "額度"],
+    ):
         assert split_text(join_cell(values)) == values, values
     assert join_cell(["宽带报修", "光猫红灯"]) == "宽带报修\n光猫红灯"
     assert split_text("宽带报修|光猫红灯") == ["宽带报修", "光猫红灯"]  # what people type

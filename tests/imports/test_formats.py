@@ -29,12 +29,27 @@ from app.imports.formats import (
 )
 
 FAQ = [
-    {"external_id": "TEL-0001", "title": "宽带无法上网怎么办", "body": "<p>请先重启光猫，等待两分钟后再试。</p>",
-     "similar_questions": ["宽带断网", "家里网络连不上"], "categories": "业务/宽带/故障"},
-    {"external_id": "TEL-0002", "title": "手机欠费停机如何复机", "body": "<p>缴清欠费后30分钟内自动复机。</p>",
-     "similar_questions": [], "categories": "业务/移动/账务"},
-    {"external_id": "BNK-0003", "title": "信用卡被冻结怎么办", "body": "<p>请携带身份证到柜台办理解冻。</p>",
-     "similar_questions": ["卡被锁了"], "categories": "业务/银行/信用卡"},
+    {
+        "external_id": "TEL-0001",
+        "title": "宽带无法上网怎么办",
+        "body": "<p>请先重启光猫，等待两分钟后再试。</p>",
+        "similar_questions": ["宽带断网", "家里网络连不上"],
+        "categories": "业务/宽带/故障",
+    },
+    {
+        "external_id": "TEL-0002",
+        "title": "手机欠费停机如何复机",
+        "body": "<p>缴清欠费后30分钟内自动复机。</p>",
+        "similar_questions": [],
+        "categories": "业务/移动/账务",
+    },
+    {
+        "external_id": "BNK-0003",
+        "title": "信用卡被冻结怎么办",
+        "body": "<p>请携带身份证到柜台办理解冻。</p>",
+        "similar_questions": ["卡被锁了"],
+        "categories": "业务/银行/信用卡",
+    },
 ]
 TRADITIONAL = [
     ("HK-0001", "帳戶凍結怎麼辦", "<p>請攜帶身分證到分行辦理解凍。</p>", "業務/銀行/帳戶"),
@@ -135,18 +150,25 @@ def test_sniff_xlsx_is_not_a_zip_of_attachments_and_pretty_json_is_not_ndjson(tm
 
 
 def test_ndjson_streams_objects_with_line_numbers_and_reports_bad_lines(tmp_path: Path) -> None:
-    lines = [json.dumps(FAQ[0], ensure_ascii=False), "", json.dumps(FAQ[1], ensure_ascii=False), "   ",
-             '["TEL-0009", "not an object"]', json.dumps({"external_id": "TEL-0006", "views": 12, "score": 4.5,
-                                                         "published": True, "owner": None}, ensure_ascii=False),
-             '{"external_id": "TEL-0007", "title": "漏了引号}', json.dumps(FAQ[2], ensure_ascii=False)]
+    lines = [
+        json.dumps(FAQ[0], ensure_ascii=False),
+        "",
+        json.dumps(FAQ[1], ensure_ascii=False),
+        "   ",
+        '["TEL-0009", "not an object"]',
+        json.dumps(
+            {"external_id": "TEL-0006", "views": 12, "score": 4.5, "published": True, "owner": None}, ensure_ascii=False
+        ),
+        '{"external_id": "TEL-0007", "title": "漏了引号}',
+        json.dumps(FAQ[2], ensure_ascii=False),
+    ]
     path = tmp_path / "faq.ndjson"
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     reader, rows = read(path, "ndjson", tmp_path)
     assert [r.number for r in rows] == [1, 3, 5, 6, 7, 8]
     assert rows[0].values == FAQ[0] and rows[0].error is None
     assert rows[2].values == {} and rows[2].error == "line 5 is not a JSON object (found an array)"
-    assert rows[3].values == {"external_id": "TEL-0006", "views": 12, "score": 4.5, "published": True,
-                              "owner": None}
+    assert rows[3].values == {"external_id": "TEL-0006", "views": 12, "score": 4.5, "published": True, "owner": None}
     assert rows[4].error is not None and rows[4].error.startswith("line 7 is not valid JSON: ")
     assert rows[5].values["title"] == "信用卡被冻结怎么办"
     assert reader.columns[:5] == ["external_id", "title", "body", "similar_questions", "categories"]
@@ -155,13 +177,15 @@ def test_ndjson_streams_objects_with_line_numbers_and_reports_bad_lines(tmp_path
 
 def test_ndjson_oversized_line_fails_alone_and_reading_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "big.ndjson"
-    huge = json.dumps({"external_id": "TEL-0002", "body": "<p>" + "光猫指示灯说明。" * 20_000 + "</p>"},
-                      ensure_ascii=False)
-    path.write_text("\n".join([json.dumps(FAQ[0], ensure_ascii=False), huge,
-                               json.dumps(FAQ[2], ensure_ascii=False)]), encoding="utf-8")
+    huge = json.dumps(
+        {"external_id": "TEL-0002", "body": "<p>" + "光猫指示灯说明。" * 20_000 + "</p>"}, ensure_ascii=False
+    )
+    path.write_text(
+        "\n".join([json.dumps(FAQ[0], ensure_ascii=False), huge, json.dumps(FAQ[2], ensure_ascii=False)]),
+        encoding="utf-8",
+    )
     _, rows = read(path, "ndjson", tmp_path, limits=Limits(max_row_bytes=10_000))
-    assert [(r.number, r.error) for r in rows] == [
-        (1, None), (2, "line 2 is longer than 10000 bytes"), (3, None)]
+    assert [(r.number, r.error) for r in rows] == [(1, None), (2, "line 2 is longer than 10000 bytes"), (3, None)]
     assert rows[2].values["external_id"] == "BNK-0003"
 
 
@@ -204,8 +228,18 @@ def test_json_array_streams_objects_and_flags_non_objects(tmp_path: Path) -> Non
 
 def test_json_rows_object_is_streamed_from_its_rows_member(tmp_path: Path) -> None:
     path = tmp_path / "sync.json"
-    path.write_text(json.dumps({"source": "crm", "meta": {"exported": "2024-05-01", "ids": [1, 2]}, "rows": FAQ,
-                                "watermark": "2024-05-01T00:00:00Z"}, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "source": "crm",
+                "meta": {"exported": "2024-05-01", "ids": [1, 2]},
+                "rows": FAQ,
+                "watermark": "2024-05-01T00:00:00Z",
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
     _, rows = read(path, "json", tmp_path)
     assert [r.values for r in rows] == FAQ
 
@@ -232,8 +266,7 @@ def test_json_oversized_element_is_skipped_as_a_row_error(tmp_path: Path) -> Non
     huge = {"external_id": "TEL-0002", "body": "<p>" + "资费说明" * 100_000 + "</p>", "tags": [{"a": [1]}]}
     path.write_text(json.dumps([FAQ[0], huge, FAQ[2]], ensure_ascii=False), encoding="utf-8")
     _, rows = read(path, "json", tmp_path, limits=Limits(max_row_bytes=100_000))
-    assert [(r.number, r.error) for r in rows] == [(1, None), (2, "element 2 is longer than 100000 bytes"),
-                                                   (3, None)]
+    assert [(r.number, r.error) for r in rows] == [(1, None), (2, "element 2 is longer than 100000 bytes"), (3, None)]
     assert rows[2].values == FAQ[2]
 
 
@@ -250,8 +283,12 @@ def test_csv_gbk_from_excel(tmp_path: Path) -> None:
     assert reader.encoding == "gb18030"
     assert reader.columns == list(HEADER)
     assert [r.number for r in out] == [2, 3, 4]
-    assert out[0].values == {"external_id": "TEL-0001", "title": "宽带无法上网怎么办",
-                             "body": "<p>请先重启光猫，等待两分钟后再试。</p>", "categories": "业务/宽带/故障"}
+    assert out[0].values == {
+        "external_id": "TEL-0001",
+        "title": "宽带无法上网怎么办",
+        "body": "<p>请先重启光猫，等待两分钟后再试。</p>",
+        "categories": "业务/宽带/故障",
+    }
 
 
 def test_csv_utf8_bom_does_not_reach_the_first_column(tmp_path: Path) -> None:
@@ -272,12 +309,20 @@ def test_csv_big5_traditional(tmp_path: Path) -> None:
     assert [r.values["title"] for r in rows] == ["帳戶凍結怎麼辦", "寬頻無法連線", "信用卡遺失如何掛失"]
 
 
-@pytest.mark.parametrize(("text", "codec", "named"), [
-    ("external_id,title\r\nJP-1,パスワードを忘れました\r\nJP-2,請求書の送付先を変更したい\r\n", "shift_jis", "cp932"),
-    ("external_id,title\r\nRU-1,Как сбросить пароль\r\nRU-2,Не работает интернет дома\r\n", "cp1251", "cp1251"),
-])
-def test_csv_in_other_encodings_is_refused_naming_the_encoding(tmp_path: Path, text: str, codec: str,
-                                                                named: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "codec", "named"),
+    [
+        (
+            "external_id,title\r\nJP-1,パスワードを忘れました\r\nJP-2,請求書の送付先を変更したい\r\n",
+            "shift_jis",
+            "cp932",
+        ),
+        ("external_id,title\r\nRU-1,Как сбросить пароль\r\nRU-2,Не работает интернет дома\r\n", "cp1251", "cp1251"),
+    ],
+)
+def test_csv_in_other_encodings_is_refused_naming_the_encoding(
+    tmp_path: Path, text: str, codec: str, named: str
+) -> None:
     path = tmp_path / "x.csv"
     path.write_bytes(text.encode(codec))
     error = refused(path, "csv", tmp_path)
@@ -310,8 +355,10 @@ def test_csv_decode_error_after_the_sampled_head(tmp_path: Path) -> None:
 
 def test_csv_semicolon_and_utf16_tab_delimited(tmp_path: Path) -> None:
     path = tmp_path / "semi.csv"
-    path.write_text(csv_text([("external_id", "title", "price"), ("TEL-0001", "套餐资费, 含流量", "19,9")], sep=";"),
-                    encoding="utf-8")
+    path.write_text(
+        csv_text([("external_id", "title", "price"), ("TEL-0001", "套餐资费, 含流量", "19,9")], sep=";"),
+        encoding="utf-8",
+    )
     _, rows = read(path, "csv", tmp_path)
     assert rows[0].values == {"external_id": "TEL-0001", "title": "套餐资费, 含流量", "price": "19,9"}
     path = tmp_path / "unicode.txt"
@@ -322,21 +369,27 @@ def test_csv_semicolon_and_utf16_tab_delimited(tmp_path: Path) -> None:
 
 
 def test_csv_quoted_newlines_short_and_long_records(tmp_path: Path) -> None:
-    text = ('external_id,title,body,categories,,\r\n'
-            'TEL-0001,宽带无法上网怎么办,"<p>第一步：重启光猫\n第二步：检查网线</p>",业务/宽带/故障,,\r\n'
-            'TEL-0002,手机欠费停机如何复机\r\n'
-            '\r\n'
-            'TEL-0003,信用卡被冻结怎么办,,业务/银行,多余,\r\n'
-            ',,,,,\r\n'
-            'TEL-0004,"他说""请稍等""",x,y\r\n')
+    text = (
+        "external_id,title,body,categories,,\r\n"
+        'TEL-0001,宽带无法上网怎么办,"<p>第一步：重启光猫\n第二步：检查网线</p>",业务/宽带/故障,,\r\n'
+        "TEL-0002,手机欠费停机如何复机\r\n"
+        "\r\n"
+        "TEL-0003,信用卡被冻结怎么办,,业务/银行,多余,\r\n"
+        ",,,,,\r\n"
+        'TEL-0004,"他说""请稍等""",x,y\r\n'
+    )
     path = tmp_path / "faq.csv"
     path.write_text(text, encoding="utf-8")
     reader, rows = read(path, "csv", tmp_path)
     assert reader.columns == list(HEADER)  # trailing blank header cells dropped
     assert [r.number for r in rows] == [2, 3, 5, 7]
     assert rows[0].values["body"] == "<p>第一步：重启光猫\n第二步：检查网线</p>" and rows[0].error is None
-    assert rows[1].values == {"external_id": "TEL-0002", "title": "手机欠费停机如何复机", "body": None,
-                              "categories": None}
+    assert rows[1].values == {
+        "external_id": "TEL-0002",
+        "title": "手机欠费停机如何复机",
+        "body": None,
+        "categories": None,
+    }
     assert rows[2].error == "row has 5 cells, header has 4" and rows[2].values["external_id"] == "TEL-0003"
     assert rows[2].values["body"] is None
     assert rows[3].values["title"] == '他说"请稍等"'
@@ -439,8 +492,9 @@ def test_xlsx_formula_without_cached_value_is_empty_with_a_warning(tmp_path: Pat
     ws.append(["TEL-0001", "宽带", "=A2&B2"])
     reader, rows = read(save(wb, tmp_path / "f.xlsx"), "xlsx", tmp_path)
     assert rows[0].values["title"] is None
-    assert reader.warnings == ["formula cell C2 has no cached value (read as empty; open and save the file in Excel "
-                               "to compute it)"]
+    assert reader.warnings == [
+        "formula cell C2 has no cached value (read as empty; open and save the file in Excel to compute it)"
+    ]
 
 
 def test_xlsx_formula_with_cached_value_gives_the_value(tmp_path: Path) -> None:
@@ -476,9 +530,17 @@ def test_xlsx_merged_cells_take_the_top_left_value(tmp_path: Path) -> None:
     ws.merge_cells("A5:A6")
     _, rows = read(save(wb, tmp_path / "m.xlsx"), "xlsx", tmp_path)
     assert [(r.number, r.values["categories"]) for r in rows] == [
-        (2, "业务/宽带/故障"), (3, "业务/宽带/故障"), (4, "业务/宽带/故障"), (5, "业务/银行/信用卡")]
+        (2, "业务/宽带/故障"),
+        (3, "业务/宽带/故障"),
+        (4, "业务/宽带/故障"),
+        (5, "业务/银行/信用卡"),
+    ]
     assert [(r.values["channels"], r.values["note"]) for r in rows] == [
-        ("web", "web"), ("web", "web"), (None, None), (None, None)]
+        ("web", "web"),
+        ("web", "web"),
+        (None, None),
+        (None, None),
+    ]
 
 
 def test_xlsx_header_problems(tmp_path: Path) -> None:
@@ -525,8 +587,12 @@ def test_zip_csv_manifest_inside_one_top_folder(tmp_path: Path) -> None:
     path = tmp_path / "kb.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("导出/", b"")
-        zf.writestr("导出/manifest.csv", csv_text([("external_id", "title", "attachments"),
-                                                  ("TEL-0001", "宽带无法上网怎么办", "图/1.png")]).encode("gb18030"))
+        zf.writestr(
+            "导出/manifest.csv",
+            csv_text([("external_id", "title", "attachments"), ("TEL-0001", "宽带无法上网怎么办", "图/1.png")]).encode(
+                "gb18030"
+            ),
+        )
         zf.writestr("导出/图/1.png", b"png")
     reader, rows = read(path, "zip", tmp_path)
     assert reader.encoding == "gb18030" and rows[0].values["title"] == "宽带无法上网怎么办"
@@ -550,8 +616,17 @@ def test_zip_manifest_in_the_wrong_format(tmp_path: Path) -> None:
     assert (error.code, error.extra["entry"], error.extra["found"]) == ("format_mismatch", "manifest.json", "html")
 
 
-@pytest.mark.parametrize("name", ["../../etc/cron.d/evil", "/etc/passwd", "C:\\Windows\\evil.dll",
-                                  "C:/evil.txt", "images\\..\\..\\evil.png", "a/../../b.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/cron.d/evil",
+        "/etc/passwd",
+        "C:\\Windows\\evil.dll",
+        "C:/evil.txt",
+        "images\\..\\..\\evil.png",
+        "a/../../b.txt",
+    ],
+)
 def test_zip_entries_escaping_the_folder_are_refused(tmp_path: Path, name: str) -> None:
     path = tmp_path / "evil.zip"
     with zipfile.ZipFile(path, "w") as zf:
@@ -586,8 +661,11 @@ def test_zip_symlink_entry_is_refused(tmp_path: Path) -> None:
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     error = refused(path, "zip", tmp_path)
-    assert (error.code, error.extra["entry"], error.extra["reason"]) == ("unsafe_zip_entry", "images/passwd.png",
-                                                                          "symlink")
+    assert (error.code, error.extra["entry"], error.extra["reason"]) == (
+        "unsafe_zip_entry",
+        "images/passwd.png",
+        "symlink",
+    )
 
 
 def test_zip_encrypted_entry_is_refused(tmp_path: Path) -> None:
@@ -684,8 +762,10 @@ def test_memory_stays_flat_for_large_ndjson_json_and_csv(tmp_path: Path) -> None
     with open(nd, "w", encoding="utf-8") as f, open(js, "w", encoding="utf-8") as j:
         j.write("[")
         for i in range(ROWS):
-            line = (f'{{"external_id": "TEL-{i:06d}", "title": "宽带无法上网怎么办{i}", "body": "{body}", '
-                    f'"categories": "业务/宽带/故障", "similar_questions": ["断网了", "网络连不上"]}}')
+            line = (
+                f'{{"external_id": "TEL-{i:06d}", "title": "宽带无法上网怎么办{i}", "body": "{body}", '
+                f'"categories": "业务/宽带/故障", "similar_questions": ["断网了", "网络连不上"]}}'
+            )
             f.write(line + "\n")
             j.write(("," if i else "") + line)
         j.write("]")

@@ -24,12 +24,14 @@ from tests.ops.served import free_port, kill_all, serve_env
 
 
 async def test_first_import_publishes_and_is_searchable_then_the_same_file_changes_nothing(
-        importer: Importer, kb: Kb, people: People) -> None:
+    importer: Importer, kb: Kb, people: People
+) -> None:
     await importer.source()
     job = await importer.run(ndjson(ROWS), watermark="2026-12-06T23:00:00+08:00")
     assert job["state"] == "done", job
-    assert job["counts"] == {"created": 4, "updated": 0, "unchanged": 0, "archived": 0, "deleted": 0,
-                             "failed": 0}, job["errors"]
+    assert job["counts"] == {"created": 4, "updated": 0, "unchanged": 0, "archived": 0, "deleted": 0, "failed": 0}, job[
+        "errors"
+    ]
     assert job["progress"]["rows_done"] == job["progress"]["rows_total"] == 4
     items = await importer.items()
     item, versions = items["CRM-1001"]
@@ -55,14 +57,17 @@ async def test_first_import_publishes_and_is_searchable_then_the_same_file_chang
     after = await importer.items()
     assert {k: len(v[1]) for k, v in after.items()} == {k: 1 for k in items}
     async with importer.app.state.sessionmaker() as s:
-        assert await s.scalar(select(func.count()).select_from(Job).where(Job.kind == "search.index_item")) \
-            == index_jobs  # no index job for an unchanged row
-        assert await s.scalar(select(func.count()).select_from(AuditEntry).where(
-            AuditEntry.action == "item.import")) == 4
+        assert (
+            await s.scalar(select(func.count()).select_from(Job).where(Job.kind == "search.index_item")) == index_jobs
+        )  # no index job for an unchanged row
+        assert (
+            await s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "item.import")) == 4
+        )
 
 
 async def test_a_changed_row_makes_a_new_version_and_columns_the_file_lacks_keep_their_value(
-        importer: Importer, people: People) -> None:
+    importer: Importer, people: People
+) -> None:
     await importer.source()
     await importer.run(ndjson(ROWS))
     changed = [{"external_id": "CRM-1003", "body": "<p>请立即拨打 95588 挂失；补卡免收工本费。</p>"}]
@@ -89,8 +94,9 @@ async def test_full_sync_archives_what_vanished_and_lists_it(importer: Importer,
     assert item.status == "archived" and versions[-1].state == "archived"  # kept, never deleted
     agent = await people.make(role="agent")
     assert await importer.search(agent, "帳戶凍結") == []
-    listed = (await importer.client.get(f"/api/v1/imports/{job['id']}/outcomes",
-                                        headers=importer.manager.headers)).json()
+    listed = (
+        await importer.client.get(f"/api/v1/imports/{job['id']}/outcomes", headers=importer.manager.headers)
+    ).json()
     assert [o["item_id"] for o in listed["items"]] == [item.id]
     # It comes back in the next snapshot: revived as a new published version.
     back = await importer.run(ndjson(ROWS), mode="full")
@@ -100,7 +106,8 @@ async def test_full_sync_archives_what_vanished_and_lists_it(importer: Importer,
 
 
 async def test_a_full_sync_that_would_archive_too_much_stops_and_writes_nothing_until_confirmed(
-        importer: Importer) -> None:
+    importer: Importer,
+) -> None:
     await importer.source()  # default: at most 20 % archived without confirmation
     await importer.run(ndjson(ROWS))
     changed = [{**ROWS[0], "title": "宽带断网怎么办"}]
@@ -129,16 +136,25 @@ async def test_explicit_deletions_archive_and_are_idempotent(importer: Importer)
 
 async def test_dry_run_reports_what_would_happen_and_writes_nothing(importer: Importer, kb: Kb) -> None:
     await importer.source(create_categories=True)
-    rows = [*ROWS, {"external_id": "CRM-2001", "title": "电费如何缴纳", "categories": ["电费缴纳/线上缴费"],
-                    "attr.region": "北京"}, {"external_id": "CRM-2002", "attr.region": "北京"}]
+    rows = [
+        *ROWS,
+        {
+            "external_id": "CRM-2001",
+            "title": "电费如何缴纳",
+            "categories": ["电费缴纳/线上缴费"],
+            "attr.region": "北京",
+        },
+        {"external_id": "CRM-2002", "attr.region": "北京"},
+    ]
     job = await importer.run(ndjson(rows), dry_run=True)
     assert job["state"] == "done" and job["dry_run"] is True
     assert job["counts"]["created"] == 5 and job["counts"]["failed"] == 1
     assert job["errors"][0]["external_id"] == "CRM-2002" and job["errors"][0]["code"] == "field_required"
     assert await importer.items() == {}
     async with importer.app.state.sessionmaker() as s:
-        assert await s.scalar(select(func.count()).select_from(TaxonomyNode).where(
-            TaxonomyNode.name == "线上缴费")) == 0
+        assert (
+            await s.scalar(select(func.count()).select_from(TaxonomyNode).where(TaxonomyNode.name == "线上缴费")) == 0
+        )
         assert await s.scalar(select(func.count()).select_from(Job).where(Job.kind == "search.index_item")) == 0
     source = (await importer.client.get("/api/v1/sync-sources/crm", headers=importer.manager.headers)).json()
     assert source["last_import"] is None  # a dry run is not the source's last import
@@ -148,12 +164,21 @@ async def test_row_errors_name_the_row_the_field_and_the_reason(importer: Import
     await importer.source(create_tags=False)
     rows = [
         {k: v for k, v in ROWS[0].items() if k != "tags"},
-        {"external_id": "CRM-3001", "title": "新装宽带", "categories": ["宽带业务/不存在的分类"],
-         "attr.region": "全国"},
+        {
+            "external_id": "CRM-3001",
+            "title": "新装宽带",
+            "categories": ["宽带业务/不存在的分类"],
+            "attr.region": "全国",
+        },
         {"external_id": "CRM-3002", "title": "话费查询", "owner": "nobody", "attr.region": "全国"},
         {"external_id": "CRM-3003", "title": "话费查询", "attr.region": "火星"},
-        {"external_id": "CRM-3004", "title": "话费查询", "attr.region": "全国", "valid_from": "2026-12-31",
-         "valid_to": "2026-01-01"},
+        {
+            "external_id": "CRM-3004",
+            "title": "话费查询",
+            "attr.region": "全国",
+            "valid_from": "2026-12-31",
+            "valid_to": "2026-01-01",
+        },
         {"external_id": "CRM-1001", "title": "重复的编号"},
         {"external_id": "", "title": "没有编号"},
         {"external_id": "CRM-3005", "title": "错误的渠道", "channels": ["fax"], "attr.region": "全国"},
@@ -179,8 +204,11 @@ async def test_row_errors_name_the_row_the_field_and_the_reason(importer: Import
     assert "row 1" in dup["message"]
     items = await importer.items()
     assert list(items) == ["CRM-1001"] and items["CRM-1001"][1][0].title == "宽带无法上网怎么办"  # the first wins
-    csv_text = (await importer.client.get(f"/api/v1/imports/{job['id']}/errors", params={"format": "csv"},
-                                          headers=importer.manager.headers)).content.decode("utf-8-sig")
+    csv_text = (
+        await importer.client.get(
+            f"/api/v1/imports/{job['id']}/errors", params={"format": "csv"}, headers=importer.manager.headers
+        )
+    ).content.decode("utf-8-sig")
     lines = csv_text.strip().splitlines()
     assert lines[0] == "row,external_id,field,code,message" and len(lines) == 10
     assert any(line.startswith("3,CRM-3002,owner,unknown_owner,") for line in lines)
@@ -188,18 +216,29 @@ async def test_row_errors_name_the_row_the_field_and_the_reason(importer: Import
 
 async def test_policy_creates_missing_categories_and_tags_when_allowed(importer: Importer, kb: Kb) -> None:
     await importer.source(create_categories=True, create_tags=True)
-    row = {"external_id": "UT-1", "title": "电费如何线上缴纳", "categories": ["电费缴纳/线上缴费/支付宝"],
-           "tags": ["缴费", "Alipay"], "attr.region": "上海"}
+    row = {
+        "external_id": "UT-1",
+        "title": "电费如何线上缴纳",
+        "categories": ["电费缴纳/线上缴费/支付宝"],
+        "tags": ["缴费", "Alipay"],
+        "attr.region": "上海",
+    }
     job = await importer.run(ndjson([row, {**row, "external_id": "UT-2", "title": "电费发票"}]))
     assert job["counts"]["created"] == 2, job["errors"]
     _, versions = (await importer.items())["UT-1"]
     node = versions[0].categories[0]
     async with importer.app.state.sessionmaker() as s:
-        chain = (await s.scalars(select(TaxonomyNode.name).where(TaxonomyNode.id.in_(
-            [int(p) for p in node.path.strip("/").split("/")])).order_by(TaxonomyNode.path))).all()
+        chain = (
+            await s.scalars(
+                select(TaxonomyNode.name)
+                .where(TaxonomyNode.id.in_([int(p) for p in node.path.strip("/").split("/")]))
+                .order_by(TaxonomyNode.path)
+            )
+        ).all()
         assert list(chain) == ["电费缴纳", "线上缴费", "支付宝"]
-        assert await s.scalar(select(func.count()).select_from(TaxonomyNode).where(
-            TaxonomyNode.name == "支付宝")) == 1  # created once for both rows
+        assert (
+            await s.scalar(select(func.count()).select_from(TaxonomyNode).where(TaxonomyNode.name == "支付宝")) == 1
+        )  # created once for both rows
     assert sorted(t.name for t in versions[0].tags) == ["Alipay", "缴费"]
 
 
@@ -220,7 +259,8 @@ async def test_unknown_columns_are_reported_not_silently_dropped(importer: Impor
 
 
 async def test_review_policy_leaves_rows_in_review_and_never_overwrites_an_editors_draft(
-        importer: Importer, kb: Kb, people: People) -> None:
+    importer: Importer, kb: Kb, people: People
+) -> None:
     await importer.source(publish_mode="review")
     job = await importer.run(ndjson(ROWS[:2]))
     assert job["counts"]["created"] == 2
@@ -265,15 +305,27 @@ async def test_a_sync_client_writes_only_its_own_source(importer: Importer, kb: 
     job = await importer.run(ndjson(ROWS[:1]), actor=bot)
     assert job["state"] == "done" and job["created_by"].startswith("client:")
     assert_problem(await importer.post(ndjson(ROWS[:1]), actor=bot, source="tariffs"), 403, "source_forbidden")
-    assert_problem(await importer.client.get(f"/api/v1/imports/{job['id']}", headers=(await kb.channel_client(
-        None, scopes=["import:tariffs"])).headers), 404, "import_not_found")
+    assert_problem(
+        await importer.client.get(
+            f"/api/v1/imports/{job['id']}", headers=(await kb.channel_client(None, scopes=["import:tariffs"])).headers
+        ),
+        404,
+        "import_not_found",
+    )
     listed = (await importer.client.get("/api/v1/sync-sources", headers=bot.headers)).json()
     assert [s["name"] for s in listed["items"]] == ["crm"]
-    r = await importer.client.put("/api/v1/sync-sources/crm/watermark", json={"watermark": "cursor:884213"},
-                                  headers=bot.headers)
+    r = await importer.client.put(
+        "/api/v1/sync-sources/crm/watermark", json={"watermark": "cursor:884213"}, headers=bot.headers
+    )
     assert r.status_code == 200 and r.json()["watermark"] == "cursor:884213"
-    assert_problem(await importer.client.patch("/api/v1/sync-sources/crm", json={"publish_mode": "review"},
-                                               headers={**bot.headers, "If-Match": r.headers["etag"]}), 403)
+    assert_problem(
+        await importer.client.patch(
+            "/api/v1/sync-sources/crm",
+            json={"publish_mode": "review"},
+            headers={**bot.headers, "If-Match": r.headers["etag"]},
+        ),
+        403,
+    )
     agent = await people.make(role="agent")
     assert_problem(await importer.post(ndjson(ROWS[:1]), actor=agent), 403, "permission_denied")
     assert_problem(await importer.client.get("/api/v1/imports", headers=agent.headers), 403)
@@ -282,8 +334,9 @@ async def test_a_sync_client_writes_only_its_own_source(importer: Importer, kb: 
 
 async def test_a_body_that_is_not_the_declared_format_is_refused_at_upload(importer: Importer) -> None:
     await importer.source()
-    r = await importer.post(b"external_id,title\nA-1,x\n", ctype="application/vnd.openxmlformats-officedocument."
-                                                                  "spreadsheetml.sheet")
+    r = await importer.post(
+        b"external_id,title\nA-1,x\n", ctype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
     assert_problem(r, 422, "format_mismatch")
     assert_problem(await importer.post(b"", ctype="application/x-ndjson"), 422, "empty_file")
     assert_problem(await importer.post(b"x", ctype="image/png"), 415, "unsupported_media_type")
@@ -291,37 +344,59 @@ async def test_a_body_that_is_not_the_declared_format_is_refused_at_upload(impor
 
 async def test_source_policy_is_validated_and_changes_need_if_match(importer: Importer) -> None:
     src = await importer.source()
-    bad = await importer.client.post("/api/v1/sync-sources", json={"name": "CRM 系统"},
-                                     headers=importer.manager.headers)
+    bad = await importer.client.post(
+        "/api/v1/sync-sources", json={"name": "CRM 系统"}, headers=importer.manager.headers
+    )
     assert_problem(bad, 422)
-    assert_problem(await importer.client.post("/api/v1/sync-sources", json={"name": "crm"},
-                                              headers=importer.manager.headers), 409, "source_exists")
-    assert_problem(await importer.client.patch("/api/v1/sync-sources/crm", json={"publish_mode": "review"},
-                                               headers=importer.manager.headers), 428)
-    r = await importer.client.patch("/api/v1/sync-sources/crm", json={"publish_mode": "review"},
-                                    headers={**importer.manager.headers, "If-Match": src["etag"]})
+    assert_problem(
+        await importer.client.post("/api/v1/sync-sources", json={"name": "crm"}, headers=importer.manager.headers),
+        409,
+        "source_exists",
+    )
+    assert_problem(
+        await importer.client.patch(
+            "/api/v1/sync-sources/crm", json={"publish_mode": "review"}, headers=importer.manager.headers
+        ),
+        428,
+    )
+    r = await importer.client.patch(
+        "/api/v1/sync-sources/crm",
+        json={"publish_mode": "review"},
+        headers={**importer.manager.headers, "If-Match": src["etag"]},
+    )
     assert r.status_code == 200 and r.json()["publish_mode"] == "review"
-    stale = await importer.client.patch("/api/v1/sync-sources/crm", json={"create_tags": True},
-                                        headers={**importer.manager.headers, "If-Match": src["etag"]})
+    stale = await importer.client.patch(
+        "/api/v1/sync-sources/crm",
+        json={"create_tags": True},
+        headers={**importer.manager.headers, "If-Match": src["etag"]},
+    )
     assert_problem(stale, 412)
 
 
-
-async def test_a_killed_worker_resumes_the_import_without_duplicates(importer: Importer, settings: Settings,
-                                                                     tmp_path: Path) -> None:
+async def test_a_killed_worker_resumes_the_import_without_duplicates(
+    importer: Importer, settings: Settings, tmp_path: Path
+) -> None:
     """A real `python -m app worker` is SIGKILLed mid-import; the next worker (once the lease ran
     out) goes on from the last committed batch: every row once, one version per item, exact counts."""
     await importer.source()
     total = 6 * BATCH
-    rows = [{"external_id": f"TEL-{n:05d}", "title": f"5G套餐{n}号资费说明", "question": f"5G套餐{n}号每月多少钱",
-             "body": f"<p>月费 {n % 300 + 58} 元，含国内流量 {n % 50 + 10}GB。</p>", "attr.region": "全国"}
-            for n in range(total)]
+    rows = [
+        {
+            "external_id": f"TEL-{n:05d}",
+            "title": f"5G套餐{n}号资费说明",
+            "question": f"5G套餐{n}号每月多少钱",
+            "body": f"<p>月费 {n % 300 + 58} 元，含国内流量 {n % 50 + 10}GB。</p>",
+            "attr.region": "全国",
+        }
+        for n in range(total)
+    ]
     r = await importer.post(ndjson(rows))
     assert r.status_code == 202, r.text
     import_id = r.json()["id"]
     env = serve_env(settings, tmp_path / "worker-data", free_port(), KB_JOB_LEASE_SECONDS="1")
-    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "worker", cwd=ROOT, env=env,
-                                                  start_new_session=True)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "worker", cwd=ROOT, env=env, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -14,8 +14,17 @@ from tests.knowledge.conftest import Kb
 
 CSV = "text/csv"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-HEADER = ["external_id", "title", "question", "similar_questions", "body", "categories", "attr.region",
-          "review_due", "valid_to"]
+HEADER = [
+    "external_id",
+    "title",
+    "question",
+    "similar_questions",
+    "body",
+    "categories",
+    "attr.region",
+    "review_due",
+    "valid_to",
+]
 
 
 def excel_csv(rows: list[list[str]], encoding: str) -> bytes:
@@ -24,10 +33,28 @@ def excel_csv(rows: list[list[str]], encoding: str) -> bytes:
 
 
 ROWS = [
-    ["BANK-01", "信用卡年费怎么减免", "年费可以免吗", "刷卡免年费\n年费减免条件", "<p>每年刷卡满 6 次免次年年费。</p>",
-     "信用卡", "全国", "2027-06-30", "2027-12-31 18:00"],
-    ["BANK-02", "信用卡挂失后多久补卡", "补卡要几天", "", "<p>挂失后 7 个工作日内寄出新卡。</p>", "信用卡/挂失", "北京",
-     "", ""],
+    [
+        "BANK-01",
+        "信用卡年费怎么减免",
+        "年费可以免吗",
+        "刷卡免年费\n年费减免条件",
+        "<p>每年刷卡满 6 次免次年年费。</p>",
+        "信用卡",
+        "全国",
+        "2027-06-30",
+        "2027-12-31 18:00",
+    ],
+    [
+        "BANK-02",
+        "信用卡挂失后多久补卡",
+        "补卡要几天",
+        "",
+        "<p>挂失后 7 个工作日内寄出新卡。</p>",
+        "信用卡/挂失",
+        "北京",
+        "",
+        "",
+    ],
 ]
 
 
@@ -68,8 +95,19 @@ def workbook() -> bytes:
     notes.append(["请在「知识」页填写，每行一条知识"])
     ws = wb.create_sheet("知识")
     ws.append(HEADER)
-    ws.append(["UT-01", "电费怎么交", "电费缴纳方式", "网上交电费", "<p>可通过网上国网 APP 缴纳。</p>", "电费缴纳",
-               "全国", datetime(2027, 3, 1), 46752])  # 46752: 2027-12-31 as an Excel serial number
+    ws.append(
+        [
+            "UT-01",
+            "电费怎么交",
+            "电费缴纳方式",
+            "网上交电费",
+            "<p>可通过网上国网 APP 缴纳。</p>",
+            "电费缴纳",
+            "全国",
+            datetime(2027, 3, 1),
+            46752,
+        ]
+    )  # 46752: 2027-12-31 as an Excel serial number
     ws.append(["UT-02", "电费发票怎么开", "", "", "<p>缴费后在 APP 申请电子发票。</p>", None, "上海", None, None])
     ws.append(["UT-03", "阶梯电价怎么算", "", "", "<p>按年用电量分三档计价。</p>", None, "全国", None, None])
     ws.merge_cells("F2:F4")  # one category for the three rows, as people format it

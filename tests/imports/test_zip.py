@@ -46,8 +46,7 @@ async def test_zip_rows_carry_their_files_and_a_changed_file_makes_a_new_version
     _, versions = (await importer.items())["CRM-1001"]
     assert len(versions) == 2 and versions[1].attachments[0].size == len(newer)
     async with importer.app.state.sessionmaker() as s:
-        assert await s.scalar(select(func.count()).select_from(Attachment).where(
-            Attachment.item_id == item.id)) == 2
+        assert await s.scalar(select(func.count()).select_from(Attachment).where(Attachment.item_id == item.id)) == 2
 
 
 async def test_a_manifest_naming_a_missing_file_fails_that_row_only(importer: Importer) -> None:
@@ -56,7 +55,10 @@ async def test_a_manifest_naming_a_missing_file_fails_that_row_only(importer: Im
     job = await importer.run(bundle(rows, {}), ctype=ZIP)
     assert job["counts"]["created"] == 1 and job["counts"]["failed"] == 1
     assert (job["errors"][0]["external_id"], job["errors"][0]["code"], job["errors"][0]["field"]) == (
-        "CRM-1001", "attachment_missing", "attachments")
+        "CRM-1001",
+        "attachment_missing",
+        "attachments",
+    )
 
 
 async def test_attachments_outside_a_zip_are_refused_per_row(importer: Importer) -> None:

@@ -34,10 +34,15 @@ class Kb:
     # ------------------------------------------------------------ items
 
     async def create(self, actor: Actor, *, item_type: str = "faq", **fields: Any) -> dict[str, Any]:
-        body = {"item_type": item_type, "title": "宽带无法上网怎么办？", "question": "宽带连不上网怎么处理",
-                "similar_questions": ["宽带断网了", "家里wifi上不了网"],
-                "body": "<p>请先重启光猫和路由器，等待 3 分钟后重试。</p>",
-                "attributes": {"region": "全国"} if item_type == "faq" else {}, **fields}
+        body = {
+            "item_type": item_type,
+            "title": "宽带无法上网怎么办？",
+            "question": "宽带连不上网怎么处理",
+            "similar_questions": ["宽带断网了", "家里wifi上不了网"],
+            "body": "<p>请先重启光猫和路由器，等待 3 分钟后重试。</p>",
+            "attributes": {"region": "全国"} if item_type == "faq" else {},
+            **fields,
+        }
         r = await self.client.post("/api/v1/items", json=body, headers=actor.headers)
         assert r.status_code == 201, r.text
         assert r.headers["etag"] == r.json()["etag"]
@@ -55,8 +60,16 @@ class Kb:
             assert item is not None
             return make_etag("item", item.id, item.row_version)
 
-    async def act(self, actor: Actor, item_id: int, number: int, action: str, body: dict[str, Any] | None = None,
-                  *, if_match: str | None = "auto") -> httpx.Response:
+    async def act(
+        self,
+        actor: Actor,
+        item_id: int,
+        number: int,
+        action: str,
+        body: dict[str, Any] | None = None,
+        *,
+        if_match: str | None = "auto",
+    ) -> httpx.Response:
         headers = dict(actor.headers)
         if if_match == "auto":
             if_match = await self.etag(item_id)
@@ -64,8 +77,7 @@ class Kb:
             headers["If-Match"] = if_match
         if action == "reject" and body is None:
             body = {"reason": "答案缺少办理渠道，请补充"}
-        return await self.client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}", json=body,
-                                      headers=headers)
+        return await self.client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}", json=body, headers=headers)
 
     async def ok(self, actor: Actor, item_id: int, number: int, *actions: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -95,20 +107,28 @@ class Kb:
         """A channel client (WeChat, website ...) with a real token."""
         scopes = scopes or ["knowledge:read"]
         async with self.app.state.sessionmaker() as s:
-            c = ApiClient(client_id=f"{channel or 'sync'}-bot-{len(self.nodes)}-{id(s) % 9999}", name="渠道",
-                          secret_hash=hash_secret("x" * 12), scopes=scopes, channel=channel)
+            c = ApiClient(
+                client_id=f"{channel or 'sync'}-bot-{len(self.nodes)}-{id(s) % 9999}",
+                name="渠道",
+                secret_hash=hash_secret("x" * 12),
+                scopes=scopes,
+                channel=channel,
+            )
             s.add(c)
             await s.commit()
             codec = self.app.state.token_codec
-            token, _ = codec.encode({"sub": f"client:{c.id}", "typ": "access", "ver": c.token_version,
-                                     "scope": " ".join(scopes)}, codec.access_ttl)
+            token, _ = codec.encode(
+                {"sub": f"client:{c.id}", "typ": "access", "ver": c.token_version, "scope": " ".join(scopes)},
+                codec.access_ttl,
+            )
             return Actor(c, {"Authorization": f"Bearer {token}"})  # type: ignore[arg-type]
 
 
 async def add_faq_template(s: Any) -> None:
     """The FAQ type's template (a required 适用地区, a text and a number) and the 紧急通知 type."""
-    region = AttributeDefinition(code="region", name="适用地区", type="enum", required=True,
-                                 options=["全国", "北京", "上海", "广东"])
+    region = AttributeDefinition(
+        code="region", name="适用地区", type="enum", required=True, options=["全国", "北京", "上海", "广东"]
+    )
     since = AttributeDefinition(code="since_version", name="生效版本", type="text")
     speed = AttributeDefinition(code="speed", name="带宽(M)", type="number")
     s.add_all([region, since, speed])

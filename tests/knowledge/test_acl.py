@@ -41,8 +41,12 @@ class Readers:
         self.dept_user = await self.people.make("team.agent", role="agent", department_id=team.id)
         self.other = await self.people.make("other.agent", role="agent")
         self.web = await self.kb.channel_client("web")
-        self.subject = {"role": f"role:{self.role_id}", "dept": f"dept:{self.center_id}",  # the parent dept
-                        "client": f"client:{self.web.user.id}", "public": "public"}
+        self.subject = {
+            "role": f"role:{self.role_id}",
+            "dept": f"dept:{self.center_id}",  # the parent dept
+            "client": f"client:{self.web.user.id}",
+            "public": "public",
+        }
         return self
 
     @property
@@ -85,8 +89,9 @@ async def test_read_matrix(kb: Kb, client: httpx.AsyncClient, people: People, ad
     expected_for = {"role": {"role"}, "dept": {"dept"}, "client": {"client"}, "public": everyone}
     category_for = {"role": "宽带故障", "dept": "携号转网", "client": "套餐资费", "public": "挂失"}
     cases: list[tuple[str, int, set[str]]] = []
-    none = await kb.publish(admin, title="未设权限：营业厅营业时间", visibility="public",
-                            category_ids=[kb.nodes["宽带办理"]])
+    none = await kb.publish(
+        admin, title="未设权限：营业厅营业时间", visibility="public", category_ids=[kb.nodes["宽带办理"]]
+    )
     cases.append(("nowhere", none["id"], everyone))
     for kind, node in category_for.items():
         r = await put_acl(client, admin, f"/api/v1/taxonomy-nodes/{kb.nodes[node]}/acl", [rd.subject[kind]])
@@ -94,8 +99,9 @@ async def test_read_matrix(kb: Kb, client: httpx.AsyncClient, people: People, ad
         item = await kb.publish(admin, title=f"分类授权 {kind}", visibility="public", category_ids=[kb.nodes[node]])
         cases.append((f"category/{kind}", item["id"], expected_for[kind]))
     for kind in category_for:
-        item = await kb.publish(admin, title=f"条目授权 {kind}", visibility="public",
-                                category_ids=[kb.nodes["宽带办理"]])
+        item = await kb.publish(
+            admin, title=f"条目授权 {kind}", visibility="public", category_ids=[kb.nodes["宽带办理"]]
+        )
         r = await put_acl(client, admin, f"/api/v1/items/{item['id']}/acl", [rd.subject[kind]])
         assert r.status_code == 200, r.text
         cases.append((f"item/{kind}", item["id"], expected_for[kind]))
@@ -120,7 +126,8 @@ async def test_inheritance_overrides_and_visibility(
     assert await rd.who_reads(iid) == {"role"}
     r = await client.get(node_url.format(child), headers=admin.headers)
     assert r.json()["grants"] == [] and r.json()["effective"] == [
-        {"node_id": child, "from_node_id": parent, "subject": rd.subject["role"], "access": "read"}]
+        {"node_id": child, "from_node_id": parent, "subject": rd.subject["role"], "access": "read"}
+    ]
     # the child's own grants replace the inherited ones
     await put_acl(client, admin, node_url.format(child), [rd.subject["dept"]])
     assert await rd.who_reads(iid) == {"dept"}
@@ -129,21 +136,26 @@ async def test_inheritance_overrides_and_visibility(
     assert await rd.who_reads(iid) == {"client", "other"}
     got = (await client.get(f"/api/v1/items/{iid}/acl", headers=admin.headers)).json()
     assert got["readers"] == sorted([rd.subject["client"], f"user:{rd.other.user.id}"])
-    assert got["inherited"] == [{"node_id": child, "from_node_id": child, "subject": rd.subject["dept"],
-                                 "access": "read"}]
+    assert got["inherited"] == [
+        {"node_id": child, "from_node_id": child, "subject": rd.subject["dept"], "access": "read"}
+    ]
     await put_acl(client, admin, f"/api/v1/items/{iid}/acl", [])
     assert await rd.who_reads(iid) == {"dept"}
     # several categories: the union of what each contributes (a node without grants adds nothing)
-    assert (await kb.edit(admin, iid, {"category_ids": [child, kb.nodes["宽带故障"], kb.nodes["宽带办理"]]})
-            ).status_code == 200
+    assert (
+        await kb.edit(admin, iid, {"category_ids": [child, kb.nodes["宽带故障"], kb.nodes["宽带办理"]]})
+    ).status_code == 200
     await kb.ok(admin, iid, 2, "submit", "approve", "publish")
     await put_acl(client, admin, node_url.format(kb.nodes["宽带故障"]), [rd.subject["client"]])
     assert await rd.who_reads(iid) == {"dept", "client"}
     # agents only: clients are struck, public narrows to all staff
     await put_acl(client, admin, f"/api/v1/items/{iid}/acl", ["public", rd.subject["client"]])
     assert await rd.who_reads(iid) == {"role", "dept", "other", "client", "anonymous"}
-    r = await client.patch(f"/api/v1/items/{iid}", json={"visibility": "internal"},
-                           headers={**admin.headers, "If-Match": await kb.etag(iid)})
+    r = await client.patch(
+        f"/api/v1/items/{iid}",
+        json={"visibility": "internal"},
+        headers={**admin.headers, "If-Match": await kb.etag(iid)},
+    )
     assert r.status_code == 200, r.text
     assert await rd.who_reads(iid) == {"role", "dept", "other"}
     async with kb.app.state.sessionmaker() as s:
@@ -153,8 +165,7 @@ async def test_inheritance_overrides_and_visibility(
     assert {"item_ids": [iid]} in reindex and all(j["item_ids"] for j in reindex)
 
 
-async def test_default_visibility_and_channels(kb: Kb, client: httpx.AsyncClient, people: People,
-                                               admin: Actor) -> None:
+async def test_default_visibility_and_channels(kb: Kb, client: httpx.AsyncClient, people: People, admin: Actor) -> None:
     rd = await Readers(kb, people).build()
     internal = await kb.publish(admin, title="内部：投诉升级处理口径")  # visibility defaults to internal
     assert await rd.who_reads(internal["id"]) == {"role", "dept", "other"}
@@ -167,8 +178,12 @@ async def test_default_visibility_and_channels(kb: Kb, client: httpx.AsyncClient
 
 async def test_validity_windows(kb: Kb, client: httpx.AsyncClient, admin: Actor, agent: Actor) -> None:
     now = utcnow()
-    current = await kb.publish(admin, title="当前有效", valid_from=(now - timedelta(days=1)).isoformat(),
-                               valid_to=(now + timedelta(days=1)).isoformat())
+    current = await kb.publish(
+        admin,
+        title="当前有效",
+        valid_from=(now - timedelta(days=1)).isoformat(),
+        valid_to=(now + timedelta(days=1)).isoformat(),
+    )
     future = await kb.publish(admin, title="下月生效：新资费", valid_from=(now + timedelta(days=30)).isoformat())
     expired = await kb.publish(admin, title="已过期：2025年优惠", valid_to=(now - timedelta(seconds=1)).isoformat())
     assert (await kb.get(agent, current["id"])).status_code == 200
@@ -179,20 +194,22 @@ async def test_validity_windows(kb: Kb, client: httpx.AsyncClient, admin: Actor,
     assert (await kb.get(admin, future["id"])).json()["expired"] is False
     listed = (await client.get("/api/v1/items", headers=agent.headers)).json()["items"]
     assert [x["id"] for x in listed] == [current["id"]]
-    r = await client.get("/api/v1/items", params={"valid_at": (now + timedelta(days=31)).isoformat()},
-                         headers=admin.headers)
+    r = await client.get(
+        "/api/v1/items", params={"valid_at": (now + timedelta(days=31)).isoformat()}, headers=admin.headers
+    )
     assert [x["id"] for x in r.json()["items"]] == [future["id"]]  # `current` ends before then
 
 
-async def test_denials_are_404_and_audited(kb: Kb, client: httpx.AsyncClient, people: People,
-                                           admin: Actor, agent: Actor) -> None:
+async def test_denials_are_404_and_audited(
+    kb: Kb, client: httpx.AsyncClient, people: People, admin: Actor, agent: Actor
+) -> None:
     item = await kb.publish(admin, title="信用卡挂失：内部核身口径")
     await put_acl(client, admin, f"/api/v1/items/{item['id']}/acl", [f"user:{admin.user.id}"])
     for path in ("", "/versions", "/versions/1", "/diff?from=1&to=1"):
-        assert_problem(await client.get(f"/api/v1/items/{item['id']}{path}", headers=agent.headers),
-                       404, "item_not_found")
-    r = await client.get("/api/v1/audit", params={"outcome": "denied", "target_type": "item"},
-                         headers=admin.headers)
+        assert_problem(
+            await client.get(f"/api/v1/items/{item['id']}{path}", headers=agent.headers), 404, "item_not_found"
+        )
+    r = await client.get("/api/v1/audit", params={"outcome": "denied", "target_type": "item"}, headers=admin.headers)
     denied = [e for e in r.json()["items"] if e["actor"] == f"user:{agent.user.id}"]
     assert len(denied) == 4 and denied[0]["target_id"] == str(item["id"])
     assert denied[0]["summary"]["permission"] == "knowledge:read"
@@ -213,15 +230,17 @@ async def test_edit_grants(kb: Kb, client: httpx.AsyncClient, people: People, ad
         senior_role = await s.scalar(select(Role.id).where(Role.name == "r_senior.author"))
     node = kb.nodes["信用卡"]
     item = await kb.create(plain, title="信用卡挂失", category_ids=[kb.nodes["挂失"]])
-    r = await put_acl(client, admin, f"/api/v1/taxonomy-nodes/{node}/acl",
-                      [{"subject": f"role:{senior_role}", "access": "edit"}])
+    r = await put_acl(
+        client, admin, f"/api/v1/taxonomy-nodes/{node}/acl", [{"subject": f"role:{senior_role}", "access": "edit"}]
+    )
     assert r.status_code == 200, r.text
     # still readable by all staff (no read grants), but only the senior role may edit
     assert (await kb.get(plain, item["id"])).status_code == 200
     assert_problem(await kb.edit(plain, item["id"], {"title": "改"}), 403, "permission_denied")
     assert (await kb.edit(senior, item["id"], {"title": "信用卡挂失（补充）"})).status_code == 200
-    r = await client.post("/api/v1/items", json={"title": "新建", "category_ids": [kb.nodes["挂失"]]},
-                          headers=plain.headers)
+    r = await client.post(
+        "/api/v1/items", json={"title": "新建", "category_ids": [kb.nodes["挂失"]]}, headers=plain.headers
+    )
     assert_problem(r, 403, "category_not_editable")
     acl_view = (await client.get(f"/api/v1/items/{item['id']}/acl", headers=admin.headers)).json()
     assert acl_view["editors"] == [f"role:{senior_role}"] and acl_view["readers"] == ["internal"]
@@ -230,8 +249,9 @@ async def test_edit_grants(kb: Kb, client: httpx.AsyncClient, people: People, ad
 async def test_acl_endpoints_bad_input(kb: Kb, client: httpx.AsyncClient, admin: Actor, author: Actor) -> None:
     item = await kb.create(admin)
     url = f"/api/v1/items/{item['id']}/acl"
-    body = assert_problem(await put_acl(client, admin, url, ["role:424242", "dept:7", "internal"]),
-                          422, "unknown_subject")
+    body = assert_problem(
+        await put_acl(client, admin, url, ["role:424242", "dept:7", "internal"]), 422, "unknown_subject"
+    )
     assert body["unknown"] == ["dept:7", "role:424242"]
     assert_problem(await put_acl(client, admin, url, ["everyone"]), 422, "validation_error")
     assert_problem(await put_acl(client, admin, url, [{"subject": "public", "access": "delete"}]), 422)

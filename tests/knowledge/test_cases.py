@@ -29,7 +29,8 @@ async def propose(client: httpx.AsyncClient, agent: Actor, **fields: Any) -> htt
 
 
 async def test_an_agents_case_is_published_after_a_supervisors_approval(
-        kb: Kb, client: httpx.AsyncClient, people: People) -> None:
+    kb: Kb, client: httpx.AsyncClient, people: People
+) -> None:
     agent = await people.make("xiao.chen", role="agent")
     colleague = await people.make("xiao.lin", role="agent")
     supervisor = await people.make("zhao.banzhang", role="supervisor")
@@ -42,9 +43,11 @@ async def test_an_agents_case_is_published_after_a_supervisors_approval(
     # The proposer edits their draft and attaches the call recording.
     r = await kb.edit(agent, case["id"], {"change_note": "补充通话录音"})
     assert r.status_code == 200, r.text
-    r = await client.post(f"/api/v1/items/{case['id']}/attachments",
-                          headers={**agent.headers, "Content-Type": CTYPE, "If-Match": await kb.etag(case["id"])},
-                          content=multipart([("通话录音-20261207.mp3", b"ID3\x03\x00" + b"\x00" * 64)]))
+    r = await client.post(
+        f"/api/v1/items/{case['id']}/attachments",
+        headers={**agent.headers, "Content-Type": CTYPE, "If-Match": await kb.etag(case["id"])},
+        content=multipart([("通话录音-20261207.mp3", b"ID3\x03\x00" + b"\x00" * 64)]),
+    )
     assert r.status_code == 201, r.text
     # Colleagues do not see a proposal; its proposer does.
     assert (await kb.get(colleague, case["id"])).status_code == 404
@@ -79,8 +82,9 @@ async def test_an_agents_case_is_published_after_a_supervisors_approval(
     assert_problem(await kb.edit(agent, case["id"], {"title": "改个标题"}), 403, "permission_denied")
 
 
-async def test_agents_create_nothing_but_cases(kb: Kb, client: httpx.AsyncClient, people: People,
-                                               author: Actor) -> None:
+async def test_agents_create_nothing_but_cases(
+    kb: Kb, client: httpx.AsyncClient, people: People, author: Actor
+) -> None:
     agent = await people.make("xiao.chen", role="agent")
     other = await people.make("xiao.lin", role="agent")
     supervisor = await people.make("zhao.banzhang", role="supervisor")
@@ -117,8 +121,9 @@ async def test_agents_create_nothing_but_cases(kb: Kb, client: httpx.AsyncClient
     # The proposer may withdraw their submitted case again and delete it while it was never published.
     other_case = (await propose(client, agent, title="宽带报障一次解决的沟通话术")).json()
     await kb.ok(agent, other_case["id"], 1, "submit", "withdraw")
-    r = await client.delete(f"/api/v1/items/{other_case['id']}",
-                            headers={**agent.headers, "If-Match": await kb.etag(other_case["id"])})
+    r = await client.delete(
+        f"/api/v1/items/{other_case['id']}", headers={**agent.headers, "If-Match": await kb.etag(other_case["id"])}
+    )
     assert r.status_code == 204, r.text
 
 

@@ -36,11 +36,21 @@ async def test_every_endpoint_needs_a_caller_and_a_permission(
 async def test_readers_cannot_write(kb: Kb, client: httpx.AsyncClient, people: People) -> None:
     # A pure reader: the agent role also proposes best-practice cases (tests/knowledge/test_cases.py).
     agent = await people.make("zhang.wei", permissions=["system:access", "module:knowledge", "knowledge:read"])
-    writes = [("POST", "/api/v1/items"), ("PATCH", "/api/v1/items/1"), ("PATCH", "/api/v1/items/1/draft"),
-              ("DELETE", "/api/v1/items/1/draft"), ("DELETE", "/api/v1/items/1"),
-              ("GET", "/api/v1/items/1/draft"), ("POST", "/api/v1/items/1/versions/1/restore"),
-              ("GET", "/api/v1/reviews"), ("PUT", "/api/v1/items/1/acl"), ("GET", "/api/v1/taxonomy-nodes/1/acl")]
-    writes += [("POST", f"/api/v1/items/1/versions/1/{a}")
-               for a in ("submit", "withdraw", "approve", "reject", "reopen", "publish", "unpublish", "archive")]
+    writes = [
+        ("POST", "/api/v1/items"),
+        ("PATCH", "/api/v1/items/1"),
+        ("PATCH", "/api/v1/items/1/draft"),
+        ("DELETE", "/api/v1/items/1/draft"),
+        ("DELETE", "/api/v1/items/1"),
+        ("GET", "/api/v1/items/1/draft"),
+        ("POST", "/api/v1/items/1/versions/1/restore"),
+        ("GET", "/api/v1/reviews"),
+        ("PUT", "/api/v1/items/1/acl"),
+        ("GET", "/api/v1/taxonomy-nodes/1/acl"),
+    ]
+    writes += [
+        ("POST", f"/api/v1/items/1/versions/1/{a}")
+        for a in ("submit", "withdraw", "approve", "reject", "reopen", "publish", "unpublish", "archive")
+    ]
     for method, url in writes:
         assert_problem(await client.request(method, url, headers=agent.headers), 403, "permission_denied")

@@ -28,8 +28,12 @@ EXPECTED: dict[str, dict[str, str]] = {
     "archived": {},
 }
 PATHS = {
-    "draft": [], "in_review": ["submit"], "approved": ["submit", "approve"], "rejected": ["submit", "reject"],
-    "published": ["submit", "approve", "publish"], "archived": ["submit", "approve", "publish", "archive"],
+    "draft": [],
+    "in_review": ["submit"],
+    "approved": ["submit", "approve"],
+    "rejected": ["submit", "reject"],
+    "published": ["submit", "approve", "publish"],
+    "archived": ["submit", "approve", "publish", "archive"],
     "unpublished": ["submit", "approve", "publish", "unpublish"],
 }
 
@@ -96,15 +100,20 @@ async def test_whole_life_is_audited_and_queued_for_indexing(
     await kb.ok(publisher, iid, 1, "publish")
     await kb.ok(publisher, iid, 1, "archive")
     steps = ["submit", "reject", "reopen", "submit", "approve", "publish", "archive"]
-    r = await client.get("/api/v1/audit", params={"target_type": "item", "target_id": str(iid), "limit": 50},
-                         headers=admin.headers)
+    r = await client.get(
+        "/api/v1/audit", params={"target_type": "item", "target_id": str(iid), "limit": 50}, headers=admin.headers
+    )
     entries = list(reversed(r.json()["items"]))
     assert [e["action"] for e in entries] == ["item.create"] + [f"item.{s}" for s in steps]
     by = {e["action"]: e for e in entries}
     assert by["item.reject"]["actor"] == f"user:{reviewer.user.id}"
     assert by["item.reject"]["summary"]["reason"] == "答案缺少办理渠道，请补充"
     assert by["item.publish"]["summary"] | {"superseded": None} == {
-        "version": 1, "from_state": "approved", "to_state": "published", "superseded": None}
+        "version": 1,
+        "from_state": "approved",
+        "to_state": "published",
+        "superseded": None,
+    }
     assert by["item.archive"]["summary"]["to_state"] == "archived"
     assert await kb.jobs("search.index_item") == [{"item_id": iid}] * len(steps)
 
@@ -171,8 +180,9 @@ async def test_publishing_supersedes_and_archiving_ends_editing(
     assert_problem(await kb.get(agent, iid), 404, "item_not_found")
     assert_problem(await kb.edit(admin, iid, {"title": "再改一次"}), 409, "item_archived")
     etag = await kb.etag(iid)
-    r = await client.patch(f"/api/v1/items/{iid}", json={"visibility": "public"},
-                           headers={**admin.headers, "If-Match": etag})
+    r = await client.patch(
+        f"/api/v1/items/{iid}", json={"visibility": "public"}, headers={**admin.headers, "If-Match": etag}
+    )
     assert_problem(r, 409, "item_archived")
     r = await client.post(f"/api/v1/items/{iid}/versions/1/restore", headers={**admin.headers, "If-Match": etag})
     assert_problem(r, 409, "item_archived")
@@ -196,8 +206,11 @@ async def test_scheduled_publication(kb: Kb, admin: Actor, agent: Actor) -> None
     past = (utcnow() - timedelta(minutes=1)).isoformat()
     assert_problem(await kb.act(admin, iid, 1, "submit", {"publish_at": past}), 422, "publish_at_not_allowed")
     await kb.ok(admin, iid, 1, "submit", "approve")
-    assert_problem(await kb.act(admin, iid, 1, "publish", {"publish_at": "2026-01-01T00:00:00"}),  # no zone
-                   422, "validation_error")
+    assert_problem(
+        await kb.act(admin, iid, 1, "publish", {"publish_at": "2026-01-01T00:00:00"}),  # no zone
+        422,
+        "validation_error",
+    )
     at = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
     r = await kb.act(admin, iid, 1, "publish", {"publish_at": at.isoformat()})
     assert r.status_code == 200, r.text
@@ -223,9 +236,7 @@ async def test_scheduled_publication(kb: Kb, admin: Actor, agent: Actor) -> None
     assert r.json()["version"]["state"] == "published"
 
 
-async def test_review_queue(
-    kb: Kb, client: httpx.AsyncClient, author: Actor, reviewer: Actor, agent: Actor
-) -> None:
+async def test_review_queue(kb: Kb, client: httpx.AsyncClient, author: Actor, reviewer: Actor, agent: Actor) -> None:
     first = await kb.create(author, title="携号转网需要满足哪些条件？")
     second = await kb.create(author, title="宽带报修后多久上门？")
     await kb.create(author, title="未提交的草稿")
@@ -235,16 +246,20 @@ async def test_review_queue(
     assert r.status_code == 200, r.text
     page = r.json()
     assert [x["title"] for x in page["items"]] == ["携号转网需要满足哪些条件？"] and page["next_cursor"]
-    r = await client.get("/api/v1/reviews", params={"limit": 1, "cursor": page["next_cursor"]},
-                         headers=reviewer.headers)
+    r = await client.get(
+        "/api/v1/reviews", params={"limit": 1, "cursor": page["next_cursor"]}, headers=reviewer.headers
+    )
     assert [x["item_id"] for x in r.json()["items"]] == [second["id"]]
     assert r.json()["items"][0]["state"] == "in_review" and r.json()["items"][0]["submitted_at"]
     await kb.ok(reviewer, first["id"], 1, "approve")
     r = await client.get("/api/v1/reviews", params={"state": "approved"}, headers=reviewer.headers)
     assert [x["item_id"] for x in r.json()["items"]] == [first["id"]]
     assert_problem(await client.get("/api/v1/reviews", headers=agent.headers), 403, "permission_denied")
-    assert_problem(await client.get("/api/v1/reviews", params={"state": "published"}, headers=reviewer.headers),
-                   422, "validation_error")
+    assert_problem(
+        await client.get("/api/v1/reviews", params={"state": "published"}, headers=reviewer.headers),
+        422,
+        "validation_error",
+    )
 
 
 async def test_four_eyes_review_keeps_whoever_wrote_a_version_from_approving_it(

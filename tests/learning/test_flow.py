@@ -16,14 +16,19 @@ API = "/api/v1/learning"
 
 
 async def test_supervisor_to_agents_score_and_items_to_study(
-        client: httpx.AsyncClient, kb: Kb, supervisor: Actor, newcomers: tuple[int, list[Actor]],
-        broadband: list[dict[str, Any]]) -> None:
+    client: httpx.AsyncClient,
+    kb: Kb,
+    supervisor: Actor,
+    newcomers: tuple[int, list[Actor]],
+    broadband: list[dict[str, Any]],
+) -> None:
     parent_id, (liu, huang) = newcomers
     answers = {item["id"]: row[3] for item, row in zip(broadband, BROADBAND, strict=True)}
 
     # 出题: every broadband FAQ becomes a draft single-choice question
-    r = await call(client, "POST", f"{API}/questions/generate", supervisor,
-                   json={"category_id": kb.nodes["宽带业务"], "count": 6})
+    r = await call(
+        client, "POST", f"{API}/questions/generate", supervisor, json={"category_id": kb.nodes["宽带业务"], "count": 6}
+    )
     assert r.status_code == 201, r.text
     created = r.json()["created"]
     assert len(created) == 6 and r.json()["skipped"] == []
@@ -36,28 +41,45 @@ async def test_supervisor_to_agents_score_and_items_to_study(
         assert len(texts) == 4 and len(set(texts)) == 4
         assert set(texts) - {right} <= set(answers.values())  # wrong options: other broadband answers
     # a second run makes nothing new: each item has its question
-    r = await call(client, "POST", f"{API}/questions/generate", supervisor,
-                   json={"category_id": kb.nodes["宽带业务"], "count": 6})
+    r = await call(
+        client, "POST", f"{API}/questions/generate", supervisor, json={"category_id": kb.nodes["宽带业务"], "count": 6}
+    )
     assert r.json()["created"] == []
 
     # drafts stay out of papers until approved
     rule = {"kind": "single_choice", "count": 5, "categories": [kb.nodes["宽带业务"]], "score": 20}
     r = await call(client, "POST", f"{API}/papers", supervisor, json={"title": "新人宽带上岗考试", "rules": [rule]})
     assert r.status_code == 422 and r.json()["code"] == "rule_not_met"
-    r = await call(client, "POST", f"{API}/questions/approve", supervisor,
-                   json={"question_ids": [q["id"] for q in created]})
+    r = await call(
+        client, "POST", f"{API}/questions/approve", supervisor, json={"question_ids": [q["id"] for q in created]}
+    )
     assert r.status_code == 200 and sorted(r.json()["approved"]) == sorted(q["id"] for q in created)
 
-    r = await call(client, "POST", f"{API}/papers", supervisor,
-                   json={"title": "新人宽带上岗考试", "rules": [rule], "total_score": 100, "pass_score": 60, "seed": 7})
+    r = await call(
+        client,
+        "POST",
+        f"{API}/papers",
+        supervisor,
+        json={"title": "新人宽带上岗考试", "rules": [rule], "total_score": 100, "pass_score": 60, "seed": 7},
+    )
     assert r.status_code == 201, r.text
     paper = r.json()
     assert paper["question_count"] == 5 and paper["total_score"] == 100
 
     # assigned to the parent department: its sub-department's new agents are in the audience
-    r = await call(client, "POST", f"{API}/exams", supervisor, json={
-        "paper_id": paper["id"], "audience": {"departments": [parent_id]}, "opens_at": iso(-timedelta(minutes=5)),
-        "closes_at": iso(timedelta(days=3)), "time_limit_minutes": 30})
+    r = await call(
+        client,
+        "POST",
+        f"{API}/exams",
+        supervisor,
+        json={
+            "paper_id": paper["id"],
+            "audience": {"departments": [parent_id]},
+            "opens_at": iso(-timedelta(minutes=5)),
+            "closes_at": iso(timedelta(days=3)),
+            "time_limit_minutes": 30,
+        },
+    )
     assert r.status_code == 201, r.text
     exam = r.json()
 
@@ -76,8 +98,13 @@ async def test_supervisor_to_agents_score_and_items_to_study(
     wrong_qid = qids[0]
     mine = {str(qid): key[qid] for qid in qids[1:]}
     mine[str(wrong_qid)] = next(o["key"] for o in attempt["questions"][0]["options"] if o["key"] != key[wrong_qid])
-    r = await call(client, "PUT", f"/api/v1/me/exams/{exam['id']}/attempt/answers", liu,
-                   json={"answers": {str(qids[1]): key[qids[1]]}})
+    r = await call(
+        client,
+        "PUT",
+        f"/api/v1/me/exams/{exam['id']}/attempt/answers",
+        liu,
+        json={"answers": {str(qids[1]): key[qids[1]]}},
+    )
     assert r.status_code == 200 and r.json()["answers"] == {str(qids[1]): key[qids[1]]}
     r = await call(client, "POST", f"/api/v1/me/exams/{exam['id']}/attempt/submit", liu, json={"answers": mine})
     assert r.status_code == 200, r.text

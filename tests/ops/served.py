@@ -44,8 +44,7 @@ def serve_env(settings: Settings, data: Path, port: int, **extra: str) -> dict[s
     }
 
 
-async def wait_ready(base: str, server: asyncio.subprocess.Process, seconds: float = 90,
-                     path: str = "/readyz") -> None:
+async def wait_ready(base: str, server: asyncio.subprocess.Process, seconds: float = 90, path: str = "/readyz") -> None:
     """`path` answers 200 (`/healthz` for processes that run no worker: readyz wants one)."""
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=base, timeout=5) as c:

@@ -92,8 +92,10 @@ def env_for(settings: Settings, data: Path | None = None, url: str | None = None
 @pytest.fixture
 def sqlite_only(settings: Settings) -> None:
     if not settings.is_sqlite:
-        pytest.skip("kb backup covers SQLite (PostgreSQL is backed up with pg_dump, README): this runs in the "
-                    "SQLite leg of every run")
+        pytest.skip(
+            "kb backup covers SQLite (PostgreSQL is backed up with pg_dump, README): this runs in the "
+            "SQLite leg of every run"
+        )
 
 
 async def make_content(client: httpx.AsyncClient, admin: Actor) -> list[int]:

@@ -99,8 +99,14 @@ async def jobs(c: httpx.AsyncClient, h: dict[str, str], status: str) -> list[dic
     r = await c.get("/api/v1/jobs", headers=h, params={"status": status, "limit": 100})
     assert r.status_code == 200, r.text
     # recurring jobs: always one queued for its next run
-    recurring = ("attachments.collect_orphans", "channels.sweep", "feedback.reminders", "analytics.rollup",
-                 "imports.expire_exports", "learning.sweep")
+    recurring = (
+        "attachments.collect_orphans",
+        "channels.sweep",
+        "feedback.reminders",
+        "analytics.rollup",
+        "imports.expire_exports",
+        "learning.sweep",
+    )
     return [j for j in r.json()["items"] if j["kind"] not in recurring]
 
 

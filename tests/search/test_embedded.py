@@ -344,10 +344,20 @@ async def test_highlights_fold_all_fields_at_once_or_one_by_one_alike(fresh: Emb
     """Fields are folded in one OpenCC call; a fold that changes a length (İ lower-cases to two
     characters) makes the backend fold field by field: the marks must be the same and in place."""
     answers = {"agent": "请重启光猫，IPHONE 15 用户同理。", "wechat": "请重启光猫后再试。"}
-    plain = search_doc(1, "光猫指示灯不亮", similar_questions=["光猫红灯", "宽带断网"], body_text="检查光猫电源。",
-                       channel_answers=answers)
-    dotted = search_doc(2, "光猫指示灯不亮", similar_questions=["光猫红灯", "宽带断网"], body_text="İ检查光猫电源。",
-                        channel_answers=answers)
+    plain = search_doc(
+        1,
+        "光猫指示灯不亮",
+        similar_questions=["光猫红灯", "宽带断网"],
+        body_text="检查光猫电源。",
+        channel_answers=answers,
+    )
+    dotted = search_doc(
+        2,
+        "光猫指示灯不亮",
+        similar_questions=["光猫红灯", "宽带断网"],
+        body_text="İ检查光猫电源。",
+        channel_answers=answers,
+    )
     await fresh.upsert([plain, dotted])
     result = await fresh.search(SearchQuery(text="光猫 iphone", principals=EVERYONE, channel="agent"))
     marks = {hit.item_id: {h.field: h.fragments for h in hit.highlights} for hit in result.hits}

@@ -581,12 +581,20 @@ async def test_items_lacking_vectors_of_the_loaded_model(fake_es: FakeES, backen
     vectors; every item when the live index holds another model's (only a rebuild switches it)."""
 
     def walk(index_model: Any) -> None:
-        pages = iter([
-            {"pit_id": "p2", "hits": {"hits": [
-                {"_id": "1", "_source": {"item_id": 1, "embedder": E5}, "sort": [0]},
-                {"_id": "2", "_source": {"item_id": 2, "embedder": None}, "sort": [1]}]}},
-            {"pit_id": "p2", "hits": {"hits": []}},
-        ])
+        pages = iter(
+            [
+                {
+                    "pit_id": "p2",
+                    "hits": {
+                        "hits": [
+                            {"_id": "1", "_source": {"item_id": 1, "embedder": E5}, "sort": [0]},
+                            {"_id": "2", "_source": {"item_id": 2, "embedder": None}, "sort": [1]},
+                        ]
+                    },
+                },
+                {"pit_id": "p2", "hits": {"hits": []}},
+            ]
+        )
         fake_es.on("GET", "/kbt/_mapping", lambda _c: _mapping_answer("kbt_ik_v1", index_model))
         fake_es.on("POST", "/kbt/_pit", (200, {"id": "p1"}))
         fake_es.on("POST", "/_search", lambda _call: (200, next(pages)))

@@ -41,8 +41,9 @@ async def publish(client: httpx.AsyncClient, h: dict[str, str], **content: Any) 
     return item["id"]
 
 
-async def review_and_publish(client: httpx.AsyncClient, h: dict[str, str], item_id: int, number: int,
-                             etag: str) -> None:
+async def review_and_publish(
+    client: httpx.AsyncClient, h: dict[str, str], item_id: int, number: int, etag: str
+) -> None:
     for action in ("submit", "approve", "publish"):
         r = await client.post(f"/api/v1/items/{item_id}/versions/{number}/{action}", headers={**h, "If-Match": etag})
         assert r.status_code == 200, r.text
@@ -63,34 +64,60 @@ def ids(result: dict[str, Any]) -> list[int]:
 async def corpus(client: httpx.AsyncClient, admin: Actor, app: Any) -> dict[str, int]:
     h = admin.headers
     tax = (await client.post("/api/v1/taxonomies", headers=h, json={"code": "kb", "name": "知识分类"})).json()
-    broadband = (await client.post(f"/api/v1/taxonomies/{tax['id']}/nodes", headers=h,
-                                   json={"name": "宽带业务"})).json()
-    fault = (await client.post(f"/api/v1/taxonomies/{tax['id']}/nodes", headers=h,
-                               json={"name": "宽带故障", "parent_id": broadband["id"]})).json()
+    broadband = (
+        await client.post(f"/api/v1/taxonomies/{tax['id']}/nodes", headers=h, json={"name": "宽带业务"})
+    ).json()
+    fault = (
+        await client.post(
+            f"/api/v1/taxonomies/{tax['id']}/nodes", headers=h, json={"name": "宽带故障", "parent_id": broadband["id"]}
+        )
+    ).json()
     card = (await client.post(f"/api/v1/taxonomies/{tax['id']}/nodes", headers=h, json={"name": "信用卡"})).json()
     out = {
-        "broadband": broadband["id"], "fault": fault["id"], "card": card["id"],
+        "broadband": broadband["id"],
+        "fault": fault["id"],
+        "card": card["id"],
         "offline": await publish(
-            client, h, title="宽带无法上网怎么办", question="宽带无法上网怎么办",
+            client,
+            h,
+            title="宽带无法上网怎么办",
+            question="宽带无法上网怎么办",
             similar_questions=["家里网络断网了", "宽带连不上怎么处理"],
             body="<p>请先检查<b>光猫</b>电源和指示灯，LOS灯红色闪烁说明光纤线路异常，需要报修。</p>",
-            channel_answers={"wechat": "请重启光猫后再试。"}, category_ids=[fault["id"]], tags=["故障"],
-            visibility="public"),
+            channel_answers={"wechat": "请重启光猫后再试。"},
+            category_ids=[fault["id"]],
+            tags=["故障"],
+            visibility="public",
+        ),
         "plan": await publish(
-            client, h, title="5G畅享套餐资费说明", body="5G畅享套餐每月128元，含30GB国内流量。iPhone 15 可用。",
-            category_ids=[broadband["id"]], tags=["资费"], channels=["agent"]),
+            client,
+            h,
+            title="5G畅享套餐资费说明",
+            body="5G畅享套餐每月128元，含30GB国内流量。iPhone 15 可用。",
+            category_ids=[broadband["id"]],
+            tags=["资费"],
+            channels=["agent"],
+        ),
         "lost_card": await publish(
-            client, h, title="信用卡挂失流程", body="信用卡丢失请立即致电95588挂失。", category_ids=[card["id"]],
-            tags=["挂失"], visibility="public"),
+            client,
+            h,
+            title="信用卡挂失流程",
+            body="信用卡丢失请立即致电95588挂失。",
+            category_ids=[card["id"]],
+            tags=["挂失"],
+            visibility="public",
+        ),
         "taiwan": await publish(
-            client, h, title="寬頻帳單查詢", body="您可以透過網上營業廳查詢寬頻帳單。", visibility="public"),
+            client, h, title="寬頻帳單查詢", body="您可以透過網上營業廳查詢寬頻帳單。", visibility="public"
+        ),
     }
     await drain(app)
     return out
 
 
-async def test_published_items_are_found_by_customer_words(client: httpx.AsyncClient, admin: Actor,
-                                                           corpus: dict[str, int], app: Any) -> None:
+async def test_published_items_are_found_by_customer_words(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
     h = admin.headers
     r = await client.post("/api/v1/search/synonyms", headers=h, json={"terms": ["上不了网", "无法上网", "断网"]})
     assert r.status_code == 201
@@ -120,8 +147,9 @@ async def test_a_query_needs_its_words_and_says_when_it_relaxed(
     assert ids(wechat) == [corpus["lost_card"]] and wechat["relaxed"] is True
 
 
-async def test_dictionary_word_kept_whole_after_rebuild(client: httpx.AsyncClient, admin: Actor,
-                                                         corpus: dict[str, int], app: Any) -> None:
+async def test_dictionary_word_kept_whole_after_rebuild(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
     r = await client.post("/api/v1/search/dictionary", headers=admin.headers, json={"words": ["5G畅享套餐", "光猫"]})
     assert r.status_code == 201 and [w["word"] for w in r.json()] == ["5G畅享套餐", "光猫"]
     await drain(app)  # language job, then the rebuild it queues
@@ -136,8 +164,11 @@ async def test_acl_hides_items_in_totals_facets_and_suggestions(
 ) -> None:
     h = admin.headers
     card_team = (await client.post("/api/v1/departments", headers=h, json={"name": "信用卡中心"})).json()
-    r = await client.put(f"/api/v1/taxonomy-nodes/{corpus['card']}/acl", headers=h,
-                         json={"grants": [{"subject": f"dept:{card_team['id']}", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/taxonomy-nodes/{corpus['card']}/acl",
+        headers=h,
+        json={"grants": [{"subject": f"dept:{card_team['id']}", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
     await drain(app)
     outsider = await people.make("zhang.wei", role="agent")
@@ -153,20 +184,30 @@ async def test_acl_hides_items_in_totals_facets_and_suggestions(
     assert {"value": "挂失", "count": 1, "label": None} in seen["facets"]["tag"]
 
 
-async def test_channel_clients_see_only_their_channel(client: httpx.AsyncClient, admin: Actor,
-                                                     corpus: dict[str, int]) -> None:
-    r = await client.post("/api/v1/clients", headers=admin.headers, json={
-        "client_id": "wechat-mp", "name": "微信公众号", "scopes": ["knowledge:read", "search:query"],
-        "channel": "wechat"})
-    tok = await client.post("/api/v1/auth/token", data={"grant_type": "client_credentials",
-                                                        "client_id": "wechat-mp",
-                                                        "client_secret": r.json()["client_secret"]})
+async def test_channel_clients_see_only_their_channel(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int]
+) -> None:
+    r = await client.post(
+        "/api/v1/clients",
+        headers=admin.headers,
+        json={
+            "client_id": "wechat-mp",
+            "name": "微信公众号",
+            "scopes": ["knowledge:read", "search:query"],
+            "channel": "wechat",
+        },
+    )
+    tok = await client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": "wechat-mp", "client_secret": r.json()["client_secret"]},
+    )
     wechat = {"Authorization": f"Bearer {tok.json()['access_token']}"}
     found = ids(await search(client, wechat, "套餐"))
     assert corpus["plan"] not in found  # agents only
     assert corpus["offline"] in ids(await search(client, wechat, "光猫"))
-    assert_problem(await client.get("/api/v1/search", params={"q": "x", "channel": "web"}, headers=wechat),
-                   403, "channel_mismatch")
+    assert_problem(
+        await client.get("/api/v1/search", params={"q": "x", "channel": "web"}, headers=wechat), 403, "channel_mismatch"
+    )
 
 
 async def test_filters_facets_and_browse(client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int]) -> None:
@@ -181,11 +222,13 @@ async def test_filters_facets_and_browse(client: httpx.AsyncClient, admin: Actor
     labels = {f["label"] for f in browse["facets"]["category"]}
     assert {"宽带业务", "宽带故障", "信用卡"} <= labels
     assert_problem(await client.get("/api/v1/search", params={"category": 99999}, headers=h), 422, "unknown_category")
-    assert_problem(await client.get("/api/v1/search", params={"attr": "region:北京"}, headers=h),
-                   422, "unknown_attribute")
+    assert_problem(
+        await client.get("/api/v1/search", params={"attr": "region:北京"}, headers=h), 422, "unknown_attribute"
+    )
     assert_problem(await client.get("/api/v1/search", params={"cursor": "@@"}, headers=h), 422, "invalid_cursor")
-    assert_problem(await client.get("/api/v1/search", params={"page": 400, "limit": 50}, headers=h),
-                   422, "page_out_of_range")
+    assert_problem(
+        await client.get("/api/v1/search", params={"page": 400, "limit": 50}, headers=h), 422, "page_out_of_range"
+    )
 
 
 async def test_odd_queries(client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int]) -> None:
@@ -197,8 +240,13 @@ async def test_odd_queries(client: httpx.AsyncClient, admin: Actor, corpus: dict
     assert corpus["plan"] in ids(await search(client, h, "IPHONE"))
 
 
-async def test_category_labels_follow_renames(client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int],
-                                              session: AsyncSession, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_category_labels_follow_renames(
+    client: httpx.AsyncClient,
+    admin: Actor,
+    corpus: dict[str, int],
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Labels are cached per process: a rename made here shows at once, one made by another API
     process (here: straight in the database) within NAMES_TTL_SECONDS."""
     h = admin.headers
@@ -219,16 +267,20 @@ async def test_category_labels_follow_renames(client: httpx.AsyncClient, admin: 
     assert label(await search(client, h, "宽带"), corpus["fault"]) == "宽带报障"
 
 
-async def test_search_log_zero_results_and_clicks(client: httpx.AsyncClient, admin: Actor, people: People,
-                                                  corpus: dict[str, int], app: Any) -> None:
+async def test_search_log_zero_results_and_clicks(
+    client: httpx.AsyncClient, admin: Actor, people: People, corpus: dict[str, int], app: Any
+) -> None:
     h = admin.headers
     agent = await people.make("agent.log", role="agent")
     hit = await search(client, h, "光猫")
     miss = await search(client, h, "火星移民")
     assert miss["total"] == 0
     assert app.state.search_log.pending == 2  # written behind the response, in one batch
-    r = await client.post("/api/v1/search/click", headers=h,
-                          json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1})
+    r = await client.post(
+        "/api/v1/search/click",
+        headers=h,
+        json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1},
+    )
     assert r.status_code == 204  # the click wrote the queued rows first
     assert app.state.search_log.pending == 0
     another = await search(client, h, "宽带")
@@ -241,42 +293,58 @@ async def test_search_log_zero_results_and_clicks(client: httpx.AsyncClient, adm
     zero = (await client.get("/api/v1/search/log", params={"zero_result": True}, headers=h)).json()["items"]
     assert [e["query"] for e in zero] == ["火星移民"]
     # Someone else's search, or a made-up id, cannot be clicked.
-    r = await client.post("/api/v1/search/click", headers=agent.headers,
-                          json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1})
+    r = await client.post(
+        "/api/v1/search/click",
+        headers=agent.headers,
+        json={"search_id": hit["search_id"], "item_id": corpus["offline"], "position": 1},
+    )
     assert_problem(r, 404, "search_not_found")
-    r = await client.post("/api/v1/search/click", headers=h,
-                          json={"search_id": "0" * 32, "item_id": corpus["offline"], "position": 1})
+    r = await client.post(
+        "/api/v1/search/click", headers=h, json={"search_id": "0" * 32, "item_id": corpus["offline"], "position": 1}
+    )
     assert_problem(r, 404, "search_not_found")
 
 
-async def test_archive_and_expiry_leave_the_results(client: httpx.AsyncClient, admin: Actor, people: People,
-                                                   corpus: dict[str, int], app: Any) -> None:
+async def test_archive_and_expiry_leave_the_results(
+    client: httpx.AsyncClient, admin: Actor, people: People, corpus: dict[str, int], app: Any
+) -> None:
     h = admin.headers
     item = (await client.get(f"/api/v1/items/{corpus['lost_card']}", headers=h)).json()
-    r = await client.post(f"/api/v1/items/{item['id']}/versions/{item['published_version_no']}/archive",
-                          headers={**h, "If-Match": item["etag"]})
+    r = await client.post(
+        f"/api/v1/items/{item['id']}/versions/{item['published_version_no']}/archive",
+        headers={**h, "If-Match": item["etag"]},
+    )
     assert r.status_code == 200, r.text
     await drain(app)
     agent = await people.make("agent.x", role="agent")
     assert corpus["lost_card"] not in ids(await search(client, agent.headers, "信用卡挂失"))
     assert corpus["lost_card"] in ids(await search(client, h, "信用卡挂失", status="archived"))
-    assert_problem(await client.get("/api/v1/search", params={"status": "archived"}, headers=agent.headers),
-                   403, "permission_denied")
+    assert_problem(
+        await client.get("/api/v1/search", params={"status": "archived"}, headers=agent.headers),
+        403,
+        "permission_denied",
+    )
     offline = (await client.get(f"/api/v1/items/{corpus['offline']}", headers=h)).json()
-    r = await client.patch(f"/api/v1/items/{corpus['offline']}", headers={**h, "If-Match": offline["etag"]},
-                           json={"valid_from": "2020-01-01T00:00:00Z", "valid_to": "2021-01-01T00:00:00Z"})
+    r = await client.patch(
+        f"/api/v1/items/{corpus['offline']}",
+        headers={**h, "If-Match": offline["etag"]},
+        json={"valid_from": "2020-01-01T00:00:00Z", "valid_to": "2021-01-01T00:00:00Z"},
+    )
     assert r.status_code == 200, r.text
     await drain(app)
     assert corpus["offline"] not in ids(await search(client, agent.headers, "光猫"))
 
 
 async def test_unpublish_takes_an_item_off_search_until_a_new_version_is_published(
-        client: httpx.AsyncClient, admin: Actor, people: People, corpus: dict[str, int], app: Any) -> None:
+    client: httpx.AsyncClient, admin: Actor, people: People, corpus: dict[str, int], app: Any
+) -> None:
     h = admin.headers
     agent = await people.make("agent.off", role="agent")
     item = (await client.get(f"/api/v1/items/{corpus['offline']}", headers=h)).json()
-    r = await client.post(f"/api/v1/items/{item['id']}/versions/{item['published_version_no']}/unpublish",
-                          headers={**h, "If-Match": item["etag"]})
+    r = await client.post(
+        f"/api/v1/items/{item['id']}/versions/{item['published_version_no']}/unpublish",
+        headers={**h, "If-Match": item["etag"]},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "unpublished" and r.json()["published_version_no"] is None
     await drain(app)
@@ -285,8 +353,11 @@ async def test_unpublish_takes_an_item_off_search_until_a_new_version_is_publish
     assert_problem(await client.get(f"/api/v1/items/{corpus['offline']}", headers=agent.headers), 404)
     # Back online: an edit opens a new draft from that content, which is published again.
     offline = (await client.get(f"/api/v1/items/{corpus['offline']}", headers=h)).json()
-    r = await client.patch(f"/api/v1/items/{corpus['offline']}/draft", headers={**h, "If-Match": offline["etag"]},
-                           json={"title": "宽带无法上网怎么办（2026版）"})
+    r = await client.patch(
+        f"/api/v1/items/{corpus['offline']}/draft",
+        headers={**h, "If-Match": offline["etag"]},
+        json={"title": "宽带无法上网怎么办（2026版）"},
+    )
     assert r.status_code == 200, r.text
     draft = r.json()
     assert draft["number"] == item["latest_version_no"] + 1 and draft["state"] == "draft"
@@ -295,8 +366,9 @@ async def test_unpublish_takes_an_item_off_search_until_a_new_version_is_publish
     assert corpus["offline"] in ids(await search(client, agent.headers, "光猫"))
 
 
-async def test_deleted_index_gives_503_then_rebuilds(client: httpx.AsyncClient, admin: Actor,
-                                                     corpus: dict[str, int], app: Any) -> None:
+async def test_deleted_index_gives_503_then_rebuilds(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
     shutil.rmtree(app.state.services["search"].index_dir)
     r = await client.get("/api/v1/search", params={"q": "光猫"}, headers=admin.headers)
     assert_problem(r, 503, "search_unavailable")
@@ -304,8 +376,9 @@ async def test_deleted_index_gives_503_then_rebuilds(client: httpx.AsyncClient, 
     assert corpus["offline"] in ids(await search(client, admin.headers, "光猫"))
 
 
-async def test_reindex_and_consistency_jobs(client: httpx.AsyncClient, admin: Actor,
-                                            corpus: dict[str, int], app: Any) -> None:
+async def test_reindex_and_consistency_jobs(
+    client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int], app: Any
+) -> None:
     h = admin.headers
     await app.state.services["search"].delete([corpus["plan"]])  # drift behind the service's back
     r = await client.post("/api/v1/search/consistency", headers=h)
@@ -367,8 +440,7 @@ async def test_an_empty_index_at_start_up_is_rebuilt(
     assert corpus["lost_card"] in ids(await search(client, admin.headers, "信用卡挂失"))
 
 
-async def test_suggest_on_pinyin_and_initials(client: httpx.AsyncClient, admin: Actor,
-                                              corpus: dict[str, int]) -> None:
+async def test_suggest_on_pinyin_and_initials(client: httpx.AsyncClient, admin: Actor, corpus: dict[str, int]) -> None:
     for q in ("宽带", "kuandai", "kd"):
         r = await client.get("/api/v1/search/suggest", params={"q": q}, headers=admin.headers)
         assert r.status_code == 200
@@ -377,8 +449,15 @@ async def test_suggest_on_pinyin_and_initials(client: httpx.AsyncClient, admin: 
 
 async def test_a_published_change_is_searchable_within_two_seconds(settings: Settings, admin: Actor) -> None:
     """With the embedded worker running, as `make run` serves it."""
-    application = create_app(settings.model_copy(update={  # its own index: one Tantivy writer per directory
-        "worker_embedded": True, "worker_poll_seconds": 0.2, "data_dir": settings.data_dir / "served"}))
+    application = create_app(
+        settings.model_copy(
+            update={  # its own index: one Tantivy writer per directory
+                "worker_embedded": True,
+                "worker_poll_seconds": 0.2,
+                "data_dir": settings.data_dir / "served",
+            }
+        )
+    )
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
@@ -398,9 +477,17 @@ async def test_api_processes_share_one_embedded_index(settings: Settings, admin:
     port = free_port()
     data = settings.data_dir / "two-processes"
     data.mkdir(parents=True)
-    env = {**os.environ, "KB_ENV": "test", "KB_DATABASE_URL": settings.database_url, "KB_DATA_DIR": str(data),
-           "KB_JWT_SECRET": settings.jwt_secret, "KB_WORKERS": "2", "KB_PORT": str(port),
-           "KB_WORKER_POLL_SECONDS": "0.2", "KB_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "KB_ENV": "test",
+        "KB_DATABASE_URL": settings.database_url,
+        "KB_DATA_DIR": str(data),
+        "KB_JWT_SECRET": settings.jwt_secret,
+        "KB_WORKERS": "2",
+        "KB_PORT": str(port),
+        "KB_WORKER_POLL_SECONDS": "0.2",
+        "KB_LOG_LEVEL": "WARNING",
+    }
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data, env=env)
     base = f"http://127.0.0.1:{port}"
     h = {"Authorization": admin.headers["Authorization"]}
@@ -438,8 +525,11 @@ async def test_api_processes_share_one_embedded_index(settings: Settings, admin:
             async def healthz_requests() -> float:
                 async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:
                     text = (await fresh.get("/metrics")).text
-                return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                           if line.startswith("kb_http_requests_total{") and 'route="/healthz"' in line)
+                return sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("kb_http_requests_total{") and 'route="/healthz"' in line
+                )
 
             before = await healthz_requests()
             for _ in range(20):

@@ -15,8 +15,16 @@ from app.search.searchlog import SearchLogBuffer
 
 
 def row(query: str, total: int = 1) -> dict[str, Any]:
-    return {"actor": "user:7", "channel": "agent", "query": query, "normalized": query, "filters": {},
-            "total": total, "zero_result": total == 0, "took_ms": 3.2}
+    return {
+        "actor": "user:7",
+        "channel": "agent",
+        "query": query,
+        "normalized": query,
+        "filters": {},
+        "total": total,
+        "zero_result": total == 0,
+        "took_ms": 3.2,
+    }
 
 
 async def count(app: Any) -> int:
@@ -32,8 +40,9 @@ async def test_rows_are_written_in_one_batch_with_their_ids(app: Any) -> None:
     assert await buffer.flush() == 3
     async with app.state.sessionmaker() as s:
         stored = (await s.scalars(select(SearchLog).order_by(SearchLog.id))).all()
-    assert [(r.search_id, r.query) for r in stored] == list(zip(ids, ["宽带上不了网", "寬頻報修", "5G畅享套餐 资费"],
-                                                                     strict=True))
+    assert [(r.search_id, r.query) for r in stored] == list(
+        zip(ids, ["宽带上不了网", "寬頻報修", "5G畅享套餐 资费"], strict=True)
+    )
     assert await buffer.flush() == 0  # nothing twice
 
 

@@ -64,25 +64,53 @@ async def kb(client: httpx.AsyncClient, admin: Actor, app: Any) -> dict[str, int
     switch(app, embedder())
     h = admin.headers
     out = {
-        "baby": await publish(client, h, title="婴儿发烧怎么处理", question="婴儿发烧怎么处理",
-                              similar_questions=["新生儿体温偏高"], body="体温超过38.5度请及时就医。",
-                              visibility="public"),
-        "broadband": await publish(client, h, title="宽带故障报修", question="宽带故障报修",
-                                   body="拨打10000号或在营业厅APP提交报修单。", visibility="public"),
-        "lost_card": await publish(client, h, title="信用卡挂失流程", question="信用卡挂失流程",
-                                   body="信用卡丢失请立即致电95588挂失。", visibility="public"),
-        "water": await publish(client, h, title="水费缴纳方式", question="水费缴纳方式",
-                               body="可通过微信、支付宝或营业网点缴纳水费。", visibility="public"),
+        "baby": await publish(
+            client,
+            h,
+            title="婴儿发烧怎么处理",
+            question="婴儿发烧怎么处理",
+            similar_questions=["新生儿体温偏高"],
+            body="体温超过38.5度请及时就医。",
+            visibility="public",
+        ),
+        "broadband": await publish(
+            client,
+            h,
+            title="宽带故障报修",
+            question="宽带故障报修",
+            body="拨打10000号或在营业厅APP提交报修单。",
+            visibility="public",
+        ),
+        "lost_card": await publish(
+            client,
+            h,
+            title="信用卡挂失流程",
+            question="信用卡挂失流程",
+            body="信用卡丢失请立即致电95588挂失。",
+            visibility="public",
+        ),
+        "water": await publish(
+            client,
+            h,
+            title="水费缴纳方式",
+            question="水费缴纳方式",
+            body="可通过微信、支付宝或营业网点缴纳水费。",
+            visibility="public",
+        ),
     }
     await drain(app)
     return out
 
 
-async def test_customer_words_find_the_answer_by_meaning(client: httpx.AsyncClient, admin: Actor,
-                                                         kb: dict[str, int]) -> None:
+async def test_customer_words_find_the_answer_by_meaning(
+    client: httpx.AsyncClient, admin: Actor, kb: dict[str, int]
+) -> None:
     h = admin.headers
-    customer_words = (("小宝宝身上很烫", kb["baby"]), ("家里上不了网", kb["broadband"]),
-                      ("自来水的钱在哪交", kb["water"]))
+    customer_words = (
+        ("小宝宝身上很烫", kb["baby"]),
+        ("家里上不了网", kb["broadband"]),
+        ("自来水的钱在哪交", kb["water"]),
+    )
     for query, expected in customer_words:
         keyword = await search(client, h, query, mode="keyword")
         assert expected not in ids(keyword) and keyword["mode_used"] == "keyword"
@@ -102,14 +130,19 @@ async def test_semantic_leg_applies_acl_and_channel_inside_the_engine(
 ) -> None:
     h = admin.headers
     team = (await client.post("/api/v1/departments", headers=h, json={"name": "母婴专线"})).json()
-    secret = await publish(client, h, title="宝宝疫苗接种内部流程", question="宝宝疫苗接种内部流程",
-                           visibility="internal")
+    secret = await publish(
+        client, h, title="宝宝疫苗接种内部流程", question="宝宝疫苗接种内部流程", visibility="internal"
+    )
     r = await client.get(f"/api/v1/items/{secret}/acl", headers=h)
-    r = await client.put(f"/api/v1/items/{secret}/acl", headers={**h, "If-Match": r.headers.get("etag", "*")},
-                         json={"grants": [{"subject": f"dept:{team['id']}", "access": "read"}]})
+    r = await client.put(
+        f"/api/v1/items/{secret}/acl",
+        headers={**h, "If-Match": r.headers.get("etag", "*")},
+        json={"grants": [{"subject": f"dept:{team['id']}", "access": "read"}]},
+    )
     assert r.status_code == 200, r.text
-    agent_only = await publish(client, h, title="婴幼儿套餐内部资费", question="婴幼儿套餐内部资费",
-                               channels=["agent"], visibility="public")
+    agent_only = await publish(
+        client, h, title="婴幼儿套餐内部资费", question="婴幼儿套餐内部资费", channels=["agent"], visibility="public"
+    )
     await drain(app)
     outsider = await people.make("li.na", role="agent")
     insider = await people.make("wang.fang", role="agent", department_id=team["id"])
@@ -185,12 +218,21 @@ async def test_vectors_of_another_model_or_a_deleted_index_are_rebuilt(
 ) -> None:
     h = admin.headers
     backend = app.state.services["search"]
-    stale = search_doc(kb["water"], "水费缴纳方式", version_no=1, vectors=np.eye(1, 384, dtype=np.float32),
-                       embedder="e5-base-old")
+    stale = search_doc(
+        kb["water"], "水费缴纳方式", version_no=1, vectors=np.eye(1, 384, dtype=np.float32), embedder="e5-base-old"
+    )
     await backend.upsert([stale])  # an index written by another model version
     vector = await app.state.services["semantic"].query_vector("怎样交水费")
-    found = await backend.search(SearchQuery(text="", principals=["superuser"], mode="semantic", vector=vector,
-                                             embedder=app.state.services["semantic"].model, limit=10))
+    found = await backend.search(
+        SearchQuery(
+            text="",
+            principals=["superuser"],
+            mode="semantic",
+            vector=vector,
+            embedder=app.state.services["semantic"].model,
+            limit=10,
+        )
+    )
     assert kb["water"] not in [hit.item_id for hit in found.hits]  # never compared with this model's
     report = await job_result(client, h, app, "/api/v1/search/consistency", repair=True)
     assert report["without_vectors"] == [kb["water"]] and report["repaired"] is True
@@ -207,18 +249,27 @@ async def test_vectors_of_another_model_or_a_deleted_index_are_rebuilt(
         assert await s.scalar(select(func.count()).select_from(EmbeddingCache)) == cached
 
 
-async def test_similar_items_and_possible_duplicates(client: httpx.AsyncClient, admin: Actor, people: People,
-                                                     kb: dict[str, int], app: Any) -> None:
+async def test_similar_items_and_possible_duplicates(
+    client: httpx.AsyncClient, admin: Actor, people: People, kb: dict[str, int], app: Any
+) -> None:
     h = admin.headers
-    r = await client.post("/api/v1/items", headers=h, json={
-        "title": "小孩发高烧如何处理", "question": "小孩发高烧如何处理", "body": "先物理降温。",
-        "visibility": "public"})
+    r = await client.post(
+        "/api/v1/items",
+        headers=h,
+        json={
+            "title": "小孩发高烧如何处理",
+            "question": "小孩发高烧如何处理",
+            "body": "先物理降温。",
+            "visibility": "public",
+        },
+    )
     assert r.status_code == 201, r.text
     draft = r.json()
     assert [d["item_id"] for d in draft["possible_duplicates"]] == [kb["baby"]]
     assert draft["possible_duplicates"][0]["likely_duplicate"] is True
-    r = await client.post(f"/api/v1/items/{draft['id']}/versions/1/submit",
-                          headers={**h, "If-Match": r.headers["etag"]})
+    r = await client.post(
+        f"/api/v1/items/{draft['id']}/versions/1/submit", headers={**h, "If-Match": r.headers["etag"]}
+    )
     assert r.status_code == 200 and [d["item_id"] for d in r.json()["possible_duplicates"]] == [kb["baby"]]
     assert (await client.get(f"/api/v1/items/{kb['baby']}", headers=h)).json()["possible_duplicates"] is None
 

@@ -15,8 +15,15 @@ from app.identity.permissions import DEFAULT_ROLES
 from tests.conftest import BACKENDS, alembic_config, create_database
 from tests.feedback.test_migration import _permissions
 
-NEW = {"study:read", "study:manage", "experts:ask", "experts:answer", "experts:manage", "knowledge:propose_case",
-       "knowledge:approve_case"}
+NEW = {
+    "study:read",
+    "study:manage",
+    "experts:ask",
+    "experts:answer",
+    "experts:manage",
+    "knowledge:propose_case",
+    "knowledge:approve_case",
+}
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -31,8 +38,11 @@ async def test_existing_default_roles_get_the_new_permissions(kind: str, tmp_pat
         async with engine.begin() as conn:
             await conn.execute(Role.__table__.delete())
             for name, perms in before.items():
-                await conn.execute(insert(Role.__table__).values(name=name, description="", permissions=perms,
-                                                                  created_at=utcnow(), updated_at=utcnow()))
+                await conn.execute(
+                    insert(Role.__table__).values(
+                        name=name, description="", permissions=perms, created_at=utcnow(), updated_at=utcnow()
+                    )
+                )
         await engine.dispose()
         await asyncio.to_thread(command.upgrade, cfg, "head")
         roles = await _permissions(url)

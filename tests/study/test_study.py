@@ -13,8 +13,11 @@ from tests.knowledge.conftest import Kb
 
 ITEMS = [
     ("宽带无法上网怎么办？", "宽带连不上网怎么处理", "<p>请先重启光猫和路由器，等待 3 分钟后重试。</p>"),
-    ("携号转网需要什么条件？", "怎么办理携号转网",
-     "<p>在网满 120 天、无欠费、无合约限制即可申请，发送 CXXZ 到 10086 查询。</p>"),
+    (
+        "携号转网需要什么条件？",
+        "怎么办理携号转网",
+        "<p>在网满 120 天、无欠费、无合约限制即可申请，发送 CXXZ 到 10086 查询。</p>",
+    ),
     ("信用卡丢失如何挂失？", "信用卡丢了怎么办", "<p>请立即拨打 95588 转人工挂失，挂失后 24 小时内免责。</p>"),
 ]
 
@@ -22,8 +25,9 @@ ITEMS = [
 async def publish_items(kb: Kb, publisher: Actor) -> list[int]:
     out = []
     for title, question, body in ITEMS:
-        item = await kb.publish(publisher, title=title, question=question, body=body,
-                                category_ids=[kb.nodes["宽带业务"]])
+        item = await kb.publish(
+            publisher, title=title, question=question, body=body, category_ids=[kb.nodes["宽带业务"]]
+        )
         out.append(item["id"])
     return out
 
@@ -35,9 +39,14 @@ async def read(client: httpx.AsyncClient, actor: Actor, item_id: int) -> None:
 
 
 async def create_path(client: httpx.AsyncClient, actor: Actor, item_ids: list[int], **extra: Any) -> httpx.Response:
-    body = {"title": "新员工入职必读：宽带与携号转网", "description": "上岗前两周内读完",
-            "roles": ["agent"], "item_ids": item_ids,
-            "due_at": (datetime.now(UTC) + timedelta(days=14)).isoformat(), **extra}
+    body = {
+        "title": "新员工入职必读：宽带与携号转网",
+        "description": "上岗前两周内读完",
+        "roles": ["agent"],
+        "item_ids": item_ids,
+        "due_at": (datetime.now(UTC) + timedelta(days=14)).isoformat(),
+        **extra,
+    }
     return await client.post("/api/v1/study/paths", json=body, headers=actor.headers)
 
 
@@ -53,8 +62,9 @@ async def republish(kb: Kb, publisher: Actor, item_id: int, body: str) -> None:
     await kb.ok(publisher, item_id, r.json()["number"], "submit", "approve", "publish")
 
 
-async def test_completion_comes_from_real_views(kb: Kb, client: httpx.AsyncClient, people: People,
-                                                publisher: Actor) -> None:
+async def test_completion_comes_from_real_views(
+    kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor
+) -> None:
     ids = await publish_items(kb, publisher)
     supervisor = await people.make("zhao.banzhang", role="supervisor")
     new_agent = await people.make("xiao.liu", role="agent")
@@ -89,14 +99,19 @@ async def test_completion_comes_from_real_views(kb: Kb, client: httpx.AsyncClien
     assert mine["completed"] and mine["next_item"] is None
     todo = (await client.get("/api/v1/me/todo", headers=new_agent.headers)).json()["sections"]
     assert todo["study"]["count"] == 0
-    rows = {a["username"]: a for a in (await client.get(
-        f"/api/v1/study/paths/{path['id']}/progress", headers=supervisor.headers)).json()["items"]}
+    rows = {
+        a["username"]: a
+        for a in (await client.get(f"/api/v1/study/paths/{path['id']}/progress", headers=supervisor.headers)).json()[
+            "items"
+        ]
+    }
     assert rows["xiao.liu"]["completed"] and rows["xiao.liu"]["last_read_at"] is not None
     assert (await my_study(client, other_agent))[0]["read"] == 0  # one agent's reading is not another's
 
 
-async def test_what_changed_after_a_republish(kb: Kb, client: httpx.AsyncClient, people: People,
-                                              publisher: Actor) -> None:
+async def test_what_changed_after_a_republish(
+    kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor
+) -> None:
     ids = await publish_items(kb, publisher)
     supervisor = await people.make("zhao.banzhang", role="supervisor")
     agent = await people.make("xiao.liu", role="agent")
@@ -128,23 +143,30 @@ async def test_what_changed_after_a_republish(kb: Kb, client: httpx.AsyncClient,
     assert (await my_study(client, agent))[0]["completed"]
 
 
-async def test_item_acl_is_respected(kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor,
-                                     admin: Actor) -> None:
+async def test_item_acl_is_respected(
+    kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor, admin: Actor
+) -> None:
     ids = await publish_items(kb, publisher)
     roles = await people.roles()
     supervisor = await people.make("zhao.banzhang", role="supervisor")
     agent = await people.make("xiao.liu", role="agent")
     # 信用卡挂失 is for publishers only: a path for agents may not hold it.
-    r = await client.put(f"/api/v1/items/{ids[2]}/acl", json={"grants": [{"subject": f"role:{roles['publisher'].id}"}]},
-                         headers=admin.headers)
+    r = await client.put(
+        f"/api/v1/items/{ids[2]}/acl",
+        json={"grants": [{"subject": f"role:{roles['publisher'].id}"}]},
+        headers=admin.headers,
+    )
     assert r.status_code == 200, r.text
     body = assert_problem(await create_path(client, supervisor, ids), 422, "items_not_readable")
     assert body["items"] == [ids[2]] and body["field"] == "item_ids"
     r = await create_path(client, supervisor, ids[:2])
     assert r.status_code == 201
     # Tightened later: the item disappears from the agent's path entirely (no title, not counted).
-    r = await client.put(f"/api/v1/items/{ids[1]}/acl", json={"grants": [{"subject": f"role:{roles['publisher'].id}"}]},
-                         headers=admin.headers)
+    r = await client.put(
+        f"/api/v1/items/{ids[1]}/acl",
+        json={"grants": [{"subject": f"role:{roles['publisher'].id}"}]},
+        headers=admin.headers,
+    )
     assert r.status_code == 200
     [mine] = await my_study(client, agent)
     assert [i["item_id"] for i in mine["items"]] == [ids[0]] and mine["total"] == 1
@@ -153,8 +175,9 @@ async def test_item_acl_is_respected(kb: Kb, client: httpx.AsyncClient, people: 
     assert (await my_study(client, agent))[0]["completed"]
 
 
-async def test_audience_by_role_and_department(kb: Kb, client: httpx.AsyncClient, people: People,
-                                               publisher: Actor, admin: Actor) -> None:
+async def test_audience_by_role_and_department(
+    kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor, admin: Actor
+) -> None:
     ids = await publish_items(kb, publisher)
     supervisor = await people.make("zhao.banzhang", role="supervisor")
     r = await client.post("/api/v1/departments", json={"name": "广州呼叫中心"}, headers=admin.headers)
@@ -169,21 +192,25 @@ async def test_audience_by_role_and_department(kb: Kb, client: httpx.AsyncClient
     assert len(await my_study(client, in_gz)) == 1  # a sub-department is inside
     assert await my_study(client, elsewhere) == []
     assert await my_study(client, author) == []  # the path is for agents
-    assert_problem(await client.get(f"/api/v1/me/study/paths/{path['id']}", headers=elsewhere.headers), 404,
-                   "study_path_not_found")
+    assert_problem(
+        await client.get(f"/api/v1/me/study/paths/{path['id']}", headers=elsewhere.headers), 404, "study_path_not_found"
+    )
     rows = (await client.get(f"/api/v1/study/paths/{path['id']}/progress", headers=supervisor.headers)).json()
     assert [a["username"] for a in rows["items"]] == ["gz.agent"]
 
 
-async def test_bad_inputs_and_if_match(kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor,
-                                       agent: Actor) -> None:
+async def test_bad_inputs_and_if_match(
+    kb: Kb, client: httpx.AsyncClient, people: People, publisher: Actor, agent: Actor
+) -> None:
     ids = await publish_items(kb, publisher)
     supervisor = await people.make("zhao.banzhang", role="supervisor")
     body = assert_problem(await create_path(client, supervisor, [ids[0], 999_999_999]), 422, "unknown_items")
     assert body["unknown"] == [999_999_999] and body["field"] == "item_ids"
     assert_problem(await create_path(client, supervisor, [ids[0], ids[0]]), 422, "duplicate_items")
-    assert assert_problem(await create_path(client, supervisor, ids, roles=["值班长"]), 422,
-                          "unknown_role")["field"] == "roles"
+    assert (
+        assert_problem(await create_path(client, supervisor, ids, roles=["值班长"]), 422, "unknown_role")["field"]
+        == "roles"
+    )
     assert_problem(await create_path(client, supervisor, ids, departments=[424242]), 422, "unknown_department")
     assert_problem(await create_path(client, supervisor, []), 422)
     assert_problem(await create_path(client, agent, ids), 403, "permission_denied")  # agents do not write paths
@@ -192,24 +219,39 @@ async def test_bad_inputs_and_if_match(kb: Kb, client: httpx.AsyncClient, people
     path, etag = r.json(), r.headers["etag"]
     url = f"/api/v1/study/paths/{path['id']}"
     assert_problem(await client.patch(url, json={"title": "入职必读（第二版）"}, headers=supervisor.headers), 428)
-    r = await client.patch(url, json={"title": "入职必读（第二版）", "item_ids": [ids[2], ids[0]]},
-                           headers={**supervisor.headers, "If-Match": etag})
+    r = await client.patch(
+        url,
+        json={"title": "入职必读（第二版）", "item_ids": [ids[2], ids[0]]},
+        headers={**supervisor.headers, "If-Match": etag},
+    )
     assert r.status_code == 200, r.text
     assert [i["item_id"] for i in r.json()["items"]] == [ids[2], ids[0]]
-    body = assert_problem(await client.patch(url, json={"title": "旧的"}, headers={**supervisor.headers,
-                                                                                 "If-Match": etag}), 412)
+    body = assert_problem(
+        await client.patch(url, json={"title": "旧的"}, headers={**supervisor.headers, "If-Match": etag}), 412
+    )
     assert body["current_etag"] == r.headers["etag"]
-    assert_problem(await client.patch(url, json={"item_ids": [ids[0], 888_888_888]},
-                                      headers={**supervisor.headers, "If-Match": r.headers["etag"]}), 422,
-                   "unknown_items")
-    assert_problem(await client.patch(url, json={"title": None}, headers={**supervisor.headers,
-                                                                        "If-Match": r.headers["etag"]}), 422)
+    assert_problem(
+        await client.patch(
+            url, json={"item_ids": [ids[0], 888_888_888]}, headers={**supervisor.headers, "If-Match": r.headers["etag"]}
+        ),
+        422,
+        "unknown_items",
+    )
+    assert_problem(
+        await client.patch(url, json={"title": None}, headers={**supervisor.headers, "If-Match": r.headers["etag"]}),
+        422,
+    )
     # Withdrawn: no longer assigned.
     r = await client.patch(url, json={"active": False}, headers={**supervisor.headers, "If-Match": r.headers["etag"]})
     assert r.status_code == 200 and await my_study(client, agent) == []
     assert_problem(await client.delete(url, headers={**supervisor.headers, "If-Match": etag}), 412)
     assert (await client.delete(url, headers={**supervisor.headers, "If-Match": r.headers["etag"]})).status_code == 204
     assert_problem(await client.get(url, headers=supervisor.headers), 404, "study_path_not_found")
-    audit = (await client.get("/api/v1/audit", params={"target_type": "study_path"},
-                              headers=(await people.make("audit.admin", role="admin")).headers)).json()["items"]
+    audit = (
+        await client.get(
+            "/api/v1/audit",
+            params={"target_type": "study_path"},
+            headers=(await people.make("audit.admin", role="admin")).headers,
+        )
+    ).json()["items"]
     assert {"study_path.create", "study_path.update", "study_path.delete"} <= {e["action"] for e in audit}

@@ -22,10 +22,12 @@ async def taxonomy(client: httpx.AsyncClient, headers: dict[str, str], code: str
     return r.json()["id"]
 
 
-async def node(client: httpx.AsyncClient, headers: dict[str, str], tid: int, name: str,
-               parent: int | None = None, **extra: Any) -> dict[str, Any]:
-    r = await client.post(f"{API}/taxonomies/{tid}/nodes", json={"name": name, "parent_id": parent, **extra},
-                          headers=headers)
+async def node(
+    client: httpx.AsyncClient, headers: dict[str, str], tid: int, name: str, parent: int | None = None, **extra: Any
+) -> dict[str, Any]:
+    r = await client.post(
+        f"{API}/taxonomies/{tid}/nodes", json={"name": name, "parent_id": parent, **extra}, headers=headers
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -45,10 +47,15 @@ async def build_kb(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[s
     return ids
 
 
-async def make_item(sm: SM, *, states: tuple[str, ...] = ("published",),
-                    node_ids: tuple[int, ...] = (), tag_ids: tuple[int, ...] = (),
-                    attributes: dict[str, Any] | None = None,
-                    title: str = "光猫红灯闪烁怎么办") -> tuple[int, list[int]]:
+async def make_item(
+    sm: SM,
+    *,
+    states: tuple[str, ...] = ("published",),
+    node_ids: tuple[int, ...] = (),
+    tag_ids: tuple[int, ...] = (),
+    attributes: dict[str, Any] | None = None,
+    title: str = "光猫红灯闪烁怎么办",
+) -> tuple[int, list[int]]:
     """An item with one version per state (numbered 1..n), each placed in `node_ids` and tagged."""
     async with sm() as session:
         await ensure_default_item_types(session)
@@ -57,8 +64,7 @@ async def make_item(sm: SM, *, states: tuple[str, ...] = ("published",),
         await session.flush()
         version_ids = []
         for number, state in enumerate(states, start=1):
-            v = ItemVersion(item_id=item.id, number=number, state=state, title=title,
-                            attributes=attributes or {})
+            v = ItemVersion(item_id=item.id, number=number, state=state, title=title, attributes=attributes or {})
             session.add(v)
             await session.flush()
             version_ids.append(v.id)
@@ -73,8 +79,9 @@ async def make_item(sm: SM, *, states: tuple[str, ...] = ("published",),
 
 async def placements(sm: SM, version_id: int) -> list[int]:
     async with sm() as session:
-        rows = await session.scalars(select(version_categories.c.node_id)
-                                     .where(version_categories.c.version_id == version_id))
+        rows = await session.scalars(
+            select(version_categories.c.node_id).where(version_categories.c.version_id == version_id)
+        )
         return sorted(rows.all())
 
 

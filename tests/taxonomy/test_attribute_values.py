@@ -33,20 +33,39 @@ def errors_of(values: Any, *, for_publish: bool = False, defs: list[AttributeDef
 
 
 def test_valid_values_are_normalized() -> None:
-    out = validate_attribute_values(DEFS, {
-        "handling_note": "  先重启光猫，再检查网线  ",
-        "fee": "12.50",
+    out = validate_attribute_values(
+        DEFS,
+        {
+            "handling_note": "  先重启光猫，再检查网线  ",
+            "fee": "12.50",
+            "effective_date": "2026-12-01",
+            "region": " 广东 ",
+            "channels": ["微信", "电话"],
+        },
+        for_publish=True,
+    )
+    assert out == {
+        "handling_note": "先重启光猫，再检查网线",
+        "fee": 12.5,
         "effective_date": "2026-12-01",
-        "region": " 广东 ",
-        "channels": ["微信", "电话"],
-    }, for_publish=True)
-    assert out == {"handling_note": "先重启光猫，再检查网线", "fee": 12.5, "effective_date": "2026-12-01",
-                   "region": "广东", "channels": ["电话", "微信"]}  # in the options' order
+        "region": "广东",
+        "channels": ["电话", "微信"],
+    }  # in the options' order
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (10, 10), ("10", 10), (" -3 ", -3), (2.0, 2), (0.25, 0.25), ("1e3", 1000), (".5", 0.5), (0, 0),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (10, 10),
+        ("10", 10),
+        (" -3 ", -3),
+        (2.0, 2),
+        (0.25, 0.25),
+        ("1e3", 1000),
+        (".5", 0.5),
+        (0, 0),
+    ],
+)
 def test_numbers(raw: Any, expected: float) -> None:
     out = validate_attribute_values(DEFS, {"fee": raw}, for_publish=False)
     assert out == {"fee": expected} and type(out["fee"]) is type(expected)
@@ -58,8 +77,9 @@ def test_not_numbers(raw: Any) -> None:
 
 
 def test_dates() -> None:
-    assert validate_attribute_values(DEFS, {"effective_date": date(2026, 2, 28)},
-                                     for_publish=False) == {"effective_date": "2026-02-28"}
+    assert validate_attribute_values(DEFS, {"effective_date": date(2026, 2, 28)}, for_publish=False) == {
+        "effective_date": "2026-02-28"
+    }
     for bad in ("2026-02-30", "2026/01/05", "20260105", "2026-1-5", "明年一月", 20260105, "2026-01-05T08:00:00"):
         assert errors_of({"effective_date": bad}) == {"effective_date": "invalid_date"}, bad
 
@@ -82,18 +102,22 @@ def test_required_only_when_publishing() -> None:
     assert validate_attribute_values(DEFS, {"fee": 5}, for_publish=False) == {"fee": 5}
     assert errors_of({"fee": 5}, for_publish=True) == {"effective_date": "required", "region": "required"}
     # empty values count as missing, and are dropped from drafts
-    assert validate_attribute_values(DEFS, {"region": "", "channels": [], "fee": None},
-                                     for_publish=False) == {}
+    assert validate_attribute_values(DEFS, {"region": "", "channels": [], "fee": None}, for_publish=False) == {}
     assert errors_of({"region": "", "effective_date": "2026-01-01"}, for_publish=True) == {"region": "required"}
 
 
 def test_every_bad_field_is_named() -> None:
     with pytest.raises(InvalidInput) as err:
-        validate_attribute_values(DEFS, {"unknown_code": 1, "fee": "abc", "region": "香港",
-                                         "effective_date": "2026-13-01"}, for_publish=True)
+        validate_attribute_values(
+            DEFS, {"unknown_code": 1, "fee": "abc", "region": "香港", "effective_date": "2026-13-01"}, for_publish=True
+        )
     errors = err.value.extra["errors"]
-    assert {e["field"] for e in errors} == {"attributes.unknown_code", "attributes.fee", "attributes.region",
-                                            "attributes.effective_date"}
+    assert {e["field"] for e in errors} == {
+        "attributes.unknown_code",
+        "attributes.fee",
+        "attributes.region",
+        "attributes.effective_date",
+    }
     assert {e["attribute"]: e["type"] for e in errors}["unknown_code"] == "unknown_attribute"
     assert all(e["message"] for e in errors)
     assert "attributes.fee" in err.value.detail

@@ -29,12 +29,22 @@ WRITES = [
     ("PATCH", "/item-types/faq", {"name": "问答"}),
     ("DELETE", "/item-types/faq", None),
 ]
-READS = ["/taxonomies", "/taxonomies/{tax}", "/taxonomies/{tax}/tree", "/taxonomies/{tax}/nodes",
-         "/taxonomy-nodes/{node}", "/tags", "/attributes", "/templates", "/item-types"]
+READS = [
+    "/taxonomies",
+    "/taxonomies/{tax}",
+    "/taxonomies/{tax}/tree",
+    "/taxonomies/{tax}/nodes",
+    "/taxonomy-nodes/{node}",
+    "/tags",
+    "/attributes",
+    "/templates",
+    "/item-types",
+]
 
 
-async def test_writes_need_taxonomy_manage(client: httpx.AsyncClient, mgr: Actor, agent: Actor, people: People,
-                                           sm: SM) -> None:
+async def test_writes_need_taxonomy_manage(
+    client: httpx.AsyncClient, mgr: Actor, agent: Actor, people: People, sm: SM
+) -> None:
     ids = await build_kb(client, mgr.headers)
     author = await people.make("li.na", role="author")
     fill = {"tax": ids["tax"], "node": ids["電費"]}
@@ -47,8 +57,9 @@ async def test_writes_need_taxonomy_manage(client: httpx.AsyncClient, mgr: Actor
             problem = assert_problem(r, 403, "permission_denied")
             assert problem["required_permission"] == "taxonomy:manage", (method, path)
     async with sm() as s:
-        denials = await s.scalar(select(func.count()).select_from(AuditEntry)
-                                 .where(AuditEntry.action == "permission.denied"))
+        denials = await s.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "permission.denied")
+        )
         assert denials == 2 * len(WRITES)
     # nothing was changed by the refused calls
     r = await client.get(f"{API}/taxonomy-nodes/{ids['電費']}", headers=agent.headers)

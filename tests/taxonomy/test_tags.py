@@ -27,8 +27,9 @@ async def tag_list(client: httpx.AsyncClient, h: dict[str, str], **params: Any) 
     return r.json()
 
 
-async def test_tags_with_usage_counts_prefix_and_duplicates(client: httpx.AsyncClient, mgr: Actor, agent: Actor,
-                                                           sm: SM) -> None:
+async def test_tags_with_usage_counts_prefix_and_duplicates(
+    client: httpx.AsyncClient, mgr: Actor, agent: Actor, sm: SM
+) -> None:
     h = mgr.headers
     broadband = await tag(client, h, "宽带")
     port = await tag(client, h, "携号转网")
@@ -68,8 +69,7 @@ async def test_tags_with_usage_counts_prefix_and_duplicates(client: httpx.AsyncC
     assert_problem(await client.get(f"{API}/tags/999999", headers=h), 404, "tag_not_found")
 
 
-async def test_tag_rename_delete_invalid_names_and_resolve(client: httpx.AsyncClient, mgr: Actor,
-                                                            sm: SM) -> None:
+async def test_tag_rename_delete_invalid_names_and_resolve(client: httpx.AsyncClient, mgr: Actor, sm: SM) -> None:
     h = mgr.headers
     broadband = await tag(client, h, "宽带")
     other = await tag(client, h, "光猫")
@@ -77,8 +77,7 @@ async def test_tag_rename_delete_invalid_names_and_resolve(client: httpx.AsyncCl
     published, _ = await make_item(sm, tag_ids=(broadband["id"],))
     await make_item(sm, states=("draft",), tag_ids=(broadband["id"],))
 
-    assert_problem(await client.patch(f"{API}/tags/{other['id']}", json={"name": "宽带"}, headers=h), 409,
-                   "tag_exists")
+    assert_problem(await client.patch(f"{API}/tags/{other['id']}", json={"name": "宽带"}, headers=h), 409, "tag_exists")
     r = await client.patch(f"{API}/tags/{broadband['id']}", json={"name": "宽带业务"}, headers=h)
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "宽带业务" and r.json()["usage_count"] == 2
@@ -95,13 +94,15 @@ async def test_tag_rename_delete_invalid_names_and_resolve(client: httpx.AsyncCl
     for bad in ("   ", "长" * 65, "响铃\x07标签", "ｘ" * 65):
         assert_problem(await client.post(f"{API}/tags", json={"name": bad}, headers=h), 422)
     assert_problem(await client.post(f"{API}/tags", json={"name": "长" * 65}, headers=h), 422, "invalid_tag")
-    assert_problem(await client.post(f"{API}/tags", json={"name": "ok", "color": "red"}, headers=h), 422,
-                   "validation_error")
+    assert_problem(
+        await client.post(f"{API}/tags", json={"name": "ok", "color": "red"}, headers=h), 422, "validation_error"
+    )
     assert (await tag(client, h, "长" * 64))["name"] == "长" * 64
     assert await count(sm, select(Tag.id)) == 3
     async with sm() as s:
-        entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "tag.rename",
-                                                        AuditEntry.target_id == str(broadband["id"])))
+        entry = await s.scalar(
+            select(AuditEntry).where(AuditEntry.action == "tag.rename", AuditEntry.target_id == str(broadband["id"]))
+        )
         assert entry is not None and entry.summary["before"] == {"name": "宽带"}
         assert entry.summary["after"] == {"name": "宽带业务"} and entry.summary["reindexed_items"] == 1
 

@@ -65,8 +65,9 @@ async def test_taxonomy_crud_several_trees(client: httpx.AsyncClient, mgr: Actor
     assert_problem(r, 409, "taxonomy_exists")
     r = await client.post(f"{API}/taxonomies", json={"code": "other", "name": "知识分类"}, headers=h)
     assert_problem(r, 409, "taxonomy_exists")
-    assert_problem(await client.patch(f"{API}/taxonomies/{scope}", json={"name": "所属部门"}, headers=h),
-                   409, "taxonomy_exists")
+    assert_problem(
+        await client.patch(f"{API}/taxonomies/{scope}", json={"name": "所属部门"}, headers=h), 409, "taxonomy_exists"
+    )
     assert_problem(await client.patch(f"{API}/taxonomies/{scope}", json={"code": "x"}, headers=h), 422)
     assert_problem(await client.get(f"{API}/taxonomies/999999", headers=h), 404, "taxonomy_not_found")
 
@@ -92,25 +93,28 @@ async def test_taxonomy_crud_several_trees(client: httpx.AsyncClient, mgr: Actor
         assert upd is not None and upd.actor == f"user:{mgr.user.id}" and upd.target_id == str(scope)
         assert upd.summary["before"] == {"name": "适用范围", "position": 3}
         assert upd.summary["after"] == {"name": "适用地区", "position": 0}
-        deleted = await s.scalar(select(AuditEntry).where(AuditEntry.action == "taxonomy.delete")
-                                 .order_by(AuditEntry.id))
+        deleted = await s.scalar(
+            select(AuditEntry).where(AuditEntry.action == "taxonomy.delete").order_by(AuditEntry.id)
+        )
         assert deleted is not None and deleted.summary["before"]["name"] == "所属部门"
 
 
-async def test_tree_nested_in_position_order(client: httpx.AsyncClient, mgr: Actor, agent: Actor,
-                                            sm: SM) -> None:
+async def test_tree_nested_in_position_order(client: httpx.AsyncClient, mgr: Actor, agent: Actor, sm: SM) -> None:
     """Also the helpers other domains call: subtree_ids, ancestors_and_self, validate_node_ids."""
     h = mgr.headers
     ids = await build_kb(client, h)
     tid = ids["tax"]
     async with sm() as s:
         assert await service.subtree_ids(s, [ids["宽带业务"]]) == sorted(
-            [ids["宽带业务"], ids["宽带故障"], ids["光猫故障"]])
+            [ids["宽带业务"], ids["宽带故障"], ids["光猫故障"]]
+        )
         assert await service.subtree_ids(s, [ids["宽带故障"], ids["信用卡"], 999999]) == sorted(
-            [ids["宽带故障"], ids["光猫故障"], ids["信用卡"], ids["挂失"]])
+            [ids["宽带故障"], ids["光猫故障"], ids["信用卡"], ids["挂失"]]
+        )
         assert await service.subtree_ids(s, []) == []
         assert await service.ancestors_and_self(s, [ids["光猫故障"], ids["挂失"]]) == sorted(
-            [ids["宽带业务"], ids["宽带故障"], ids["光猫故障"], ids["信用卡"], ids["挂失"]])
+            [ids["宽带业务"], ids["宽带故障"], ids["光猫故障"], ids["信用卡"], ids["挂失"]]
+        )
         assert await service.ancestors_and_self(s, [ids["電費"]]) == [ids["電費"]]
         got = await service.validate_node_ids(s, [ids["挂失"], ids["電費"], ids["挂失"]])
         assert [n.name for n in got] == ["挂失", "電費"]
@@ -141,8 +145,9 @@ async def test_tree_nested_in_position_order(client: httpx.AsyncClient, mgr: Act
     assert r.status_code == 200
     page1 = r.json()
     assert len(page1["items"]) == 4 and page1["next_cursor"]
-    r = await client.get(f"{API}/taxonomies/{tid}/nodes", params={"limit": 4, "cursor": page1["next_cursor"]},
-                         headers=h)
+    r = await client.get(
+        f"{API}/taxonomies/{tid}/nodes", params={"limit": 4, "cursor": page1["next_cursor"]}, headers=h
+    )
     ids_seen = [n["id"] for n in page1["items"] + r.json()["items"]]
     assert ids_seen == sorted(ids_seen) and len(set(ids_seen)) == 8
     r = await client.get(f"{API}/taxonomies/{tid}/nodes", params={"parent_id": ids["宽带业务"]}, headers=h)
@@ -194,9 +199,11 @@ async def test_move_updates_subtree_and_queues_reindex(client: httpx.AsyncClient
     assert r.status_code == 200
     assert len(await reindex_jobs(sm)) == 2
     async with sm() as s:
-        entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "taxonomy_node.move",
-                                                        AuditEntry.target_id == str(ids["宽带故障"]))
-                               .order_by(AuditEntry.id))
+        entry = await s.scalar(
+            select(AuditEntry)
+            .where(AuditEntry.action == "taxonomy_node.move", AuditEntry.target_id == str(ids["宽带故障"]))
+            .order_by(AuditEntry.id)
+        )
         assert entry is not None and entry.summary["before"]["parent_id"] == ids["宽带业务"]
         assert entry.summary["after"]["parent_id"] == ids["手机业务"] and entry.summary["reindexed_items"] == 1
 
@@ -225,7 +232,8 @@ async def test_move_refuses_cycles_and_other_taxonomies(client: httpx.AsyncClien
 
     # nothing changed, nothing queued
     assert (await get_node(client, h, ids["光猫故障"]))["path"] == (
-        f"/{ids['宽带业务']}/{ids['宽带故障']}/{ids['光猫故障']}/")
+        f"/{ids['宽带业务']}/{ids['宽带故障']}/{ids['光猫故障']}/"
+    )
     assert (await get_node(client, h, ids["宽带业务"]))["parent_id"] is None
     assert await reindex_jobs(sm) == []
 
@@ -261,15 +269,15 @@ async def test_delete_node_only_when_empty(client: httpx.AsyncClient, mgr: Actor
     await make_item(sm, states=("superseded", "published"), node_ids=(ids["挂失"],))
     _, (v,) = await make_item(sm, node_ids=(ids["宽带业务"],))
 
-    body = assert_problem(await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", headers=h),
-                          409, "node_not_empty")
+    body = assert_problem(
+        await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", headers=h), 409, "node_not_empty"
+    )
     assert body["children"] == 1 and body["placements"] == 1
     body = assert_problem(await client.delete(f"{API}/taxonomy-nodes/{ids['挂失']}", headers=h), 409, "node_not_empty")
     assert body["children"] == 0 and body["placements"] == 2  # history counts too
     r = await client.delete(f"{API}/taxonomy-nodes/{ids['挂失']}", params={"rehome_to": ids["挂失"]}, headers=h)
     assert_problem(r, 422, "invalid_rehome_target")
-    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["光猫故障"]},
-                            headers=h)
+    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["光猫故障"]}, headers=h)
     assert_problem(r, 422, "invalid_rehome_target")
     r = await client.delete(f"{API}/taxonomy-nodes/{ids['挂失']}", params={"rehome_to": center}, headers=h)
     assert_problem(r, 422, "taxonomy_mismatch")
@@ -277,8 +285,7 @@ async def test_delete_node_only_when_empty(client: httpx.AsyncClient, mgr: Actor
     assert_problem(r, 422, "invalid_rehome_target")
     # the target already has a child of that name: refused, and nothing moved
     clash = (await node(client, h, ids["tax"], "宽带故障", ids["手机业务"]))["id"]
-    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["手机业务"]},
-                            headers=h)
+    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["手机业务"]}, headers=h)
     body = assert_problem(r, 409, "node_exists")
     assert body["names"] == ["宽带故障"]
     assert await placements(sm, v) == [ids["宽带业务"]]
@@ -296,8 +303,7 @@ async def test_delete_node_only_when_empty(client: httpx.AsyncClient, mgr: Actor
     assert await reindex_jobs(sm) == []
 
 
-async def test_delete_with_rehome_moves_children_and_placements(client: httpx.AsyncClient, mgr: Actor,
-                                                                 sm: SM) -> None:
+async def test_delete_with_rehome_moves_children_and_placements(client: httpx.AsyncClient, mgr: Actor, sm: SM) -> None:
     h = mgr.headers
     ids = await build_kb(client, h)
     in_node, (v_in,) = await make_item(sm, node_ids=(ids["宽带业务"],))
@@ -310,8 +316,7 @@ async def test_delete_with_rehome_moves_children_and_placements(client: httpx.As
         s.add(AclGrant(target_type="category", target_id=ids["手机业务"], subject="role:1"))
         await s.commit()
 
-    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["手机业务"]},
-                            headers=h)
+    r = await client.delete(f"{API}/taxonomy-nodes/{ids['宽带业务']}", params={"rehome_to": ids["手机业务"]}, headers=h)
     assert r.status_code == 204, r.text
     assert_problem(await client.get(f"{API}/taxonomy-nodes/{ids['宽带业务']}", headers=h), 404, "node_not_found")
 
@@ -322,7 +327,8 @@ async def test_delete_with_rehome_moves_children_and_placements(client: httpx.As
     fault = await get_node(client, h, ids["宽带故障"])
     assert fault["parent_id"] == ids["手机业务"] and fault["path"] == f"/{ids['手机业务']}/{ids['宽带故障']}/"
     assert (await get_node(client, h, ids["光猫故障"]))["path"] == (
-        f"/{ids['手机业务']}/{ids['宽带故障']}/{ids['光猫故障']}/")
+        f"/{ids['手机业务']}/{ids['宽带故障']}/{ids['光猫故障']}/"
+    )
 
     assert await placements(sm, v_in) == [ids["手机业务"]]
     assert await placements(sm, v_both) == [ids["手机业务"]]  # one placement, not two
@@ -355,32 +361,46 @@ async def test_node_rename_bad_input_and_depth(client: httpx.AsyncClient, mgr: A
     await node(client, h, tid, "网速慢", ids["宽带故障"])
     r = await client.patch(f"{API}/taxonomy-nodes/{ids['光猫故障']}", json={"name": "网速慢"}, headers=h)
     assert_problem(r, 409, "node_exists")
-    assert_problem(await client.patch(f"{API}/taxonomy-nodes/999999", json={"name": "x"}, headers=h),
-                   404, "node_not_found")
-    assert_problem(await client.patch(f"{API}/taxonomy-nodes/{ids['挂失']}", json={"parent_id": 1}, headers=h),
-                   422, "validation_error")
+    assert_problem(
+        await client.patch(f"{API}/taxonomy-nodes/999999", json={"name": "x"}, headers=h), 404, "node_not_found"
+    )
+    assert_problem(
+        await client.patch(f"{API}/taxonomy-nodes/{ids['挂失']}", json={"parent_id": 1}, headers=h),
+        422,
+        "validation_error",
+    )
 
     url = f"{API}/taxonomies/{tid}/nodes"
     assert_problem(await client.post(url, json={"name": "信用卡"}, headers=h), 409, "node_exists")  # top level
-    assert_problem(await client.post(url, json={"name": "挂失", "parent_id": ids["信用卡"]}, headers=h),
-                   409, "node_exists")
+    assert_problem(
+        await client.post(url, json={"name": "挂失", "parent_id": ids["信用卡"]}, headers=h), 409, "node_exists"
+    )
     body = assert_problem(await client.post(url, json={"name": "长" * 101}, headers=h), 422, "validation_error")
     assert body["errors"][0]["field"] == "body.name"
     assert_problem(await client.post(url, json={"name": "   "}, headers=h), 422, "validation_error")
     assert_problem(await client.post(url, json={"name": "换行\n名称"}, headers=h), 422, "validation_error")
-    assert_problem(await client.post(url, json={"name": "余额查询", "colour": "红"}, headers=h),
-                   422, "validation_error")
-    body = assert_problem(await client.post(url, json={"name": "余额查询", "parent_id": 999999}, headers=h),
-                          422, "unknown_parent")
+    assert_problem(
+        await client.post(url, json={"name": "余额查询", "colour": "红"}, headers=h), 422, "validation_error"
+    )
+    body = assert_problem(
+        await client.post(url, json={"name": "余额查询", "parent_id": 999999}, headers=h), 422, "unknown_parent"
+    )
     assert body["unknown"] == [999999]
-    assert_problem(await client.post(url, json={"name": "余额查询", "parent_id": center}, headers=h),
-                   422, "taxonomy_mismatch")
-    assert_problem(await client.post(f"{API}/taxonomies/999999/nodes", json={"name": "余额查询"}, headers=h),
-                   404, "taxonomy_not_found")
+    assert_problem(
+        await client.post(url, json={"name": "余额查询", "parent_id": center}, headers=h), 422, "taxonomy_mismatch"
+    )
+    assert_problem(
+        await client.post(f"{API}/taxonomies/999999/nodes", json={"name": "余额查询"}, headers=h),
+        404,
+        "taxonomy_not_found",
+    )
     assert_problem(await client.post(f"{API}/taxonomies", json={"code": "知识", "name": "x"}, headers=h), 422)
     assert_problem(await client.post(f"{API}/taxonomies", json={"code": "ok", "name": "名" * 101}, headers=h), 422)
-    assert_problem(await client.post(url, content=b"{not json", headers={**h, "content-type": "application/json"}),
-                   400, "malformed_json")
+    assert_problem(
+        await client.post(url, content=b"{not json", headers={**h, "content-type": "application/json"}),
+        400,
+        "malformed_json",
+    )
 
     # a tree is at most MAX_DEPTH levels deep
     tid = await taxonomy(client, h, "scope", "适用范围")

@@ -57,20 +57,36 @@ async def publish_items(app: Any, actor: Principal, n: int, *, versions: int = 1
     ids: list[int] = []
     async with app.state.sessionmaker() as s:
         if await s.get(ItemType, ITEM_TYPE) is None:
-            await taxonomy.create_item_type(s, actor, ItemTypeCreate(code=ITEM_TYPE, name="热线FAQ",
-                                                                     review_required=False))
+            await taxonomy.create_item_type(
+                s, actor, ItemTypeCreate(code=ITEM_TYPE, name="热线FAQ", review_required=False)
+            )
             await s.commit()
     publish = TransitionIn()
     async with app.state.sessionmaker() as s:
         for k in range(n):
-            item, version = await knowledge.create_item(s, actor, ItemCreate(
-                item_type=ITEM_TYPE, title=f"宽带无法上网怎么办 B{k:03d}", question="家里宽带断网了怎么处理",
-                body=f"请先重启光猫，LOS灯红色闪烁请报修。工单号 GD-{k:05d}", visibility="internal"))
+            item, version = await knowledge.create_item(
+                s,
+                actor,
+                ItemCreate(
+                    item_type=ITEM_TYPE,
+                    title=f"宽带无法上网怎么办 B{k:03d}",
+                    question="家里宽带断网了怎么处理",
+                    body=f"请先重启光猫，LOS灯红色闪烁请报修。工单号 GD-{k:05d}",
+                    visibility="internal",
+                ),
+            )
             await workflow.transition(s, actor, item, version, "publish", publish)
             for number in range(2, versions + 1):
-                draft = await knowledge.save_draft(s, actor, item, DraftUpdate(
-                    title=f"携号转网办理条件 第{number}版 B{k:03d}", question="携号转网需要什么条件",
-                    body=f"携号转网需在网满 90 天且无欠费，發送短信 CXXZ 到 10086 查询。版本 {number}"))
+                draft = await knowledge.save_draft(
+                    s,
+                    actor,
+                    item,
+                    DraftUpdate(
+                        title=f"携号转网办理条件 第{number}版 B{k:03d}",
+                        question="携号转网需要什么条件",
+                        body=f"携号转网需在网满 90 天且无欠费，發送短信 CXXZ 到 10086 查询。版本 {number}",
+                    ),
+                )
                 await workflow.transition(s, actor, item, draft, "publish", publish)
             await knowledge.update_item(s, actor, item, ItemUpdate(visibility="public"))
             ids.append(item.id)
@@ -88,8 +104,9 @@ async def search(client: httpx.AsyncClient, actor: Actor, q: str, limit: int = 5
     return r.json()
 
 
-async def test_jobs_of_one_item_are_coalesced_into_one_commit(client: httpx.AsyncClient, admin: Actor,
-                                                             app: Any) -> None:
+async def test_jobs_of_one_item_are_coalesced_into_one_commit(
+    client: httpx.AsyncClient, admin: Actor, app: Any
+) -> None:
     actor = await principal_of(app, admin)
     ids = await publish_items(app, actor, 100, versions=2)
     queued = await jobs_of(app)
@@ -109,8 +126,9 @@ async def test_jobs_of_one_item_are_coalesced_into_one_commit(client: httpx.Asyn
     assert (await search(client, admin, "光猫"))["total"] == 0  # only version 1 said that
 
 
-async def test_a_bad_payload_fails_alone_and_a_vanished_item_is_removed(client: httpx.AsyncClient, admin: Actor,
-                                                                       app: Any) -> None:
+async def test_a_bad_payload_fails_alone_and_a_vanished_item_is_removed(
+    client: httpx.AsyncClient, admin: Actor, app: Any
+) -> None:
     actor = await principal_of(app, admin)
     ids = await publish_items(app, actor, 3)
     backend = app.state.services["search"]
@@ -120,8 +138,9 @@ async def test_a_bad_payload_fails_alone_and_a_vanished_item_is_removed(client: 
         bad = [enqueue(s, INDEX_JOB, p) for p in ({"item_id": "12"}, {}, {"item_id": True})]
         item = await s.get(Item, ids[0])
         assert item is not None
-        unpublish = await workflow.transition(s, actor, item, await knowledge.published_version(s, item),
-                                              "unpublish", TransitionIn(reason="套餐已下线"))
+        unpublish = await workflow.transition(
+            s, actor, item, await knowledge.published_version(s, item), "unpublish", TransitionIn(reason="套餐已下线")
+        )
         assert unpublish.state != "published"
         fresh = [enqueue(s, INDEX_JOB, {"item_id": i}) for i in ids[1:]]
         await s.commit()
@@ -141,8 +160,9 @@ async def test_a_bad_payload_fails_alone_and_a_vanished_item_is_removed(client: 
     assert ids[0] not in {hit["item_id"] for hit in (await search(client, admin, "宽带"))["items"]}
 
 
-async def test_engine_down_sends_the_whole_batch_back_then_it_succeeds(client: httpx.AsyncClient, admin: Actor,
-                                                                      app: Any) -> None:
+async def test_engine_down_sends_the_whole_batch_back_then_it_succeeds(
+    client: httpx.AsyncClient, admin: Actor, app: Any
+) -> None:
     actor = await principal_of(app, admin)
     ids = await publish_items(app, actor, 40)
     app.state.settings.job_backoff_seconds = 30
@@ -197,7 +217,8 @@ async def test_other_kinds_keep_their_turn_during_an_index_flood(admin: Actor, a
 
     async def extract(ctx: JobContext) -> dict[str, Any]:
         waiting = await ctx.session.scalar(
-            select(func.count()).select_from(Job).where(Job.kind == INDEX_JOB, Job.status == "pending"))
+            select(func.count()).select_from(Job).where(Job.kind == INDEX_JOB, Job.status == "pending")
+        )
         seen.append((ctx.payload["attachment"], int(waiting or 0)))
         return {"chars": 1200}
 
@@ -230,8 +251,13 @@ async def test_a_batch_commits_its_writes_with_its_done_jobs_only(app: Any) -> N
         out: BatchOutcome = {}
         for job in ctx.jobs:
             n = job.payload["n"]
-            out[job.job_id] = (PermanentJobError("工单不存在") if n == 0 else ConnectionError("Tika 暂时不可用")
-                               if n == 1 else {"n": n})
+            out[job.job_id] = (
+                PermanentJobError("工单不存在")
+                if n == 0
+                else ConnectionError("Tika 暂时不可用")
+                if n == 1
+                else {"n": n}
+            )
         return out
 
     async with app.state.sessionmaker() as s:
@@ -267,21 +293,50 @@ def test_elasticsearch_per_document_errors_fail_only_their_items_jobs() -> None:
     a rejected document retries its item's jobs; a superseded write (409) and a success are done."""
     answers = [
         (True, {"index": {"_id": es_bodies.document_id(11), "status": 201, "result": "created"}}),
-        (False, {"index": {"_id": es_bodies.document_id(12), "status": 400, "error": {
-            "type": "document_parsing_exception", "reason": "[attrs] failed to parse field of type keyword",
-            "caused_by": {"type": "illegal_argument_exception", "reason": "繁體欄位長度超限"}}}}),
-        (False, {"index": {"_id": es_bodies.document_id(13), "status": 409, "error": {
-            "type": "version_conflict_engine_exception", "reason": "current version [5] is higher"}}}),
+        (
+            False,
+            {
+                "index": {
+                    "_id": es_bodies.document_id(12),
+                    "status": 400,
+                    "error": {
+                        "type": "document_parsing_exception",
+                        "reason": "[attrs] failed to parse field of type keyword",
+                        "caused_by": {"type": "illegal_argument_exception", "reason": "繁體欄位長度超限"},
+                    },
+                }
+            },
+        ),
+        (
+            False,
+            {
+                "index": {
+                    "_id": es_bodies.document_id(13),
+                    "status": 409,
+                    "error": {"type": "version_conflict_engine_exception", "reason": "current version [5] is higher"},
+                }
+            },
+        ),
     ]
     by_doc = {doc_id: error for doc_id, _, error in (es_bodies.bulk_item_outcome(ok, item) for ok, item in answers)}
     errors = {item_id: by_doc[es_bodies.document_id(item_id)] for item_id in (11, 12, 13)}
-    out = index_outcomes({11: [1, 2], 12: [3, 4, 5], 13: [6], 14: [7]}, errors, removed={14},
-                         feed_events={11: 2})
+    out = index_outcomes({11: [1, 2], 12: [3, 4, 5], 13: [6], 14: [7]}, errors, removed={14}, feed_events={11: 2})
     for job_id in (3, 4, 5):
         assert isinstance(out[job_id], RuntimeError) and "document_parsing_exception" in str(out[job_id])
         assert "item 12" in str(out[job_id])
-    assert out[1] == out[2] == {"item_id": 11, "indexed": 1, "removed": 0, "feed_events": 2, "coalesced": 2,
-                                "batch_jobs": 7, "batch_items": 4}
+    assert (
+        out[1]
+        == out[2]
+        == {
+            "item_id": 11,
+            "indexed": 1,
+            "removed": 0,
+            "feed_events": 2,
+            "coalesced": 2,
+            "batch_jobs": 7,
+            "batch_items": 4,
+        }
+    )
     assert out[6]["indexed"] == 1 and out[7]["removed"] == 1  # type: ignore[index]
 
 

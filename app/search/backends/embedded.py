@@ -593,7 +593,8 @@ class EmbeddedBackend(SearchBackend):
     def _semantic_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
         """The nearest items to `query.vector` among those the ACL, channel and filters allow.
 
-        Every item is scored (exact), then candidates are walked best first and Tantivy says
+        The store ranks the items (exactly, or through its approximate index beyond
+        ANN_MIN_ROWS vectors), candidates are walked best first and Tantivy says
         which of them the filter query accepts, a chunk at a time, until the page is full: a
         page is never short while allowed items remain, and nothing the caller may not read
         leaves this method, not even in the total or the facets. When the nearest items are
@@ -610,8 +611,8 @@ class EmbeddedBackend(SearchBackend):
         searcher = live.index.searcher()
         with store.lock:
             store.refresh(searcher, generation)
-            best = store.scores(np.asarray(query.vector, dtype=np.float32), model)
-            slot_item = store.slot_item[: len(best)].copy()
+            ranking = store.ranking(np.asarray(query.vector, dtype=np.float32), model)
+            scored = store.count(model)
         filters = self._filter_queries(query.principals, query.channel, query.filters)
         allowed = Query.boolean_query(
             [(Occur.Must, f) for f in filters] + [(Occur.Must, Query.term_query(self.schema, "vecmodel", model))]
@@ -620,28 +621,31 @@ class EmbeddedBackend(SearchBackend):
         limit = max(0, min(query.limit, MAX_LIMIT))
         offset = max(0, query.offset)
         want = min(offset + limit, total)
-        scored = int(np.isfinite(best).sum())
         picked: list[tuple[int, float, tantivy.DocAddress]] = []  # (item id, cosine, address)
+        seen: set[int] = set()
         checked = 0
         chunk = max(2 * want, SEMANTIC_CHUNK)
         while len(picked) < want and checked < scored and checked < SEMANTIC_WALK_MAX:
-            upto = min(scored, checked + chunk)
-            top = np.argpartition(-best, upto - 1)[:upto] if upto < len(best) else np.arange(len(best))
-            top = top[np.argsort(-best[top], kind="stable")][checked:upto]
-            ids = [int(i) for i in slot_item[top]]
-            accepted = self._accepted(searcher, allowed, ids)
-            picked += [(i, float(best[slot]), accepted[i]) for i, slot in zip(ids, top, strict=True) if i in accepted]
-            checked, chunk = upto, chunk * 4
-        if len(picked) < want and checked < scored:
+            ids, cosines = ranking.top(min(scored, checked + chunk))
+            fresh = [(i, c) for i, c in zip(ids[checked:], cosines[checked:], strict=True) if i not in seen]
+            if not fresh:
+                break  # the approximate index holds no more near this query
+            seen.update(i for i, _ in fresh)
+            accepted = self._accepted(searcher, allowed, [i for i, _ in fresh])
+            picked += [(i, c, accepted[i]) for i, c in fresh if i in accepted]
+            checked, chunk = len(ids), chunk * 4
+        if len(picked) < want and len(seen) < scored:
             found = searcher.search(allowed, total, count=False)
             addresses = [address for _, address in found.hits]
-            slot_of = {int(item): slot for slot, item in enumerate(slot_item) if np.isfinite(best[slot])}
             pairs = [
-                (int(i), a) for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
-                if i is not None and int(i) in slot_of
+                (int(i), a)
+                for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
+                if i is not None
             ]
-            pairs.sort(key=lambda p: -best[slot_of[p[0]]])
-            picked = [(i, float(best[slot_of[i]]), a) for i, a in pairs[:want]]
+            cosine_of = ranking.of([i for i, _ in pairs])
+            pairs = [p for p in pairs if p[0] in cosine_of]
+            pairs.sort(key=lambda p: -cosine_of[p[0]])
+            picked = [(i, cosine_of[i], a) for i, a in pairs[:want]]
         picked = picked[:want]
         facets: dict[str, list[FacetValue]] = {}
         if query.facets and picked:
@@ -681,7 +685,8 @@ class EmbeddedBackend(SearchBackend):
         found = searcher.search(query, len(ids), count=False)
         addresses = [address for _, address in found.hits]
         return {
-            int(i): a for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
+            int(i): a
+            for i, a in zip(searcher.fast_field_values("item_id", addresses), addresses, strict=True)
             if i is not None
         }
 
