@@ -22,18 +22,19 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import tantivy
 from tantivy import Query
+
+if TYPE_CHECKING:
+    import faiss
 
 _INITIAL_ROWS = 1024
 ANN_MIN_ROWS = 50_000
 ANN_PROBE_SHARE = 16  # a query scans 1/16 of the cells
 ANN_ROWS_PER_ITEM = 4  # rows fetched per wanted item (an item has several rows)
-
-faiss.omp_set_num_threads(1)  # requests run side by side in threads; one core each
 
 
 def vector_hash(model: str, blob: bytes) -> int:
@@ -186,6 +187,9 @@ class VectorStore:
             self.ann.add_with_ids(self.rows[rows], rows)
 
     def _build_ann(self) -> None:
+        import faiss  # only a store this large loads it (and its OpenMP runtime)
+
+        faiss.omp_set_num_threads(1)  # requests run side by side in threads; one core each
         live_rows = np.flatnonzero(self.row_slot[: self.used_rows] >= 0).astype(np.int64)
         cells = int(min(4096, max(64, 2 * math.sqrt(len(live_rows)))))
         quantizer = faiss.IndexFlatIP(self.dims)
