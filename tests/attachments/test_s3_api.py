@@ -130,7 +130,7 @@ async def test_two_api_hosts_on_postgresql_share_attachments_through_s3(
     db: Database, settings: Settings, client: httpx.AsyncClient, admin: Actor, app: Any, tmp_path: Path
 ) -> None:
     if db.kind != "postgresql":
-        pytest.skip("two API hosts need a shared database server: runs on PostgreSQL only")
+        pytest.skip("two API hosts need a shared database server: this runs in the PostgreSQL leg of every run")
     # host B: its own process state and its own (empty) data folder; only the database and the bucket are shared
     host_b = create_app(settings.model_copy(update={"data_dir": tmp_path / "host-b"}))
     async with (

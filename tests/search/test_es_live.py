@@ -349,7 +349,10 @@ async def test_documents_without_vectors_stay_keyword_searchable(sem: Elasticsea
 async def test_semantic_leg_runs_on_the_basic_licence(sem: ElasticsearchBackend, admin: AsyncElasticsearch) -> None:
     licence = (await admin.license.get()).body["license"]["type"]
     if licence != "basic":
-        pytest.skip(f"the cluster has a {licence} licence: cannot show that basic suffices")
+        pytest.skip(
+            f"the cluster has a {licence} licence, so it cannot show that basic suffices: runs against a cluster "
+            "on the basic licence (docker/elasticsearch's default) with KB_ES_URL set"
+        )
     assert (await nearest(sem, axes((1, 1.0)), limit=1)).hits[0].item_id == 12
 
 
