@@ -21,6 +21,7 @@ from app.attachments.jobs import schedule_orphan_collection
 from app.cases.defaults import ensure_case_type
 from app.channels.events import ChannelEvents
 from app.channels.jobs import schedule_sweep
+from app.channels.publiccache import PublicCache
 from app.channels.ratelimit import build_rate_limiter
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         stop = asyncio.Event()
         app.state.search_log = SearchLogBuffer(app.state.sessionmaker)
         app.state.channel_events = ChannelEvents(app.state.sessionmaker)
+        app.state.public_cache = PublicCache(app.state.sessionmaker, settings.channel_cache_seconds)
         log_tasks = [
             asyncio.create_task(app.state.search_log.run(stop)),
             asyncio.create_task(app.state.channel_events.run(stop)),

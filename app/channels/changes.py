@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.models import ChannelChange, ChannelFeed, ChannelItemState
+from app.channels.publiccache import feed_moved
 from app.core.db import utcnow
 from app.knowledge import acl
 from app.knowledge.models import Item, ItemVersion
@@ -207,6 +208,11 @@ async def reconcile(session: AsyncSession, item_ids: list[int] | set[int]) -> li
     stored = await _stored(session, ids)
     events, silent = _diff(items, views, stored, now)
     rows: list[dict[str, Any]] = []
+    feed_moved(session)
+    if silent:
+        await session.execute(
+            update(ChannelFeed).where(ChannelFeed.id == FEED_ROW).values(silent=ChannelFeed.silent + 1)
+        )
     if events:
         last = await _take_seqs(session, len(events))
         first = last - len(events) + 1

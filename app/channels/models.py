@@ -23,6 +23,10 @@ class ChannelFeed(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Seq, default=0)
     floor: Mapped[int] = mapped_column(Seq, default=0)
+    # Bumped by a transaction that changed what a channel shows without an event (valid_to moved
+    # on an item still shown): the anonymous read cache (app/channels/publiccache.py) watches it
+    # beside `seq`.
+    silent: Mapped[int] = mapped_column(Seq, default=0, server_default="0")
 
 
 class ChannelItemState(Base):

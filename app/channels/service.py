@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from email.utils import format_datetime
 
 from cachetools import LRUCache
@@ -20,6 +21,7 @@ from sqlalchemy.orm import raiseload
 from app.attachments.models import Attachment, version_attachments
 from app.cases.display import shown_body
 from app.channels.access import AGENT, ChannelCaller
+from app.channels.publiccache import Key, Rendered
 from app.channels.render import RENDER_REVISION, AttachmentRef, Source, render
 from app.channels.schemas import (
     AnswerOut,
@@ -428,22 +430,31 @@ def _rendered_json(source: Source, channel: str, max_bytes: int) -> bytes:
     return out
 
 
+def rendering_key(request: Request, caller: ChannelCaller, max_bytes: int) -> Key:
+    """What an anonymous rendering depends on beyond the version: channel, text limit, base URL."""
+    return caller.channel, max_bytes if caller.channel == "wechat" else 0, str(request.base_url)
+
+
 async def rendered_response(
-    request: Request, session: AsyncSession, caller: ChannelCaller, found: tuple[Item, ItemVersion], max_bytes: int
+    request: Request,
+    session: AsyncSession,
+    caller: ChannelCaller,
+    found: tuple[Item, ItemVersion],
+    max_bytes: int,
+    keep: Callable[[Rendered], None] | None = None,
 ) -> Response:
+    """The 200 or 304 of `items/{id}`; `keep` receives the 200 (the anonymous read cache)."""
     item, version = found
-    channel = caller.channel
-    max_bytes = max_bytes if channel == "wechat" else 0
+    channel, max_bytes, base = rendering_key(request, caller, max_bytes)
     files = may_download(caller) and channel in (AGENT, "app")
-    base = str(request.base_url)
     wurl = web_url(base, request.app.state.settings.web_answer_url, item.id)
     digest = hashlib.sha1(f"{RENDER_REVISION}|{version.id}|{max_bytes}|{files}|{wurl}".encode()).hexdigest()[:16]
     response = Response(media_type="application/json")
     etag = f'"{channel}-{item.id}-{version.number}-{digest}"'
-    headers = response.headers
-    headers["Vary"] = "Authorization"
-    if version.published_at is not None:
-        headers["Last-Modified"] = format_datetime(version.published_at, usegmt=True)
+    last_modified = format_datetime(version.published_at, usegmt=True) if version.published_at is not None else None
+    response.headers["Vary"] = "Authorization"
+    if last_modified is not None:
+        response.headers["Last-Modified"] = last_modified
     if not_modified(request, response, etag, cache_control(caller)):
         response.status_code = 304
         return response
@@ -466,6 +477,15 @@ async def rendered_response(
         attachments=attachments,
         web_url=wurl,
     )
-    response.body = _rendered_json(source, channel, max_bytes)
-    headers["Content-Length"] = str(len(response.body))
-    return response
+    rendered = Rendered(
+        etag=etag,
+        body=_rendered_json(source, channel, max_bytes),
+        cache_control=cache_control(caller),
+        last_modified=last_modified,
+        version=version.number,
+        valid_from=item.valid_from,
+        valid_to=item.valid_to,
+    )
+    if keep is not None:
+        keep(rendered)
+    return rendered.response(request)

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # sqlite: a file under data_dir shared by this machine's API processes; redis://host:6379/0
     # for several hosts; memory: each process alone.
     rate_limit_storage: str = "sqlite"
+    # Anonymous `items/{id}` answers kept per process (app/channels/publiccache.py): how long another
+    # API process's change may go unseen (this process's own changes are seen at once).
+    channel_cache_seconds: float = Field(0.2, ge=0, le=60)
     # The change feed (GET /changes): how often the sweep emits expiries and starts (0: never), and
     # how long events are kept (older cursors answer 410 resync_required).
     channel_sweep_seconds: float = Field(30, ge=0)
