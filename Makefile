@@ -40,7 +40,7 @@ test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-# The fuzz stage alone, long: schemathesis with 200 examples per operation (make test runs 15).
+# The fuzz stage alone, long: schemathesis with 200 examples per operation (make test runs 10).
 fuzz: install
 	KB_FUZZ_MAX_EXAMPLES=200 $(BIN)/pytest -rA tests/core/test_fuzz.py
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -15,8 +16,13 @@ from app.core.db import utcnow
 from app.core.errors import Unauthorized
 
 _hasher = PasswordHasher()
-# Verifying against this keeps unknown-user logins as slow as wrong-password ones.
-_DUMMY_HASH = _hasher.hash("dummy-password-for-timing")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps unknown-user logins as slow as wrong-password ones (made on
+    first use: an argon2 hash costs 0.2 s, at every start of every process otherwise)."""
+    return _hasher.hash("dummy-password-for-timing")
 
 
 def hash_secret(secret: str) -> str:
@@ -25,7 +31,7 @@ def hash_secret(secret: str) -> str:
 
 def verify_secret(stored_hash: str | None, secret: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), secret) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

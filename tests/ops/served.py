@@ -40,6 +40,7 @@ def serve_env(settings: Settings, data: Path, port: int, **extra: str) -> dict[s
         "KB_PORT": str(port),
         "KB_WORKER_POLL_SECONDS": "0.2",
         "KB_LOG_LEVEL": "WARNING",
+        "KB_EMBEDDER": "off",  # 1.7 s of model loading per API process; no test here searches by meaning
         **extra,
     }
 

@@ -26,7 +26,7 @@ from app.taxonomy import service as taxonomy_service
 from app.taxonomy.models import TaxonomyNode
 from app.workers.worker import Worker
 from tests.conftest import Actor, People, assert_problem
-from tests.ops.served import api_processes, free_port
+from tests.ops.served import api_processes, free_port, serve_env
 
 
 async def drain(app: Any) -> int:
@@ -477,17 +477,7 @@ async def test_api_processes_share_one_embedded_index(settings: Settings, admin:
     port = free_port()
     data = settings.data_dir / "two-processes"
     data.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "KB_ENV": "test",
-        "KB_DATABASE_URL": settings.database_url,
-        "KB_DATA_DIR": str(data),
-        "KB_JWT_SECRET": settings.jwt_secret,
-        "KB_WORKERS": "2",
-        "KB_PORT": str(port),
-        "KB_WORKER_POLL_SECONDS": "0.2",
-        "KB_LOG_LEVEL": "WARNING",
-    }
+    env = serve_env(settings, data, port, KB_WORKERS="2")
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=data, env=env)
     base = f"http://127.0.0.1:{port}"
     h = {"Authorization": admin.headers["Authorization"]}
