@@ -174,6 +174,10 @@ async def app(base_app: Any, settings: Settings) -> AsyncIterator[Any]:
     from app.channels.render import cache_clear as forget_renders
 
     forget_renders()  # so do version ids on SQLite: a render cached by version id must not outlive its test
+    from app.channels.publiccache import PublicCache
+
+    # and the change feed's numbers: anonymous answers kept under the last test's feed must go too
+    base_app.state.public_cache = PublicCache(base_app.state.sessionmaker, settings.channel_cache_seconds)
     services = base_app.state.services
     search = services["search"]
     if search.analyzer.resources != LanguageResources():  # a test changed the dictionary or synonyms
