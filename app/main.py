@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                     queued := await revectorize_if_needed(s, search, app.state.services.get("semantic"))
                 ):
                     log.warning("indexed items lack vectors of the loaded embedder: %s queued", queued)
+            semantic = app.state.services.get("semantic")
+            if semantic is not None and semantic.available:
+                search.warm_vectors()
         except Exception:
             log.exception("start-up data could not be loaded")
         if settings.bootstrap_admin_user and settings.bootstrap_admin_password:

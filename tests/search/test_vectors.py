@@ -132,3 +132,42 @@ async def test_approximate_index_follows_updates_and_deletes(engine: tuple[Embed
     assert store_of(backend).ann is None
     public = {i for i in rows if i not in DEPT_ONLY}
     assert [h.item_id for h in small.hits] == exact_top(rows, target, public, 10)
+
+
+async def test_a_large_store_loads_in_the_background_never_in_a_request(
+    engine: tuple[EmbeddedBackend, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 items the first load takes up to a minute: the first semantic search must not
+    wait for it. It answers SearchUnavailable at once (the hybrid search then serves keywords and
+    says so) while a background thread loads; then semantic search works."""
+    import asyncio
+    import time
+
+    from app.search.backends import embedded
+    from app.search.backends.base import SearchUnavailable
+
+    backend, rows = engine
+    monkeypatch.setattr(embedded, "VECTORS_INLINE_LOAD_MAX_DOCS", 100)
+    store = store_of(backend)
+    assert store.generation < 0, "nothing has loaded the vectors yet"
+    slow = store.refresh
+
+    def slow_refresh(*args: Any) -> None:
+        time.sleep(0.5)  # a load that takes a while, as a large one does
+        slow(*args)
+
+    monkeypatch.setattr(store, "refresh", slow_refresh)
+    vector = rows[5][0]
+    started = time.perf_counter()
+    with pytest.raises(SearchUnavailable, match="loading"):
+        await backend.search(query(vector, ["public"]))
+    with pytest.raises(SearchUnavailable, match="loading"):  # a second search starts no second load
+        await backend.search(query(vector, ["public"]))
+    assert time.perf_counter() - started < 0.4, "the searches did not wait for the load"
+    for _ in range(100):
+        if store.generation >= 0:
+            break
+        await asyncio.sleep(0.05)
+    result = await backend.search(query(vector, ["public"]))
+    assert result.hits[0].item_id == exact_top(rows, vector, {i for i in rows if i not in DEPT_ONLY}, 1)[0]
+    assert store.vector_count == ITEMS * ROWS_PER_ITEM

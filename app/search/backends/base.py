@@ -44,6 +44,11 @@ class SearchBackend(ABC):
     async def health(self) -> bool:
         """True when the index exists and answers."""
 
+    def warm_vectors(self) -> None:
+        """Start loading what semantic search reads in memory, ahead of the first query (the
+        embedded index's vectors; Elasticsearch keeps its own)."""
+        return None
+
     @abstractmethod
     async def set_language(self, resources: LanguageResources) -> None:
         """Apply a new business dictionary and synonym list without a restart."""

@@ -108,6 +108,9 @@ DISMAX_TIE_BREAKER = 0.2
 
 FACET_FIELDS = {"category": "category_ids", "tag": "tags", "type": "item_type"}
 MAX_LIMIT = 1000
+# A vector store this small loads inside the first semantic search (well under a second); a
+# larger one loads in a background thread while searches fall back to keywords.
+VECTORS_INLINE_LOAD_MAX_DOCS = 20_000
 
 # Suggestion keys: prefixes of the compacted (normalized, punctuation-free) text and of its
 # pinyin, plus prefixes starting at each word of the title (so "故障" completes
@@ -239,6 +242,8 @@ class EmbeddedBackend(SearchBackend):
         self.writable = True  # False: another process writes; this one follows it read-only
         self._seen = _Seen()
         self._follow_lock = threading.Lock()
+        self._vector_loads_lock = threading.Lock()
+        self._vector_loads: set[int] = set()  # ids of the vector stores loading in the background
         self._write_lock = asyncio.Lock()
         self._rebuild_lock = asyncio.Lock()
         self._journal: list[_Op] | None = None  # writes made while a rebuild runs
@@ -590,6 +595,38 @@ class EmbeddedBackend(SearchBackend):
             total=total if total is not None else found.count or 0, hits=hits, facets=facets, took_ms=took
         )
 
+    def warm_vectors(self) -> None:
+        """Load the vectors now (in the background), not at the first semantic search."""
+        live = self._live
+        if live is not None and live.vectors is not None and live.vectors.generation < 0:
+            self._load_vectors(live)
+
+    def _load_vectors(self, live: _Live) -> None:
+        store = live.vectors
+        assert store is not None
+        with self._vector_loads_lock:
+            if id(store) in self._vector_loads:
+                return
+            self._vector_loads.add(id(store))
+
+        def load() -> None:
+            started = time.perf_counter()
+            try:
+                with store.lock:
+                    generation = live.generation
+                    store.refresh(live.index.searcher(), generation)
+                log.info(
+                    "semantic index loaded",
+                    extra={"vectors": store.vector_count, "seconds": round(time.perf_counter() - started, 1)},
+                )
+            except Exception:
+                log.exception("the semantic index could not be loaded; the next semantic search tries again")
+            finally:
+                with self._vector_loads_lock:
+                    self._vector_loads.discard(id(store))
+
+        threading.Thread(target=load, name="kb-vectors-load", daemon=True).start()
+
     def _semantic_sync(self, live: _Live, analyzer: Analyzer, query: SearchQuery) -> SearchResult:
         """The nearest items to `query.vector` among those the ACL, channel and filters allow.
 
@@ -609,6 +646,12 @@ class EmbeddedBackend(SearchBackend):
         assert store is not None
         generation = live.generation  # before the searcher: a newer searcher only refreshes again
         searcher = live.index.searcher()
+        if store.generation < 0 and searcher.num_docs > VECTORS_INLINE_LOAD_MAX_DOCS:
+            # The first load of a large index takes up to a minute (100,000 items: reading every
+            # vector, training the approximate index): never inside a request. It runs in the
+            # background; until it is done the hybrid search answers with keywords and says so.
+            self._load_vectors(live)
+            raise SearchUnavailable("the semantic index is loading (first use after a start)")
         with store.lock:
             store.refresh(searcher, generation)
             ranking = store.ranking(np.asarray(query.vector, dtype=np.float32), model)
