@@ -448,6 +448,27 @@ async def paced(
     return out
 
 
+async def wait_semantic(base: str, headers: dict[str, str], limit_s: float = 900) -> float | None:
+    """Seconds until the vector stores are loaded (in the background, at start-up): searches on
+    fresh connections, which the API processes accept in turn, until 20 in a row ran hybrid.
+    None when searches run keyword only (KB_EMBEDDER=off)."""
+    import httpx
+
+    started = time.perf_counter()
+    in_a_row = 0
+    while in_a_row < 20:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            body = (await client.get("/api/v1/search", params={"q": "宽带 故障", "limit": 5}, headers=headers)).json()
+        if body.get("mode") == "keyword":
+            return None
+        in_a_row = in_a_row + 1 if body.get("mode_used") == "hybrid" else 0
+        if time.perf_counter() - started > limit_s:
+            raise SystemExit(f"the semantic index did not load within {limit_s} s: {body.get('warnings')}")
+        if not in_a_row:
+            await asyncio.sleep(1)
+    return round(time.perf_counter() - started, 1)
+
+
 async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
@@ -477,6 +498,10 @@ async def over_http(data_dir: Path, jwt_secret: str, env: dict[str, Any], args: 
             headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         rng = random.Random(11)
         out: dict[str, Any] = {"clients": args.clients}
+        waited = await wait_semantic(base, headers)
+        if waited is not None:
+            out["semantic_index_loaded_after_s"] = waited
+            print(f"  semantic index loaded in every API process after {waited} s", flush=True)
         await closed_loop(port, headers, [make_params(rng, 2, False, env) for _ in range(300)], args.clients)
         for name, words, filtered in cases():
             plans = [make_params(rng, words, filtered, env) for _ in range(args.requests)]
