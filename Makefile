@@ -38,7 +38,7 @@ TEST_WORKERS ?= auto --maxprocesses=4 --dist worksteal
 
 test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=20
 
 # The fuzz stage alone, long: schemathesis with 200 examples per operation (make test runs 10).
 fuzz: install
