@@ -10,7 +10,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:  # async: FastAPI runs a sync dependency in a thread
     return request.app.state.settings
 
 

@@ -18,7 +18,7 @@ from app.identity.service import load_principal
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/v1/auth/token")
 
 
-def get_codec(request: Request) -> TokenCodec:
+async def get_codec(request: Request) -> TokenCodec:  # async: a sync dependency costs a thread hop per request
     return request.app.state.token_codec
 
 
