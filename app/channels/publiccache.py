@@ -77,17 +77,29 @@ class Rendered:
         return (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or self.valid_to > at)
 
     def response(self, request: Request) -> Response:
-        response = Response(media_type="application/json")
-        headers = response.headers
-        headers["Vary"] = "Authorization"
-        if self.last_modified is not None:
-            headers["Last-Modified"] = self.last_modified
-        if not_modified(request, response, self.etag, self.cache_control):
-            response.status_code = 304
-            return response
-        response.body = self.body
-        headers["Content-Length"] = str(len(self.body))
+        response = item_response(request, self.etag, self.cache_control, self.last_modified, self.body)
+        assert response is not None  # with a body there is always an answer
         return response
+
+
+def item_response(
+    request: Request, etag: str, cache_control: str, last_modified: str | None, body: bytes | None
+) -> Response | None:
+    """`items/{id}`'s answer: 304 when the client's copy is current, else 200 with `body`; None
+    when the copy is stale and `body` is None (the caller renders, then calls again)."""
+    response = Response(media_type="application/json")
+    headers = response.headers
+    headers["Vary"] = "Authorization"
+    if last_modified is not None:
+        headers["Last-Modified"] = last_modified
+    if not_modified(request, response, etag, cache_control):
+        response.status_code = 304
+        return response
+    if body is None:
+        return None
+    response.body = body
+    headers["Content-Length"] = str(len(body))
+    return response
 
 
 Key = tuple[str, int, str]  # channel, max_bytes, base URL

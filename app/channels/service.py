@@ -21,7 +21,7 @@ from sqlalchemy.orm import raiseload
 from app.attachments.models import Attachment, version_attachments
 from app.cases.display import shown_body
 from app.channels.access import AGENT, ChannelCaller
-from app.channels.publiccache import Key, Rendered
+from app.channels.publiccache import Key, Rendered, item_response
 from app.channels.render import RENDER_REVISION, AttachmentRef, Source, render
 from app.channels.schemas import (
     AnswerOut,
@@ -33,7 +33,6 @@ from app.channels.schemas import (
     RelatedOut,
 )
 from app.core.errors import Forbidden, NotFound
-from app.core.etag import not_modified
 from app.core.pagination import PageParams, paginate_by_id
 from app.core.schemas import MAX_ID
 from app.knowledge import acl
@@ -449,15 +448,11 @@ async def rendered_response(
     files = may_download(caller) and channel in (AGENT, "app")
     wurl = web_url(base, request.app.state.settings.web_answer_url, item.id)
     digest = hashlib.sha1(f"{RENDER_REVISION}|{version.id}|{max_bytes}|{files}|{wurl}".encode()).hexdigest()[:16]
-    response = Response(media_type="application/json")
     etag = f'"{channel}-{item.id}-{version.number}-{digest}"'
     last_modified = format_datetime(version.published_at, usegmt=True) if version.published_at is not None else None
-    response.headers["Vary"] = "Authorization"
-    if last_modified is not None:
-        response.headers["Last-Modified"] = last_modified
-    if not_modified(request, response, etag, cache_control(caller)):
-        response.status_code = 304
-        return response
+    current = item_response(request, etag, cache_control(caller), last_modified, None)
+    if current is not None:  # the client's copy is current: 304 without rendering
+        return current
     attachments: tuple[AttachmentRef, ...] = ()
     if files:
         links = (await attachment_links(session, [version.id], base)).get(version.id, [])
